@@ -1,0 +1,37 @@
+"""The ``models`` table: the catalog of AI models users are charged for."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import cast
+
+from sqlalchemy import BigInteger, ForeignKey, String, Table
+from sqlalchemy.orm import Mapped, mapped_column
+
+from modelbank.db.base import Base, BigId, UTCDateTime
+
+
+class CatalogModel(Base):
+    """A model in the catalog (DESIGN §4). ``creator_id`` NULL: a platform model that earns
+    nobody anything. ``access_price_ucr``: what a premium model's access costs, in µcr."""
+
+    __tablename__ = "models"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    slug: Mapped[str] = mapped_column(String(200), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    provider: Mapped[str] = mapped_column(String(64))
+    provider_model_ref: Mapped[str] = mapped_column(String(200))
+    mode: Mapped[str] = mapped_column(String(32))
+    category: Mapped[str] = mapped_column(String(64))
+    tier: Mapped[str] = mapped_column(String(16))
+    demand: Mapped[str] = mapped_column(String(8))
+    creator_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+    is_active: Mapped[bool] = mapped_column(default=True)
+    is_premium: Mapped[bool] = mapped_column(default=False)
+    access_price_ucr: Mapped[int] = mapped_column(BigInteger, default=0)
+    character_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+models_table = cast(Table, CatalogModel.__table__)

@@ -1,0 +1,48 @@
+"""Settings: one pydantic-settings object, built once by the entry point and passed in.
+
+Environment variables are prefixed ``MODELBANK_`` (``MODELBANK_DATABASE_URL`` …).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from modelbank.money import DEFAULT_CREDITS_PER_USD
+
+
+def _default_data_dir() -> Path:
+    # A checkout next to ../shared/data (the project's layout); elsewhere ./data.
+    here = Path.cwd()
+    for candidate in (here / ".." / "shared" / "data", here / "data"):
+        if candidate.is_dir():
+            return candidate.resolve()
+    return (here / "data").resolve()
+
+
+class Settings(BaseSettings):
+    """modelbank's configuration."""
+
+    model_config = SettingsConfigDict(env_prefix="MODELBANK_", extra="ignore")
+
+    database_url: str = Field(
+        default="sqlite:///./modelbank.db",
+        description="SQLAlchemy URL: sqlite:///path (default) or postgresql://user@host/db",
+    )
+    data_dir: Path = Field(
+        default_factory=_default_data_dir,
+        description="Folder with the real traces and price sheet (../shared/data by default)",
+    )
+    credits_per_usd: Decimal = Field(default=DEFAULT_CREDITS_PER_USD, gt=0)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build the settings from the environment, with explicit overrides (CLI options)."""
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    return Settings(**clean)  # type: ignore[arg-type]
+
+
+__all__ = ["Settings", "load_settings"]

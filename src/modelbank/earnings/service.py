@@ -1,0 +1,348 @@
+"""Earnings service: rules and beneficiaries per model, the terms a charge needs, and
+recording earnings with the per-model aggregates (DESIGN §7)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy.orm import Session
+
+from modelbank.db.base import utcnow
+from modelbank.earnings.errors import InvalidRule, InvalidSplit
+from modelbank.earnings.models import beneficiaries_table as beneficiaries
+from modelbank.earnings.models import earnings_rules_table as rules
+from modelbank.earnings.models import earnings_table as earnings
+from modelbank.earnings.models import model_stats_table as stats
+from modelbank.earnings.rules import BPS, EarningsRule
+from modelbank.money import parse_decimal
+
+OTHER_KEY = "*"
+"""Key of ``other_multiplier`` in the stored ``type_multipliers`` JSON."""
+
+
+@dataclass(frozen=True, slots=True)
+class Terms:
+    """What charging one model needs to compute earnings: the rule in force, the
+    beneficiaries ((user id, bps); the creator at 10,000 when none are set) and the model's
+    lifetime use count so far."""
+
+    model_id: int
+    rule: EarningsRule
+    beneficiaries: tuple[tuple[int, int], ...]
+    use_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class EarningLine:
+    """One beneficiary's earning from one usage event (µcr, tokens = input + output)."""
+
+    usage_id: int
+    model_id: int
+    user_id: int
+    amount_ucr: int
+    tokens: int
+    rule_version: int
+
+
+@dataclass(slots=True)
+class StatsDelta:
+    """Changes to one model's aggregates from a batch of charges."""
+
+    uses: int = 0
+    tokens: int = 0
+    revenue_ucr: int = 0
+    earnings_ucr: int = 0
+    last_used_at: datetime | None = None
+
+
+def set_rule(
+    session: Session, model_id: int, rule: EarningsRule, *, effective_from: datetime | None = None
+) -> EarningsRule:
+    """Store ``rule`` as the next version of the model's earnings rule; return it versioned."""
+    conn = session.connection()
+    version = (
+        int(
+            conn.execute(
+                select(func.coalesce(func.max(rules.c.version), 0)).where(
+                    rules.c.model_id == model_id
+                )
+            ).scalar_one()
+        )
+        + 1
+    )
+    multipliers = {key: str(value) for key, value in rule.type_multipliers.items()}
+    multipliers[OTHER_KEY] = str(rule.other_multiplier)
+    conn.execute(
+        insert(rules).values(
+            model_id=model_id,
+            version=version,
+            effective_from=effective_from or utcnow(),
+            per_use_ucr=rule.per_use_ucr,
+            per_token_ucr=rule.per_token_ucr,
+            share_bps=rule.share_bps,
+            popularity_tiers=[[m, str(x)] for m, x in rule.popularity_tiers],
+            type_multipliers=multipliers,
+            created_at=utcnow(),
+        )
+    )
+    return _rule_from_row(
+        {
+            "version": version,
+            "per_use_ucr": rule.per_use_ucr,
+            "per_token_ucr": rule.per_token_ucr,
+            "share_bps": rule.share_bps,
+            "popularity_tiers": [[m, str(x)] for m, x in rule.popularity_tiers],
+            "type_multipliers": multipliers,
+        }
+    )
+
+
+def build_rule(
+    *,
+    per_use_ucr: int = 0,
+    per_token_ucr: Decimal | int | str = 0,
+    share_bps: int | None = None,
+    popularity_tiers: Sequence[Sequence[Any]] | None = None,
+    type_multipliers: Mapping[str, Any] | None = None,
+) -> EarningsRule:
+    """An :class:`EarningsRule` from loose input (numbers or decimal strings), defaults from
+    DESIGN §7 for what is omitted. Raises :class:`InvalidRule`."""
+    try:
+        kwargs: dict[str, Any] = {
+            "per_use_ucr": int(per_use_ucr),
+            "per_token_ucr": parse_decimal(per_token_ucr),
+        }
+        if share_bps is not None:
+            kwargs["share_bps"] = int(share_bps)
+        if popularity_tiers is not None:
+            kwargs["popularity_tiers"] = tuple(
+                (int(m), parse_decimal(x)) for m, x in popularity_tiers
+            )
+        if type_multipliers is not None:
+            parsed = {k: parse_decimal(v) for k, v in type_multipliers.items()}
+            other = parsed.pop(OTHER_KEY, None)
+            kwargs["type_multipliers"] = parsed
+            if other is not None:
+                kwargs["other_multiplier"] = other
+            elif not parsed:
+                kwargs["other_multiplier"] = Decimal(1)
+        return EarningsRule(**kwargs)
+    except (ValueError, TypeError) as exc:
+        raise InvalidRule(f"invalid earnings rule: {exc}") from exc
+
+
+def set_beneficiaries(session: Session, model_id: int, shares: Sequence[tuple[int, int]]) -> None:
+    """Replace the model's beneficiaries with ``shares`` ((user id, bps), summing to 10,000).
+
+    Raises :class:`InvalidSplit` for a wrong sum, a share ≤ 0 or a duplicate user.
+    """
+    users = [user_id for user_id, _ in shares]
+    if len(set(users)) != len(users):
+        raise InvalidSplit("a beneficiary appears twice")
+    if any(bps <= 0 for _, bps in shares) or sum(bps for _, bps in shares) != BPS:
+        raise InvalidSplit("beneficiary shares must be positive and sum to 10000 bps")
+    conn = session.connection()
+    conn.execute(beneficiaries.delete().where(beneficiaries.c.model_id == model_id))
+    conn.execute(
+        insert(beneficiaries),
+        [{"model_id": model_id, "user_id": u, "share_bps": bps} for u, bps in shares],
+    )
+
+
+def load_terms(
+    session: Session, creators: Mapping[int, int | None], *, at: datetime | None = None
+) -> dict[int, Terms]:
+    """Terms for each model id in ``creators`` (model id → creator user id or None).
+
+    Three queries whatever the number of models. A model without a stored rule gets the
+    DESIGN §7 default :class:`EarningsRule`; without beneficiaries, its creator at 100%
+    (none for a platform model). Creates missing aggregate rows.
+    """
+    ids = sorted(creators)
+    if not ids:
+        return {}
+    at = at or utcnow()
+    conn = session.connection()
+    latest = (
+        select(rules.c.model_id, func.max(rules.c.version).label("version"))
+        .where(rules.c.model_id.in_(ids), rules.c.effective_from <= at)
+        .group_by(rules.c.model_id)
+        .subquery()
+    )
+    rule_rows = conn.execute(
+        select(rules).join(
+            latest, (latest.c.model_id == rules.c.model_id) & (latest.c.version == rules.c.version)
+        )
+    )
+    by_model = {int(row.model_id): _rule_from_row(row._mapping) for row in rule_rows}
+    shares: dict[int, list[tuple[int, int]]] = {}
+    for row in conn.execute(
+        select(beneficiaries)
+        .where(beneficiaries.c.model_id.in_(ids))
+        .order_by(beneficiaries.c.user_id)
+    ):
+        shares.setdefault(int(row.model_id), []).append((int(row.user_id), int(row.share_bps)))
+    counts = {
+        int(row.model_id): int(row.use_count)
+        for row in conn.execute(
+            select(stats.c.model_id, stats.c.use_count).where(stats.c.model_id.in_(ids))
+        )
+    }
+    missing = [model_id for model_id in ids if model_id not in counts]
+    if missing:
+        conn.execute(
+            insert(stats),
+            [
+                {"model_id": m, "use_count": 0, "tokens": 0, "revenue_ucr": 0, "earnings_ucr": 0}
+                for m in missing
+            ],
+        )
+    default = EarningsRule()
+    result: dict[int, Terms] = {}
+    for model_id in ids:
+        creator = creators[model_id]
+        default_shares = [(creator, BPS)] if creator is not None else []
+        result[model_id] = Terms(
+            model_id=model_id,
+            rule=by_model.get(model_id, default),
+            beneficiaries=tuple(shares.get(model_id, default_shares)),
+            use_count=counts.get(model_id, 0),
+        )
+    return result
+
+
+_UPDATE_STATS = (
+    update(stats)
+    .where(stats.c.model_id == bindparam("m_id"))
+    .values(
+        use_count=stats.c.use_count + bindparam("d_uses"),
+        tokens=stats.c.tokens + bindparam("d_tokens"),
+        revenue_ucr=stats.c.revenue_ucr + bindparam("d_revenue"),
+        earnings_ucr=stats.c.earnings_ucr + bindparam("d_earnings"),
+        last_used_at=func.coalesce(
+            bindparam("d_last", type_=stats.c.last_used_at.type), stats.c.last_used_at
+        ),
+    )
+)
+
+
+def record(
+    session: Session,
+    lines: Sequence[EarningLine],
+    deltas: Mapping[int, StatsDelta],
+    *,
+    now: datetime | None = None,
+) -> None:
+    """Insert earning lines and apply aggregate deltas (one update per model)."""
+    conn = session.connection()
+    now = now or utcnow()
+    if lines:
+        conn.execute(
+            insert(earnings),
+            [
+                {
+                    "usage_id": line.usage_id,
+                    "model_id": line.model_id,
+                    "user_id": line.user_id,
+                    "amount_ucr": line.amount_ucr,
+                    "tokens": line.tokens,
+                    "rule_version": line.rule_version,
+                    "created_at": now,
+                }
+                for line in lines
+            ],
+        )
+    if deltas:
+        conn.execute(
+            _UPDATE_STATS,
+            [
+                {
+                    "m_id": model_id,
+                    "d_uses": d.uses,
+                    "d_tokens": d.tokens,
+                    "d_revenue": d.revenue_ucr,
+                    "d_earnings": d.earnings_ucr,
+                    "d_last": d.last_used_at,
+                }
+                for model_id, d in sorted(deltas.items())
+            ],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ModelEarnings:
+    """A model's lifetime aggregates."""
+
+    model_id: int
+    use_count: int
+    tokens: int
+    revenue_ucr: int
+    earnings_ucr: int
+    last_used_at: datetime | None
+
+
+def model_stats(session: Session, model_ids: Iterable[int] | None = None) -> list[ModelEarnings]:
+    """Aggregates of the given models (all when None), most revenue first."""
+    query = select(stats).order_by(stats.c.revenue_ucr.desc(), stats.c.model_id)
+    if model_ids is not None:
+        query = query.where(stats.c.model_id.in_(list(model_ids)))
+    return [
+        ModelEarnings(
+            model_id=int(r.model_id),
+            use_count=int(r.use_count),
+            tokens=int(r.tokens),
+            revenue_ucr=int(r.revenue_ucr),
+            earnings_ucr=int(r.earnings_ucr),
+            last_used_at=r.last_used_at,
+        )
+        for r in session.connection().execute(query)
+    ]
+
+
+def earnings_by_usage(
+    session: Session, usage_ids: Iterable[int]
+) -> dict[int, list[tuple[int, int]]]:
+    """usage id → [(beneficiary user id, µcr)] (for replaying an idempotent charge)."""
+    ids = list(usage_ids)
+    found: dict[int, list[tuple[int, int]]] = {}
+    if not ids:
+        return found
+    for row in session.connection().execute(
+        select(earnings.c.usage_id, earnings.c.user_id, earnings.c.amount_ucr)
+        .where(earnings.c.usage_id.in_(ids))
+        .order_by(earnings.c.id)
+    ):
+        found.setdefault(int(row.usage_id), []).append((int(row.user_id), int(row.amount_ucr)))
+    return found
+
+
+def total_earned(session: Session, user_id: int) -> int:
+    """All µcr ``user_id`` has earned from others' usage, over all models."""
+    return int(
+        session.connection()
+        .execute(
+            select(func.coalesce(func.sum(earnings.c.amount_ucr), 0)).where(
+                earnings.c.user_id == user_id
+            )
+        )
+        .scalar_one()
+    )
+
+
+def _rule_from_row(row: Mapping[Any, Any]) -> EarningsRule:
+    multipliers = {k: Decimal(v) for k, v in dict(row["type_multipliers"]).items()}
+    other = multipliers.pop(OTHER_KEY, Decimal(1))
+    return EarningsRule(
+        per_use_ucr=int(row["per_use_ucr"]),
+        per_token_ucr=Decimal(row["per_token_ucr"]),
+        share_bps=int(row["share_bps"]),
+        popularity_tiers=tuple((int(m), Decimal(x)) for m, x in row["popularity_tiers"]),
+        type_multipliers=multipliers,
+        other_multiplier=other,
+        version=int(row["version"]),
+    )

@@ -1,0 +1,658 @@
+"""Ledger service: accounts, linked transfers, holds and reversals (DESIGN §3).
+
+Every function takes the caller's ``Session`` first and never commits (STYLE §4): the caller's
+transaction makes a group of transfers *linked*: all are written or none. Balance checks and
+updates happen under row locks: ``SELECT … FOR UPDATE`` on PostgreSQL (taken in account-id
+order so two transactions never deadlock), the single writer lock on SQLite (``BEGIN
+IMMEDIATE``, see :mod:`modelbank.db.engine`).
+
+The hot path uses SQLAlchemy Core on the session's connection (DESIGN §16: the ORM costs
+20–37× the driver); account totals are updated once per account per call, however many
+transfers touch it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy.orm import Session
+
+from modelbank.db.base import utcnow
+from modelbank.errors import IdempotencyConflict
+from modelbank.ledger.codes import (
+    PLATFORM_ACCOUNT_CODES,
+    USER_ACCOUNT_CODES,
+    AccountCode,
+    AccountFlags,
+    TransferCode,
+    TransferFlags,
+)
+from modelbank.ledger.errors import (
+    AccountNotFound,
+    HoldAmountExceeded,
+    HoldExpired,
+    HoldNotPending,
+    InsufficientFunds,
+    InvalidTransfer,
+    TransferNotFound,
+)
+from modelbank.ledger.models import accounts_table as accounts
+from modelbank.ledger.models import transfers_table as transfers
+
+MAX_HOLD_TIMEOUT_S = 7 * 24 * 3600
+"""A hold may reserve credits for at most a week: longer reservations are a purchase."""
+
+_FLAGGED = int(AccountFlags.DEBITS_MUST_NOT_EXCEED_CREDITS)
+
+
+@dataclass(frozen=True, slots=True)
+class NewTransfer:
+    """A transfer to post: ``amount`` µcr (> 0) from ``debit_account_id`` to
+    ``credit_account_id``. ``idempotency_key`` is optional for transfers posted inside a
+    business operation that is itself idempotent (a usage charge); see :func:`transfer`."""
+
+    debit_account_id: int
+    credit_account_id: int
+    amount: int
+    code: TransferCode
+    ref_type: str | None = None
+    ref_id: int | None = None
+    idempotency_key: str | None = None
+    metadata: Mapping[str, Any] | None = None
+
+
+@dataclass(slots=True)
+class AccountBalance:
+    """Totals of one account in µcr, as read under lock."""
+
+    id: int
+    code: str
+    owner_id: int | None
+    flags: int
+    debits_posted: int
+    credits_posted: int
+    debits_pending: int
+    credits_pending: int
+
+    @property
+    def balance(self) -> int:
+        """Posted balance: credits_posted − debits_posted (µcr)."""
+        return self.credits_posted - self.debits_posted
+
+    @property
+    def available(self) -> int:
+        """Spendable: posted balance minus pending debits (holds) (µcr)."""
+        return self.credits_posted - self.debits_posted - self.debits_pending
+
+    @property
+    def flagged(self) -> bool:
+        """True when the account must never go below zero."""
+        return bool(self.flags & _FLAGGED)
+
+
+@dataclass(slots=True)
+class _Delta:
+    debits_posted: int = 0
+    credits_posted: int = 0
+    debits_pending: int = 0
+    credits_pending: int = 0
+
+
+@dataclass
+class _Plan:
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    deltas: dict[int, _Delta] = field(default_factory=dict)
+
+    def delta(self, account_id: int) -> _Delta:
+        found = self.deltas.get(account_id)
+        if found is None:
+            found = self.deltas[account_id] = _Delta()
+        return found
+
+
+# ---------------------------------------------------------------- accounts
+
+
+def ensure_platform_accounts(session: Session) -> dict[AccountCode, int]:
+    """Create the platform's singleton accounts when missing; return code → account id."""
+    conn = session.connection()
+    existing = {
+        row.code: row.id
+        for row in conn.execute(
+            select(accounts.c.id, accounts.c.code).where(accounts.c.owner_id.is_(None))
+        )
+    }
+    for code in PLATFORM_ACCOUNT_CODES:
+        if code.value not in existing:
+            result = conn.execute(
+                insert(accounts).values(
+                    code=code.value, owner_id=None, flags=0, created_at=utcnow()
+                )
+            )
+            existing[code.value] = int(result.inserted_primary_key[0])  # type: ignore[index]
+    return {AccountCode(code): account_id for code, account_id in existing.items()}
+
+
+def platform_account(session: Session, code: AccountCode) -> int:
+    """The id of a platform account (``owner_id`` NULL). Raises :class:`AccountNotFound`."""
+    account_id = (
+        session.connection()
+        .execute(
+            select(accounts.c.id).where(
+                accounts.c.code == code.value, accounts.c.owner_id.is_(None)
+            )
+        )
+        .scalar()
+    )
+    if account_id is None:
+        raise AccountNotFound(f"platform account {code.value} is missing; run `modelbank migrate`")
+    return int(account_id)
+
+
+def open_user_accounts(session: Session, user_id: int) -> dict[AccountCode, int]:
+    """Open (or find) a user's wallet and earnings accounts, both flagged non-negative."""
+    conn = session.connection()
+    found = {
+        AccountCode(row.code): int(row.id)
+        for row in conn.execute(
+            select(accounts.c.id, accounts.c.code).where(accounts.c.owner_id == user_id)
+        )
+    }
+    for code in USER_ACCOUNT_CODES:
+        if code not in found:
+            result = conn.execute(
+                insert(accounts).values(
+                    code=code.value, owner_id=user_id, flags=_FLAGGED, created_at=utcnow()
+                )
+            )
+            found[code] = int(result.inserted_primary_key[0])  # type: ignore[index]
+    return found
+
+
+def user_account_ids(
+    session: Session, user_ids: Iterable[int], code: AccountCode
+) -> dict[int, int]:
+    """Map user id → account id for accounts of ``code`` (users without one are absent)."""
+    ids = list(set(user_ids))
+    if not ids:
+        return {}
+    rows = session.connection().execute(
+        select(accounts.c.owner_id, accounts.c.id).where(
+            accounts.c.code == code.value, accounts.c.owner_id.in_(ids)
+        )
+    )
+    return {int(row.owner_id): int(row.id) for row in rows}
+
+
+def lock_accounts(session: Session, account_ids: Iterable[int]) -> dict[int, AccountBalance]:
+    """Read accounts' totals under a row lock, in id order (no deadlocks between callers).
+
+    Returns id → :class:`AccountBalance`. Raises :class:`AccountNotFound` for a missing id.
+    On SQLite the transaction already holds the writer lock (BEGIN IMMEDIATE).
+    """
+    ids = sorted(set(account_ids))
+    if not ids:
+        return {}
+    query = select(accounts).where(accounts.c.id.in_(ids)).order_by(accounts.c.id)
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update()
+    found = {
+        int(row.id): AccountBalance(
+            id=int(row.id),
+            code=row.code,
+            owner_id=row.owner_id,
+            flags=int(row.flags),
+            debits_posted=int(row.debits_posted),
+            credits_posted=int(row.credits_posted),
+            debits_pending=int(row.debits_pending),
+            credits_pending=int(row.credits_pending),
+        )
+        for row in session.connection().execute(query)
+    }
+    missing = [account_id for account_id in ids if account_id not in found]
+    if missing:
+        raise AccountNotFound(f"no account {missing[0]}", account_id=missing[0])
+    return found
+
+
+def get_balance(session: Session, account_id: int) -> AccountBalance:
+    """An account's totals (no lock). Raises :class:`AccountNotFound`."""
+    row = session.connection().execute(select(accounts).where(accounts.c.id == account_id)).first()
+    if row is None:
+        raise AccountNotFound(f"no account {account_id}", account_id=account_id)
+    return AccountBalance(
+        id=int(row.id),
+        code=row.code,
+        owner_id=row.owner_id,
+        flags=int(row.flags),
+        debits_posted=int(row.debits_posted),
+        credits_posted=int(row.credits_posted),
+        debits_pending=int(row.debits_pending),
+        credits_pending=int(row.credits_pending),
+    )
+
+
+# ---------------------------------------------------------------- posting
+
+
+def post_transfers(
+    session: Session,
+    new_transfers: Sequence[NewTransfer],
+    *,
+    now: datetime | None = None,
+    locked: Mapping[int, AccountBalance] | None = None,
+) -> None:
+    """Post ``new_transfers`` as one linked group: all or none (the caller's transaction).
+
+    Checks every transfer (amount > 0, distinct accounts), locks the accounts involved
+    (reusing ``locked`` balances the caller already read under lock), verifies that no
+    flagged account ends below zero, inserts the rows and applies one totals update per
+    account. Raises :class:`InvalidTransfer`, :class:`AccountNotFound`,
+    :class:`InsufficientFunds` (context: account_id, available_ucr, needed_ucr) before
+    writing anything.
+    """
+    if not new_transfers:
+        return
+    now = now or utcnow()
+    plan = _Plan()
+    for spec in new_transfers:
+        _validate(spec)
+        plan.rows.append(_row(spec, now, flags=TransferFlags.NONE))
+        plan.delta(spec.debit_account_id).debits_posted += spec.amount
+        plan.delta(spec.credit_account_id).credits_posted += spec.amount
+    _apply(session, plan, locked)
+
+
+def transfer(session: Session, spec: NewTransfer, *, now: datetime | None = None) -> int:
+    """Post one standalone transfer idempotently; return its id.
+
+    ``spec.idempotency_key`` is required. The same key with the same content returns the
+    first transfer's id and changes nothing; with different content it raises
+    :class:`~modelbank.errors.IdempotencyConflict`. Other errors as :func:`post_transfers`.
+    """
+    if not spec.idempotency_key:
+        raise InvalidTransfer("a standalone transfer needs an idempotency key")
+    existing = _find_by_key(session, spec.idempotency_key)
+    if existing is not None:
+        _same_or_conflict(existing, spec)
+        return int(existing.id)
+    _validate(spec)
+    plan = _Plan()
+    plan.rows.append(_row(spec, now or utcnow(), flags=TransferFlags.NONE))
+    plan.delta(spec.debit_account_id).debits_posted += spec.amount
+    plan.delta(spec.credit_account_id).credits_posted += spec.amount
+    new_id = _apply(session, plan, None, returning=True)
+    assert new_id is not None
+    return new_id
+
+
+def create_hold(
+    session: Session,
+    spec: NewTransfer,
+    *,
+    timeout_s: int,
+    now: datetime | None = None,
+) -> int:
+    """Reserve ``spec.amount`` µcr as a pending transfer that expires after ``timeout_s``.
+
+    The reservation counts in debits_pending/credits_pending; the debit account's available
+    balance drops at once. Idempotent on ``spec.idempotency_key`` like :func:`transfer`.
+    Raises :class:`InvalidTransfer` (bad amount or timeout not in 1…MAX_HOLD_TIMEOUT_S),
+    :class:`InsufficientFunds`. Returns the hold's transfer id.
+    """
+    if not 0 < timeout_s <= MAX_HOLD_TIMEOUT_S:
+        raise InvalidTransfer(f"hold timeout must be 1…{MAX_HOLD_TIMEOUT_S} s, got {timeout_s}")
+    if spec.idempotency_key:
+        existing = _find_by_key(session, spec.idempotency_key)
+        if existing is not None:
+            _same_or_conflict(existing, spec)
+            return int(existing.id)
+    _validate(spec)
+    now = now or utcnow()
+    plan = _Plan()
+    row = _row(spec, now, flags=TransferFlags.PENDING)
+    row["expires_at"] = now + timedelta(seconds=timeout_s)
+    plan.rows.append(row)
+    plan.delta(spec.debit_account_id).debits_pending += spec.amount
+    plan.delta(spec.credit_account_id).credits_pending += spec.amount
+    new_id = _apply(session, plan, None, returning=True)
+    assert new_id is not None
+    return new_id
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """A pending transfer and what became of it. ``status``: pending, posted or voided."""
+
+    id: int
+    debit_account_id: int
+    credit_account_id: int
+    amount: int
+    code: str
+    expires_at: datetime | None
+    status: str
+    posted_amount: int
+
+
+def get_hold(session: Session, hold_id: int) -> Hold:
+    """The hold ``hold_id`` with its status. Raises :class:`TransferNotFound`."""
+    conn = session.connection()
+    row = conn.execute(
+        select(transfers).where(
+            transfers.c.id == hold_id, transfers.c.flags == int(TransferFlags.PENDING)
+        )
+    ).first()
+    if row is None:
+        raise TransferNotFound(f"no hold {hold_id}", hold_id=hold_id)
+    resolution = conn.execute(
+        select(transfers.c.flags, transfers.c.amount).where(transfers.c.pending_id == hold_id)
+    ).first()
+    if resolution is None:
+        status, posted = "pending", 0
+    elif resolution.flags & TransferFlags.POST_PENDING:
+        status, posted = "posted", int(resolution.amount)
+    else:
+        status, posted = "voided", 0
+    return Hold(
+        id=int(row.id),
+        debit_account_id=int(row.debit_account_id),
+        credit_account_id=int(row.credit_account_id),
+        amount=int(row.amount),
+        code=row.code,
+        expires_at=row.expires_at,
+        status=status,
+        posted_amount=posted,
+    )
+
+
+def post_hold(
+    session: Session, hold_id: int, amount: int | None = None, *, now: datetime | None = None
+) -> int:
+    """Post a pending hold for ``amount`` µcr (default: all of it); release the rest.
+
+    Raises :class:`TransferNotFound`, :class:`HoldNotPending` (already posted or voided),
+    :class:`HoldExpired`, :class:`HoldAmountExceeded` (amount > held),
+    :class:`InvalidTransfer` (amount ≤ 0; void instead). Returns the posting transfer's id.
+    """
+    now = now or utcnow()
+    hold = _pending_hold(session, hold_id)
+    if hold.expires_at is not None and hold.expires_at <= now:
+        raise HoldExpired(f"hold {hold_id} expired at {hold.expires_at.isoformat()}")
+    amount = hold.amount if amount is None else amount
+    if amount <= 0:
+        raise InvalidTransfer("posting amount must be positive; void the hold instead")
+    if amount > hold.amount:
+        raise HoldAmountExceeded(
+            f"cannot post {amount} µcr of a {hold.amount} µcr hold",
+            held_ucr=hold.amount,
+            amount_ucr=amount,
+        )
+    return _resolve(session, hold, TransferFlags.POST_PENDING, amount, now, reason=None)
+
+
+def void_hold(
+    session: Session, hold_id: int, *, now: datetime | None = None, reason: str = "voided"
+) -> int:
+    """Void a pending hold, releasing its whole amount. Raises :class:`TransferNotFound`,
+    :class:`HoldNotPending`. Returns the voiding transfer's id."""
+    hold = _pending_hold(session, hold_id)
+    return _resolve(session, hold, TransferFlags.VOID_PENDING, hold.amount, now or utcnow(), reason)
+
+
+def expire_holds(session: Session, *, now: datetime | None = None, limit: int = 1000) -> int:
+    """Void up to ``limit`` pending holds whose timeout has passed; return how many.
+
+    Idempotent and bounded: run it repeatedly until it returns 0.
+    """
+    now = now or utcnow()
+    resolved = select(transfers.c.pending_id).where(transfers.c.pending_id.is_not(None))
+    ids = (
+        session.connection()
+        .execute(
+            select(transfers.c.id)
+            .where(
+                transfers.c.flags == int(TransferFlags.PENDING),
+                transfers.c.expires_at <= now,
+                transfers.c.id.not_in(resolved),
+            )
+            .order_by(transfers.c.id)
+            .limit(limit)
+        )
+        .scalars()
+    )
+    count = 0
+    for hold_id in list(ids):
+        void_hold(session, int(hold_id), now=now, reason="expired")
+        count += 1
+    return count
+
+
+def reverse(
+    session: Session,
+    transfer_id: int,
+    *,
+    amount: int | None = None,
+    idempotency_key: str,
+    now: datetime | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> int:
+    """Undo (part of) a posted transfer with a reversing transfer pointing to it.
+
+    ``amount`` defaults to what is left unreversed. Raises :class:`TransferNotFound`,
+    :class:`InvalidTransfer` (not a posted transfer, or more than is left to reverse),
+    :class:`InsufficientFunds` (the credited account no longer holds it and is flagged).
+    Idempotent on ``idempotency_key``. Returns the reversing transfer's id.
+    """
+    conn = session.connection()
+    original = conn.execute(select(transfers).where(transfers.c.id == transfer_id)).first()
+    if original is None:
+        raise TransferNotFound(f"no transfer {transfer_id}", transfer_id=transfer_id)
+    if original.flags & (TransferFlags.PENDING | TransferFlags.VOID_PENDING):
+        raise InvalidTransfer("only posted transfers can be reversed; void a hold instead")
+    reversed_so_far = conn.execute(
+        select(func.coalesce(func.sum(transfers.c.amount), 0)).where(
+            transfers.c.reverses_id == transfer_id
+        )
+    ).scalar_one()
+    spec = NewTransfer(
+        debit_account_id=int(original.credit_account_id),
+        credit_account_id=int(original.debit_account_id),
+        amount=int(original.amount) - int(reversed_so_far) if amount is None else amount,
+        code=TransferCode(original.code),
+        ref_type=original.ref_type,
+        ref_id=original.ref_id,
+        idempotency_key=idempotency_key,
+        metadata=metadata,
+    )
+    existing = _find_by_key(session, idempotency_key)
+    if existing is not None:
+        _same_or_conflict(existing, spec)
+        return int(existing.id)
+    if spec.amount <= 0 or spec.amount > int(original.amount) - int(reversed_so_far):
+        raise InvalidTransfer(
+            f"cannot reverse {spec.amount} µcr of transfer {transfer_id}:"
+            f" {int(original.amount) - int(reversed_so_far)} µcr left to reverse"
+        )
+    now = now or utcnow()
+    plan = _Plan()
+    row = _row(spec, now, flags=TransferFlags.NONE)
+    row["reverses_id"] = transfer_id
+    plan.rows.append(row)
+    plan.delta(spec.debit_account_id).debits_posted += spec.amount
+    plan.delta(spec.credit_account_id).credits_posted += spec.amount
+    new_id = _apply(session, plan, None, returning=True)
+    assert new_id is not None
+    return new_id
+
+
+# ---------------------------------------------------------------- internals
+
+
+def _validate(spec: NewTransfer) -> None:
+    if not isinstance(spec.amount, int) or isinstance(spec.amount, bool) or spec.amount <= 0:
+        raise InvalidTransfer(
+            f"transfer amount must be a positive integer µcr, got {spec.amount!r}"
+        )
+    if spec.debit_account_id == spec.credit_account_id:
+        raise InvalidTransfer("debit and credit accounts must differ")
+
+
+def _row(spec: NewTransfer, now: datetime, *, flags: TransferFlags) -> dict[str, Any]:
+    return {
+        "idempotency_key": spec.idempotency_key,
+        "debit_account_id": spec.debit_account_id,
+        "credit_account_id": spec.credit_account_id,
+        "amount": spec.amount,
+        "code": spec.code.value,
+        "flags": int(flags),
+        "pending_id": None,
+        "reverses_id": None,
+        "expires_at": None,
+        "ref_type": spec.ref_type,
+        "ref_id": spec.ref_id,
+        "created_at": now,
+        "metadata": dict(spec.metadata) if spec.metadata else None,
+    }
+
+
+_UPDATE_TOTALS = (
+    update(accounts)
+    .where(accounts.c.id == bindparam("account_id"))
+    .values(
+        debits_posted=accounts.c.debits_posted + bindparam("d_debits_posted"),
+        credits_posted=accounts.c.credits_posted + bindparam("d_credits_posted"),
+        debits_pending=accounts.c.debits_pending + bindparam("d_debits_pending"),
+        credits_pending=accounts.c.credits_pending + bindparam("d_credits_pending"),
+    )
+)
+
+
+def _apply(
+    session: Session,
+    plan: _Plan,
+    locked: Mapping[int, AccountBalance] | None,
+    *,
+    returning: bool = False,
+) -> int | None:
+    """Check flagged accounts against the plan's deltas, then insert and update.
+
+    With ``returning`` (single-row plans) the new transfer's id is returned."""
+    known = dict(locked or {})
+    missing = [account_id for account_id in plan.deltas if account_id not in known]
+    if missing:
+        known.update(lock_accounts(session, missing))
+    for account_id, delta in plan.deltas.items():
+        account = known[account_id]
+        if not account.flagged:
+            continue
+        available = account.available
+        needed = delta.debits_posted + delta.debits_pending - delta.credits_posted
+        # Releasing a hold (negative pending delta) frees credit for the posting it pays for.
+        if needed > available:
+            raise InsufficientFunds(
+                f"account {account_id} ({account.code}) has {available} µcr available,"
+                f" {needed} µcr needed",
+                account_id=account_id,
+                available_ucr=available,
+                needed_ucr=needed,
+            )
+    conn = session.connection()
+    new_id: int | None = None
+    if returning:
+        assert len(plan.rows) == 1
+        new_id = int(
+            conn.execute(insert(transfers).returning(transfers.c.id), plan.rows[0]).scalar_one()
+        )
+    else:
+        conn.execute(insert(transfers), plan.rows)
+    conn.execute(
+        _UPDATE_TOTALS,
+        [
+            {
+                "account_id": account_id,
+                "d_debits_posted": delta.debits_posted,
+                "d_credits_posted": delta.credits_posted,
+                "d_debits_pending": delta.debits_pending,
+                "d_credits_pending": delta.credits_pending,
+            }
+            for account_id, delta in sorted(plan.deltas.items())
+        ],
+    )
+    # Keep the caller's locked view current so a later call in the same transaction sees it.
+    if locked is not None:
+        for account_id, delta in plan.deltas.items():
+            if account_id in locked:
+                account = locked[account_id]
+                account.debits_posted += delta.debits_posted
+                account.credits_posted += delta.credits_posted
+                account.debits_pending += delta.debits_pending
+                account.credits_pending += delta.credits_pending
+    return new_id
+
+
+def _pending_hold(session: Session, hold_id: int) -> Hold:
+    hold = get_hold(session, hold_id)
+    if hold.status != "pending":
+        raise HoldNotPending(f"hold {hold_id} is already {hold.status}", status=hold.status)
+    return hold
+
+
+def _resolve(
+    session: Session,
+    hold: Hold,
+    flag: TransferFlags,
+    amount: int,
+    now: datetime,
+    reason: str | None,
+) -> int:
+    plan = _Plan()
+    row = _row(
+        NewTransfer(
+            debit_account_id=hold.debit_account_id,
+            credit_account_id=hold.credit_account_id,
+            amount=amount,
+            code=TransferCode(hold.code),
+            metadata={"reason": reason} if reason else None,
+        ),
+        now,
+        flags=flag,
+    )
+    row["pending_id"] = hold.id
+    plan.rows.append(row)
+    debit, credit = plan.delta(hold.debit_account_id), plan.delta(hold.credit_account_id)
+    debit.debits_pending -= hold.amount
+    credit.credits_pending -= hold.amount
+    if flag is TransferFlags.POST_PENDING:
+        debit.debits_posted += amount
+        credit.credits_posted += amount
+    new_id = _apply(session, plan, None, returning=True)
+    assert new_id is not None
+    return new_id
+
+
+def _find_by_key(session: Session, key: str) -> Any:
+    return (
+        session.connection()
+        .execute(select(transfers).where(transfers.c.idempotency_key == key))
+        .first()
+    )
+
+
+def _fingerprint(debit: int, credit: int, amount: int, code: str) -> str:
+    return hashlib.sha256(json.dumps([debit, credit, amount, code]).encode()).hexdigest()
+
+
+def _same_or_conflict(existing: Any, spec: NewTransfer) -> None:
+    if _fingerprint(
+        existing.debit_account_id, existing.credit_account_id, existing.amount, existing.code
+    ) != _fingerprint(spec.debit_account_id, spec.credit_account_id, spec.amount, spec.code.value):
+        raise IdempotencyConflict(
+            f"idempotency key {spec.idempotency_key!r} was used for a different transfer",
+            idempotency_key=spec.idempotency_key,
+        )

@@ -1,0 +1,193 @@
+"""Price versions: set a model's price (explicit, or from provider cost and markups) and find
+the version in force at a time (DESIGN §4)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import func, insert, select
+from sqlalchemy.orm import Session
+
+from modelbank.catalog.tiers import Tier
+from modelbank.db.base import utcnow
+from modelbank.money import DEFAULT_CREDITS_PER_USD
+from modelbank.pricing.errors import InvalidPrice, NoPrice
+from modelbank.pricing.formulas import Rates, price_from_cost
+from modelbank.pricing.markups import DEMAND_MARKUPS, TIER_MARKUPS, Demand
+from modelbank.pricing.models import price_versions_table as versions
+
+ONE = Decimal(1)
+
+
+@dataclass(frozen=True, slots=True)
+class PriceInfo:
+    """A price version: µcr rates charged (``price_ucr``) and µUSD provider cost
+    (``cost_uusd``) of one model from ``effective_from``."""
+
+    id: int
+    model_id: int
+    version: int
+    effective_from: datetime
+    price_ucr: Rates
+    cost_uusd: Rates
+    tier: str
+    tier_markup: Decimal
+    demand_markup: Decimal
+    credits_per_usd: Decimal
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class Markups:
+    """The markup tables in force (defaults: DESIGN §4; overridable in settings)."""
+
+    tiers: Mapping[Tier, Decimal] = field(default_factory=lambda: dict(TIER_MARKUPS))
+    demand: Mapping[Demand, Decimal] = field(default_factory=lambda: dict(DEMAND_MARKUPS))
+    credits_per_usd: Decimal = DEFAULT_CREDITS_PER_USD
+
+
+def set_price(
+    session: Session,
+    model_id: int,
+    *,
+    tier: Tier,
+    demand: Demand | str = Demand.MEDIUM,
+    cost_uusd: Rates | None = None,
+    explicit_ucr: Rates | None = None,
+    markups: Markups | None = None,
+    effective_from: datetime | None = None,
+    reason: str = "",
+) -> PriceInfo:
+    """Create the next price version of ``model_id``; return it.
+
+    With ``explicit_ucr`` the admin's µcr rates are used as they are (source ``explicit``);
+    otherwise the price is ``cost_uusd × tier markup × demand × credits_per_usd`` (source
+    ``cost``; DESIGN §4). The provider cost is stored with the version either way (zero when
+    unknown), so margins can be reported. Raises :class:`InvalidPrice` when neither is given.
+    """
+    if explicit_ucr is None and cost_uusd is None:
+        raise InvalidPrice("give a provider cost or an explicit price")
+    markups = markups or Markups()
+    demand = Demand(demand)
+    tier_markup = markups.tiers[tier]
+    demand_markup = markups.demand[demand]
+    cost = cost_uusd or Rates()
+    if explicit_ucr is not None:
+        price, source = explicit_ucr, "explicit"
+    else:
+        price, source = (
+            price_from_cost(
+                cost,
+                tier_markup=tier_markup,
+                demand_markup=demand_markup,
+                credits_per_usd=markups.credits_per_usd,
+            ),
+            "cost",
+        )
+    conn = session.connection()
+    version = (
+        int(
+            conn.execute(
+                select(func.coalesce(func.max(versions.c.version), 0)).where(
+                    versions.c.model_id == model_id
+                )
+            ).scalar_one()
+        )
+        + 1
+    )
+    values: dict[str, Any] = {
+        "model_id": model_id,
+        "version": version,
+        "effective_from": effective_from or utcnow(),
+        "input_ucr_per_mtok": price.input_per_mtok,
+        "output_ucr_per_mtok": price.output_per_mtok,
+        "cache_read_ucr_per_mtok": price.cache_read_per_mtok,
+        "per_request_ucr": price.per_request,
+        "per_unit_ucr": price.per_unit,
+        "input_uusd_per_mtok": cost.input_per_mtok,
+        "output_uusd_per_mtok": cost.output_per_mtok,
+        "cache_read_uusd_per_mtok": cost.cache_read_per_mtok,
+        "per_request_uusd": cost.per_request,
+        "per_unit_uusd": cost.per_unit,
+        "tier": tier.value,
+        "tier_markup": tier_markup,
+        "demand_markup": demand_markup,
+        "credits_per_usd": markups.credits_per_usd,
+        "source": source,
+        "reason": reason[:200],
+        "created_at": utcnow(),
+    }
+    new_id = conn.execute(insert(versions).values(**values).returning(versions.c.id)).scalar_one()
+    return _info({**values, "id": new_id})
+
+
+def current_prices(
+    session: Session, model_ids: Iterable[int], *, at: datetime | None = None
+) -> dict[int, PriceInfo]:
+    """The version in force at ``at`` (default now) for each model: the highest version
+    whose ``effective_from`` ≤ at. Models without one are absent."""
+    ids = sorted(set(model_ids))
+    if not ids:
+        return {}
+    at = at or utcnow()
+    latest = (
+        select(versions.c.model_id, func.max(versions.c.version).label("version"))
+        .where(versions.c.model_id.in_(ids), versions.c.effective_from <= at)
+        .group_by(versions.c.model_id)
+        .subquery()
+    )
+    rows = session.connection().execute(
+        select(versions).join(
+            latest,
+            (latest.c.model_id == versions.c.model_id) & (latest.c.version == versions.c.version),
+        )
+    )
+    return {int(row.model_id): _info(row._mapping) for row in rows}
+
+
+def current_price(session: Session, model_id: int, *, at: datetime | None = None) -> PriceInfo:
+    """The version in force for one model. Raises :class:`NoPrice`."""
+    found = current_prices(session, [model_id], at=at)
+    if model_id not in found:
+        raise NoPrice(f"model {model_id} has no price in force", model_id=model_id)
+    return found[model_id]
+
+
+def price_history(session: Session, model_id: int) -> list[PriceInfo]:
+    """Every version of a model's price, oldest first."""
+    rows = session.connection().execute(
+        select(versions).where(versions.c.model_id == model_id).order_by(versions.c.version)
+    )
+    return [_info(row._mapping) for row in rows]
+
+
+def _info(row: Mapping[Any, Any]) -> PriceInfo:
+    return PriceInfo(
+        id=int(row["id"]),
+        model_id=int(row["model_id"]),
+        version=int(row["version"]),
+        effective_from=row["effective_from"],
+        price_ucr=Rates(
+            input_per_mtok=row["input_ucr_per_mtok"],
+            output_per_mtok=row["output_ucr_per_mtok"],
+            cache_read_per_mtok=row["cache_read_ucr_per_mtok"],
+            per_request=row["per_request_ucr"],
+            per_unit=row["per_unit_ucr"],
+        ),
+        cost_uusd=Rates(
+            input_per_mtok=row["input_uusd_per_mtok"],
+            output_per_mtok=row["output_uusd_per_mtok"],
+            cache_read_per_mtok=row["cache_read_uusd_per_mtok"],
+            per_request=row["per_request_uusd"],
+            per_unit=row["per_unit_uusd"],
+        ),
+        tier=row["tier"],
+        tier_markup=row["tier_markup"],
+        demand_markup=row["demand_markup"],
+        credits_per_usd=row["credits_per_usd"],
+        source=row["source"],
+    )

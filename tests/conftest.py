@@ -1,0 +1,125 @@
+"""Test fixtures: a migrated database per test on SQLite, and on PostgreSQL when reachable.
+
+Every test that uses ``db`` runs on both backends (``[sqlite]`` / ``[postgres]``). The
+PostgreSQL variant is skipped, with the reason, when ``MODELBANK_TEST_POSTGRES_URL``
+(default ``postgresql://postgres@127.0.0.1:5432/test``) cannot be reached. After each test
+the ledger invariants (DESIGN §3) must hold: the fixture checks them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from modelbank.db.engine import make_engine, session_factory
+from modelbank.db.migrate import upgrade
+from modelbank.db.models import metadata
+from modelbank.ledger import invariants
+from modelbank.ledger import service as ledger
+
+POSTGRES_URL = os.environ.get(
+    "MODELBANK_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+DATA_DIR = Path(
+    os.environ.get("MODELBANK_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data")
+)
+
+
+class Db:
+    """A migrated database for one test: ``engine``, ``factory`` and ``tx()``."""
+
+    def __init__(self, engine: Engine, backend: str, url: str) -> None:
+        self.engine = engine
+        self.backend = backend
+        self.url = url
+        self.factory: sessionmaker[Session] = session_factory(engine)
+
+    @contextmanager
+    def tx(self) -> Iterator[Session]:
+        """A session in a transaction, committed on success."""
+        with self.factory() as session, session.begin():
+            yield session
+
+    def violations(self) -> list[invariants.Violation]:
+        with self.tx() as session:
+            return invariants.check(session)
+
+
+def _postgres_reason() -> str | None:
+    try:
+        engine = make_engine(POSTGRES_URL, connect_args={"connect_timeout": 2})
+        with engine.connect() as conn:
+            conn.execute(text("select 1"))
+        engine.dispose()
+    except Exception as exc:  # any failure to connect means: skip, with the reason
+        return f"PostgreSQL not reachable at {POSTGRES_URL}: {type(exc).__name__}"
+    return None
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "template.db"
+    engine = make_engine(f"sqlite:///{path}")
+    upgrade(engine)
+    engine.dispose()
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_schema() -> Iterator[str]:
+    reason = _postgres_reason()
+    if reason:
+        pytest.skip(reason)
+    schema = f"mb_test_{uuid.uuid4().hex[:10]}"
+    admin = make_engine(POSTGRES_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    engine = make_engine(POSTGRES_URL, connect_args={"options": f"-csearch_path={schema}"})
+    upgrade(engine)
+    engine.dispose()
+    yield schema
+    with admin.begin() as conn:
+        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Db]:
+    """A fresh, migrated database; the ledger invariants are checked when the test ends."""
+    if request.param == "sqlite":
+        path = tmp_path / "test.db"
+        shutil.copy(request.getfixturevalue("sqlite_template"), path)
+        url = f"sqlite:///{path}"
+        engine = make_engine(url)
+    else:
+        schema = request.getfixturevalue("postgres_schema")
+        url = POSTGRES_URL
+        engine = make_engine(
+            POSTGRES_URL, connect_args={"options": f"-csearch_path={schema}"}, pool_size=10
+        )
+        tables = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables)
+        with engine.begin() as conn:
+            conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+        with Session(engine) as session, session.begin():
+            ledger.ensure_platform_accounts(session)
+    database = Db(engine, request.param, url)
+    yield database
+    broken = database.violations()
+    engine.dispose()
+    assert broken == [], f"ledger invariants broken: {broken}"
+
+
+def data_file(name: str) -> Path:
+    """A file of ../shared/data (or MODELBANK_DATA_DIR); skips the test when absent."""
+    path = DATA_DIR / name
+    if not path.is_file():
+        pytest.skip(f"real data file {name} not found in {DATA_DIR} (set MODELBANK_DATA_DIR)")
+    return path
