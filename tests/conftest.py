@@ -34,7 +34,8 @@ DATA_DIR = Path(
 
 
 class Db:
-    """A migrated database for one test: ``engine``, ``factory`` and ``tx()``."""
+    """A migrated database for one test: ``engine``, ``factory``, ``tx()`` and its ``url``
+    (with the test schema in it on PostgreSQL, for the CLI)."""
 
     def __init__(self, engine: Engine, backend: str, url: str) -> None:
         self.engine = engine
@@ -101,7 +102,7 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Db]:
         engine = make_engine(url)
     else:
         schema = request.getfixturevalue("postgres_schema")
-        url = POSTGRES_URL
+        url = f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
         engine = make_engine(
             POSTGRES_URL, connect_args={"options": f"-csearch_path={schema}"}, pool_size=10
         )

@@ -15,9 +15,11 @@ from modelbank.money import DEFAULT_CREDITS_PER_USD
 
 
 def _default_data_dir() -> Path:
-    # A checkout next to ../shared/data (the project's layout); elsewhere ./data.
+    # ../shared/data beside the working directory or the checkout (the project's layout);
+    # elsewhere ./data.
     here = Path.cwd()
-    for candidate in (here / ".." / "shared" / "data", here / "data"):
+    checkout = Path(__file__).resolve().parents[3]  # src/modelbank/config.py → checkout's parent
+    for candidate in (here / ".." / "shared" / "data", checkout / "shared" / "data", here / "data"):
         if candidate.is_dir():
             return candidate.resolve()
     return (here / "data").resolve()

@@ -1,0 +1,21 @@
+"""The Typer application; commands register themselves from their modules."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="modelbank",
+    help="modelbank: a credit economy for AI model platforms (double-entry ledger, pricing,"
+    " metering, creator earnings).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+from modelbank.cli import demo, migrate, replay, verify  # noqa: E402
+
+migrate.register(app)
+verify.register(app)
+replay.register(app)
+demo.register(app)

@@ -1,0 +1,41 @@
+"""``modelbank verify``: check the ledger invariants (DESIGN §3)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from modelbank.cli.common import DB_OPTION_HELP, cli_errors, console, err_console, settings_for
+from modelbank.db.engine import make_engine, session_factory, transaction
+from modelbank.db.migrate import current_revision
+from modelbank.ledger import invariants
+
+
+def verify(db: Annotated[str | None, typer.Option(help=DB_OPTION_HELP)] = None) -> None:
+    """Check the ledger: balanced, cached totals = transfers, no flagged account negative,
+    holds resolved once. Exit 0 when all hold, 1 naming the broken invariant otherwise."""
+    with cli_errors():
+        settings = settings_for(db)
+        engine = make_engine(settings.database_url)
+        if current_revision(engine) is None:
+            engine.dispose()
+            err_console.print(
+                "error: the database has no modelbank schema; run `modelbank migrate`"
+            )
+            raise typer.Exit(2)
+        with transaction(session_factory(engine)) as session:
+            violations = invariants.check(session)
+        engine.dispose()
+    if violations:
+        for violation in violations:
+            err_console.print(f"[bold red]broken:[/] {violation}", highlight=False)
+        raise typer.Exit(1)
+    console.print(
+        "[green]ledger ok[/]: balanced, totals match transfers, no negative"
+        " flagged account, holds resolved once"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(verify)
