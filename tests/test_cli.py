@@ -75,7 +75,7 @@ def test_replay_generic_csv_assigns_only_missing_columns(db: Db, tmp_path: Path)
 def test_replay_bad_trace_is_one_line_error(tmp_path: Path) -> None:
     trace = tmp_path / "bad.csv"
     trace.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\r\n2023-11-16 18:17:03.9799600,-4,3")
-    code, out, err = _run("replay", str(trace), "--db", f"sqlite:///{tmp_path / 'x.db'}")
+    code, _, err = _run("replay", str(trace), "--db", f"sqlite:///{tmp_path / 'x.db'}")
     assert code == 2
     assert err.startswith("error:") and "bad.csv" in err and len(err.strip().splitlines()) <= 2
     assert not (tmp_path / "x.db").exists()  # nothing was written
