@@ -170,15 +170,21 @@ def charge_batch(
         except DomainError as exc:
             results[i] = _rejected(event, exc, _raise)
 
+    # Lock the wallets first, then look the keys up: a concurrent retry of the same event
+    # waits on the wallet lock and then finds the first one's row (PostgreSQL; SQLite
+    # serialises writers with BEGIN IMMEDIATE anyway).
+    wallets = ledger.user_account_ids(
+        session,
+        (e.user_id for e, r in zip(events, results, strict=True) if r is None),
+        AccountCode.USER_WALLET,
+    )
+    locked = ledger.lock_accounts(session, wallets.values())
     _replay_known(session, events, hashes, results, _raise)
 
     pending = [i for i, r in enumerate(results) if r is None]
     if not pending:
         return [r for r in results if r is not None]
 
-    wallets = ledger.user_account_ids(
-        session, (events[i].user_id for i in pending), AccountCode.USER_WALLET
-    )
     models = catalog.resolve_models(session, (events[i].model for i in pending))
     model_ids = {info.id for info in models.values()}
     prices = pricing.current_prices(session, model_ids, at=now)
@@ -188,7 +194,6 @@ def charge_batch(
     beneficiary_ids = {user for t in terms.values() for user, _ in t.beneficiaries}
     earning_accounts = ledger.user_account_ids(session, beneficiary_ids, AccountCode.USER_EARNINGS)
     revenue_account = ledger.platform_account(session, AccountCode.PLATFORM_REVENUE)
-    locked = ledger.lock_accounts(session, wallets.values())
 
     batch = _Batch()
     first_row_of_key: dict[str, int] = {}
