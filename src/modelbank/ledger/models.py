@@ -59,7 +59,9 @@ class Transfer(Base):
     ref_type: Mapped[str | None] = mapped_column(String(32), nullable=True)
     ref_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON, nullable=True)
+    metadata_: Mapped[dict[str, Any] | None] = mapped_column(
+        "metadata", JSON(none_as_null=True), nullable=True
+    )
 
     __table_args__ = (
         CheckConstraint("amount > 0", name="amount_positive"),

@@ -43,7 +43,9 @@ class UsageEventRow(Base):
     """Why nothing (or less) was earned: ``self_usage``, ``no_creator``, ``zero``."""
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON, nullable=True)
+    metadata_: Mapped[dict[str, Any] | None] = mapped_column(
+        "metadata", JSON(none_as_null=True), nullable=True
+    )
 
     __table_args__ = (
         Index("ix_usage_events_user", "user_id", "id"),

@@ -17,7 +17,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy.orm import Session
 
 from modelbank.catalog import service as catalog
@@ -41,6 +41,18 @@ MAX_KEY_LENGTH = 200
 """Idempotency keys are at most 200 characters (the column width)."""
 METADATA_TEXT_LIMIT = 100
 """DESIGN §6: prompts and other strings in metadata are truncated to 100 characters."""
+
+_INSERT_USAGE = insert(usage).returning(usage.c.id, usage.c.idempotency_key)
+_FIND_KEYS = select(
+    usage.c.id,
+    usage.c.idempotency_key,
+    usage.c.request_hash,
+    usage.c.model_id,
+    usage.c.charge_ucr,
+    usage.c.cost_uusd,
+    usage.c.balance_after_ucr,
+    usage.c.price_version_id,
+).where(usage.c.idempotency_key.in_(bindparam("keys", expanding=True)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,10 +347,11 @@ def _write(
     now: datetime,
 ) -> None:
     conn = session.connection()
-    returned = conn.execute(
-        insert(usage).returning(usage.c.id, sort_by_parameter_order=True), batch.rows
-    )
-    usage_ids = [int(row_id) for row_id in returned.scalars()]
+    # Unordered RETURNING lets SQLAlchemy send one multi-row INSERT per batch (ordered
+    # RETURNING falls back to one INSERT per row); ids are matched back by unique key.
+    returned = conn.execute(_INSERT_USAGE, batch.rows)
+    id_of_key = {row.idempotency_key: int(row.id) for row in returned}
+    usage_ids = [id_of_key[row["idempotency_key"]] for row in batch.rows]
     transfers: list[ledger.NewTransfer] = []
     lines: list[earnings.EarningLine] = []
     for row, usage_id, wallet, paid in zip(
@@ -406,18 +419,7 @@ def _replay_known(
         return
     rows = {
         row.idempotency_key: row
-        for row in session.connection().execute(
-            select(
-                usage.c.id,
-                usage.c.idempotency_key,
-                usage.c.request_hash,
-                usage.c.model_id,
-                usage.c.charge_ucr,
-                usage.c.cost_uusd,
-                usage.c.balance_after_ucr,
-                usage.c.price_version_id,
-            ).where(usage.c.idempotency_key.in_(keys))
-        )
+        for row in session.connection().execute(_FIND_KEYS, {"keys": list(keys)})
     }
     if not rows:
         return
