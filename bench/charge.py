@@ -1,22 +1,28 @@
-"""Charge throughput: raw ``sqlite3`` limit vs modelbank's ``charge`` and ``charge_batch``.
+"""Charge throughput: the raw ``sqlite3`` limit vs modelbank's ``charge`` and ``charge_batch``.
 
 Run by hand (see bench/README.md)::
 
     .venv/bin/python bench/charge.py [--events N] [--single-events N] [--batch 1000]
-                                     [--keys uuid4|ordered] [--postgres URL] [--json]
+        [--keys uuid4|ordered] [--postgres URL] [--json] [--sql-stats] [--profile DIR]
 
-Phases, each on a fresh database (SQLite files in a temp dir, WAL + synchronous=NORMAL):
+Phases, each on a fresh database (SQLite: a file in a temp dir, WAL, synchronous=NORMAL,
+foreign_keys=ON, BEGIN IMMEDIATE, as :mod:`modelbank.db.engine` sets them):
 
 * ``raw single`` / ``raw batch``: the plain ``sqlite3`` module doing, per event, an
   idempotency SELECT, a price SELECT, a guarded wallet UPDATE (the balance check), the usage
   INSERT, three transfer INSERTs (charge, earning, fee) and three more account UPDATEs
-  (revenue, earnings, fees): one event per transaction, then ``--batch`` per transaction.
+  (revenue, earnings, fees; three transfers touch four accounts): one event per transaction,
+  then ``--batch`` events per transaction.
+* ``raw batch, set-based`` (reference, no target): the same work done the way
+  ``charge_batch`` does it: one key lookup per batch, executemany inserts, one UPDATE per
+  account touched. The floor under charge_batch's design.
 * ``modelbank charge``: ``with factory() as s, s.begin(): metering.charge(s, event)``.
 * ``modelbank charge_batch``: ``metering.charge_batch`` with ``--batch`` events per
   transaction.
 
-Latencies are ``time.perf_counter_ns`` around the whole transaction (session open, BEGIN,
-charge, COMMIT, close). A short warm-up (not measured) fills SQLAlchemy's statement cache.
+Latency: ``time.perf_counter_ns`` around each whole transaction (session, BEGIN, charge,
+COMMIT, close). A warm-up (300 events, or two batches; not measured) fills SQLAlchemy's
+statement cache. A phase stops early after ``--max-seconds`` and reports what it did.
 """
 
 from __future__ import annotations
@@ -105,11 +111,12 @@ class Spec:
     output_tokens: int
 
 
-def make_keys(kind: str, count: int) -> list[str]:
-    """``uuid4``: 32 random hex digits (what clients usually send). ``ordered``: 32 hex
-    digits, nanosecond clock then a counter, so each key sorts after the previous one."""
+def make_keys(rng: random.Random, kind: str, count: int) -> list[str]:
+    """``uuid4``: version-4 UUIDs as 32 hex digits (what clients usually send; drawn from
+    ``rng`` so runs repeat). ``ordered``: 32 hex digits, nanosecond clock then a counter, so
+    each key sorts after every key made before it (a time-ordered id such as UUIDv7)."""
     if kind == "uuid4":
-        return [uuid.uuid4().hex for _ in range(count)]
+        return [uuid.UUID(int=rng.getrandbits(128), version=4).hex for _ in range(count)]
     base = time.time_ns()
     return [f"{base:016x}{i:016x}" for i in range(count)]
 
@@ -140,6 +147,7 @@ class Result:
     p50_ms: float | None = None
     p99_ms: float | None = None
     max_ms: float | None = None
+    capped: bool = False  # stopped by --max-seconds
 
     @property
     def eps(self) -> float:
@@ -156,6 +164,7 @@ class Result:
             "p50_ms": _round(self.p50_ms),
             "p99_ms": _round(self.p99_ms),
             "max_ms": _round(self.max_ms),
+            "stopped_early": self.capped,
         }
 
 
@@ -174,12 +183,16 @@ def percentiles(latencies_ns: list[int]) -> tuple[float, float, float]:
     return rank(0.50), rank(0.99), ordered[-1] / 1e6
 
 
-def _result(
-    phase: str, backend: str, events: int, per_txn: int, seconds: float, latencies: list[int]
-) -> Result:
-    result = Result(phase, backend, events, per_txn, seconds)
-    result.p50_ms, result.p99_ms, result.max_ms = percentiles(latencies)
-    return result
+@dataclass
+class Timing:
+    done: int  # events run (fewer than asked when the phase hit --max-seconds)
+    seconds: float
+    latencies: list[int]  # per transaction, ns
+    capped: bool
+
+    def result(self, phase: str, backend: str, per_txn: int) -> Result:
+        p50, p99, top = percentiles(self.latencies)
+        return Result(phase, backend, self.done, per_txn, self.seconds, p50, p99, top, self.capped)
 
 
 # ---------------------------------------------------------------- runner
@@ -189,7 +202,10 @@ class Runner:
     """Times a phase under a Rich progress bar (on stderr, so ``--json`` stays clean);
     with ``profile_dir`` it also runs the phase under cProfile and saves ``<label>.prof``."""
 
-    def __init__(self, console: Console, profile_dir: Path | None = None) -> None:
+    def __init__(
+        self, console: Console, max_seconds: float, profile_dir: Path | None = None
+    ) -> None:
+        self.max_seconds = max_seconds
         self.profile_dir = profile_dir
         self.progress = Progress(
             TextColumn("[bold]{task.description:<40}"),
@@ -209,29 +225,30 @@ class Runner:
         txn: Callable[[Sequence[Any]], None],
         *,
         profile_as: str | None = None,
-    ) -> tuple[float, list[int]]:
-        """Run ``txn`` over ``items`` in chunks of ``per_txn``; return (seconds, latency of
-        each transaction in ns)."""
+    ) -> Timing:
+        """Run ``txn`` over ``items`` in chunks of ``per_txn`` until done or out of time."""
         task = self.progress.add_task(label, total=len(items))
-        done = 0
+        shown = 0
 
         def advance(upto: int) -> None:
-            nonlocal done
-            self.progress.advance(task, upto - done)
-            done = upto
+            nonlocal shown
+            self.progress.advance(task, upto - shown)
+            shown = upto
 
         profiler = cProfile.Profile() if self.profile_dir and profile_as else None
         t0 = time.perf_counter()
         if profiler:
             profiler.enable()
-        latencies = _chunked(items, per_txn, txn, advance)
+        done, latencies = _chunked(items, per_txn, txn, advance, t0 + self.max_seconds)
         if profiler:
             profiler.disable()
         seconds = time.perf_counter() - t0
         if profiler and self.profile_dir:
             self.profile_dir.mkdir(parents=True, exist_ok=True)
             profiler.dump_stats(self.profile_dir / f"{profile_as}.prof")
-        return seconds, latencies
+        if done < len(items):
+            self.progress.update(task, description=f"{label} (stopped at time limit)")
+        return Timing(done, seconds, latencies, done < len(items))
 
 
 # ---------------------------------------------------------------- raw sqlite3
@@ -343,6 +360,9 @@ INS_USAGE = (
     " charge_ucr, cost_uusd, earnings_ucr, margin_ucr, balance_after_ucr, earnings_note,"
     " occurred_at, created_at, metadata)"
     " VALUES (?, ?, ?, ?, ?, 'chat', ?, ?, ?, 0, ?, ?, ?, ?, ?, NULL, ?, ?, NULL)"
+)
+INS_USAGE_WITH_ID = INS_USAGE.replace("(idempotency_key,", "(id, idempotency_key,", 1).replace(
+    "VALUES (?,", "VALUES (?, ?,", 1
 )
 INS_TRANSFER = (
     "INSERT INTO transfers (idempotency_key, debit_account_id, credit_account_id, amount, code,"
@@ -481,6 +501,95 @@ class RawBank:
         cur.execute(UPD_ACCOUNT, (0, earning, self.creator_earnings))
         cur.execute(UPD_ACCOUNT, (0, fee, self.fees))
 
+    def charge_set(self, chunk: Sequence[Spec], now: str) -> None:
+        """A batch the way ``charge_batch`` works: one key lookup, prices and balances read
+        once, executemany inserts with ids assigned under the write lock, one UPDATE per
+        account touched."""
+        cur = self.cur
+        keys = [spec.key for spec in chunk]
+        marks = ",".join("?" * len(keys))
+        seen = {
+            key
+            for (key,) in cur.execute(
+                f"SELECT idempotency_key FROM usage_events WHERE idempotency_key IN ({marks})",
+                keys,
+            )
+        }
+        prices = {
+            m: cur.execute(SEL_PRICE, (self.models[m], now)).fetchone()
+            for m in {spec.model for spec in chunk}
+        }
+        wallet_ids = sorted({self.wallets[spec.user] for spec in chunk})
+        marks = ",".join("?" * len(wallet_ids))
+        available = dict(
+            cur.execute(
+                "SELECT id, credits_posted - debits_posted - debits_pending FROM accounts"
+                f" WHERE id IN ({marks})",
+                wallet_ids,
+            )
+        )
+        next_id = cur.execute("SELECT coalesce(max(id), 0) + 1 FROM usage_events").fetchone()[0]
+        usage_rows: list[tuple[Any, ...]] = []
+        transfer_rows: list[tuple[Any, ...]] = []
+        debits: dict[int, int] = {}
+        credits: dict[int, int] = {}
+        revenue, fees, earnings_account = self.revenue, self.fees, self.creator_earnings
+        for spec in chunk:
+            if spec.key in seen:
+                continue
+            seen.add(spec.key)
+            price_id, pin, pout, pcache, cin, cout, ccache = prices[spec.model]
+            fresh = spec.input_tokens - spec.cached_input_tokens
+            cached, out = spec.cached_input_tokens, spec.output_tokens
+            charge = (fresh * pin + cached * pcache + out * pout + 500_000) // 1_000_000
+            cost = (fresh * cin + cached * ccache + out * cout + 500_000) // 1_000_000
+            earning = charge * EARN_BPS // 10_000
+            fee = charge * FEE_BPS // 10_000
+            wallet = self.wallets[spec.user]
+            if charge > available[wallet]:
+                raise RuntimeError(f"insufficient funds in wallet {wallet}")
+            available[wallet] -= charge
+            usage_id = next_id
+            next_id += 1
+            usage_rows.append(
+                (
+                    usage_id,
+                    spec.key,
+                    spec.key,
+                    self.users[spec.user],
+                    self.models[spec.model],
+                    price_id,
+                    spec.input_tokens,
+                    spec.cached_input_tokens,
+                    spec.output_tokens,
+                    charge,
+                    cost,
+                    earning,
+                    charge - cost * CREDITS_PER_USD - earning - fee,
+                    available[wallet],
+                    now,
+                    now,
+                )
+            )
+            for debit, credit, amount, code in (
+                (wallet, revenue, charge, "usage_charge"),
+                (revenue, earnings_account, earning, "earning"),
+                (revenue, fees, fee, "fee"),
+            ):
+                if amount > 0:
+                    transfer_rows.append((debit, credit, amount, code, usage_id, now))
+                    debits[debit] = debits.get(debit, 0) + amount
+                    credits[credit] = credits.get(credit, 0) + amount
+        cur.executemany(INS_USAGE_WITH_ID, usage_rows)
+        cur.executemany(INS_TRANSFER, transfer_rows)
+        cur.executemany(
+            UPD_ACCOUNT,
+            [
+                (debits.get(account, 0), credits.get(account, 0), account)
+                for account in sorted(debits.keys() | credits.keys())
+            ],
+        )
+
     def check(self, expected: int) -> None:
         count = self.conn.execute("SELECT count(*) FROM usage_events").fetchone()[0]
         debits, credits = self.conn.execute(
@@ -505,53 +614,62 @@ def run_raw(
     warmup: Sequence[Spec],
     per_txn: int,
     runner: Runner,
+    *,
+    set_based: bool = False,
 ) -> Result:
     bank = RawBank(workdir / f"raw-{name}.db")
     try:
 
         def txn(chunk: Sequence[Spec]) -> None:
-            _raw_txn(bank, chunk)
+            cur = bank.cur
+            now = _now_text()
+            cur.execute("BEGIN IMMEDIATE")
+            if set_based:
+                bank.charge_set(chunk, now)
+            else:
+                for spec in chunk:
+                    bank.charge(spec, now)
+            cur.execute("COMMIT")
 
         _chunked(warmup, per_txn, txn, lambda n: None)
-        seconds, latencies = runner.timed(f"raw sqlite3, {per_txn}/txn", specs, per_txn, txn)
-        bank.check(len(specs) + len(warmup))
+        label = f"raw sqlite3, {per_txn}/txn" + (", set-based" if set_based else "")
+        timing = runner.timed(label, specs, per_txn, txn)
+        bank.check(timing.done + len(warmup))
     finally:
         bank.close()
-    return _result(f"raw sqlite3 {name}", "sqlite", len(specs), per_txn, seconds, latencies)
-
-
-def _raw_txn(bank: RawBank, chunk: Sequence[Spec]) -> None:
-    cur = bank.cur
-    now = _now_text()
-    cur.execute("BEGIN IMMEDIATE")
-    for spec in chunk:
-        bank.charge(spec, now)
-    cur.execute("COMMIT")
+    return timing.result(f"raw sqlite3 {name}", "sqlite", per_txn)
 
 
 def _chunked(
-    specs: Sequence[Spec],
+    items: Sequence[Any],
     per_txn: int,
-    txn: Callable[[Sequence[Spec]], None],
+    txn: Callable[[Sequence[Any]], None],
     progress: Callable[[int], None],
-) -> list[int]:
-    """Run ``txn`` over chunks of ``per_txn`` specs; return each transaction's latency (ns).
-    The progress bar is told at most every 250 events (the update costs a few µs)."""
+    deadline: float | None = None,
+) -> tuple[int, list[int]]:
+    """Run ``txn`` over chunks of ``per_txn`` items, stopping after ``deadline``
+    (``perf_counter``); return (items done, each transaction's latency in ns). The progress
+    bar is told at most every 250 items (an update costs a few µs)."""
     latencies: list[int] = []
     append = latencies.append
     clock = time.perf_counter_ns
+    deadline_ns = None if deadline is None else int(deadline * 1e9)
     next_report = 250
-    for start in range(0, len(specs), per_txn):
-        chunk = specs[start : start + per_txn]
+    done = 0
+    for start in range(0, len(items), per_txn):
+        chunk = items[start : start + per_txn]
         t0 = clock()
         txn(chunk)
-        append(clock() - t0)
+        t1 = clock()
+        append(t1 - t0)
         done = start + len(chunk)
         if done >= next_report:
             progress(done)
             next_report = done + 250
-    progress(len(specs))
-    return latencies
+        if deadline_ns is not None and t1 > deadline_ns:
+            break
+    progress(done)
+    return done, latencies
 
 
 # ---------------------------------------------------------------- modelbank
@@ -678,7 +796,7 @@ def run_modelbank(
     if stats:
         stats.attach(fixture.engine)
     try:
-        seconds, latencies = runner.timed(
+        timing = runner.timed(
             f"modelbank {name}, {per_txn}/txn ({backend})",
             events,
             per_txn,
@@ -695,9 +813,9 @@ def run_modelbank(
             .scalar_one()
         )
         broken = invariants.check(s)
-    if count != len(specs) + len(warmup) or broken:
+    if count != timing.done + len(warmup) or broken:
         raise RuntimeError(f"modelbank run broken: {count} usage rows, invariants {broken}")
-    return _result(f"modelbank {name}", backend, len(specs), per_txn, seconds, latencies)
+    return timing.result(f"modelbank {name}", backend, per_txn)
 
 
 # ---------------------------------------------------------------- statement timing
@@ -720,7 +838,8 @@ class StatementStats:
         elapsed = time.perf_counter() - conn.info.pop("bench_t0", time.perf_counter())
         entry = self.by_statement.setdefault(" ".join(sql.split()), [0, 0, 0.0])
         entry[0] += 1
-        entry[1] += len(params) if many else 1
+        sets = many and params and isinstance(params[0], tuple | list | dict)
+        entry[1] += len(params) if sets else 1  # insertmanyvalues passes one flat tuple
         entry[2] += elapsed
 
     def attach(self, engine: Engine) -> None:
@@ -748,7 +867,8 @@ class StatementStats:
         driver = sum(entry[2] for entry in self.by_statement.values())
         table.caption = (
             f"driver time {driver:.2f} s of {total_seconds:.2f} s wall"
-            f" ({driver / total_seconds:.0%}); the rest is Python (modelbank + SQLAlchemy)"
+            f" ({driver / total_seconds:.0%}; COMMIT not included); the rest is Python"
+            " (modelbank + SQLAlchemy)"
         )
         return table
 
@@ -799,8 +919,8 @@ def results_table(results: dict[str, Result], config: dict[str, Any]) -> Table:
     table = Table(
         title="Charge throughput",
         caption=(
-            f"keys: {config['keys']}; latency = one whole transaction"
-            " (session, BEGIN IMMEDIATE, charge, COMMIT); warm-up excluded"
+            f"idempotency keys: {config['keys']}; latency = one whole transaction (session,"
+            " BEGIN IMMEDIATE, charge, COMMIT); warm-up excluded; * = stopped at --max-seconds"
         ),
     )
     for column in (
@@ -810,20 +930,23 @@ def results_table(results: dict[str, Result], config: dict[str, Any]) -> Table:
         "events/txn",
         "events/s",
         "vs raw",
+        "vs set-based",
         "p50 ms",
         "p99 ms",
         "max ms",
     ):
         table.add_column(column, justify="left" if column in ("phase", "db") else "right")
+    set_based = results.get("raw set-based")
     for key, r in results.items():
         raw = results.get(RAW_OF.get(key, ""))
         table.add_row(
             r.phase,
             r.backend,
-            f"{r.events:,}",
+            f"{r.events:,}" + ("*" if r.capped else ""),
             f"{r.per_txn:,}",
             f"{r.eps:,.0f}",
             f"{r.eps / raw.eps:.0%}" if raw else "",
+            f"{r.eps / set_based.eps:.0%}" if key == "sqlite batch" and set_based else "",
             _fmt_ms(r.p50_ms),
             _fmt_ms(r.p99_ms),
             _fmt_ms(r.max_ms),
@@ -886,6 +1009,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--pg-single-events", type=int, default=2_000, help="PostgreSQL single events"
     )
+    parser.add_argument(
+        "--max-seconds",
+        type=float,
+        default=40.0,
+        help="stop a phase after this long and report the events it did; default 40",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     parser.add_argument(
         "--profile",
@@ -910,12 +1039,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     err = Console(stderr=True)
     out = Console()
+    if not out.is_terminal:
+        out = Console(width=150)  # piped: do not squeeze the tables into 80 columns
     rng = random.Random(args.seed)
     warm_single, warm_batch = 300, 2 * args.batch
-    single_specs = make_specs(rng, make_keys(args.keys, args.single_events))
-    batch_specs = make_specs(rng, make_keys(args.keys, args.events))
-    warmup_single = make_specs(rng, make_keys(args.keys, warm_single))
-    warmup_batch = make_specs(rng, make_keys(args.keys, warm_batch))
+
+    def specs(count: int) -> list[Spec]:
+        return make_specs(rng, make_keys(rng, args.keys, count))
+
+    # Warm-up keys first: with --keys ordered, every measured key sorts after them.
+    warmup_single, warmup_batch = specs(warm_single), specs(warm_batch)
+    single_specs, batch_specs = specs(args.single_events), specs(args.events)
     config = {
         "events": args.events,
         "single_events": args.single_events,
@@ -928,7 +1062,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "python": sys.version.split()[0],
         "cpus": os.cpu_count(),
     }
-    runner = Runner(err, args.profile)
+    runner = Runner(err, args.max_seconds, args.profile)
     sql_stats = {"single": StatementStats(), "batch": StatementStats()} if args.sql_stats else {}
     results: dict[str, Result] = {}
     with tempfile.TemporaryDirectory(prefix="mb-bench-") as tmp, runner.progress:
@@ -936,6 +1070,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         results["raw single"] = run_raw(workdir, "single", single_specs, warmup_single, 1, runner)
         results["raw batch"] = run_raw(
             workdir, "batch", batch_specs, warmup_batch, args.batch, runner
+        )
+        results["raw set-based"] = run_raw(
+            workdir,
+            "batch, set-based",
+            batch_specs,
+            warmup_batch,
+            args.batch,
+            runner,
+            set_based=True,
         )
         fixture = sqlite_fixture(workdir, "modelbank-single")
         try:
@@ -964,17 +1107,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         finally:
             fixture.cleanup()
         if args.postgres:
+            # The SQLite phases' events again (a prefix), fresh ones when more are asked.
             pg_single = single_specs[: args.pg_single_events]
             if len(pg_single) < args.pg_single_events:
-                pg_single = make_specs(rng, make_keys(args.keys, args.pg_single_events))
-            pg_batch = make_specs(rng, make_keys(args.keys, args.pg_events))
-            for key, specs, warm, per_txn in (
+                pg_single = specs(args.pg_single_events)
+            pg_batch = batch_specs[: args.pg_events]
+            if len(pg_batch) < args.pg_events:
+                pg_batch = specs(args.pg_events)
+            for key, phase_specs, warm, per_txn in (
                 ("postgres single", pg_single, warmup_single, 1),
                 ("postgres batch", pg_batch, warmup_batch, args.batch),
             ):
                 fixture = postgres_fixture(args.postgres, key.split()[1])
                 try:
-                    results[key] = run_modelbank(fixture, "postgres", specs, warm, per_txn, runner)
+                    results[key] = run_modelbank(
+                        fixture, "postgres", phase_specs, warm, per_txn, runner
+                    )
                 finally:
                     fixture.cleanup()
     found = targets(results)
@@ -984,7 +1132,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "results": {
                 key: {
                     **r.as_dict(),
-                    "vs_raw": round(r.eps / results[RAW_OF[key]].eps, 4) if key in RAW_OF else None,
+                    "vs_raw": (
+                        round(r.eps / results[RAW_OF[key]].eps, 4) if key in RAW_OF else None
+                    ),
                 }
                 for key, r in results.items()
             },

@@ -30,7 +30,8 @@ def test_float_goes_through_str_not_binary_expansion() -> None:
     parsed = parse_decimal(1.5e-07)
     assert parsed == Decimal("1.5E-7")
     assert str(parsed) == "1.5E-7"
-    assert parsed != Decimal(1.5e-07)  # the binary expansion is a different number
+    binary = 1.5e-07
+    assert parsed != Decimal(binary)  # the float's binary expansion is a different number
 
 
 @pytest.mark.parametrize(

@@ -687,3 +687,50 @@ def test_activity_leaves_invariants_sound(db: Db) -> None:
         ledger.expire_holds(s, now=T0 + timedelta(seconds=10))
         assert invariants.check(s) == []
         assert _bal(s, a.alice) == (5_000 - 1_000 - 650 + 10, 5_000 - 1_000 - 650 + 10 - 100)
+
+
+def test_reverse_replay_of_the_remaining_part(db: Db) -> None:
+    """Same bug family: "reverse what is left" retried with its key must replay, not 409."""
+    a = _open(db, alice_ucr=1_000)
+    with db.tx() as s:
+        original = ledger.transfer(s, _spec(a.alice, a.revenue, 700, "t"), now=T0)
+        ledger.reverse(s, original, amount=300, idempotency_key="r1", now=T0)
+        rest = ledger.reverse(s, original, idempotency_key="r2", now=T0)
+        assert ledger.reverse(s, original, idempotency_key="r2", now=T0) == rest
+        assert _bal(s, a.alice) == (1_000, 1_000)
+
+
+def test_reversal_key_reused_for_another_transfer_conflicts(db: Db) -> None:
+    a = _open(db, alice_ucr=1_000)
+    with db.tx() as s:
+        t1 = ledger.transfer(s, _spec(a.alice, a.revenue, 100, "t1"), now=T0)
+        t2 = ledger.transfer(s, _spec(a.alice, a.revenue, 100, "t2"), now=T0)
+        ledger.reverse(s, t1, idempotency_key="refund", now=T0)
+        before = _snapshot(s)
+        # same accounts and amount, but it undoes a different transfer: not a replay
+        with pytest.raises(IdempotencyConflict):
+            ledger.reverse(s, t2, idempotency_key="refund", now=T0)
+        assert _snapshot(s) == before
+
+
+def test_transfer_with_a_hold_key_conflicts(db: Db) -> None:
+    """A hold only reserves credits (and expires): replaying its key as a posted transfer
+    must not report the hold's id as if the credits had moved."""
+    a = _open(db, alice_ucr=1_000)
+    with db.tx() as s:
+        ledger.create_hold(s, _spec(a.alice, a.revenue, 400, "k"), timeout_s=60, now=T0)
+        with pytest.raises(IdempotencyConflict):
+            ledger.transfer(s, _spec(a.alice, a.revenue, 400, "k"), now=T0)
+        assert _bal(s, a.alice) == (1_000, 600)
+
+
+def test_transfer_same_key_different_ref_conflicts(db: Db) -> None:
+    """DESIGN §3: the same key with a different body is a conflict; ``ref`` (what the
+    transfer belongs to) is part of the body."""
+    a = _open(db, alice_ucr=1_000)
+    with db.tx() as s:
+        ledger.transfer(s, _spec(a.alice, a.revenue, 100, "k", ref_type="usage", ref_id=1), now=T0)
+        with pytest.raises(IdempotencyConflict):
+            ledger.transfer(
+                s, _spec(a.alice, a.revenue, 100, "k", ref_type="usage", ref_id=2), now=T0
+            )

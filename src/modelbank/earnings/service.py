@@ -10,6 +10,8 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from modelbank.db.base import utcnow
@@ -187,21 +189,24 @@ def load_terms(
         .order_by(beneficiaries.c.user_id)
     ):
         shares.setdefault(int(row.model_id), []).append((int(row.user_id), int(row.share_bps)))
-    counts = {
-        int(row.model_id): int(row.use_count)
-        for row in conn.execute(
-            select(stats.c.model_id, stats.c.use_count).where(stats.c.model_id.in_(ids))
-        )
-    }
-    missing = [model_id for model_id in ids if model_id not in counts]
-    if missing:
-        conn.execute(
-            insert(stats),
-            [
-                {"model_id": m, "use_count": 0, "tokens": 0, "revenue_ucr": 0, "earnings_ucr": 0}
-                for m in missing
-            ],
-        )
+    # Aggregate rows: created on first use (a concurrent first use must not fail, hence ON
+    # CONFLICT DO NOTHING), then read under a row lock so that concurrent charges of one
+    # model each see their own exact prior use count (popularity tiers, DESIGN §7).
+    dialect = session.get_bind().dialect.name
+    insert_missing = (
+        pg_insert(stats).on_conflict_do_nothing()
+        if dialect == "postgresql"
+        else sqlite_insert(stats).on_conflict_do_nothing()
+    )
+    conn.execute(
+        insert_missing,
+        [
+            {"model_id": m, "use_count": 0, "tokens": 0, "revenue_ucr": 0, "earnings_ucr": 0}
+            for m in ids
+        ],
+    )
+    query = _STATS_FOR_UPDATE if dialect == "postgresql" else _STATS
+    counts = {int(row.model_id): int(row.use_count) for row in conn.execute(query, {"ids": ids})}
     default = EarningsRule()
     result: dict[int, Terms] = {}
     for model_id in ids:
@@ -215,6 +220,13 @@ def load_terms(
         )
     return result
 
+
+_STATS = (
+    select(stats.c.model_id, stats.c.use_count)
+    .where(stats.c.model_id.in_(bindparam("ids", expanding=True)))
+    .order_by(stats.c.model_id)
+)
+_STATS_FOR_UPDATE = _STATS.with_for_update()
 
 _UPDATE_STATS = (
     update(stats)

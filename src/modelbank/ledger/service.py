@@ -13,8 +13,6 @@ transfers touch it.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -58,6 +56,7 @@ _LOCK_ACCOUNTS = (
     .order_by(accounts.c.id)
 )
 _LOCK_ACCOUNTS_PG = _LOCK_ACCOUNTS.with_for_update()
+_ACCOUNT_IDS = select(accounts.c.id).where(accounts.c.id.in_(bindparam("ids", expanding=True)))
 _USER_ACCOUNTS = select(accounts.c.owner_id, accounts.c.id).where(
     accounts.c.code == bindparam("code"),
     accounts.c.owner_id.in_(bindparam("ids", expanding=True)),
@@ -314,7 +313,7 @@ def create_hold(
     if spec.idempotency_key:
         existing = _find_by_key(session, spec.idempotency_key)
         if existing is not None:
-            _same_or_conflict(existing, spec)
+            _same_or_conflict(existing, spec, flags=TransferFlags.PENDING)
             return int(existing.id)
     _validate(spec)
     now = now or utcnow()
@@ -453,6 +452,9 @@ def reverse(
     Idempotent on ``idempotency_key``. Returns the reversing transfer's id.
     """
     conn = session.connection()
+    # The key first: a retry of "reverse what is left" must find its first answer even
+    # though nothing is left to reverse any more.
+    existing = _find_by_key(session, idempotency_key)
     original = conn.execute(select(transfers).where(transfers.c.id == transfer_id)).first()
     if original is None:
         raise TransferNotFound(f"no transfer {transfer_id}", transfer_id=transfer_id)
@@ -466,16 +468,19 @@ def reverse(
     spec = NewTransfer(
         debit_account_id=int(original.credit_account_id),
         credit_account_id=int(original.debit_account_id),
-        amount=int(original.amount) - int(reversed_so_far) if amount is None else amount,
+        amount=(
+            int(original.amount) - int(reversed_so_far)
+            if amount is None and existing is None
+            else int(existing.amount if amount is None else amount)
+        ),
         code=TransferCode(original.code),
         ref_type=original.ref_type,
         ref_id=original.ref_id,
         idempotency_key=idempotency_key,
         metadata=metadata,
     )
-    existing = _find_by_key(session, idempotency_key)
     if existing is not None:
-        _same_or_conflict(existing, spec)
+        _same_or_conflict(existing, spec, reverses_id=transfer_id)
         return int(existing.id)
     if spec.amount <= 0 or spec.amount > int(original.amount) - int(reversed_so_far):
         raise InvalidTransfer(
@@ -558,6 +563,12 @@ def _apply(
     missing = [account_id for account_id in falling if account_id not in known]
     if missing:
         known.update(lock_accounts(session, missing))
+    unseen = sorted(a for a in plan.deltas if a not in known)
+    if unseen:
+        present = set(session.connection().execute(_ACCOUNT_IDS, {"ids": unseen}).scalars())
+        absent = [a for a in unseen if a not in present]
+        if absent:
+            raise AccountNotFound(f"no account {absent[0]}", account_id=absent[0])
     for account_id, needed in falling.items():
         account = known[account_id]
         if not account.flagged:
@@ -654,14 +665,36 @@ def _find_by_key(session: Session, key: str) -> Any:
     )
 
 
-def _fingerprint(debit: int, credit: int, amount: int, code: str) -> str:
-    return hashlib.sha256(json.dumps([debit, credit, amount, code]).encode()).hexdigest()
-
-
-def _same_or_conflict(existing: Any, spec: NewTransfer) -> None:
-    if _fingerprint(
-        existing.debit_account_id, existing.credit_account_id, existing.amount, existing.code
-    ) != _fingerprint(spec.debit_account_id, spec.credit_account_id, spec.amount, spec.code.value):
+def _same_or_conflict(
+    existing: Any,
+    spec: NewTransfer,
+    *,
+    flags: TransferFlags = TransferFlags.NONE,
+    reverses_id: int | None = None,
+) -> None:
+    """Raise :class:`IdempotencyConflict` unless the stored transfer is this very request:
+    same accounts, amount, code, kind (plain, hold, reversal of the same transfer) and ref."""
+    stored = (
+        int(existing.debit_account_id),
+        int(existing.credit_account_id),
+        int(existing.amount),
+        existing.code,
+        int(existing.flags),
+        existing.reverses_id,
+        existing.ref_type,
+        existing.ref_id,
+    )
+    asked = (
+        spec.debit_account_id,
+        spec.credit_account_id,
+        spec.amount,
+        spec.code.value,
+        int(flags),
+        reverses_id,
+        spec.ref_type,
+        spec.ref_id,
+    )
+    if stored != asked:
         raise IdempotencyConflict(
             f"idempotency key {spec.idempotency_key!r} was used for a different transfer",
             idempotency_key=spec.idempotency_key,

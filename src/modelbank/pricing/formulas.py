@@ -34,8 +34,10 @@ class Rates:
             if not isinstance(value, Decimal) or not value.is_finite() or value < 0:
                 raise ValueError(f"{name} must be a finite Decimal ≥ 0, got {value!r}")
         cache = self.cache_read_per_mtok
-        if cache is not None and (not isinstance(cache, Decimal) or cache < 0):
-            raise ValueError(f"cache_read_per_mtok must be a Decimal ≥ 0, got {cache!r}")
+        if cache is not None and (
+            not isinstance(cache, Decimal) or not cache.is_finite() or cache < 0
+        ):
+            raise ValueError(f"cache_read_per_mtok must be a finite Decimal ≥ 0, got {cache!r}")
 
     def scaled(self, factor: Decimal) -> Rates:
         """Every rate multiplied by ``factor`` exactly."""
