@@ -26,12 +26,12 @@ from modelbank.earnings.rules import EarningsRule
 from modelbank.errors import InvalidInput
 from modelbank.ledger import invariants
 from modelbank.metering import service as metering
-from modelbank.metering.assign import Assigner
-from modelbank.metering.traces import TraceRequest
 from modelbank.money import UCR_PER_CREDIT, credits_to_ucr
 from modelbank.pricing import service as pricing
 from modelbank.pricing.formulas import Rates
 from modelbank.pricing.markups import OPERATION_PRICES_CREDITS
+from modelbank.traces.assign import Assigner
+from modelbank.traces.readers import TraceRequest
 from modelbank.users import service as users
 from modelbank.wallets import service as wallets
 

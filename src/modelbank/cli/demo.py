@@ -21,10 +21,10 @@ from modelbank.cli.common import (
 from modelbank.cli.report import emit, progress_bar
 from modelbank.db.engine import session_factory, transaction
 from modelbank.demo import DEMO_STARTING_CREDITS, demo_catalog, demo_users
-from modelbank.metering.assign import Assigner
-from modelbank.metering.traces import TraceRequest, read_trace, synthetic_azure_trace
 from modelbank.money import UCR_PER_CREDIT
 from modelbank.replay import ensure_models, ensure_users, replay
+from modelbank.traces.assign import Assigner
+from modelbank.traces.readers import TraceRequest, read_trace, synthetic_azure_trace
 
 AZURE_TRACE = "AzureLLMInferenceTrace_code.csv"
 PRICE_SHEET = "litellm_model_prices_and_context_window.json"

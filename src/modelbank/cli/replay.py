@@ -20,11 +20,11 @@ from modelbank.cli.common import (
 )
 from modelbank.cli.report import emit, progress_bar
 from modelbank.db.engine import session_factory, transaction
-from modelbank.metering.assign import Assigner
-from modelbank.metering.traces import TraceFormat, read_trace
 from modelbank.money import UCR_PER_CREDIT
 from modelbank.replay import assign_creators, chat_catalog, ensure_models, ensure_users
 from modelbank.replay import replay as run_replay
+from modelbank.traces.assign import Assigner
+from modelbank.traces.readers import TraceFormat, read_trace
 
 HELP = (
     "Replay a usage trace (Azure LLM inference CSV, Mooncake JSONL or a generic CSV"

@@ -16,7 +16,7 @@ from decimal import Decimal
 from itertools import accumulate
 
 from modelbank.errors import InvalidInput
-from modelbank.metering.traces import TraceRequest
+from modelbank.traces.readers import TraceRequest
 
 DEFAULT_ZIPF_S = 1.1
 """Zipf exponent: s ≈ 1 is the classic popularity law; 1.1 makes rank 1 a bit more dominant."""

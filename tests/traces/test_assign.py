@@ -10,8 +10,8 @@ from decimal import Decimal
 import pytest
 
 from modelbank.errors import InvalidInput
-from modelbank.metering.assign import Assigner
-from modelbank.metering.traces import TraceRequest
+from modelbank.traces.assign import Assigner
+from modelbank.traces.readers import TraceRequest
 
 USERS = [f"user-{rank}" for rank in range(1, 51)]
 MODELS = ["gpt-4o", "claude-sonnet", "llama-3-70b"]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from modelbank.errors import InvalidInput
-from modelbank.metering.traces import (
+from modelbank.traces.readers import (
     AZURE_CODE_TRACE_STATS,
     MOONCAKE_BLOCK_TOKENS,
     MOONCAKE_DEFAULT_START,
