@@ -292,6 +292,37 @@ def replay(
     return report
 
 
+def replay_catalog(
+    factory: sessionmaker[Session],
+    requests: Sequence[TraceRequest],
+    *,
+    entries: Sequence[CatalogEntry],
+    user_names: Sequence[str],
+    credits_ucr: int,
+    seed: int,
+    key_prefix: str,
+    on_batch: Callable[[int], None] | None = None,
+    credits_per_usd: Decimal = Decimal(100),
+) -> ReplayReport:
+    """Set up ``user_names`` (each granted ``credits_ucr`` purchased µcr, idempotent per
+    ``key_prefix``) and the catalog ``entries``, then :func:`replay` ``requests`` over them,
+    ranked in the given orders for the Zipf assignment from ``seed``. Image-mode entries are
+    charged one image per request."""
+    with factory() as session, session.begin():
+        user_ids = ensure_users(session, user_names, credits_ucr=credits_ucr, grant_key=key_prefix)
+        ensure_models(session, entries, user_ids)
+    return replay(
+        factory,
+        requests,
+        assigner=Assigner(list(user_names), [e.slug for e in entries], seed=seed),
+        user_ids=user_ids,
+        key_prefix=key_prefix,
+        image_models=frozenset(e.slug for e in entries if e.mode in IMAGE_MODES),
+        on_batch=on_batch,
+        credits_per_usd=credits_per_usd,
+    )
+
+
 def _tally(report: ReplayReport, slug: str, result: metering.ChargeResult) -> None:
     if result.status == "rejected":
         report.rejected += 1
@@ -314,4 +345,4 @@ def credits(amount: int) -> int:
     return amount * UCR_PER_CREDIT
 
 
-__all__ = ["IMAGE_MODES", "CatalogEntry", "ReplayReport", "chat_catalog", "replay"]
+__all__ = ["CatalogEntry", "ReplayReport", "chat_catalog", "replay", "replay_catalog"]

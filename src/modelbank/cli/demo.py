@@ -19,11 +19,10 @@ from modelbank.cli.common import (
     settings_for,
 )
 from modelbank.cli.report import emit, progress_bar
-from modelbank.db.engine import session_factory, transaction
+from modelbank.db.engine import session_factory
 from modelbank.demo import DEMO_STARTING_CREDITS, demo_catalog, demo_users
 from modelbank.money import UCR_PER_CREDIT
-from modelbank.replay import ensure_models, ensure_users, replay
-from modelbank.traces.assign import Assigner
+from modelbank.replay import replay_catalog
 from modelbank.traces.readers import TraceRequest, read_trace, synthetic_azure_trace
 
 AZURE_TRACE = "AzureLLMInferenceTrace_code.csv"
@@ -74,21 +73,15 @@ def demo(
         engine = migrated_engine(settings)
         factory = session_factory(engine)
         run = f"demo:{time.strftime('%Y%m%dT%H%M%S')}:{time.monotonic_ns() % 1_000_000}"
-        with transaction(factory) as session:
-            user_ids = ensure_users(
-                session, names, credits_ucr=DEMO_STARTING_CREDITS * UCR_PER_CREDIT, grant_key=run
-            )
-            ensure_models(session, entries, user_ids)
-        assigner = Assigner(names, [e.slug for e in entries], seed=seed)
-        image_slugs = frozenset(e.slug for e in entries if e.mode.value == "image_generation")
         with progress_bar(len(requests), "charging the trace") as advance:
-            report = replay(
+            report = replay_catalog(
                 factory,
                 requests,
-                assigner=assigner,
-                user_ids=user_ids,
+                entries=entries,
+                user_names=names,
+                credits_ucr=DEMO_STARTING_CREDITS * UCR_PER_CREDIT,
+                seed=seed,
                 key_prefix=run,
-                image_models=image_slugs,
                 on_batch=advance,
                 credits_per_usd=settings.credits_per_usd,
             )

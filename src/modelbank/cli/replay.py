@@ -19,10 +19,9 @@ from modelbank.cli.common import (
     settings_for,
 )
 from modelbank.cli.report import emit, progress_bar
-from modelbank.db.engine import session_factory, transaction
+from modelbank.db.engine import session_factory
 from modelbank.money import UCR_PER_CREDIT
-from modelbank.replay import assign_creators, chat_catalog, ensure_models, ensure_users
-from modelbank.replay import replay as run_replay
+from modelbank.replay import assign_creators, chat_catalog, replay_catalog
 from modelbank.traces.assign import Assigner
 from modelbank.traces.readers import TraceFormat, read_trace
 
@@ -77,18 +76,14 @@ def replay(
         engine = migrated_engine(settings)
         factory = session_factory(engine)
         prefix = f"replay:{trace.name}:{seed}"
-        with transaction(factory) as session:
-            user_ids = ensure_users(
-                session, user_names, credits_ucr=credits * UCR_PER_CREDIT, grant_key=prefix
-            )
-            ensure_models(session, entries, user_ids)
-        assigner = Assigner(user_names, [e.slug for e in entries], seed=seed)
         with progress_bar(len(requests), f"replaying {trace.name}") as advance:
-            report = run_replay(
+            report = replay_catalog(
                 factory,
                 requests,
-                assigner=assigner,
-                user_ids=user_ids,
+                entries=entries,
+                user_names=user_names,
+                credits_ucr=credits * UCR_PER_CREDIT,
+                seed=seed,
                 key_prefix=prefix,
                 on_batch=advance,
                 credits_per_usd=settings.credits_per_usd,

@@ -21,6 +21,7 @@ from sqlalchemy import bindparam, insert, select
 from sqlalchemy.orm import Session
 
 from modelbank.catalog import service as catalog
+from modelbank.catalog.errors import ModelNotFound
 from modelbank.db.base import utcnow
 from modelbank.earnings import service as earnings
 from modelbank.earnings.rules import earnings_exact, split
@@ -32,7 +33,9 @@ from modelbank.metering.errors import BatchTooLarge, InvalidUsage
 from modelbank.metering.models import usage_events_table as usage
 from modelbank.money import round_ucr, round_uusd, uusd_to_ucr
 from modelbank.pricing import service as pricing
+from modelbank.pricing.errors import NoPrice
 from modelbank.pricing.formulas import Quantities, amount
+from modelbank.users.errors import UserNotFound
 
 MAX_BATCH_EVENTS = 1_000
 """Events per batch: keeps one transaction's lock time and memory bounded (and the
@@ -150,9 +153,7 @@ def charge(session: Session, event: UsageEvent, *, now: datetime | None = None) 
     :class:`~modelbank.catalog.errors.ModelNotFound`, :class:`~modelbank.pricing.errors.NoPrice`,
     :class:`~modelbank.users.errors.UserNotFound`.
     """
-    validate(event)
-    result = charge_batch(session, [event], now=now, _raise=True)[0]
-    return result
+    return charge_batch(session, [event], now=now, _raise=True)[0]
 
 
 def charge_batch(
@@ -218,18 +219,12 @@ def charge_batch(
         try:
             wallet = wallets.get(event.user_id)
             if wallet is None:
-                from modelbank.users.errors import UserNotFound
-
                 raise UserNotFound(f"no user {event.user_id}", user_id=event.user_id)
             info = models.get(event.model)
             if info is None:
-                from modelbank.catalog.errors import ModelNotFound
-
                 raise ModelNotFound(f"no active model {event.model!r}", model=event.model)
             price = prices.get(info.id)
             if price is None:
-                from modelbank.pricing.errors import NoPrice
-
                 raise NoPrice(f"model {info.slug!r} has no price in force", model_id=info.id)
             q = Quantities(
                 input_tokens=event.input_tokens,
