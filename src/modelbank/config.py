@@ -39,6 +39,11 @@ class Settings(BaseSettings):
         description="Folder with the real traces and price sheet (../shared/data by default)",
     )
     credits_per_usd: Decimal = Field(default=DEFAULT_CREDITS_PER_USD, gt=0)
+    migrate_on_start: bool = Field(
+        default=True,
+        description="`modelbank serve` applies pending migrations on start; when false it"
+        " refuses to start on a database that is behind",
+    )
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from modelbank.errors import InvalidInput, NotFound
+from modelbank.errors import DomainError, InvalidInput, NotFound
 
 
 class ModelNotFound(NotFound):
@@ -15,3 +15,15 @@ class ModelExists(InvalidInput):
     """A model with that slug already exists."""
 
     code = "model_exists"
+
+
+class AccessRequired(DomainError):
+    """A premium model was used without bought access (and not by its creator)."""
+
+    code = "model_access_required"
+
+
+class NotPremium(InvalidInput):
+    """Access was bought for a model that is free to use."""
+
+    code = "model_not_premium"

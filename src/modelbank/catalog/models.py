@@ -34,4 +34,18 @@ class CatalogModel(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
+class ModelAccess(Base):
+    """A user's bought access to a premium model (DESIGN §4); ``transfer_id`` is the ledger
+    transfer that paid for it (NULL when granted free by an admin)."""
+
+    __tablename__ = "model_access"
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"), primary_key=True)
+    price_ucr: Mapped[int] = mapped_column(BigInteger)
+    transfer_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
 models_table = cast(Table, CatalogModel.__table__)
+model_access_table = cast(Table, ModelAccess.__table__)

@@ -13,9 +13,11 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-from modelbank.cli import demo, migrate, replay, verify  # noqa: E402
+from modelbank.cli import demo, keys, migrate, replay, serve, verify  # noqa: E402
 
 migrate.register(app)
 verify.register(app)
 replay.register(app)
 demo.register(app)
+serve.register(app)
+keys.register(app)

@@ -16,6 +16,9 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+READ_ONLY = "modelbank_read_only"
+"""Execution option of engines used for reads only (see :func:`read_session_factory`)."""
+
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 """How long a SQLite writer waits for the lock before failing (long replays hold it)."""
 
@@ -54,7 +57,12 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # Readers (READ_ONLY option) take a deferred transaction: many may run beside the
+        # one writer, each on a consistent WAL snapshot.
+        if connection.get_execution_options().get(READ_ONLY):
+            connection.exec_driver_sql("BEGIN")
+        else:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def is_postgres(session_or_engine: Session | Engine) -> bool:
@@ -70,6 +78,15 @@ def is_postgres(session_or_engine: Session | Engine) -> bool:
 def session_factory(engine: Engine) -> sessionmaker[Session]:
     """A session factory; sessions never autoflush surprises into the hot path."""
     return sessionmaker(engine, expire_on_commit=False, autoflush=False)
+
+
+def read_session_factory(engine: Engine) -> sessionmaker[Session]:
+    """A session factory for read-only work: on SQLite its transactions are deferred
+    (``BEGIN``) so they do not take the writer lock; elsewhere it is the same as
+    :func:`session_factory`. Do not write through it."""
+    return sessionmaker(
+        engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False, autoflush=False
+    )
 
 
 @contextmanager

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from modelbank.catalog.models import CatalogModel
+from modelbank.auth.models import ApiKey
+from modelbank.catalog.models import CatalogModel, ModelAccess
 from modelbank.db.base import Base
 from modelbank.earnings.models import Beneficiary, Earning, EarningsRuleVersion, ModelStats
+from modelbank.idempotency.models import IdempotentRequest
 from modelbank.ledger.models import Account, Transfer
 from modelbank.metering.models import UsageEventRow
 from modelbank.pricing.models import PriceVersion
@@ -14,10 +16,13 @@ metadata = Base.metadata
 
 __all__ = [
     "Account",
+    "ApiKey",
     "Beneficiary",
     "CatalogModel",
     "Earning",
     "EarningsRuleVersion",
+    "IdempotentRequest",
+    "ModelAccess",
     "ModelStats",
     "PriceVersion",
     "Transfer",

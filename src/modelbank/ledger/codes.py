@@ -78,3 +78,5 @@ class TransferCode(StrEnum):
     TRADE = "trade"
     EXPIRY = "expiry"
     ADJUSTMENT = "adjustment"
+    ACCESS_PURCHASE = "access_purchase"
+    """A user bought access to a premium model (wallet → platform revenue)."""

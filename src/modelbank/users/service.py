@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
@@ -28,6 +29,7 @@ class UserInfo:
     display_name: str
     wallet_account_id: int
     earnings_account_id: int
+    created_at: datetime | None = None
 
 
 def create_user(session: Session, external_id: str, display_name: str | None = None) -> UserInfo:
@@ -42,13 +44,14 @@ def create_user(session: Session, external_id: str, display_name: str | None = N
     conn = session.connection()
     if conn.execute(select(users.c.id).where(users.c.external_id == external_id)).first():
         raise UserExists(f"user {external_id!r} already exists", external_id=external_id)
+    now = utcnow()
     user_id = int(
         conn.execute(
             insert(users)
             .values(
                 external_id=external_id,
                 display_name=display_name or external_id,
-                created_at=utcnow(),
+                created_at=now,
             )
             .returning(users.c.id)
         ).scalar_one()
@@ -60,6 +63,7 @@ def create_user(session: Session, external_id: str, display_name: str | None = N
         display_name=display_name or external_id,
         wallet_account_id=opened[AccountCode.USER_WALLET],
         earnings_account_id=opened[AccountCode.USER_EARNINGS],
+        created_at=now,
     )
 
 
@@ -75,6 +79,7 @@ def get_user(session: Session, user_id: int) -> UserInfo:
         display_name=row.display_name,
         wallet_account_id=opened[AccountCode.USER_WALLET],
         earnings_account_id=opened[AccountCode.USER_EARNINGS],
+        created_at=row.created_at,
     )
 
 
@@ -87,3 +92,11 @@ def find_by_external_ids(session: Session, external_ids: Iterable[str]) -> dict[
         select(users.c.external_id, users.c.id).where(users.c.external_id.in_(ids))
     )
     return {row.external_id: int(row.id) for row in rows}
+
+
+def list_users(session: Session, *, after_id: int = 0, limit: int = 50) -> list[UserInfo]:
+    """Users in id order after ``after_id`` (a pagination cursor), at most ``limit``."""
+    ids = session.connection().execute(
+        select(users.c.id).where(users.c.id > after_id).order_by(users.c.id).limit(limit)
+    )
+    return [get_user(session, int(user_id)) for user_id in ids.scalars().all()]

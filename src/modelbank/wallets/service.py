@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 
 from sqlalchemy.orm import Session
@@ -45,15 +46,26 @@ def grant(
     *,
     source: GrantSource = GrantSource.PURCHASED,
     idempotency_key: str,
+    expires_at: datetime | None = None,
 ) -> int:
     """Credit ``amount_ucr`` µcr to the user's wallet; return the transfer id.
 
-    Idempotent on ``idempotency_key``. Raises :class:`InvalidInput` (amount ≤ 0),
+    ``expires_at`` (aware, in the future) is recorded with the grant; sweeping expired
+    remainders comes with grant burn-down (issue "Wallets", DESIGN §5).
+    Idempotent on ``idempotency_key``. Raises :class:`InvalidInput` (amount ≤ 0, a naive or
+    past ``expires_at``),
     :class:`~modelbank.users.errors.UserNotFound`,
     :class:`~modelbank.errors.IdempotencyConflict`.
     """
     if amount_ucr <= 0:
         raise InvalidInput(f"grant amount must be positive µcr, got {amount_ucr}")
+    metadata: dict[str, str] = {"source": GrantSource(source).value}
+    if expires_at is not None:
+        if expires_at.tzinfo is None:
+            raise InvalidInput("expires_at must carry a time zone")
+        if expires_at <= datetime.now(UTC):
+            raise InvalidInput("expires_at must be in the future")
+        metadata["expires_at"] = expires_at.astimezone(UTC).isoformat()
     user = users.get_user(session, user_id)
     account_code, transfer_code = _SOURCE_ACCOUNT[GrantSource(source)]
     return ledger.transfer(
@@ -66,7 +78,7 @@ def grant(
             ref_type="user",
             ref_id=user_id,
             idempotency_key=idempotency_key,
-            metadata={"source": GrantSource(source).value},
+            metadata=metadata,
         ),
     )
 

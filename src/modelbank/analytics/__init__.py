@@ -1,0 +1,1 @@
+"""Analytics for users, creators and admins (DESIGN §8)."""

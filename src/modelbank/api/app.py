@@ -1,0 +1,68 @@
+"""The FastAPI application factory (DESIGN §11–§12)."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from sqlalchemy import Engine
+
+from modelbank import __version__
+from modelbank.api import errors
+from modelbank.api.deps import Database
+from modelbank.api.routes import admin, health, models, usage, users
+from modelbank.config import Settings, load_settings
+from modelbank.db.engine import make_engine, read_session_factory, session_factory
+from modelbank.db.migrate import current_revision, head_revision, upgrade
+
+DESCRIPTION = """\
+modelbank's HTTP API: a double-entry credit ledger, model catalog and pricing, usage metering
+and creator earnings.
+
+* Authenticate with `Authorization: Bearer <API key>`; roles `admin`, `service` (the operator's
+  backend, acting for any user) and `user` (only its own resources).
+* Amounts are integers in micro-credits (`*_ucr`, 1 credit = 1,000,000 µcr) with a display
+  string beside them; provider costs in micro-dollars (`*_uusd`).
+* Every POST that moves credits takes an `Idempotency-Key` header: a retry with the same key
+  and body returns the first response with `Idempotency-Hit: true`; another body gets 409.
+* Errors are RFC 9457 `application/problem+json` with a stable `code`.
+"""
+
+
+class SchemaBehind(RuntimeError):
+    """The database is behind the code's schema and migrations on start are disabled."""
+
+
+def create_app(settings: Settings | None = None, *, engine: Engine | None = None) -> FastAPI:
+    """Build the app on ``settings`` (default: from the environment).
+
+    Applies pending migrations when ``settings.migrate_on_start`` (the default); otherwise
+    raises :class:`SchemaBehind` when the database is not at the newest revision.
+    """
+    settings = settings or load_settings()
+    engine = engine or make_engine(settings.database_url)
+    if settings.migrate_on_start:
+        upgrade(engine)
+    else:
+        current, head = current_revision(engine), head_revision()
+        if current != head:
+            raise SchemaBehind(
+                f"database schema is at {current or 'nothing'}, this modelbank needs {head}:"
+                " run `modelbank migrate` (or set MODELBANK_MIGRATE_ON_START=true)"
+            )
+    app = FastAPI(
+        title="modelbank",
+        version=__version__,
+        description=DESCRIPTION,
+        openapi_url="/openapi.json",
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.db = Database(
+        engine=engine,
+        writes=session_factory(engine),
+        reads=read_session_factory(engine),
+        settings=settings,
+    )
+    errors.install(app)
+    for module in (health, users, models, usage, admin):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,106 @@
+"""One mapping from domain errors to RFC 9457 problem+json responses (STYLE §5).
+
+Every error body is ``{"type", "title", "status", "detail", "code"}`` plus the error's
+context (and ``errors`` for validation failures); ``type`` is ``urn:modelbank:problem:<code>``,
+stable API like ``code``.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from modelbank.errors import DomainError, IdempotencyConflict, InvalidInput, NotFound
+
+PROBLEM_JSON = "application/problem+json"
+
+STATUS_BY_CODE: dict[str, int] = {
+    "unauthenticated": 401,
+    "forbidden": 403,
+    "model_access_required": 403,
+    "insufficient_funds": 402,
+    "idempotency_key_reused": 409,
+    "model_exists": 409,
+    "user_exists": 409,
+    "hold_not_pending": 409,
+    "hold_expired": 409,
+    "batch_too_large": 413,
+}
+"""HTTP status of the codes that are not plain 404 (NotFound) / 422 (InvalidInput)."""
+
+
+def status_for(error: DomainError) -> int:
+    """The HTTP status of a domain error."""
+    if error.code in STATUS_BY_CODE:
+        return STATUS_BY_CODE[error.code]
+    if isinstance(error, NotFound):
+        return 404
+    if isinstance(error, InvalidInput):
+        return 422
+    if isinstance(error, IdempotencyConflict):
+        return 409
+    return 400
+
+
+def problem(
+    status: int, code: str, detail: str, headers: dict[str, str] | None = None, **extra: Any
+) -> JSONResponse:
+    """A problem+json response."""
+    body = {
+        "type": f"urn:modelbank:problem:{code}",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+        "code": code,
+        **jsonable_encoder(extra),
+    }
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def problem_for(error: DomainError) -> JSONResponse:
+    """The problem+json response of a domain error (its context is included)."""
+    status = status_for(error)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    context = {k: v for k, v in error.context.items() if k not in ("type", "title", "status")}
+    return problem(status, error.code, error.message, headers, **context)
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers: domain errors, validation errors, HTTP errors."""
+
+    async def on_domain(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, DomainError)
+        return problem_for(exc)
+
+    async def on_validation(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        errors = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+            for e in exc.errors()
+        ]
+        first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
+        where = ".".join(str(part) for part in first["loc"])
+        return problem(
+            422,
+            "validation_error",
+            f"{where}: {first['msg']}" if where else str(first["msg"]),
+            errors=errors,
+        )
+
+    async def on_http(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(
+            exc.status_code, HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_")
+        )
+        headers = dict(exc.headers) if exc.headers else None
+        return problem(exc.status_code, code, str(exc.detail), headers)
+
+    app.add_exception_handler(DomainError, on_domain)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(StarletteHTTPException, on_http)

@@ -1,0 +1,107 @@
+"""Usage metering over HTTP: one event, or up to 1,000 per request (DESIGN §6)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from modelbank.api import schemas as s
+from modelbank.api.deps import DB, IDEMPOTENCY_HIT, Caller, IdemKey, scoped
+from modelbank.auth.service import Principal
+from modelbank.metering import service as metering
+from modelbank.metering.service import ChargeResult, UsageEvent
+from modelbank.money import format_credits, format_usd
+
+router = APIRouter(prefix="/api/v1", tags=["usage"])
+
+
+def metering_key(caller: Principal, key: str) -> str:
+    """The usage row's idempotency key: the header as given for admin and service keys
+    (the operator's own request ids), prefixed ``u<user id>:`` for user keys so that one
+    user can never claim or probe another's keys."""
+    return key if caller.user_id is None else f"u{caller.user_id}:{key}"
+
+
+def event_of(body: s.UsageIn, key: str) -> UsageEvent:
+    return UsageEvent(
+        idempotency_key=key,
+        user_id=body.user_id,
+        model=body.model,
+        usage_type=body.usage_type,
+        input_tokens=body.input_tokens,
+        output_tokens=body.output_tokens,
+        cached_input_tokens=body.cached_input_tokens,
+        units=body.units,
+        occurred_at=body.occurred_at,
+        metadata=body.metadata,
+    )
+
+
+def usage_out(result: ChargeResult) -> s.UsageOut:
+    assert result.usage_id is not None and result.model_id is not None
+    balance = result.balance_ucr or 0
+    return s.UsageOut(
+        usage_id=result.usage_id,
+        model_id=result.model_id,
+        charge_ucr=result.charge_ucr,
+        charge=format_credits(result.charge_ucr),
+        cost_uusd=result.cost_uusd,
+        cost=format_usd(result.cost_uusd, places=6),
+        balance_ucr=balance,
+        balance=format_credits(balance),
+        earnings=[s.EarningOut(user_id=u, amount_ucr=a) for u, a in result.earnings],
+        price_version_id=result.price_version_id,
+    )
+
+
+@router.post(
+    "/usage",
+    status_code=201,
+    response_model=s.UsageOut,
+    responses={
+        402: {"description": "insufficient funds (nothing written)"},
+        409: {"description": "Idempotency-Key reused with another body"},
+    },
+)
+async def charge(body: s.UsageIn, key: IdemKey, caller: Caller, db: DB) -> JSONResponse:
+    """Charge one usage event: admin and service keys for any user, a user key for itself.
+    The ``Idempotency-Key`` identifies the event: a retry returns the first result with
+    ``Idempotency-Hit: true``. Premium models need bought access."""
+    scoped(caller, body.user_id)
+    result = await db.charge(event_of(body, metering_key(caller, key)))
+    hit = "true" if result.status == "replayed" else "false"
+    return JSONResponse(
+        usage_out(result).model_dump(mode="json"), status_code=201, headers={IDEMPOTENCY_HIT: hit}
+    )
+
+
+@router.post("/usage/batch", response_model=s.BatchOut)
+def charge_batch(body: s.BatchIn, caller: Caller, db: DB) -> s.BatchOut:
+    """Charge up to 1,000 events (admin and service keys), each with its own
+    ``idempotency_key``, in one transaction. Each event succeeds or is rejected on its own;
+    the results come back in order."""
+    caller.require_admin_or_service()
+    events = [event_of(e, e.idempotency_key) for e in body.events]
+    with db.write() as session:
+        results = metering.charge_batch(session, events)
+    out = []
+    for r in results:
+        out.append(
+            s.BatchResultOut(
+                idempotency_key=r.idempotency_key,
+                status=r.status,
+                usage_id=r.usage_id,
+                charge_ucr=r.charge_ucr,
+                balance_ucr=r.balance_ucr,
+                earnings=[s.EarningOut(user_id=u, amount_ucr=a) for u, a in r.earnings],
+                error=None
+                if r.error_code is None
+                else s.BatchError(code=r.error_code, detail=r.error_message or r.error_code),
+            )
+        )
+    return s.BatchOut(
+        charged=sum(r.status == "charged" for r in results),
+        replayed=sum(r.status == "replayed" for r in results),
+        rejected=sum(r.status == "rejected" for r in results),
+        results=out,
+    )

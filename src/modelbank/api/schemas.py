@@ -1,0 +1,465 @@
+"""Request and response bodies of the HTTP API (the HTTP contract, so it lives beside the
+routes; domains know nothing of it). Amounts: ``*_ucr`` integers in micro-credits with a
+display string beside them; costs ``*_uusd`` in micro-dollars; times UTC ISO 8601."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+
+from modelbank.catalog.costs import Mode
+from modelbank.catalog.tiers import Tier
+from modelbank.money import format_credits, format_usd
+
+MAX_UCR = 10**15
+"""Largest amount accepted in one request (1e9 credits): keeps sums far from 2⁶³."""
+MAX_COUNT = 10**12
+"""Largest token or unit count of one usage event."""
+
+Ucr = Annotated[int, Field(ge=0, le=MAX_UCR, description="micro-credits (1 credit = 10⁶ µcr)")]
+PositiveUcr = Annotated[int, Field(gt=0, le=MAX_UCR, description="micro-credits, > 0")]
+Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
+
+
+def _finite_rate(value: Decimal) -> Decimal:
+    if not value.is_finite() or value < 0 or value > MAX_UCR:
+        raise ValueError("must be a finite number between 0 and 1e15")
+    return value
+
+
+Rate = Annotated[
+    Decimal,
+    AfterValidator(_finite_rate),
+    Field(description="a rate ≥ 0 as a number or decimal string (exact)"),
+]
+Multiplier = Annotated[
+    Decimal,
+    AfterValidator(_finite_rate),
+    Field(description="a multiplier ≥ 0 as a number or decimal string"),
+]
+
+
+class Strict(BaseModel):
+    """Bodies reject unknown fields (a typo is an error, not a silent default)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+def credits(ucr: int) -> str:
+    return format_credits(ucr)
+
+
+# --- users and keys -------------------------------------------------------------------------
+
+
+class UserIn(Strict):
+    external_id: str = Field(min_length=1, max_length=200, pattern=r"^\S(.*\S)?$")
+    display_name: str | None = Field(default=None, max_length=200)
+
+
+class UserOut(BaseModel):
+    id: int
+    external_id: str
+    display_name: str
+    created_at: datetime
+
+
+class UserPage(BaseModel):
+    items: list[UserOut]
+    next_cursor: str | None
+
+
+class KeyIn(Strict):
+    name: str = Field(default="", max_length=200)
+
+
+class ServiceKeyIn(Strict):
+    role: Literal["admin", "service"]
+    name: str = Field(default="", max_length=200)
+
+
+class KeyOut(BaseModel):
+    id: int
+    role: str
+    user_id: int | None
+    name: str
+    prefix: str
+    key: str = Field(description="the secret: shown once, store it now")
+    created_at: datetime
+
+
+# --- wallets and ledger ---------------------------------------------------------------------
+
+
+class GrantIn(Strict):
+    amount_ucr: PositiveUcr
+    source: Literal["bonus", "purchased"] = "bonus"
+    expires_at: datetime | None = Field(
+        default=None, description="recorded with the grant; must be in the future"
+    )
+
+    @field_validator("expires_at")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("expires_at needs a time zone (e.g. 2027-01-01T00:00:00Z)")
+        return value
+
+
+class GrantOut(BaseModel):
+    transfer_id: int
+    user_id: int
+    amount_ucr: int
+    amount: str
+    source: str
+    expires_at: datetime | None
+    balance_ucr: int
+    balance: str
+
+
+class WalletOut(BaseModel):
+    user_id: int
+    balance_ucr: int
+    balance: str
+    pending_ucr: int
+    pending: str
+    available_ucr: int
+    available: str
+    earnings_ucr: int = Field(description="unpaid creator earnings (earnings account)")
+    earnings: str
+
+
+class TransferOut(BaseModel):
+    id: int
+    code: str
+    kind: str
+    direction: Literal["in", "out"]
+    amount_ucr: int
+    amount: str
+    debit_account_id: int
+    credit_account_id: int
+    pending_id: int | None
+    reverses_id: int | None
+    ref_type: str | None
+    ref_id: int | None
+    created_at: datetime
+    metadata: dict[str, Any] | None
+
+
+class TransferPage(BaseModel):
+    items: list[TransferOut]
+    next_cursor: str | None
+
+
+# --- models ---------------------------------------------------------------------------------
+
+
+class PriceIn(Strict):
+    input_ucr_per_mtok: Rate = Decimal(0)
+    output_ucr_per_mtok: Rate = Decimal(0)
+    cache_read_ucr_per_mtok: Rate | None = None
+    per_request_ucr: Rate = Decimal(0)
+    per_unit_ucr: Rate = Decimal(0)
+
+
+class CostIn(Strict):
+    input_uusd_per_mtok: Rate = Decimal(0)
+    output_uusd_per_mtok: Rate = Decimal(0)
+    cache_read_uusd_per_mtok: Rate | None = None
+    per_request_uusd: Rate = Decimal(0)
+    per_unit_uusd: Rate = Decimal(0)
+
+
+class EarningsRuleIn(Strict):
+    per_use_ucr: Ucr = 0
+    per_token_ucr: Rate = Decimal(0)
+    share_bps: int | None = Field(default=None, ge=0, le=10_000)
+    popularity_tiers: list[tuple[Annotated[int, Field(ge=0, le=MAX_COUNT)], Multiplier]] | None = (
+        None
+    )
+    type_multipliers: (
+        dict[Annotated[str, Field(min_length=1, max_length=32)], Multiplier] | None
+    ) = None
+
+
+class ModelIn(Strict):
+    slug: str = Field(min_length=1, max_length=200)
+    name: str = Field(min_length=1, max_length=200)
+    provider: str = Field(default="platform", min_length=1, max_length=64)
+    provider_model_ref: str | None = Field(default=None, max_length=200)
+    mode: Mode = Mode.CHAT
+    category: str = Field(default="General", min_length=1, max_length=64)
+    tier: Tier | None = None
+    demand: Literal["high", "medium", "low"] = "medium"
+    creator_id: int | None = Field(default=None, ge=1)
+    is_premium: bool = False
+    access_price_ucr: Ucr = 0
+    price: PriceIn | None = None
+    cost: CostIn | None = None
+    earnings_rule: EarningsRuleIn | None = None
+
+
+class ModelPatch(Strict):
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    category: str | None = Field(default=None, min_length=1, max_length=64)
+    tier: Tier | None = None
+    demand: Literal["high", "medium", "low"] | None = None
+    is_premium: bool | None = None
+    access_price_ucr: Ucr | None = None
+    is_active: bool | None = None
+    price: PriceIn | None = Field(default=None, description="a new explicit price version")
+    earnings_rule: EarningsRuleIn | None = Field(
+        default=None, description="a new earnings rule version"
+    )
+
+
+class PriceOut(BaseModel):
+    version: int
+    effective_from: datetime
+    source: str
+    input_ucr_per_mtok: str
+    output_ucr_per_mtok: str
+    cache_read_ucr_per_mtok: str | None
+    per_request_ucr: str
+    per_unit_ucr: str
+    input_uusd_per_mtok: str
+    output_uusd_per_mtok: str
+    per_request_uusd: str
+    per_unit_uusd: str
+
+
+class EarningsRuleOut(BaseModel):
+    version: int
+    per_use_ucr: int
+    per_token_ucr: str
+    share_bps: int
+    popularity_tiers: list[tuple[int, str]]
+    type_multipliers: dict[str, str]
+    other_multiplier: str
+
+
+class ModelOut(BaseModel):
+    id: int
+    slug: str
+    name: str
+    provider: str
+    provider_model_ref: str
+    mode: str
+    category: str
+    tier: str
+    demand: str
+    creator_id: int | None
+    is_active: bool
+    is_premium: bool
+    access_price_ucr: int
+    access_price: str
+    price: PriceOut | None
+    purchased: bool = Field(description="the caller bought access (premium models)")
+    owned: bool = Field(description="the caller created the model")
+    earnings_rule: EarningsRuleOut | None = None
+
+
+class ModelPage(BaseModel):
+    items: list[ModelOut]
+    next_cursor: str | None
+
+
+class PurchaseIn(Strict):
+    user_id: int | None = Field(
+        default=None, ge=1, description="admin/service keys: the buyer; user keys: omit"
+    )
+
+
+class AccessOut(BaseModel):
+    user_id: int
+    model_id: int
+    price_ucr: int
+    price: str
+    transfer_id: int | None
+    purchased_at: datetime
+    balance_ucr: int
+    balance: str
+
+
+# --- usage ----------------------------------------------------------------------------------
+
+
+class UsageIn(Strict):
+    user_id: int = Field(ge=1)
+    model: int | Annotated[str, Field(min_length=1, max_length=200)] = Field(
+        description="model id or slug"
+    )
+    usage_type: str = Field(default="chat", min_length=1, max_length=32)
+    input_tokens: Count = 0
+    output_tokens: Count = 0
+    cached_input_tokens: Count = 0
+    units: Count = 0
+    occurred_at: datetime | None = None
+    metadata: dict[str, Any] | None = None
+
+    @field_validator("occurred_at")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("occurred_at needs a time zone (e.g. 2026-11-21T10:00:00Z)")
+        return value
+
+
+class BatchEventIn(UsageIn):
+    idempotency_key: str = Field(min_length=1, max_length=200)
+
+
+class BatchIn(Strict):
+    events: list[BatchEventIn] = Field(min_length=1, max_length=1000)
+
+
+class EarningOut(BaseModel):
+    user_id: int
+    amount_ucr: int
+
+
+class UsageOut(BaseModel):
+    usage_id: int
+    model_id: int
+    charge_ucr: int
+    charge: str
+    cost_uusd: int
+    cost: str
+    balance_ucr: int
+    balance: str
+    earnings: list[EarningOut]
+    price_version_id: int | None
+
+
+class BatchError(BaseModel):
+    code: str
+    detail: str
+
+
+class BatchResultOut(BaseModel):
+    idempotency_key: str
+    status: Literal["charged", "replayed", "rejected"]
+    usage_id: int | None
+    charge_ucr: int
+    balance_ucr: int | None
+    earnings: list[EarningOut]
+    error: BatchError | None
+
+
+class BatchOut(BaseModel):
+    charged: int
+    replayed: int
+    rejected: int
+    results: list[BatchResultOut]
+
+
+# --- analytics ------------------------------------------------------------------------------
+
+
+class ModelEarningOut(BaseModel):
+    model_id: int
+    name: str
+    uses: int
+    tokens: int
+    earnings_ucr: int
+    earnings: str
+    last_used_at: datetime | None
+
+
+class EarningsOut(BaseModel):
+    user_id: int
+    period: str
+    total_ucr: int
+    total: str
+    total_tokens: int
+    total_uses: int
+    models: list[ModelEarningOut]
+
+
+class CategoryOut(BaseModel):
+    category: str
+    uses: int
+    spent_ucr: int
+    spent: str
+
+
+class DayOut(BaseModel):
+    day: date
+    uses: int
+    spent_ucr: int
+    earned_ucr: int
+
+
+class ModelAnalyticsOut(BaseModel):
+    user_id: int
+    models_available: int
+    models_purchased: int
+    models_owned: int
+    credits_spent_ucr: int
+    credits_spent: str
+    usage_spent_ucr: int
+    access_spent_ucr: int
+    earnings_from_owned_ucr: int
+    earnings_from_owned: str
+    most_profitable_model: ModelEarningOut | None
+    by_category: list[CategoryOut]
+    activity_30d: list[DayOut]
+
+
+class PricingRowOut(BaseModel):
+    model_id: int
+    slug: str
+    name: str
+    mode: str
+    category: str
+    tier: str
+    demand: str
+    is_active: bool
+    is_premium: bool
+    price: PriceOut | None
+    markup: str | None = Field(description="tier markup × demand markup of the version in force")
+    margin_bps: int | None = Field(
+        description="margin on 1M input + 1M output tokens + 1 request + 1 unit"
+    )
+
+
+class PricingPage(BaseModel):
+    items: list[PricingRowOut]
+    next_cursor: str | None
+
+
+class RecalculateIn(Strict):
+    model_ids: list[Annotated[int, Field(ge=1)]] | None = Field(
+        default=None, max_length=10_000, description="None: every active model (or the filters)"
+    )
+    category: str | None = Field(default=None, max_length=64)
+    mode: Mode | None = None
+    include_explicit: bool = False
+
+
+class RecalculateOut(BaseModel):
+    updated: list[PricingRowOut]
+    unchanged: list[int]
+    skipped: dict[str, str]
+
+
+class StatsOut(BaseModel):
+    usage_revenue_ucr: int
+    usage_revenue: str
+    access_revenue_ucr: int
+    provider_cost_uusd: int
+    provider_cost: str
+    margin_ucr: int
+    margin: str
+    creator_earnings_ucr: int
+    earnings_owed_ucr: int
+    wallet_balances_ucr: int
+    users: int
+    active_models: int
+    usage_events: int
+
+
+__all__ = ["credits", "format_usd"]

@@ -1,0 +1,32 @@
+"""The ``api_keys`` table: keys are stored as SHA-256 digests, never in clear."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import cast
+
+from sqlalchemy import ForeignKey, String, Table
+from sqlalchemy.orm import Mapped, mapped_column
+
+from modelbank.db.base import Base, BigId, UTCDateTime
+
+
+class ApiKey(Base):
+    """An API key. ``key_hash`` is the hex SHA-256 of the whole secret (keys are 256-bit
+    random, so a fast digest is the right tool: there is nothing to brute-force);
+    ``prefix`` is the non-secret start shown in listings. ``user_id`` is set for ``user``
+    keys and NULL for ``admin`` and ``service`` keys."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    role: Mapped[str] = mapped_column(String(16))
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+api_keys_table = cast(Table, ApiKey.__table__)

@@ -1,0 +1,52 @@
+"""``modelbank keys``: create and revoke API keys from the command line."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from modelbank.auth import service as auth
+from modelbank.cli.common import DB_OPTION_HELP, cli_errors, console, migrated_engine, settings_for
+from modelbank.db.engine import session_factory, transaction
+
+keys_app = typer.Typer(help="Create and revoke API keys.", no_args_is_help=True)
+
+
+@keys_app.command("create")
+def create(
+    role: Annotated[str, typer.Option(help="admin, service or user")] = "admin",
+    user: Annotated[int | None, typer.Option(help="The user of a user key")] = None,
+    name: Annotated[str, typer.Option(help="A label for the key")] = "",
+    db: Annotated[str | None, typer.Option(help=DB_OPTION_HELP)] = None,
+) -> None:
+    """Create a key and print it as the last line of stdout (shown once; stored hashed)."""
+    with cli_errors():
+        engine = migrated_engine(settings_for(db))
+        with transaction(session_factory(engine)) as session:
+            key = auth.create_key(session, role, user_id=user, name=name)
+        engine.dispose()
+    console.print(
+        f"created {key.role.value} key {key.id} ({key.prefix}…); store it now, it is not"
+        " shown again:",
+        highlight=False,
+    )
+    print(key.secret)
+
+
+@keys_app.command("revoke")
+def revoke(
+    key_id: Annotated[int, typer.Argument(help="The key's id")],
+    db: Annotated[str | None, typer.Option(help=DB_OPTION_HELP)] = None,
+) -> None:
+    """Revoke a key (idempotent)."""
+    with cli_errors():
+        engine = migrated_engine(settings_for(db))
+        with transaction(session_factory(engine)) as session:
+            auth.revoke_key(session, key_id)
+        engine.dispose()
+    console.print(f"key {key_id} revoked")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(keys_app, name="keys")

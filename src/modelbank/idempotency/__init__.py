@@ -1,0 +1,1 @@
+"""Stored responses of credit-moving requests, replayed for a repeated Idempotency-Key."""
