@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import insert, or_, select
+from sqlalchemy import bindparam, insert, or_, select
 from sqlalchemy.orm import Session
 
 from modelbank.catalog.costs import Mode
@@ -17,6 +17,15 @@ from modelbank.db.base import utcnow
 from modelbank.errors import InvalidInput
 
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9._:/-]{0,199}$")
+
+# Built once (hot path of every charge; DESIGN §16).
+_RESOLVE_ALL = select(models).where(
+    or_(
+        models.c.id.in_(bindparam("ids", expanding=True)),
+        models.c.slug.in_(bindparam("slugs", expanding=True)),
+    )
+)
+_RESOLVE_ACTIVE = _RESOLVE_ALL.where(models.c.is_active.is_(True))
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,11 +121,9 @@ def resolve_models(
     slugs = [ref for ref in wanted if isinstance(ref, str)]
     if not wanted:
         return {}
-    query = select(models).where(or_(models.c.id.in_(ids), models.c.slug.in_(slugs)))
-    if active_only:
-        query = query.where(models.c.is_active.is_(True))
+    query = _RESOLVE_ACTIVE if active_only else _RESOLVE_ALL
     found: dict[int | str, ModelInfo] = {}
-    for row in session.connection().execute(query):
+    for row in session.connection().execute(query, {"ids": ids, "slugs": slugs}):
         info = ModelInfo(
             id=int(row.id),
             slug=row.slug,

@@ -15,6 +15,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from modelbank.db.base import utcnow
+from modelbank.db.bulk import BulkInsert, db_timestamp
 from modelbank.earnings.errors import InvalidRule, InvalidSplit
 from modelbank.earnings.models import beneficiaries_table as beneficiaries
 from modelbank.earnings.models import earnings_rules_table as rules
@@ -170,43 +171,39 @@ def load_terms(
         return {}
     at = at or utcnow()
     conn = session.connection()
-    latest = (
-        select(rules.c.model_id, func.max(rules.c.version).label("version"))
-        .where(rules.c.model_id.in_(ids), rules.c.effective_from <= at)
-        .group_by(rules.c.model_id)
-        .subquery()
-    )
-    rule_rows = conn.execute(
-        select(rules).join(
-            latest, (latest.c.model_id == rules.c.model_id) & (latest.c.version == rules.c.version)
-        )
-    )
-    by_model = {int(row.model_id): _rule_from_row(row._mapping) for row in rule_rows}
+    by_model: dict[int, EarningsRule] = {}
+    for row in conn.execute(_CURRENT_RULES, {"ids": ids, "at": at}):
+        # Rule versions are immutable: parse each one (JSON, Decimals) once per process.
+        key = tuple(_freeze(value) for value in row)
+        rule = _RULE_CACHE.get(key)
+        if rule is None:
+            if len(_RULE_CACHE) >= _RULE_CACHE_SIZE:
+                _RULE_CACHE.clear()
+            rule = _RULE_CACHE[key] = _rule_from_row(row._mapping)
+        by_model[int(row.model_id)] = rule
     shares: dict[int, list[tuple[int, int]]] = {}
-    for row in conn.execute(
-        select(beneficiaries)
-        .where(beneficiaries.c.model_id.in_(ids))
-        .order_by(beneficiaries.c.user_id)
-    ):
+    for row in conn.execute(_BENEFICIARIES, {"ids": ids}):
         shares.setdefault(int(row.model_id), []).append((int(row.user_id), int(row.share_bps)))
     # Aggregate rows: created on first use (a concurrent first use must not fail, hence ON
     # CONFLICT DO NOTHING), then read under a row lock so that concurrent charges of one
-    # model each see their own exact prior use count (popularity tiers, DESIGN §7).
-    dialect = session.get_bind().dialect.name
-    insert_missing = (
-        pg_insert(stats).on_conflict_do_nothing()
-        if dialect == "postgresql"
-        else sqlite_insert(stats).on_conflict_do_nothing()
-    )
-    conn.execute(
-        insert_missing,
-        [
-            {"model_id": m, "use_count": 0, "tokens": 0, "revenue_ucr": 0, "earnings_ucr": 0}
-            for m in ids
-        ],
-    )
-    query = _STATS_FOR_UPDATE if dialect == "postgresql" else _STATS
+    # model each see their own exact prior use count (popularity tiers, DESIGN §7). The
+    # common case (every row exists) is one locking read; the insert runs only when a
+    # row is missing, followed by a second locking read.
+    postgres = session.get_bind().dialect.name == "postgresql"
+    query = _STATS_FOR_UPDATE if postgres else _STATS
     counts = {int(row.model_id): int(row.use_count) for row in conn.execute(query, {"ids": ids})}
+    if len(counts) < len(ids):
+        conn.execute(
+            _INSERT_STATS_PG if postgres else _INSERT_STATS_SQLITE,
+            [
+                {"model_id": m, "use_count": 0, "tokens": 0, "revenue_ucr": 0, "earnings_ucr": 0}
+                for m in ids
+                if m not in counts
+            ],
+        )
+        counts = {
+            int(row.model_id): int(row.use_count) for row in conn.execute(query, {"ids": ids})
+        }
     default = EarningsRule()
     result: dict[int, Terms] = {}
     for model_id in ids:
@@ -219,6 +216,40 @@ def load_terms(
             use_count=counts.get(model_id, 0),
         )
     return result
+
+
+_LATEST_RULES = (
+    select(rules.c.model_id, func.max(rules.c.version).label("version"))
+    .where(
+        rules.c.model_id.in_(bindparam("ids", expanding=True)),
+        rules.c.effective_from <= bindparam("at"),
+    )
+    .group_by(rules.c.model_id)
+    .subquery()
+)
+_CURRENT_RULES = select(rules).join(
+    _LATEST_RULES,
+    (_LATEST_RULES.c.model_id == rules.c.model_id) & (_LATEST_RULES.c.version == rules.c.version),
+)
+_BENEFICIARIES = (
+    select(beneficiaries)
+    .where(beneficiaries.c.model_id.in_(bindparam("ids", expanding=True)))
+    .order_by(beneficiaries.c.model_id, beneficiaries.c.user_id)
+)
+_INSERT_STATS_PG = pg_insert(stats).on_conflict_do_nothing()
+_INSERT_STATS_SQLITE = sqlite_insert(stats).on_conflict_do_nothing()
+_RULE_CACHE_SIZE = 4096
+_RULE_CACHE: dict[tuple[Any, ...], EarningsRule] = {}
+"""Rule row content → parsed rule (keyed by content, not id: safe across databases)."""
+
+
+def _freeze(value: Any) -> Any:
+    """A hashable stand-in for a JSON column value (lists and dicts)."""
+    if isinstance(value, list):
+        return tuple(_freeze(v) for v in value)
+    if isinstance(value, dict):
+        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
+    return value
 
 
 _STATS = (
@@ -243,6 +274,16 @@ _UPDATE_STATS = (
 )
 
 
+EarningRow = tuple[int, int, int, int, int, int]
+"""One earning for :func:`record_rows`: (usage id, model id, beneficiary user id, µcr,
+tokens, rule version)."""
+
+_INSERT_EARNINGS = BulkInsert(
+    earnings,
+    ("usage_id", "model_id", "user_id", "amount_ucr", "tokens", "rule_version", "created_at"),
+)
+
+
 def record(
     session: Session,
     lines: Sequence[EarningLine],
@@ -251,24 +292,38 @@ def record(
     now: datetime | None = None,
 ) -> None:
     """Insert earning lines and apply aggregate deltas (one update per model)."""
+    record_rows(
+        session,
+        [
+            (
+                line.usage_id,
+                line.model_id,
+                line.user_id,
+                line.amount_ucr,
+                line.tokens,
+                line.rule_version,
+            )
+            for line in lines
+        ],
+        deltas,
+        now=now,
+    )
+
+
+def record_rows(
+    session: Session,
+    rows: Sequence[EarningRow],
+    deltas: Mapping[int, StatsDelta],
+    *,
+    now: datetime | None = None,
+) -> None:
+    """:func:`record` for hot paths: earning lines as plain tuples (see :data:`EarningRow`),
+    inserted with one driver ``executemany``."""
     conn = session.connection()
     now = now or utcnow()
-    if lines:
-        conn.execute(
-            insert(earnings),
-            [
-                {
-                    "usage_id": line.usage_id,
-                    "model_id": line.model_id,
-                    "user_id": line.user_id,
-                    "amount_ucr": line.amount_ucr,
-                    "tokens": line.tokens,
-                    "rule_version": line.rule_version,
-                    "created_at": now,
-                }
-                for line in lines
-            ],
-        )
+    if rows:
+        created = db_timestamp(conn.dialect.name, now)
+        _INSERT_EARNINGS.execute(conn, [(*row, created) for row in rows])
     if deltas:
         conn.execute(
             _UPDATE_STATS,
@@ -316,6 +371,13 @@ def model_stats(session: Session, model_ids: Iterable[int] | None = None) -> lis
     ]
 
 
+_EARNINGS_BY_USAGE = (
+    select(earnings.c.usage_id, earnings.c.user_id, earnings.c.amount_ucr)
+    .where(earnings.c.usage_id.in_(bindparam("ids", expanding=True)))
+    .order_by(earnings.c.id)
+)
+
+
 def earnings_by_usage(
     session: Session, usage_ids: Iterable[int]
 ) -> dict[int, list[tuple[int, int]]]:
@@ -324,11 +386,7 @@ def earnings_by_usage(
     found: dict[int, list[tuple[int, int]]] = {}
     if not ids:
         return found
-    for row in session.connection().execute(
-        select(earnings.c.usage_id, earnings.c.user_id, earnings.c.amount_ucr)
-        .where(earnings.c.usage_id.in_(ids))
-        .order_by(earnings.c.id)
-    ):
+    for row in session.connection().execute(_EARNINGS_BY_USAGE, {"ids": ids}):
         found.setdefault(int(row.usage_id), []).append((int(row.user_id), int(row.amount_ucr)))
     return found
 

@@ -13,15 +13,18 @@ transfers touch it.
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import Engine, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from modelbank.db.base import utcnow
+from modelbank.db.bulk import BulkInsert, db_timestamp
 from modelbank.errors import IdempotencyConflict
 from modelbank.ledger.codes import (
     PLATFORM_ACCOUNT_CODES,
@@ -64,6 +67,34 @@ _USER_ACCOUNTS = select(accounts.c.owner_id, accounts.c.id).where(
 _PLATFORM_ACCOUNT = select(accounts.c.id).where(
     accounts.c.code == bindparam("code"), accounts.c.owner_id.is_(None)
 )
+_LOCK_USER_ACCOUNTS = (
+    select(accounts)
+    .where(
+        accounts.c.code == bindparam("code"),
+        accounts.c.owner_id.in_(bindparam("ids", expanding=True)),
+    )
+    .order_by(accounts.c.id)
+)
+_LOCK_USER_ACCOUNTS_PG = _LOCK_USER_ACCOUNTS.with_for_update()
+
+_INSERT_LINKED = BulkInsert(
+    transfers,
+    (
+        "debit_account_id",
+        "credit_account_id",
+        "amount",
+        "code",
+        "flags",
+        "ref_type",
+        "ref_id",
+        "created_at",
+    ),
+)
+
+# Platform accounts are created once (by migration) and never deleted or renumbered, so
+# their ids are cached per engine (a weak key: a disposed engine's entry goes with it).
+_platform_ids: weakref.WeakKeyDictionary[Engine, dict[str, int]] = weakref.WeakKeyDictionary()
+_platform_lock = threading.Lock()
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,10 +186,19 @@ def ensure_platform_accounts(session: Session) -> dict[AccountCode, int]:
 
 
 def platform_account(session: Session, code: AccountCode) -> int:
-    """The id of a platform account (``owner_id`` NULL). Raises :class:`AccountNotFound`."""
-    account_id = session.connection().execute(_PLATFORM_ACCOUNT, {"code": code.value}).scalar()
+    """The id of a platform account (``owner_id`` NULL). Raises :class:`AccountNotFound`.
+
+    Found ids are cached per engine: platform accounts are never deleted or renumbered."""
+    conn = session.connection()
+    engine = conn.engine
+    cached = _platform_ids.get(engine)
+    if cached is not None and code.value in cached:
+        return cached[code.value]
+    account_id = conn.execute(_PLATFORM_ACCOUNT, {"code": code.value}).scalar()
     if account_id is None:
         raise AccountNotFound(f"platform account {code.value} is missing; run `modelbank migrate`")
+    with _platform_lock:
+        _platform_ids.setdefault(engine, {})[code.value] = int(account_id)
     return int(account_id)
 
 
@@ -223,6 +263,36 @@ def lock_accounts(session: Session, account_ids: Iterable[int]) -> dict[int, Acc
     return found
 
 
+def lock_user_accounts(
+    session: Session, user_ids: Iterable[int], code: AccountCode
+) -> dict[int, AccountBalance]:
+    """Find and lock users' accounts of ``code`` in one query: user id → :class:`AccountBalance`.
+
+    Like :func:`user_account_ids` followed by :func:`lock_accounts` (same lock order: account
+    id), one round trip instead of two. Users without such an account are absent.
+    """
+    ids = list(set(user_ids))
+    if not ids:
+        return {}
+    postgres = session.get_bind().dialect.name == "postgresql"
+    query = _LOCK_USER_ACCOUNTS_PG if postgres else _LOCK_USER_ACCOUNTS
+    rows = session.connection().execute(query, {"code": code.value, "ids": ids})
+    return {int(row.owner_id): _balance(row) for row in rows}
+
+
+def _balance(row: Any) -> AccountBalance:
+    return AccountBalance(
+        id=int(row.id),
+        code=row.code,
+        owner_id=row.owner_id,
+        flags=int(row.flags),
+        debits_posted=int(row.debits_posted),
+        credits_posted=int(row.credits_posted),
+        debits_pending=int(row.debits_pending),
+        credits_pending=int(row.credits_pending),
+    )
+
+
 def get_balance(session: Session, account_id: int) -> AccountBalance:
     """An account's totals (no lock). Raises :class:`AccountNotFound`."""
     row = session.connection().execute(select(accounts).where(accounts.c.id == account_id)).first()
@@ -249,15 +319,17 @@ def post_transfers(
     *,
     now: datetime | None = None,
     locked: Mapping[int, AccountBalance] | None = None,
+    existing: Iterable[int] = (),
 ) -> None:
     """Post ``new_transfers`` as one linked group: all or none (the caller's transaction).
 
     Checks every transfer (amount > 0, distinct accounts), locks the accounts involved
     (reusing ``locked`` balances the caller already read under lock), verifies that no
     flagged account ends below zero, inserts the rows and applies one totals update per
-    account. Raises :class:`InvalidTransfer`, :class:`AccountNotFound`,
-    :class:`InsufficientFunds` (context: account_id, available_ucr, needed_ucr) before
-    writing anything.
+    account. ``existing``: ids of accounts the caller has just read in this transaction,
+    whose existence is then not checked again. Raises :class:`InvalidTransfer`,
+    :class:`AccountNotFound`, :class:`InsufficientFunds` (context: account_id,
+    available_ucr, needed_ucr) before writing anything.
     """
     if not new_transfers:
         return
@@ -268,7 +340,55 @@ def post_transfers(
         plan.rows.append(_row(spec, now, flags=TransferFlags.NONE))
         plan.delta(spec.debit_account_id).debits_posted += spec.amount
         plan.delta(spec.credit_account_id).credits_posted += spec.amount
-    _apply(session, plan, locked)
+    _apply(session, plan, locked, existing=existing)
+
+
+LinkedRow = tuple[int, int, int, str, int | None]
+"""One transfer for :func:`post_linked`: (debit account id, credit account id, amount µcr,
+transfer code value, ref id)."""
+
+
+def post_linked(
+    session: Session,
+    rows: Sequence[LinkedRow],
+    *,
+    ref_type: str | None,
+    now: datetime | None = None,
+    locked: Mapping[int, AccountBalance] | None = None,
+    existing: Iterable[int] = (),
+) -> None:
+    """:func:`post_transfers` for hot paths: the same checks, locks, errors and writes, for
+    plain tuples (see :data:`LinkedRow`) that share one ``ref_type``, without metadata or
+    idempotency keys, inserted with one driver ``executemany``.
+
+    Raises :class:`InvalidTransfer`, :class:`AccountNotFound`, :class:`InsufficientFunds`
+    before writing anything.
+    """
+    if not rows:
+        return
+    now = now or utcnow()
+    plan = _Plan()
+    deltas = plan.deltas
+    for debit, credit, amount, _code, _ref in rows:
+        if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0:
+            raise InvalidTransfer(f"transfer amount must be a positive integer µcr, got {amount!r}")
+        if debit == credit:
+            raise InvalidTransfer("debit and credit accounts must differ")
+        found = deltas.get(debit)
+        if found is None:
+            found = deltas[debit] = _Delta()
+        found.debits_posted += amount
+        found = deltas.get(credit)
+        if found is None:
+            found = deltas[credit] = _Delta()
+        found.credits_posted += amount
+    created = db_timestamp(session.get_bind().dialect.name, now)
+    flags = int(TransferFlags.NONE)
+    bulk = [
+        (debit, credit, amount, code, flags, ref_type, ref, created)
+        for debit, credit, amount, code, ref in rows
+    ]
+    _apply(session, plan, locked, existing=existing, bulk_rows=bulk)
 
 
 def transfer(session: Session, spec: NewTransfer, *, now: datetime | None = None) -> int:
@@ -547,6 +667,8 @@ def _apply(
     locked: Mapping[int, AccountBalance] | None,
     *,
     returning: bool = False,
+    existing: Iterable[int] = (),
+    bulk_rows: list[tuple[Any, ...]] | None = None,
 ) -> int | None:
     """Check flagged accounts against the plan's deltas, then insert and update.
 
@@ -563,7 +685,8 @@ def _apply(
     missing = [account_id for account_id in falling if account_id not in known]
     if missing:
         known.update(lock_accounts(session, missing))
-    unseen = sorted(a for a in plan.deltas if a not in known)
+    seen = set(existing)
+    unseen = sorted(a for a in plan.deltas if a not in known and a not in seen)
     if unseen:
         present = set(session.connection().execute(_ACCOUNT_IDS, {"ids": unseen}).scalars())
         absent = [a for a in unseen if a not in present]
@@ -585,7 +708,9 @@ def _apply(
             )
     conn = session.connection()
     new_id: int | None = None
-    if returning:
+    if bulk_rows is not None:
+        _INSERT_LINKED.execute(conn, bulk_rows)
+    elif returning:
         assert len(plan.rows) == 1
         new_id = int(
             conn.execute(insert(transfers).returning(transfers.c.id), plan.rows[0]).scalar_one()

@@ -11,30 +11,32 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select
+from sqlalchemy import bindparam, func, select, text
 from sqlalchemy.orm import Session
 
 from modelbank.catalog import service as catalog
 from modelbank.catalog.errors import ModelNotFound
 from modelbank.db.base import utcnow
+from modelbank.db.bulk import BulkInsert, db_json, db_timestamp
 from modelbank.earnings import service as earnings
-from modelbank.earnings.rules import earnings_exact, split
+from modelbank.earnings.rules import BPS, popularity_multiplier, type_multiplier
 from modelbank.errors import DomainError, IdempotencyConflict
 from modelbank.ledger import service as ledger
 from modelbank.ledger.codes import AccountCode, TransferCode
 from modelbank.ledger.errors import InsufficientFunds
 from modelbank.metering.errors import BatchTooLarge, InvalidUsage
 from modelbank.metering.models import usage_events_table as usage
-from modelbank.money import round_ucr, round_uusd, uusd_to_ucr
+from modelbank.money import TOKENS_PER_MTOK
 from modelbank.pricing import service as pricing
 from modelbank.pricing.errors import NoPrice
-from modelbank.pricing.formulas import Quantities, amount
+from modelbank.pricing.formulas import Rates
 from modelbank.users.errors import UserNotFound
 
 MAX_BATCH_EVENTS = 1_000
@@ -45,7 +47,6 @@ MAX_KEY_LENGTH = 200
 METADATA_TEXT_LIMIT = 100
 """DESIGN §6: prompts and other strings in metadata are truncated to 100 characters."""
 
-_INSERT_USAGE = insert(usage).returning(usage.c.id, usage.c.idempotency_key)
 _FIND_KEYS = select(
     usage.c.id,
     usage.c.idempotency_key,
@@ -101,17 +102,38 @@ class ChargeResult:
         return sum(amount for _, amount in self.earnings)
 
 
-@dataclass
-class _Batch:
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    row_results: list[int] = field(default_factory=list)  # result index of each row
-    wallets: list[int] = field(default_factory=list)
-    paid: list[list[tuple[int, int]]] = field(default_factory=list)
-    stats: dict[int, earnings.StatsDelta] = field(default_factory=dict)
-
-
 def request_hash(event: UsageEvent) -> str:
     """SHA-256 of the event's canonical body (everything but the key), hex."""
+    user_id, model, usage_type = event.user_id, event.model, event.usage_type
+    if (
+        not event.metadata
+        and type(user_id) is int
+        and type(usage_type) is str
+        and (type(model) is int or type(model) is str)
+        and type(event.input_tokens) is int
+        and type(event.output_tokens) is int
+        and type(event.cached_input_tokens) is int
+        and type(event.units) is int
+    ):
+        # The common case, rendered directly: the same text as _canonical_body, without
+        # building a dict and running the generic encoder for each event.
+        occurred = event.occurred_at
+        canonical = (
+            f'{{"cached_input_tokens":{event.cached_input_tokens},'
+            f'"input_tokens":{event.input_tokens},"metadata":null,'
+            f'"model":{model if isinstance(model, int) else _json_str(model)},'
+            f'"occurred_at":{"null" if occurred is None else _json_str(occurred.isoformat())},'
+            f'"output_tokens":{event.output_tokens},"units":{event.units},'
+            f'"usage_type":{_json_str(usage_type)},"user_id":{user_id}}}'
+        )
+    else:
+        canonical = _canonical_body(event)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _canonical_body(event: UsageEvent) -> str:
+    """The body :func:`request_hash` hashes: sorted-key compact JSON, strings escaped to
+    ASCII. Stored hashes depend on this text: never change it."""
     body = {
         "user_id": event.user_id,
         "model": event.model,
@@ -123,8 +145,11 @@ def request_hash(event: UsageEvent) -> str:
         "occurred_at": event.occurred_at.isoformat() if event.occurred_at else None,
         "metadata": _clean_metadata(event.metadata),
     }
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+
+
+_json_str = json.encoder.encode_basestring_ascii
+"""A str as JSON text, exactly as ``json.dumps`` writes it (ensure_ascii)."""
 
 
 def validate(event: UsageEvent) -> None:
@@ -153,7 +178,7 @@ def charge(session: Session, event: UsageEvent, *, now: datetime | None = None) 
     :class:`~modelbank.catalog.errors.ModelNotFound`, :class:`~modelbank.pricing.errors.NoPrice`,
     :class:`~modelbank.users.errors.UserNotFound`.
     """
-    return charge_batch(session, [event], now=now, _raise=True)[0]
+    return charge_batch_with_errors(session, [event], now=now, raise_errors=True)[0][0]
 
 
 def charge_batch(
@@ -171,147 +196,219 @@ def charge_batch(
     dry rejects its later events. A key repeated inside the batch replays the first.
     Raises :class:`BatchTooLarge`.
     """
+    return charge_batch_with_errors(session, events, now=now, raise_errors=_raise)[0]
+
+
+def charge_batch_with_errors(
+    session: Session,
+    events: Sequence[UsageEvent],
+    *,
+    now: datetime | None = None,
+    raise_errors: bool = False,
+) -> tuple[list[ChargeResult], list[DomainError | None]]:
+    """:func:`charge_batch` that also returns, for each ``rejected`` result, the
+    :class:`~modelbank.errors.DomainError` that rejected it (None for the others), so that a
+    caller charging on behalf of others (:mod:`modelbank.metering.group`) can raise what
+    :func:`charge` would. With ``raise_errors`` the first rejection is raised instead.
+    Raises :class:`BatchTooLarge`.
+    """
     if len(events) > MAX_BATCH_EVENTS:
         raise BatchTooLarge(f"at most {MAX_BATCH_EVENTS} events per batch, got {len(events)}")
     now = now or utcnow()
-    results: list[ChargeResult | None] = [None] * len(events)
-    hashes: list[str] = [""] * len(events)
+    count = len(events)
+    results: list[ChargeResult | None] = [None] * count
+    errors: list[DomainError | None] = [None] * count
+    hashes: list[str] = [""] * count
+
+    def reject(i: int, exc: DomainError) -> None:
+        if raise_errors:
+            raise exc
+        errors[i] = exc
+        results[i] = ChargeResult(
+            idempotency_key=events[i].idempotency_key,
+            status="rejected",
+            error_code=exc.code,
+            error_message=str(exc),
+        )
+
     for i, event in enumerate(events):
         try:
             validate(event)
             hashes[i] = request_hash(event)
         except DomainError as exc:
-            results[i] = _rejected(event, exc, _raise)
+            reject(i, exc)
 
     # Lock the wallets first, then look the keys up: a concurrent retry of the same event
     # waits on the wallet lock and then finds the first one's row (PostgreSQL; SQLite
-    # serialises writers with BEGIN IMMEDIATE anyway).
-    wallets = ledger.user_account_ids(
+    # serialises writers with BEGIN IMMEDIATE anyway). One query finds and locks them.
+    by_user = ledger.lock_user_accounts(
         session,
         (e.user_id for e, r in zip(events, results, strict=True) if r is None),
         AccountCode.USER_WALLET,
     )
-    locked = ledger.lock_accounts(session, wallets.values())
-    _replay_known(session, events, hashes, results, _raise)
+    wallets = {user_id: account.id for user_id, account in by_user.items()}
+    locked = {account.id: account for account in by_user.values()}
+    _replay_known(session, events, hashes, results, reject)
 
     pending = [i for i, r in enumerate(results) if r is None]
     if not pending:
-        return [r for r in results if r is not None]
+        return [r for r in results if r is not None], errors
 
-    models = catalog.resolve_models(session, (events[i].model for i in pending))
+    models = catalog.resolve_models(session, {events[i].model for i in pending})
     model_ids = {info.id for info in models.values()}
     prices = pricing.current_prices(session, model_ids, at=now)
+    priced = {model_id: _priced(price) for model_id, price in prices.items()}
     terms = earnings.load_terms(
         session, {info.id: info.creator_id for info in models.values()}, at=now
     )
+    payers = {model_id: _Payer(term) for model_id, term in terms.items()}
     beneficiary_ids = {user for t in terms.values() for user, _ in t.beneficiaries}
     earning_accounts = ledger.user_account_ids(session, beneficiary_ids, AccountCode.USER_EARNINGS)
     revenue_account = ledger.platform_account(session, AccountCode.PLATFORM_REVENUE)
+    dialect = session.get_bind().dialect.name
+    now_db = db_timestamp(dialect, now)
 
-    batch = _Batch()
+    rows: list[tuple[Any, ...]] = []  # usage rows, without their id
+    # per row: (event index, wallet, earnings paid, model id, charge µcr, tokens)
+    row_info: list[tuple[int, int, tuple[tuple[int, int], ...], int, int, int]] = []
+    stats: dict[int, earnings.StatsDelta] = {}
     first_row_of_key: dict[str, int] = {}
     spent: dict[int, int] = {}
     uses: dict[int, int] = {}
     for i in pending:
         event = events[i]
-        if event.idempotency_key in first_row_of_key:
+        key = event.idempotency_key
+        if key in first_row_of_key:
             continue  # resolved after insert: a replay (or conflict) of an earlier event
-        try:
-            wallet = wallets.get(event.user_id)
-            if wallet is None:
-                raise UserNotFound(f"no user {event.user_id}", user_id=event.user_id)
-            info = models.get(event.model)
-            if info is None:
-                raise ModelNotFound(f"no active model {event.model!r}", model=event.model)
-            price = prices.get(info.id)
-            if price is None:
-                raise NoPrice(f"model {info.slug!r} has no price in force", model_id=info.id)
-            q = Quantities(
-                input_tokens=event.input_tokens,
-                output_tokens=event.output_tokens,
-                cached_input_tokens=event.cached_input_tokens,
-                units=event.units,
-            )
-            charge_ucr = round_ucr(amount(price.price_ucr, q))
-            cost_exact = amount(price.cost_uusd, q)
-            available = locked[wallet].available - spent.get(wallet, 0)
-            if charge_ucr > available:
-                raise InsufficientFunds(
-                    f"wallet of user {event.user_id} has {available} µcr available,"
+        user_id = event.user_id
+        wallet = wallets.get(user_id)
+        if wallet is None:
+            reject(i, UserNotFound(f"no user {user_id}", user_id=user_id))
+            continue
+        info = models.get(event.model)
+        if info is None:
+            reject(i, ModelNotFound(f"no active model {event.model!r}", model=event.model))
+            continue
+        model_id = info.id
+        price = priced.get(model_id)
+        if price is None:
+            reject(i, NoPrice(f"model {info.slug!r} has no price in force", model_id=model_id))
+            continue
+        input_tokens = event.input_tokens
+        cached = event.cached_input_tokens
+        output_tokens = event.output_tokens
+        units = event.units
+        fresh = input_tokens - cached
+        card = price.charge
+        charge_ucr = _round_div(
+            fresh * card.fresh
+            + cached * card.cached
+            + output_tokens * card.output
+            + card.request
+            + units * card.unit,
+            card.den,
+        )
+        account = locked[wallet]
+        available = account.available - spent.get(wallet, 0)
+        if charge_ucr > available:
+            reject(
+                i,
+                InsufficientFunds(
+                    f"wallet of user {user_id} has {available} µcr available,"
                     f" {charge_ucr} µcr needed",
                     account_id=wallet,
                     available_ucr=available,
                     needed_ucr=charge_ucr,
-                )
-        except DomainError as exc:
-            results[i] = _rejected(event, exc, _raise)
+                ),
+            )
             continue
 
-        spent[wallet] = spent.get(wallet, 0) + charge_ucr
-        term = terms[info.id]
-        prior = term.use_count + uses.get(info.id, 0)
-        uses[info.id] = uses.get(info.id, 0) + 1
-        tokens = event.input_tokens + event.output_tokens
+        spent_now = spent[wallet] = spent.get(wallet, 0) + charge_ucr
+        payer = payers[model_id]
+        used = uses.get(model_id, 0)
+        uses[model_id] = used + 1
+        tokens = input_tokens + output_tokens
         note: str | None = None
-        paid: list[tuple[int, int]] = []
-        if not term.beneficiaries:
+        paid: tuple[tuple[int, int], ...] = ()
+        if not payer.beneficiaries:
             note = "no_creator"
         else:
-            exact = earnings_exact(
-                term.rule,
+            paid = payer.pay(
                 tokens=tokens,
                 charge_ucr=charge_ucr,
-                prior_uses=prior,
+                prior_uses=payer.use_count + used,
                 usage_type=event.usage_type,
+                payer_id=user_id,
             )
-            paid = split(exact, term.beneficiaries, payer_id=event.user_id)
             if not paid:
-                own = any(user == event.user_id for user, _ in term.beneficiaries)
+                own = any(user == user_id for user, _ in payer.beneficiaries)
                 note = "self_usage" if own else "zero"
         earned = sum(a for _, a in paid)
-        cost_uusd = round_uusd(cost_exact)
-        margin = charge_ucr - round_ucr(uusd_to_ucr(cost_exact, price.credits_per_usd)) - earned
-        balance_after = locked[wallet].balance - spent[wallet]
-        delta = batch.stats.get(info.id)
+        cost = price.cost
+        cost_num = (
+            fresh * cost.fresh
+            + cached * cost.cached
+            + output_tokens * cost.output
+            + cost.request
+            + units * cost.unit
+        )
+        cost_uusd = _round_div(cost_num, cost.den)
+        margin = (
+            charge_ucr - _round_div(cost_num * price.cpu_num, cost.den * price.cpu_den) - earned
+        )
+        delta = stats.get(model_id)
         if delta is None:
-            delta = batch.stats[info.id] = earnings.StatsDelta()
+            delta = stats[model_id] = earnings.StatsDelta()
         delta.uses += 1
         delta.tokens += tokens
         delta.revenue_ucr += charge_ucr
         delta.earnings_ucr += earned
-        occurred = event.occurred_at or now
+        occurred = event.occurred_at
+        if occurred is None:
+            occurred, occurred_db = now, now_db
+        else:
+            occurred_db = db_timestamp(dialect, occurred)
         if delta.last_used_at is None or occurred > delta.last_used_at:
             delta.last_used_at = occurred
-        first_row_of_key[event.idempotency_key] = len(batch.rows)
-        batch.rows.append(
-            {
-                "idempotency_key": event.idempotency_key,
-                "request_hash": hashes[i],
-                "user_id": event.user_id,
-                "model_id": info.id,
-                "price_version_id": price.id,
-                "usage_type": event.usage_type,
-                "input_tokens": event.input_tokens,
-                "cached_input_tokens": event.cached_input_tokens,
-                "output_tokens": event.output_tokens,
-                "units": event.units,
-                "charge_ucr": charge_ucr,
-                "cost_uusd": cost_uusd,
-                "earnings_ucr": earned,
-                "margin_ucr": margin,
-                "balance_after_ucr": balance_after,
-                "earnings_note": note,
-                "occurred_at": occurred,
-                "created_at": now,
-                "metadata": _clean_metadata(event.metadata),
-            }
+        first_row_of_key[key] = len(rows)
+        rows.append(
+            (
+                key,
+                hashes[i],
+                user_id,
+                model_id,
+                price.info.id,
+                event.usage_type,
+                input_tokens,
+                cached,
+                output_tokens,
+                units,
+                charge_ucr,
+                cost_uusd,
+                earned,
+                margin,
+                account.balance - spent_now,
+                note,
+                occurred_db,
+                now_db,
+                db_json(_clean_metadata(event.metadata)) if event.metadata else None,
+            )
         )
-        batch.row_results.append(i)
-        batch.wallets.append(wallet)
-        batch.paid.append(paid)
+        row_info.append((i, wallet, paid, model_id, charge_ucr, tokens))
 
-    if batch.rows:
-        _write(session, batch, events, results, earning_accounts, revenue_account, locked, now)
+    if rows:
+        _write(
+            session,
+            rows,
+            row_info,
+            events,
+            results,
+            stats,
+            earning_accounts=earning_accounts,
+            revenue_account=revenue_account,
+            locked=locked,
+            now=now,
+        )
 
     # Keys repeated inside the batch: replay the first occurrence (or conflict).
     for i in pending:
@@ -319,87 +416,226 @@ def charge_batch(
             continue
         event = events[i]
         row_index = first_row_of_key.get(event.idempotency_key)
-        first = results[batch.row_results[row_index]] if row_index is not None else None
-        if first is None:
-            results[i] = _rejected(
-                event, DomainError("the first event with this key was rejected"), _raise
-            )
-        elif batch.rows[row_index]["request_hash"] != hashes[i]:  # type: ignore[index]
-            results[i] = _rejected(event, _conflict(event), _raise)
+        first = results[row_info[row_index][0]] if row_index is not None else None
+        if first is None or row_index is None:
+            reject(i, DomainError("the first event with this key was rejected"))
+        elif rows[row_index][1] != hashes[i]:
+            reject(i, _conflict(event))
         else:
             results[i] = _as_replay(first)
-    return [r for r in results if r is not None]
+    return [r for r in results if r is not None], errors
+
+
+_USAGE_COLUMNS = (
+    "id",
+    "idempotency_key",
+    "request_hash",
+    "user_id",
+    "model_id",
+    "price_version_id",
+    "usage_type",
+    "input_tokens",
+    "cached_input_tokens",
+    "output_tokens",
+    "units",
+    "charge_ucr",
+    "cost_uusd",
+    "earnings_ucr",
+    "margin_ucr",
+    "balance_after_ucr",
+    "earnings_note",
+    "occurred_at",
+    "created_at",
+    "metadata",
+)
+_INSERT_USAGE = BulkInsert(usage, _USAGE_COLUMNS)
+_MAX_USAGE_ID = select(func.coalesce(func.max(usage.c.id), 0))
+_NEXT_USAGE_IDS_PG = text(
+    f"SELECT nextval(pg_get_serial_sequence('{usage.name}', 'id')) FROM generate_series(1, :n)"
+)
+
+
+def _usage_ids(session: Session, count: int) -> list[int]:
+    """``count`` new usage ids, ascending. PostgreSQL: from the table's sequence. SQLite:
+    after the largest id, which is safe because the transaction holds the writer lock
+    (BEGIN IMMEDIATE, :mod:`modelbank.db.engine`) until it commits."""
+    conn = session.connection()
+    if conn.dialect.name == "postgresql":
+        return sorted(int(v) for v in conn.execute(_NEXT_USAGE_IDS_PG, {"n": count}).scalars())
+    top = int(conn.execute(_MAX_USAGE_ID).scalar_one())
+    return list(range(top + 1, top + 1 + count))
 
 
 def _write(
     session: Session,
-    batch: _Batch,
+    rows: list[tuple[Any, ...]],
+    row_info: list[tuple[int, int, tuple[tuple[int, int], ...], int, int, int]],
     events: Sequence[UsageEvent],
     results: list[ChargeResult | None],
+    stats: Mapping[int, earnings.StatsDelta],
+    *,
     earning_accounts: Mapping[int, int],
     revenue_account: int,
     locked: Mapping[int, ledger.AccountBalance],
     now: datetime,
 ) -> None:
-    conn = session.connection()
-    # Unordered RETURNING lets SQLAlchemy send one multi-row INSERT per batch (ordered
-    # RETURNING falls back to one INSERT per row); ids are matched back by unique key.
-    returned = conn.execute(_INSERT_USAGE, batch.rows)
-    id_of_key = {row.idempotency_key: int(row.id) for row in returned}
-    usage_ids = [id_of_key[row["idempotency_key"]] for row in batch.rows]
-    transfers: list[ledger.NewTransfer] = []
-    lines: list[earnings.EarningLine] = []
-    for row, usage_id, wallet, paid in zip(
-        batch.rows, usage_ids, batch.wallets, batch.paid, strict=True
+    ids = _usage_ids(session, len(rows))
+    _INSERT_USAGE.execute(
+        session.connection(), [(usage_id, *row) for usage_id, row in zip(ids, rows, strict=True)]
+    )
+    transfers: list[ledger.LinkedRow] = []
+    lines: list[earnings.EarningRow] = []
+    for usage_id, (_, wallet, paid, model_id, charge_ucr, tokens) in zip(
+        ids, row_info, strict=True
     ):
-        if row["charge_ucr"] > 0:
-            transfers.append(
-                ledger.NewTransfer(
-                    debit_account_id=wallet,
-                    credit_account_id=revenue_account,
-                    amount=row["charge_ucr"],
-                    code=TransferCode.USAGE_CHARGE,
-                    ref_type="usage",
-                    ref_id=usage_id,
-                )
-            )
-        tokens = row["input_tokens"] + row["output_tokens"]
+        if charge_ucr > 0:
+            transfers.append((wallet, revenue_account, charge_ucr, _USAGE_CHARGE, usage_id))
         for user_id, earned in paid:
             transfers.append(
-                ledger.NewTransfer(
-                    debit_account_id=revenue_account,
-                    credit_account_id=earning_accounts[user_id],
-                    amount=earned,
-                    code=TransferCode.EARNING,
-                    ref_type="usage",
-                    ref_id=usage_id,
-                )
+                (revenue_account, earning_accounts[user_id], earned, _EARNING, usage_id)
             )
-            lines.append(
-                earnings.EarningLine(
-                    usage_id=usage_id,
-                    model_id=row["model_id"],
-                    user_id=user_id,
-                    amount_ucr=earned,
-                    tokens=tokens,
-                    rule_version=0,
-                )
-            )
-    ledger.post_transfers(session, transfers, now=now, locked=dict(locked))
-    earnings.record(session, lines, batch.stats, now=now)
-    for k, (row, usage_id, paid) in enumerate(zip(batch.rows, usage_ids, batch.paid, strict=True)):
-        i = batch.row_results[k]
+            lines.append((usage_id, model_id, user_id, earned, tokens, 0))
+    ledger.post_linked(
+        session,
+        transfers,
+        ref_type="usage",
+        now=now,
+        locked=locked,
+        existing=[revenue_account, *earning_accounts.values()],
+    )
+    earnings.record_rows(session, lines, stats, now=now)
+    for usage_id, row, (i, _, paid, model_id, charge_ucr, _) in zip(
+        ids, rows, row_info, strict=True
+    ):
         results[i] = ChargeResult(
             idempotency_key=events[i].idempotency_key,
             status="charged",
             usage_id=usage_id,
-            model_id=row["model_id"],
-            charge_ucr=row["charge_ucr"],
-            cost_uusd=row["cost_uusd"],
-            earnings=tuple(paid),
-            balance_ucr=row["balance_after_ucr"],
-            price_version_id=row["price_version_id"],
+            model_id=model_id,
+            charge_ucr=charge_ucr,
+            cost_uusd=row[11],
+            earnings=paid,
+            balance_ucr=row[14],
+            price_version_id=row[4],
         )
+
+
+_USAGE_CHARGE = TransferCode.USAGE_CHARGE.value
+_EARNING = TransferCode.EARNING.value
+
+
+def _round_div(numerator: int, denominator: int) -> int:
+    """``numerator / denominator`` rounded half-even (denominator > 0): exactly
+    :func:`~modelbank.money.round_half_even` of the same rational, in integers."""
+    quotient, remainder = divmod(numerator, denominator)
+    twice = 2 * remainder
+    if twice > denominator or (twice == denominator and quotient & 1):
+        quotient += 1
+    return quotient
+
+
+@dataclass(frozen=True, slots=True)
+class _Card:
+    """A rate card as integers over one denominator: the exact amount of a usage is
+    ``(fresh × fresh_rate + cached × cached + output × output + request + units × unit)
+    / den`` (as :func:`~modelbank.pricing.formulas.amount`, one request per event)."""
+
+    fresh: int
+    cached: int
+    output: int
+    request: int
+    unit: int
+    den: int
+
+    @staticmethod
+    def of(rates: Rates) -> _Card:
+        cache_rate = (
+            rates.input_per_mtok if rates.cache_read_per_mtok is None else rates.cache_read_per_mtok
+        )
+        parts = [
+            _per_token(rates.input_per_mtok),
+            _per_token(cache_rate),
+            _per_token(rates.output_per_mtok),
+            rates.per_request.as_integer_ratio(),
+            rates.per_unit.as_integer_ratio(),
+        ]
+        den = math.lcm(*(d for _, d in parts))
+        fresh, cached, output, request, unit = (n * (den // d) for n, d in parts)
+        return _Card(fresh, cached, output, request, unit, den)
+
+
+def _per_token(rate_per_mtok: Decimal) -> tuple[int, int]:
+    numerator, denominator = rate_per_mtok.as_integer_ratio()
+    return numerator, denominator * TOKENS_PER_MTOK
+
+
+@dataclass(frozen=True, slots=True)
+class _Priced:
+    """A price version with its charge (µcr) and cost (µUSD) cards and credits per USD."""
+
+    info: pricing.PriceInfo
+    charge: _Card
+    cost: _Card
+    cpu_num: int
+    cpu_den: int
+
+
+_PRICED_CACHE: dict[pricing.PriceInfo, _Priced] = {}
+"""Price version → its integer cards (versions are immutable; keyed by content)."""
+
+
+def _priced(info: pricing.PriceInfo) -> _Priced:
+    found = _PRICED_CACHE.get(info)
+    if found is None:
+        if len(_PRICED_CACHE) >= 4096:
+            _PRICED_CACHE.clear()
+        cpu_num, cpu_den = info.credits_per_usd.as_integer_ratio()
+        found = _PRICED_CACHE[info] = _Priced(
+            info, _Card.of(info.price_ucr), _Card.of(info.cost_uusd), cpu_num, cpu_den
+        )
+    return found
+
+
+class _Payer:
+    """One model's earnings terms for a batch, in integers: DESIGN §7's
+    ``(per_use + tokens × per_token + share_bps × charge / 10000) × popularity × type``,
+    split among the beneficiaries, each part rounded half-even once (as
+    :func:`~modelbank.earnings.rules.earnings_exact` then :func:`~modelbank.earnings.rules.split`).
+    """
+
+    __slots__ = ("_multipliers", "_rule", "_token_den", "_token_num", "beneficiaries", "use_count")
+
+    def __init__(self, term: earnings.Terms) -> None:
+        self._rule = term.rule
+        self.beneficiaries = term.beneficiaries
+        self.use_count = term.use_count
+        self._token_num, self._token_den = term.rule.per_token_ucr.as_integer_ratio()
+        self._multipliers: dict[tuple[Decimal, Decimal], tuple[int, int]] = {}
+
+    def pay(
+        self, *, tokens: int, charge_ucr: int, prior_uses: int, usage_type: str, payer_id: int
+    ) -> tuple[tuple[int, int], ...]:
+        rule = self._rule
+        factors = (popularity_multiplier(rule, prior_uses), type_multiplier(rule, usage_type))
+        multiplier = self._multipliers.get(factors)
+        if multiplier is None:
+            pop_num, pop_den = factors[0].as_integer_ratio()
+            type_num, type_den = factors[1].as_integer_ratio()
+            multiplier = self._multipliers[factors] = (pop_num * type_num, pop_den * type_den)
+        token_den = self._token_den
+        numerator = (
+            (rule.per_use_ucr * token_den + tokens * self._token_num) * BPS
+            + rule.share_bps * charge_ucr * token_den
+        ) * multiplier[0]
+        denominator = token_den * BPS * multiplier[1] * BPS
+        paid: list[tuple[int, int]] = []
+        for user_id, share_bps in self.beneficiaries:
+            if user_id == payer_id or share_bps <= 0:
+                continue
+            part = _round_div(numerator * share_bps, denominator)
+            if part > 0:
+                paid.append((user_id, part))
+        return tuple(paid)
 
 
 def _replay_known(
@@ -407,7 +643,7 @@ def _replay_known(
     events: Sequence[UsageEvent],
     hashes: list[str],
     results: list[ChargeResult | None],
-    raise_errors: bool,
+    reject: Callable[[int, DomainError], None],
 ) -> None:
     keys = {events[i].idempotency_key for i, r in enumerate(results) if r is None}
     if not keys:
@@ -424,7 +660,7 @@ def _replay_known(
         if results[i] is not None or row is None:
             continue
         if row.request_hash != hashes[i]:
-            results[i] = _rejected(event, _conflict(event), raise_errors)
+            reject(i, _conflict(event))
             continue
         results[i] = ChargeResult(
             idempotency_key=event.idempotency_key,
@@ -457,17 +693,6 @@ def _as_replay(first: ChargeResult) -> ChargeResult:
         earnings=first.earnings,
         balance_ucr=first.balance_ucr,
         price_version_id=first.price_version_id,
-    )
-
-
-def _rejected(event: UsageEvent, exc: DomainError, raise_errors: bool) -> ChargeResult:
-    if raise_errors:
-        raise exc
-    return ChargeResult(
-        idempotency_key=event.idempotency_key,
-        status="rejected",
-        error_code=exc.code,
-        error_message=str(exc),
     )
 
 
