@@ -39,6 +39,25 @@ class Settings(BaseSettings):
         description="Folder with the real traces and price sheet (../shared/data by default)",
     )
     credits_per_usd: Decimal = Field(default=DEFAULT_CREDITS_PER_USD, gt=0)
+    group_commit: bool = Field(
+        default=True,
+        description="`serve` charges single usage events through a group committer: events"
+        " arriving together share one transaction (DESIGN §16)",
+    )
+    group_commit_wait_s: float = Field(
+        default=0.0,
+        ge=0,
+        le=0.1,
+        description="How long (seconds) the oldest queued event waits for company; 0 charges"
+        " what is queued at once (batches still form while a commit runs)",
+    )
+    auth_cache_ttl_s: float = Field(
+        default=10.0,
+        ge=0,
+        le=3600,
+        description="Seconds an authenticated API key is remembered in the server process"
+        " (0: look every request up); a key revoked elsewhere may work this long",
+    )
     migrate_on_start: bool = Field(
         default=True,
         description="`modelbank serve` applies pending migrations on start; when false it"

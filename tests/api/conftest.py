@@ -81,6 +81,51 @@ class Api:
             usage = session.execute(select(func.count()).select_from(usage_events_table)).scalar()
         return accounts, transfers, usage
 
+    def charge(
+        self,
+        user_id: int,
+        model: int | str,
+        *,
+        key: str,
+        headers: dict[str, str] | None = None,
+        **fields: Any,
+    ) -> Any:
+        """POST /api/v1/usage (service key unless ``headers``); returns the response."""
+        return self.client.post(
+            "/api/v1/usage",
+            json={"user_id": user_id, "model": model, **fields},
+            headers={**(headers or self.service), "Idempotency-Key": key},
+        )
+
+    def rejects(
+        self, method: str, url: str, status: int, code: str | None = None, **kwargs: Any
+    ) -> dict[str, Any]:
+        """Send a request that must be refused with ``status`` (and ``code``) as problem+json
+        and leave the ledger exactly as it was; return the problem body."""
+        before = self.ledger_state()
+        r = self.client.request(method, url, **kwargs)
+        body = problem(r, status, code)
+        assert self.ledger_state() == before, f"{method} {url} changed the ledger"
+        return body
+
+
+PROBLEM_JSON = "application/problem+json"
+
+
+def problem(r: Any, status: int, code: str | None = None) -> dict[str, Any]:
+    """Assert ``r`` is an RFC 9457 problem with ``status`` (and ``code``); return its body."""
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"] == PROBLEM_JSON, r.headers["content-type"]
+    body = dict(r.json())
+    assert {"type", "title", "status", "detail", "code"} <= body.keys(), body
+    assert body["status"] == status
+    assert body["type"] == f"urn:modelbank:problem:{body['code']}"
+    assert isinstance(body["title"], str) and body["title"]
+    assert isinstance(body["detail"], str) and body["detail"]
+    if code is not None:
+        assert body["code"] == code, body
+    return body
+
 
 def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}

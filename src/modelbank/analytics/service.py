@@ -10,7 +10,7 @@ Amounts in µcr, provider cost in µUSD, days are UTC dates (``YYYY-MM-DD``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -179,7 +179,7 @@ def user_model_analytics(
     earned = creator_earnings(session, user_id)
 
     start = (now - timedelta(days=days - 1)).date()
-    since = datetime.combine(start, datetime.min.time())
+    since = datetime.combine(start, datetime.min.time(), tzinfo=UTC)
     series = {start + timedelta(days=i): [0, 0, 0] for i in range(days)}
     day_of_usage = func.date(usage.c.occurred_at)
     for r in conn.execute(

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 from sqlalchemy import Engine
 
 from modelbank import __version__
 from modelbank.api import errors
-from modelbank.api.deps import Database
+from modelbank.api.deps import Database, KeyCache
 from modelbank.api.routes import admin, health, models, usage, users
 from modelbank.config import Settings, load_settings
 from modelbank.db.engine import make_engine, read_session_factory, session_factory
 from modelbank.db.migrate import current_revision, head_revision, upgrade
+from modelbank.metering.group import GroupCommitter
 
 DESCRIPTION = """\
 modelbank's HTTP API: a double-entry credit ledger, model catalog and pricing, usage metering
@@ -48,7 +54,27 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
                 f"database schema is at {current or 'nothing'}, this modelbank needs {head}:"
                 " run `modelbank migrate` (or set MODELBANK_MIGRATE_ON_START=true)"
             )
+    db = Database(
+        engine=engine,
+        writes=session_factory(engine),
+        reads=read_session_factory(engine),
+        settings=settings,
+        keys=KeyCache(settings.auth_cache_ttl_s),
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if settings.group_commit:
+            db.committer = GroupCommitter(db.writes, max_wait_s=settings.group_commit_wait_s)
+        try:
+            yield
+        finally:
+            if db.committer is not None:
+                db.committer.close(timeout=30)
+                db.committer = None
+
     app = FastAPI(
+        lifespan=lifespan,
         title="modelbank",
         version=__version__,
         description=DESCRIPTION,
@@ -56,13 +82,22 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         docs_url="/docs",
         redoc_url=None,
     )
-    app.state.db = Database(
-        engine=engine,
-        writes=session_factory(engine),
-        reads=read_session_factory(engine),
-        settings=settings,
-    )
+    app.state.db = db
     errors.install(app)
     for module in (health, users, models, usage, admin):
         app.include_router(module.router)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = errors.problem_media_type(
+                get_openapi(
+                    title=app.title,
+                    version=app.version,
+                    description=app.description,
+                    routes=app.routes,
+                )
+            )
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app

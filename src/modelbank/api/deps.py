@@ -3,23 +3,26 @@
 from __future__ import annotations
 
 import base64
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, Path, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from modelbank.auth import service as auth
+from modelbank.auth.errors import Unauthenticated
 from modelbank.auth.service import Principal
 from modelbank.config import Settings
 from modelbank.errors import InvalidInput
 from modelbank.idempotency import service as idempotency
 from modelbank.metering import service as metering
+from modelbank.metering.group import GroupCommitter
 from modelbank.metering.service import ChargeResult, UsageEvent
 from modelbank.users.errors import UserNotFound
 
@@ -34,10 +37,22 @@ class Database:
     writes: sessionmaker[Session]
     reads: sessionmaker[Session]
     settings: Settings
+    committer: GroupCommitter | None = None
+    """Set while the app runs (lifespan) when group commit is on."""
+    keys: KeyCache = field(default_factory=lambda: KeyCache(0))
+
+    def authenticate(self, token: str) -> Principal:
+        """The principal of ``token`` (a database read). Raises ``Unauthenticated``."""
+        with self.read() as session:
+            return auth.authenticate(session, token)
 
     async def charge(self, event: UsageEvent) -> ChargeResult:
-        """Charge one event in its own transaction, off the event loop. Raises what
+        """Charge one event without blocking the event loop: through the group committer
+        (events arriving together share one transaction, DESIGN §16) or, without one, in its
+        own transaction on the thread pool. Raises what
         :func:`modelbank.metering.service.charge` raises."""
+        if self.committer is not None:
+            return await self.committer.submit_async(event)
         return await run_in_threadpool(self._charge, event)
 
     def _charge(self, event: UsageEvent) -> ChargeResult:
@@ -88,7 +103,35 @@ def database(request: Request) -> Database:
 DB = Annotated[Database, Depends(database)]
 
 
-def principal(
+class KeyCache:
+    """Recently authenticated keys, by digest, for ``ttl_s`` seconds: most requests then
+    need no database read to authenticate. Revoking through this process's API evicts the
+    key at once (:meth:`clear`); another process (CLI, a second server) may see a revoked
+    key accepted for up to ``ttl_s``. ``ttl_s`` 0 disables the cache."""
+
+    def __init__(self, ttl_s: float, max_entries: int = 10_000) -> None:
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self._entries: dict[str, tuple[Principal, float]] = {}
+
+    def get(self, digest: str) -> Principal | None:
+        found = self._entries.get(digest)
+        if found is None or found[1] < time.monotonic():
+            return None
+        return found[0]
+
+    def put(self, digest: str, who: Principal) -> None:
+        if self.ttl_s <= 0:
+            return
+        if len(self._entries) >= self.max_entries:
+            self._entries.clear()
+        self._entries[digest] = (who, time.monotonic() + self.ttl_s)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+async def principal(
     db: DB,
     authorization: Annotated[
         str | None, Header(description="`Bearer <API key>`", include_in_schema=False)
@@ -100,8 +143,15 @@ def principal(
         scheme, _, value = authorization.partition(" ")
         if scheme.lower() == "bearer":
             token = value.strip()
-    with db.read() as session:
-        return auth.authenticate(session, token)
+    if not token:
+        raise Unauthenticated("missing API key: send Authorization: Bearer <key>")
+    key_digest = auth.digest(token)
+    cached = db.keys.get(key_digest)
+    if cached is not None:
+        return cached
+    who = await run_in_threadpool(db.authenticate, token)
+    db.keys.put(key_digest, who)
+    return who
 
 
 Caller = Annotated[Principal, Depends(principal)]
@@ -125,6 +175,8 @@ def idempotency_key(
 
 IdemKey = Annotated[str, Depends(idempotency_key)]
 
+PathId = Annotated[int, Path(ge=1, le=2**63 - 1, description="an id (64-bit)")]
+
 
 def scoped(caller: Principal, user_id: int) -> int:
     """``user_id`` if the caller may act for that user; otherwise 404 (another user's
@@ -146,8 +198,9 @@ def decode_cursor(cursor: str | None) -> int | None:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         prefix, _, value = raw.partition(":")
-        if prefix != "id":
+        last_id = int(value)
+        if prefix != "id" or not 0 <= last_id < 2**63:
             raise ValueError(raw)
-        return int(value)
+        return last_id
     except (ValueError, UnicodeDecodeError):
         raise InvalidInput("malformed cursor: pass next_cursor from a previous page") from None

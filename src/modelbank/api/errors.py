@@ -35,6 +35,39 @@ STATUS_BY_CODE: dict[str, int] = {
 """HTTP status of the codes that are not plain 404 (NotFound) / 422 (InvalidInput)."""
 
 
+_DESCRIPTIONS = {
+    400: "Malformed request (e.g. a body that is not UTF-8)",
+    401: "No API key, or an unknown or revoked one",
+    402: "Insufficient funds: nothing was written",
+    403: "The key's role may not do this, or a premium model without access",
+    404: "Unknown, or another user's (not revealed)",
+    409: "Idempotency-Key reused with another body, or a duplicate",
+    422: "Invalid input: nothing was written",
+}
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries for these error statuses (problem+json bodies)."""
+    from modelbank.api.schemas import Problem
+
+    return {status: {"model": Problem, "description": _DESCRIPTIONS[status]} for status in statuses}
+
+
+COMMON_PROBLEMS = (400, 401, 403, 404, 409, 422)
+"""Errors any /api/v1 operation may answer."""
+
+
+def problem_media_type(openapi: dict[str, Any]) -> dict[str, Any]:
+    """Declare every 4xx/5xx body of an OpenAPI document as ``application/problem+json``."""
+    for operations in openapi.get("paths", {}).values():
+        for operation in operations.values():
+            for status, response in operation.get("responses", {}).items():
+                content = response.get("content")
+                if str(status)[0] in "45" and content and "application/json" in content:
+                    content[PROBLEM_JSON] = content.pop("application/json")
+    return openapi
+
+
 def status_for(error: DomainError) -> int:
     """The HTTP status of a domain error."""
     if error.code in STATUS_BY_CODE:

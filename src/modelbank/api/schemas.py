@@ -4,11 +4,18 @@ display string beside them; costs ``*_uusd`` in micro-dollars; times UTC ISO 860
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+)
 
 from modelbank.catalog.costs import Mode
 from modelbank.catalog.tiers import Tier
@@ -18,6 +25,24 @@ MAX_UCR = 10**15
 """Largest amount accepted in one request (1e9 credits): keeps sums far from 2⁶³."""
 MAX_COUNT = 10**12
 """Largest token or unit count of one usage event."""
+
+MAX_ID = 2**63 - 1
+"""Ids are signed 64-bit integers in the database."""
+Id = Annotated[int, Field(ge=1, le=MAX_ID)]
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+
+
+def _in_range(value: datetime) -> datetime:
+    if not EARLIEST <= value <= LATEST:
+        raise ValueError("must be between 1970-01-01 and 9000-01-01 (UTC)")
+    return value
+
+
+Timestamp = Annotated[AwareDatetime, AfterValidator(_in_range)]
+"""A timestamp with a time zone (naive ones are refused), 1970 … 9000."""
+NO_NUL = r"^[^\x00]*$"
+"""Pattern for query strings: PostgreSQL cannot store NUL characters."""
 
 Ucr = Annotated[int, Field(ge=0, le=MAX_UCR, description="micro-credits (1 credit = 10⁶ µcr)")]
 PositiveUcr = Annotated[int, Field(gt=0, le=MAX_UCR, description="micro-credits, > 0")]
@@ -42,14 +67,47 @@ Multiplier = Annotated[
 ]
 
 
+def _no_nul(value: Any) -> None:
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError("must not contain NUL characters")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _no_nul(k)
+            _no_nul(v)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            _no_nul(v)
+
+
 class Strict(BaseModel):
-    """Bodies reject unknown fields (a typo is an error, not a silent default)."""
+    """Bodies reject unknown fields (a typo is an error, not a silent default) and NUL
+    characters in any string (PostgreSQL cannot store them)."""
 
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _strings_without_nul(cls, value: Any) -> Any:
+        _no_nul(value)
+        return value
 
 
 def credits(ucr: int) -> str:
     return format_credits(ucr)
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem (``application/problem+json``); the error's context fields (e.g.
+    ``available_ucr``, ``needed_ucr``) and, for 422, ``errors`` may follow."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = Field(description="urn:modelbank:problem:<code>")
+    title: str
+    status: int
+    detail: str
+    code: str = Field(description="stable snake_case error code")
 
 
 # --- users and keys -------------------------------------------------------------------------
@@ -97,16 +155,9 @@ class KeyOut(BaseModel):
 class GrantIn(Strict):
     amount_ucr: PositiveUcr
     source: Literal["bonus", "purchased"] = "bonus"
-    expires_at: datetime | None = Field(
+    expires_at: Timestamp | None = Field(
         default=None, description="recorded with the grant; must be in the future"
     )
-
-    @field_validator("expires_at")
-    @classmethod
-    def _aware(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            raise ValueError("expires_at needs a time zone (e.g. 2027-01-01T00:00:00Z)")
-        return value
 
 
 class GrantOut(BaseModel):
@@ -194,7 +245,7 @@ class ModelIn(Strict):
     category: str = Field(default="General", min_length=1, max_length=64)
     tier: Tier | None = None
     demand: Literal["high", "medium", "low"] = "medium"
-    creator_id: int | None = Field(default=None, ge=1)
+    creator_id: int | None = Field(default=None, ge=1, le=MAX_ID)
     is_premium: bool = False
     access_price_ucr: Ucr = 0
     price: PriceIn | None = None
@@ -269,7 +320,7 @@ class ModelPage(BaseModel):
 
 class PurchaseIn(Strict):
     user_id: int | None = Field(
-        default=None, ge=1, description="admin/service keys: the buyer; user keys: omit"
+        default=None, ge=1, le=MAX_ID, description="admin/service keys: the buyer; user keys: omit"
     )
 
 
@@ -288,8 +339,8 @@ class AccessOut(BaseModel):
 
 
 class UsageIn(Strict):
-    user_id: int = Field(ge=1)
-    model: int | Annotated[str, Field(min_length=1, max_length=200)] = Field(
+    user_id: Id
+    model: Id | Annotated[str, Field(min_length=1, max_length=200)] = Field(
         description="model id or slug"
     )
     usage_type: str = Field(default="chat", min_length=1, max_length=32)
@@ -297,15 +348,8 @@ class UsageIn(Strict):
     output_tokens: Count = 0
     cached_input_tokens: Count = 0
     units: Count = 0
-    occurred_at: datetime | None = None
+    occurred_at: Timestamp | None = None
     metadata: dict[str, Any] | None = None
-
-    @field_validator("occurred_at")
-    @classmethod
-    def _aware(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            raise ValueError("occurred_at needs a time zone (e.g. 2026-11-21T10:00:00Z)")
-        return value
 
 
 class BatchEventIn(UsageIn):
@@ -432,7 +476,7 @@ class PricingPage(BaseModel):
 
 
 class RecalculateIn(Strict):
-    model_ids: list[Annotated[int, Field(ge=1)]] | None = Field(
+    model_ids: list[Id] | None = Field(
         default=None, max_length=10_000, description="None: every active model (or the filters)"
     )
     category: str | None = Field(default=None, max_length=64)

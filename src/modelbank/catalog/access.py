@@ -78,6 +78,7 @@ def purchase_access(session: Session, user_id: int, model_id: int) -> Access:
                 code=TransferCode.ACCESS_PURCHASE,
                 ref_type="model",
                 ref_id=model_id,
+                idempotency_key=f"access:{user_id}:{model_id}",
             ),
             now=now,
         )

@@ -92,7 +92,7 @@ def list_transfers(
             ref_type=row.ref_type,
             ref_id=row.ref_id,
             created_at=row.created_at,
-            metadata=row.metadata_,
+            metadata=row._mapping["metadata"],
         )
         for row in session.connection().execute(query)
     ]

@@ -21,8 +21,9 @@ from typing import Any
 from sqlalchemy import bindparam, func, select, text
 from sqlalchemy.orm import Session
 
+from modelbank.catalog import access
 from modelbank.catalog import service as catalog
-from modelbank.catalog.errors import ModelNotFound
+from modelbank.catalog.errors import AccessRequired, ModelNotFound
 from modelbank.db.base import utcnow
 from modelbank.db.bulk import BulkInsert, db_json, db_timestamp
 from modelbank.earnings import service as earnings
@@ -176,7 +177,8 @@ def charge(session: Session, event: UsageEvent, *, now: datetime | None = None) 
     :class:`InvalidUsage`, :class:`~modelbank.ledger.errors.InsufficientFunds`,
     :class:`~modelbank.errors.IdempotencyConflict` (key reused with another body),
     :class:`~modelbank.catalog.errors.ModelNotFound`, :class:`~modelbank.pricing.errors.NoPrice`,
-    :class:`~modelbank.users.errors.UserNotFound`.
+    :class:`~modelbank.users.errors.UserNotFound`,
+    :class:`~modelbank.catalog.errors.AccessRequired` (a premium model without bought access).
     """
     return charge_batch_with_errors(session, [event], now=now, raise_errors=True)[0][0]
 
@@ -191,7 +193,8 @@ def charge_batch(
     """Charge up to 1,000 events in the caller's transaction; one result per event, in order.
 
     Each event is independent: a rejected one (``invalid_usage``, ``insufficient_funds``,
-    ``model_not_found``, ``no_price``, ``user_not_found``, ``idempotency_key_reused``) writes
+    ``model_not_found``, ``no_price``, ``user_not_found``, ``idempotency_key_reused``,
+    ``model_access_required``) writes
     nothing and does not stop the others. Events are charged in order, so a wallet that runs
     dry rejects its later events. A key repeated inside the batch replays the first.
     Raises :class:`BatchTooLarge`.
@@ -256,6 +259,16 @@ def charge_batch_with_errors(
 
     models = catalog.resolve_models(session, {events[i].model for i in pending})
     model_ids = {info.id for info in models.values()}
+    # Premium models need bought access (or to be the creator's): one query, and only when
+    # a premium model is in the batch.
+    blocked = access.missing_access(
+        session,
+        (
+            (events[i].user_id, models[events[i].model])
+            for i in pending
+            if events[i].model in models
+        ),
+    )
     prices = pricing.current_prices(session, model_ids, at=now)
     priced = {model_id: _priced(price) for model_id, price in prices.items()}
     terms = earnings.load_terms(
@@ -290,6 +303,16 @@ def charge_batch_with_errors(
             reject(i, ModelNotFound(f"no active model {event.model!r}", model=event.model))
             continue
         model_id = info.id
+        if blocked and (user_id, model_id) in blocked:
+            reject(
+                i,
+                AccessRequired(
+                    f"model {info.slug!r} is premium: buy access first",
+                    model_id=model_id,
+                    access_price_ucr=info.access_price_ucr,
+                ),
+            )
+            continue
         price = priced.get(model_id)
         if price is None:
             reject(i, NoPrice(f"model {info.slug!r} has no price in force", model_id=model_id))

@@ -9,7 +9,8 @@ from fastapi import APIRouter, Query, Response
 from modelbank.analytics import service as analytics
 from modelbank.api import present
 from modelbank.api import schemas as s
-from modelbank.api.deps import DB, Caller, decode_cursor, encode_cursor
+from modelbank.api.deps import DB, Caller, PathId, decode_cursor, encode_cursor
+from modelbank.api.errors import COMMON_PROBLEMS, problem_responses
 from modelbank.auth import service as auth
 from modelbank.catalog import manage
 from modelbank.catalog import service as catalog
@@ -19,7 +20,11 @@ from modelbank.money import format_credits, format_usd
 from modelbank.pricing import admin as pricing_admin
 from modelbank.pricing import service as pricing
 
-router = APIRouter(prefix="/api/v1/admin", tags=["admin"])
+router = APIRouter(
+    prefix="/api/v1/admin",
+    tags=["admin"],
+    responses=problem_responses(*COMMON_PROBLEMS),
+)
 
 
 @router.post("/keys", status_code=201, response_model=s.KeyOut)
@@ -40,11 +45,12 @@ def create_key(body: s.ServiceKeyIn, caller: Caller, db: DB) -> s.KeyOut:
 
 
 @router.delete("/keys/{key_id}", status_code=204, response_class=Response)
-def revoke_key(key_id: int, caller: Caller, db: DB) -> Response:
+def revoke_key(key_id: PathId, caller: Caller, db: DB) -> Response:
     """Revoke a key (admin); idempotent."""
     caller.require_admin()
     with db.write() as session:
         auth.revoke_key(session, key_id)
+    db.keys.clear()
     return Response(status_code=204)
 
 
@@ -52,12 +58,12 @@ def revoke_key(key_id: int, caller: Caller, db: DB) -> Response:
 def pricing_panel(
     caller: Caller,
     db: DB,
-    category: Annotated[str | None, Query(max_length=64)] = None,
+    category: Annotated[str | None, Query(max_length=64, pattern=s.NO_NUL)] = None,
     mode: Mode | None = None,
-    search: Annotated[str | None, Query(max_length=200)] = None,
+    search: Annotated[str | None, Query(max_length=200, pattern=s.NO_NUL)] = None,
     include_inactive: bool = False,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    cursor: Annotated[str | None, Query(max_length=200, pattern=s.NO_NUL)] = None,
 ) -> s.PricingPage:
     """Every model's provider cost, price in force, markup and margin (admin)."""
     caller.require_admin()

@@ -11,7 +11,8 @@ from sqlalchemy.orm import Session
 from modelbank import onboarding
 from modelbank.api import present
 from modelbank.api import schemas as s
-from modelbank.api.deps import DB, Caller, IdemKey, decode_cursor, encode_cursor, scoped
+from modelbank.api.deps import DB, Caller, IdemKey, PathId, decode_cursor, encode_cursor, scoped
+from modelbank.api.errors import COMMON_PROBLEMS, problem_responses
 from modelbank.catalog import access, manage
 from modelbank.catalog import service as catalog
 from modelbank.catalog.costs import Mode
@@ -24,7 +25,11 @@ from modelbank.pricing import service as pricing
 from modelbank.pricing.formulas import Rates
 from modelbank.wallets import service as wallets
 
-router = APIRouter(prefix="/api/v1", tags=["models"])
+router = APIRouter(
+    prefix="/api/v1",
+    tags=["models"],
+    responses=problem_responses(*COMMON_PROBLEMS, 402),
+)
 
 
 def price_rates(body: s.PriceIn) -> Rates:
@@ -65,12 +70,12 @@ def _settings_markups(db: DB) -> pricing.Markups:
 def list_models(
     caller: Caller,
     db: DB,
-    category: Annotated[str | None, Query(max_length=64)] = None,
+    category: Annotated[str | None, Query(max_length=64, pattern=s.NO_NUL)] = None,
     mode: Mode | None = None,
     premium: bool | None = None,
-    search: Annotated[str | None, Query(max_length=200)] = None,
+    search: Annotated[str | None, Query(max_length=200, pattern=s.NO_NUL)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    cursor: Annotated[str | None, Query(max_length=200, pattern=s.NO_NUL)] = None,
 ) -> s.ModelPage:
     """Active models with their price in force; ``purchased`` / ``owned`` are the caller's
     (always false for admin and service keys)."""
@@ -105,7 +110,7 @@ def list_models(
 
 
 @router.get("/models/{model_id}", response_model=s.ModelOut)
-def get_model(model_id: int, caller: Caller, db: DB) -> s.ModelOut:
+def get_model(model_id: PathId, caller: Caller, db: DB) -> s.ModelOut:
     """One model (inactive ones only for admins)."""
     with db.read() as session:
         info = catalog.get_model(session, model_id)
@@ -156,7 +161,7 @@ def create_model(body: s.ModelIn, caller: Caller, db: DB) -> s.ModelOut:
 
 
 @router.patch("/models/{model_id}", response_model=s.ModelOut)
-def edit_model(model_id: int, body: s.ModelPatch, caller: Caller, db: DB) -> s.ModelOut:
+def edit_model(model_id: PathId, body: s.ModelPatch, caller: Caller, db: DB) -> s.ModelOut:
     """Edit a model (admin). ``price`` makes a new explicit price version and
     ``earnings_rule`` a new rule version; history is kept."""
     caller.require_admin()
@@ -190,7 +195,7 @@ def edit_model(model_id: int, body: s.ModelPatch, caller: Caller, db: DB) -> s.M
 
 
 @router.delete("/models/{model_id}", response_model=s.ModelOut)
-def deactivate_model(model_id: int, caller: Caller, db: DB) -> s.ModelOut:
+def deactivate_model(model_id: PathId, caller: Caller, db: DB) -> s.ModelOut:
     """Deactivate a model (admin): it can no longer be used; its history stays."""
     caller.require_admin()
     with db.write() as session:
@@ -201,7 +206,7 @@ def deactivate_model(model_id: int, caller: Caller, db: DB) -> s.ModelOut:
 
 @router.post("/models/{model_id}/purchase", status_code=201, response_model=s.AccessOut)
 def purchase(
-    model_id: int, key: IdemKey, caller: Caller, db: DB, body: s.PurchaseIn | None = None
+    model_id: PathId, key: IdemKey, caller: Caller, db: DB, body: s.PurchaseIn | None = None
 ) -> JSONResponse:
     """Buy access to a premium model with credits: a user for itself, an admin or service
     key for ``user_id``. Buying again returns the first purchase and charges nothing."""

@@ -7,12 +7,17 @@ from fastapi.responses import JSONResponse
 
 from modelbank.api import schemas as s
 from modelbank.api.deps import DB, IDEMPOTENCY_HIT, Caller, IdemKey, scoped
+from modelbank.api.errors import COMMON_PROBLEMS, problem_responses
 from modelbank.auth.service import Principal
 from modelbank.metering import service as metering
 from modelbank.metering.service import ChargeResult, UsageEvent
 from modelbank.money import format_credits, format_usd
 
-router = APIRouter(prefix="/api/v1", tags=["usage"])
+router = APIRouter(
+    prefix="/api/v1",
+    tags=["usage"],
+    responses=problem_responses(*COMMON_PROBLEMS, 402),
+)
 
 
 def metering_key(caller: Principal, key: str) -> str:
@@ -58,10 +63,6 @@ def usage_out(result: ChargeResult) -> s.UsageOut:
     "/usage",
     status_code=201,
     response_model=s.UsageOut,
-    responses={
-        402: {"description": "insufficient funds (nothing written)"},
-        409: {"description": "Idempotency-Key reused with another body"},
-    },
 )
 async def charge(body: s.UsageIn, key: IdemKey, caller: Caller, db: DB) -> JSONResponse:
     """Charge one usage event: admin and service keys for any user, a user key for itself.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -12,7 +11,8 @@ from sqlalchemy.orm import Session
 from modelbank.analytics import service as analytics
 from modelbank.api import present
 from modelbank.api import schemas as s
-from modelbank.api.deps import DB, Caller, IdemKey, decode_cursor, encode_cursor, scoped
+from modelbank.api.deps import DB, Caller, IdemKey, PathId, decode_cursor, encode_cursor, scoped
+from modelbank.api.errors import COMMON_PROBLEMS, problem_responses
 from modelbank.auth import service as auth
 from modelbank.ledger.codes import TransferCode
 from modelbank.ledger.queries import list_transfers
@@ -21,7 +21,11 @@ from modelbank.money import format_credits
 from modelbank.users import service as users
 from modelbank.wallets import service as wallets
 
-router = APIRouter(prefix="/api/v1", tags=["users"])
+router = APIRouter(
+    prefix="/api/v1",
+    tags=["users"],
+    responses=problem_responses(*COMMON_PROBLEMS),
+)
 
 Limit = Annotated[int, Query(ge=1, le=500, description="page size")]
 Cursor = Annotated[str | None, Query(max_length=200, description="next_cursor of the last page")]
@@ -58,7 +62,7 @@ def list_users(caller: Caller, db: DB, limit: Limit = 50, cursor: Cursor = None)
 
 
 @router.get("/users/{user_id}", response_model=s.UserOut)
-def get_user(user_id: int, caller: Caller, db: DB) -> s.UserOut:
+def get_user(user_id: PathId, caller: Caller, db: DB) -> s.UserOut:
     """One user (admin, service, or that user)."""
     scoped(caller, user_id)
     with db.read() as session:
@@ -66,7 +70,9 @@ def get_user(user_id: int, caller: Caller, db: DB) -> s.UserOut:
 
 
 @router.post("/users/{user_id}/keys", status_code=201, response_model=s.KeyOut)
-def create_user_key(user_id: int, caller: Caller, db: DB, body: s.KeyIn | None = None) -> s.KeyOut:
+def create_user_key(
+    user_id: PathId, caller: Caller, db: DB, body: s.KeyIn | None = None
+) -> s.KeyOut:
     """A new API key for the user (admin). The secret is in this response only."""
     caller.require_admin()
     with db.write() as session:
@@ -88,9 +94,8 @@ def create_user_key(user_id: int, caller: Caller, db: DB, body: s.KeyIn | None =
     "/users/{user_id}/grants",
     status_code=201,
     response_model=s.GrantOut,
-    responses={409: {"description": "Idempotency-Key reused with another body"}},
 )
-def grant(user_id: int, body: s.GrantIn, key: IdemKey, caller: Caller, db: DB) -> JSONResponse:
+def grant(user_id: PathId, body: s.GrantIn, key: IdemKey, caller: Caller, db: DB) -> JSONResponse:
     """Grant credits to the user's wallet (admin): ``bonus`` from promotions, ``purchased``
     against cash. Idempotent on the ``Idempotency-Key`` header."""
     caller.require_admin()
@@ -121,7 +126,7 @@ def grant(user_id: int, body: s.GrantIn, key: IdemKey, caller: Caller, db: DB) -
 
 
 @router.get("/users/{user_id}/wallet", response_model=s.WalletOut)
-def wallet(user_id: int, caller: Caller, db: DB) -> s.WalletOut:
+def wallet(user_id: PathId, caller: Caller, db: DB) -> s.WalletOut:
     """The user's wallet: posted balance, pending holds, available, unpaid earnings."""
     scoped(caller, user_id)
     with db.read() as session:
@@ -142,12 +147,12 @@ def wallet(user_id: int, caller: Caller, db: DB) -> s.WalletOut:
 
 @router.get("/users/{user_id}/transfers", response_model=s.TransferPage)
 def transfers(
-    user_id: int,
+    user_id: PathId,
     caller: Caller,
     db: DB,
     code: TransferCode | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: s.Timestamp | None = None,
+    until: s.Timestamp | None = None,
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> s.TransferPage:
@@ -193,7 +198,7 @@ Period = Annotated[str, Query(pattern="^(7d|30d|90d|365d|all)$")]
 
 
 @router.get("/users/{user_id}/earnings", response_model=s.EarningsOut)
-def earnings(user_id: int, caller: Caller, db: DB, period: Period = "all") -> s.EarningsOut:
+def earnings(user_id: PathId, caller: Caller, db: DB, period: Period = "all") -> s.EarningsOut:
     """What the user earned from others' use of their models in the period, per model,
     highest earnings first."""
     scoped(caller, user_id)
@@ -212,7 +217,7 @@ def earnings(user_id: int, caller: Caller, db: DB, period: Period = "all") -> s.
 
 
 @router.get("/users/{user_id}/model-analytics", response_model=s.ModelAnalyticsOut)
-def model_analytics(user_id: int, caller: Caller, db: DB) -> s.ModelAnalyticsOut:
+def model_analytics(user_id: PathId, caller: Caller, db: DB) -> s.ModelAnalyticsOut:
     """The user's model analytics: available vs purchased vs owned models, credits spent,
     earnings from owned models, the most profitable one, spend by category, 30 days."""
     scoped(caller, user_id)
