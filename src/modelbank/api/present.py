@@ -6,6 +6,7 @@ from decimal import Decimal
 
 from modelbank.analytics.service import ModelEarningLine
 from modelbank.api import schemas as s
+from modelbank.auth.service import NewKey
 from modelbank.catalog.service import ModelInfo
 from modelbank.earnings.rules import EarningsRule
 from modelbank.money import format_credits, format_usd
@@ -81,6 +82,18 @@ def model(
         purchased=purchased,
         owned=owned,
         earnings_rule=rule(rule_info),
+    )
+
+
+def key(new: NewKey) -> s.KeyOut:
+    return s.KeyOut(
+        id=new.id,
+        role=new.role.value,
+        user_id=new.user_id,
+        name=new.name,
+        prefix=new.prefix,
+        key=new.secret,
+        created_at=new.created_at,
     )
 
 

@@ -298,16 +298,7 @@ def get_balance(session: Session, account_id: int) -> AccountBalance:
     row = session.connection().execute(select(accounts).where(accounts.c.id == account_id)).first()
     if row is None:
         raise AccountNotFound(f"no account {account_id}", account_id=account_id)
-    return AccountBalance(
-        id=int(row.id),
-        code=row.code,
-        owner_id=row.owner_id,
-        flags=int(row.flags),
-        debits_posted=int(row.debits_posted),
-        credits_posted=int(row.credits_posted),
-        debits_pending=int(row.debits_pending),
-        credits_pending=int(row.credits_pending),
-    )
+    return _balance(row)
 
 
 # ---------------------------------------------------------------- posting

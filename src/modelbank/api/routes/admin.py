@@ -33,15 +33,7 @@ def create_key(body: s.ServiceKeyIn, caller: Caller, db: DB) -> s.KeyOut:
     caller.require_admin()
     with db.write() as session:
         key = auth.create_key(session, body.role, name=body.name)
-    return s.KeyOut(
-        id=key.id,
-        role=key.role.value,
-        user_id=key.user_id,
-        name=key.name,
-        prefix=key.prefix,
-        key=key.secret,
-        created_at=key.created_at,
-    )
+    return present.key(key)
 
 
 @router.delete("/keys/{key_id}", status_code=204, response_class=Response)

@@ -79,15 +79,7 @@ def create_user_key(
         key = auth.create_key(
             session, auth.Role.USER, user_id=user_id, name=body.name if body else ""
         )
-    return s.KeyOut(
-        id=key.id,
-        role=key.role.value,
-        user_id=key.user_id,
-        name=key.name,
-        prefix=key.prefix,
-        key=key.secret,
-        created_at=key.created_at,
-    )
+    return present.key(key)
 
 
 @router.post(
