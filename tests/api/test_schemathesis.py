@@ -1,4 +1,5 @@
-"""Schemathesis against the app's own /openapi.json, on SQLite only (a few hundred cases).
+"""Schemathesis against the app's own /openapi.json, on SQLite and PostgreSQL (a few hundred
+cases each).
 
 Checks: no 5xx (``not_a_server_error``), bodies that match the documented schema
 (``response_schema_conformance``), only documented status codes (``status_code_conformance``)
@@ -10,7 +11,6 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 import schemathesis
@@ -22,12 +22,18 @@ from schemathesis.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+from sqlalchemy import text
+from sqlalchemy.orm import Session
 
 from modelbank.api import create_app
 from modelbank.auth import service as auth
 from modelbank.config import load_settings
 from modelbank.db.engine import make_engine
+from modelbank.db.models import metadata
+from modelbank.ledger import invariants
+from modelbank.ledger import service as ledger
 from tests.api.conftest import PROBLEM_JSON
+from tests.conftest import POSTGRES_URL
 
 
 def _schema_app() -> FastAPI:
@@ -47,14 +53,27 @@ class Target:
     headers: dict[str, str]
 
 
-@pytest.fixture(scope="module")
-def target(sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
-    """The app on its own SQLite file, with an admin key and a little data for small ids to
-    hit: users 1 and 2 (1 with credits), models 1 (creator 2) and 2 (premium)."""
-    path = tmp_path_factory.mktemp("schemathesis") / "st.db"
-    shutil.copy(sqlite_template, path)
-    url = f"sqlite:///{path}"
-    engine = make_engine(url)
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def target(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Target]:
+    """The app on its own database (a SQLite file, or the PostgreSQL test schema emptied),
+    with an admin key and a little data for small ids to hit: users 1 and 2 (1 with
+    credits), models 1 (creator 2) and 2 (premium)."""
+    if request.param == "sqlite":
+        path = tmp_path_factory.mktemp("schemathesis") / "st.db"
+        shutil.copy(request.getfixturevalue("sqlite_template"), path)
+        url = f"sqlite:///{path}"
+        engine = make_engine(url)
+    else:
+        schema_name = request.getfixturevalue("postgres_schema")
+        url = f"{POSTGRES_URL}?options=-csearch_path%3D{schema_name}"
+        engine = make_engine(POSTGRES_URL, connect_args={"options": f"-csearch_path={schema_name}"})
+        tables = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables)
+        with engine.begin() as conn:
+            conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+        with Session(engine) as session, session.begin():
+            ledger.ensure_platform_accounts(session)
     app = create_app(load_settings(database_url=url), engine=engine)
     with app.state.db.write() as session:
         admin = auth.create_key(session, auth.Role.ADMIN, name="schemathesis").secret
@@ -79,7 +98,10 @@ def target(sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory) -> I
         ):
             assert client.post("/api/v1/models", json=body, headers=headers).is_success
     yield Target(app, headers)
+    with Session(engine) as session, session.begin():
+        broken = invariants.check(session)
     engine.dispose()
+    assert broken == [], f"ledger invariants broken after fuzzing: {broken}"
 
 
 CHECKS = [
