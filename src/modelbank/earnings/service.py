@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from modelbank.db.base import utcnow
 from modelbank.db.bulk import BulkInsert, db_timestamp
+from modelbank.db.versions import in_force
 from modelbank.earnings.errors import InvalidRule, InvalidSplit
 from modelbank.earnings.models import beneficiaries_table as beneficiaries
 from modelbank.earnings.models import earnings_rules_table as rules
@@ -218,19 +219,7 @@ def load_terms(
     return result
 
 
-_LATEST_RULES = (
-    select(rules.c.model_id, func.max(rules.c.version).label("version"))
-    .where(
-        rules.c.model_id.in_(bindparam("ids", expanding=True)),
-        rules.c.effective_from <= bindparam("at"),
-    )
-    .group_by(rules.c.model_id)
-    .subquery()
-)
-_CURRENT_RULES = select(rules).join(
-    _LATEST_RULES,
-    (_LATEST_RULES.c.model_id == rules.c.model_id) & (_LATEST_RULES.c.version == rules.c.version),
-)
+_CURRENT_RULES = in_force(rules)
 _BENEFICIARIES = (
     select(beneficiaries)
     .where(beneficiaries.c.model_id.in_(bindparam("ids", expanding=True)))

@@ -9,11 +9,12 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
 from modelbank.catalog.tiers import Tier
 from modelbank.db.base import utcnow
+from modelbank.db.versions import in_force
 from modelbank.money import DEFAULT_CREDITS_PER_USD
 from modelbank.pricing.errors import InvalidPrice, NoPrice
 from modelbank.pricing.formulas import Rates, price_from_cost
@@ -23,19 +24,7 @@ from modelbank.pricing.models import price_versions_table as versions
 ONE = Decimal(1)
 
 # Hot-path statement, built once (DESIGN §16: a statement built per call costs ~100 µs).
-_LATEST = (
-    select(versions.c.model_id, func.max(versions.c.version).label("version"))
-    .where(
-        versions.c.model_id.in_(bindparam("ids", expanding=True)),
-        versions.c.effective_from <= bindparam("at"),
-    )
-    .group_by(versions.c.model_id)
-    .subquery()
-)
-_CURRENT_PRICES = select(versions).join(
-    _LATEST,
-    (_LATEST.c.model_id == versions.c.model_id) & (_LATEST.c.version == versions.c.version),
-)
+_CURRENT_PRICES = in_force(versions)
 _INFO_CACHE_SIZE = 4096
 
 
