@@ -95,8 +95,24 @@ def find_by_external_ids(session: Session, external_ids: Iterable[str]) -> dict[
 
 
 def list_users(session: Session, *, after_id: int = 0, limit: int = 50) -> list[UserInfo]:
-    """Users in id order after ``after_id`` (a pagination cursor), at most ``limit``."""
-    ids = session.connection().execute(
-        select(users.c.id).where(users.c.id > after_id).order_by(users.c.id).limit(limit)
+    """Users in id order after ``after_id`` (a pagination cursor), at most ``limit``; three
+    queries whatever the page size."""
+    rows = (
+        session.connection()
+        .execute(select(users).where(users.c.id > after_id).order_by(users.c.id).limit(limit))
+        .all()
     )
-    return [get_user(session, int(user_id)) for user_id in ids.scalars().all()]
+    ids = [int(row.id) for row in rows]
+    wallets = ledger.user_account_ids(session, ids, AccountCode.USER_WALLET)
+    earnings = ledger.user_account_ids(session, ids, AccountCode.USER_EARNINGS)
+    return [
+        UserInfo(
+            id=int(row.id),
+            external_id=row.external_id,
+            display_name=row.display_name,
+            wallet_account_id=wallets[int(row.id)],
+            earnings_account_id=earnings[int(row.id)],
+            created_at=row.created_at,
+        )
+        for row in rows
+    ]
