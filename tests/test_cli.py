@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,9 @@ from typer.testing import CliRunner
 
 from modelbank.cli import app
 from modelbank.db.engine import make_engine
+from modelbank.users import service as users
+from modelbank.wallets import holds
+from modelbank.wallets import service as wallets
 from tests.conftest import Db, data_file
 
 runner = CliRunner()
@@ -113,3 +118,44 @@ def test_verify_names_the_broken_invariant(tmp_path: Path) -> None:
 def test_verify_without_schema(tmp_path: Path) -> None:
     code, _, err = _run("verify", "--db", f"sqlite:///{tmp_path / 'empty.db'}")
     assert code == 2 and "modelbank migrate" in err
+
+
+def test_verify_reports_grants_out_of_balance(db: Db) -> None:
+    with db.tx() as session:
+        user = users.create_user(session, "drift")
+        wallets.grant(session, user.id, 7_000_000, idempotency_key="drift")
+    code, out, _ = _run("verify", "--db", db.url)
+    assert code == 0 and "grants sum to wallet balances" in out
+    with db.engine.begin() as conn:
+        conn.execute(text("update grants set remaining_ucr = remaining_ucr - 1"))
+    code, _, err = _run("verify", "--db", db.url)
+    assert code == 1
+    assert f"wallet of user {user.id}: balance 7000000 µcr, grants 6999999 µcr" in err
+    with db.engine.begin() as conn:  # leave the database sound for the fixture's own check
+        conn.execute(text("update grants set remaining_ucr = remaining_ucr + 1"))
+
+
+def test_jobs_run_sweeps_expired_grants_and_voids_expired_holds(db: Db) -> None:
+    soon = datetime.now(UTC) + timedelta(seconds=1)
+    with db.tx() as session:
+        user = users.create_user(session, "jobs")
+        wallets.grant(session, user.id, 3_000_000, idempotency_key="keep")
+        wallets.grant(
+            session,
+            user.id,
+            2_000_000,
+            source=wallets.GrantSource.BONUS,
+            idempotency_key="lapse",
+            expires_at=soon,
+        )
+        hold = holds.place(session, user.id, 1_000_000, timeout_s=1, idempotency_key="h")
+    time.sleep(1.1)
+    code, out, err = _run("jobs", "run", "--db", db.url, "--no-deliver")
+    assert code == 0, err
+    assert "holds expired 1" in out and "grants swept 1" in out
+    with db.tx() as session:
+        assert wallets.balance(session, user.id).balance_ucr == 3_000_000
+        assert wallets.balance(session, user.id).available_ucr == 3_000_000
+        assert holds.get_hold(session, hold.id).reason == "expired"
+    code, out, _ = _run("jobs", "run", "--db", db.url, "--no-deliver")  # idempotent
+    assert code == 0 and "holds expired 0" in out and "grants swept 0" in out

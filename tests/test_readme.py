@@ -51,3 +51,6 @@ def test_curl_walkthrough_runs_as_written(tmp_path: Path) -> None:
     assert '"balance_ucr":99998000' in out
     assert re.search(r"}\s*404\n", out)
     assert '"usage_events":1' in out
+    assert '"status":"pending"' in out and '"status":"completed"' in out
+    assert '"cost_basis_uusd":17990000' in out
+    assert "transfer_id,created_at,account,code" in out

@@ -8,7 +8,7 @@ from __future__ import annotations
 from decimal import Decimal
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from modelbank.money import DEFAULT_CREDITS_PER_USD
@@ -58,10 +58,47 @@ class Settings(BaseSettings):
         description="Seconds an authenticated API key is remembered in the server process"
         " (0: look every request up); a key revoked elsewhere may work this long",
     )
+    jobs_interval_s: float = Field(
+        default=0.0,
+        ge=0,
+        le=3600,
+        description="`serve` runs the background jobs (expire holds, sweep expired grants,"
+        " deliver webhooks) every this many seconds in-process; 0 (default) leaves them to"
+        " `modelbank jobs run`",
+    )
     migrate_on_start: bool = Field(
         default=True,
         description="`modelbank serve` applies pending migrations on start; when false it"
         " refuses to start on a database that is behind",
+    )
+    stripe_secret_key: SecretStr | None = Field(
+        default=None,
+        description="Stripe secret API key (sk_live_…/sk_test_…); unset disables the `stripe`"
+        " payment provider",
+    )
+    stripe_webhook_secret: SecretStr | None = Field(
+        default=None,
+        description="Signing secret (whsec_…) of the Stripe webhook endpoint"
+        " POST /api/v1/webhooks/stripe; unset refuses every Stripe webhook",
+    )
+    public_base_url: str = Field(
+        default="http://127.0.0.1:8000",
+        description="Base URL buyers' browsers reach modelbank at (Stripe Checkout success and"
+        " cancel pages are built from it)",
+    )
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description="Fernet key (32 url-safe base64-encoded bytes) that encrypts secrets at rest"
+        " (webhook signing secrets); `python -c 'from cryptography.fernet import Fernet;"
+        " print(Fernet.generate_key().decode())'` makes one. Unset: the key is read from"
+        " `secret_key_file`, created on first use",
+    )
+    secret_key_file: Path | None = Field(
+        default=None,
+        description="File holding the Fernet key when `secret_key` is unset; created with mode"
+        " 0600 on first use. Default: `modelbank.secret.key` beside the SQLite database file,"
+        " or in the working directory for other databases. Back it up apart from the database:"
+        " without it the stored secrets cannot be read",
     )
 
 

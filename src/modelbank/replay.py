@@ -26,13 +26,14 @@ from modelbank.earnings.rules import EarningsRule
 from modelbank.errors import InvalidInput
 from modelbank.ledger import invariants
 from modelbank.metering import service as metering
-from modelbank.money import UCR_PER_CREDIT, credits_to_ucr
+from modelbank.money import UCR_PER_CREDIT, credits_to_ucr, round_uusd
 from modelbank.pricing import service as pricing
 from modelbank.pricing.formulas import Rates
 from modelbank.pricing.markups import OPERATION_PRICES_CREDITS
 from modelbank.traces.assign import Assigner
 from modelbank.traces.readers import TraceRequest
 from modelbank.users import service as users
+from modelbank.wallets import grants
 from modelbank.wallets import service as wallets
 
 BATCH_EVENTS = metering.MAX_BATCH_EVENTS
@@ -84,6 +85,12 @@ class ReplayReport:
     credits_per_usd: Decimal = Decimal(100)
     ledger_ok: bool = False
     ledger_violations: list[str] = field(default_factory=list)
+    burned_purchased_ucr: int = 0
+    """Purchased credits spent on usage (all time in this database)."""
+    burned_bonus_ucr: int = 0
+    """Bonus credits spent on usage (all time)."""
+    recognised_uusd: int = 0
+    """Cash basis of the purchased credits spent: revenue to recognise (µUSD)."""
     by_model: dict[str, list[int]] = field(default_factory=dict)  # slug → [events, revenue]
 
     @property
@@ -118,6 +125,9 @@ class ReplayReport:
             "seconds": float(self.seconds),
             "ledger_ok": self.ledger_ok,
             "ledger_violations": self.ledger_violations,
+            "burned_purchased_ucr": self.burned_purchased_ucr,
+            "burned_bonus_ucr": self.burned_bonus_ucr,
+            "recognised_uusd": self.recognised_uusd,
             "top_models": self.top_models(),
         }
 
@@ -189,17 +199,43 @@ def operation_price(name: str) -> Rates:
     return Rates(per_unit=Decimal(credits_to_ucr(OPERATION_PRICES_CREDITS[name])))
 
 
+WELCOME_BONUS_UCR = 5_000_000
+"""Every replayed user also gets 5 bonus credits, which burn before the purchased ones."""
+
+
 def ensure_users(
-    session: Session, names: Sequence[str], *, credits_ucr: int, grant_key: str
+    session: Session,
+    names: Sequence[str],
+    *,
+    credits_ucr: int,
+    grant_key: str,
+    credits_per_usd: Decimal = Decimal(100),
+    bonus_ucr: int = WELCOME_BONUS_UCR,
 ) -> dict[str, int]:
-    """Create missing users and grant each ``credits_ucr`` of purchased credits (idempotent
-    per ``grant_key``); return external id → user id."""
+    """Create missing users; grant each ``credits_ucr`` of purchased credits (cost basis at
+    ``credits_per_usd``) and ``bonus_ucr`` of bonus credits (idempotent per ``grant_key``);
+    return external id → user id."""
     known = users.find_by_external_ids(session, names)
+    basis = round_uusd(Decimal(credits_ucr) / credits_per_usd)
     for name in names:
         if name not in known:
             known[name] = users.create_user(session, name).id
         if credits_ucr > 0:
-            wallets.grant(session, known[name], credits_ucr, idempotency_key=f"{grant_key}:{name}")
+            wallets.grant_info(
+                session,
+                known[name],
+                credits_ucr,
+                idempotency_key=f"{grant_key}:{name}",
+                cost_basis_uusd=basis,
+            )
+        if bonus_ucr > 0:
+            wallets.grant_info(
+                session,
+                known[name],
+                bonus_ucr,
+                source=wallets.GrantSource.BONUS,
+                idempotency_key=f"{grant_key}:{name}:bonus",
+            )
     return known
 
 
@@ -286,9 +322,13 @@ def replay(
             on_batch(len(chunk))
     report.seconds = Decimal(str(round(time.perf_counter() - started, 6)))
     with factory() as session, session.begin():
-        violations = invariants.check(session)
+        violations: list[object] = [*invariants.check(session), *grants.check(session)]
+        recognised = grants.recognition(session)
     report.ledger_ok = not violations
     report.ledger_violations = [str(v) for v in violations]
+    report.burned_purchased_ucr = recognised.purchased_ucr
+    report.burned_bonus_ucr = recognised.bonus_ucr
+    report.recognised_uusd = recognised.purchased_basis_uusd
     return report
 
 
@@ -309,7 +349,13 @@ def replay_catalog(
     ranked in the given orders for the Zipf assignment from ``seed``. Image-mode entries are
     charged one image per request."""
     with factory() as session, session.begin():
-        user_ids = ensure_users(session, user_names, credits_ucr=credits_ucr, grant_key=key_prefix)
+        user_ids = ensure_users(
+            session,
+            user_names,
+            credits_ucr=credits_ucr,
+            grant_key=key_prefix,
+            credits_per_usd=credits_per_usd,
+        )
         ensure_models(session, entries, user_ids)
     return replay(
         factory,

@@ -18,6 +18,9 @@ from modelbank.ledger.models import accounts_table, transfers_table
 from modelbank.metering.models import usage_events_table
 from tests.conftest import Db
 
+TEST_SECRET_KEY = "vD1nQb8bYQ0YyXh5rE7S0u3yV8pQ9b3w2mJ8kZ4dX1A="
+"""A fixed Fernet key: the app encrypts webhook secrets with it (no key file is written)."""
+
 
 @dataclass
 class Api:
@@ -134,7 +137,9 @@ def bearer(key: str) -> dict[str, str]:
 @pytest.fixture
 def api(db: Db) -> Iterator[Api]:
     """The app on ``db`` with an admin and a service key."""
-    app = create_app(load_settings(database_url=db.url), engine=db.engine)
+    app = create_app(
+        load_settings(database_url=db.url, secret_key=TEST_SECRET_KEY), engine=db.engine
+    )
     with db.tx() as session:
         admin = auth.create_key(session, auth.Role.ADMIN, name="test admin").secret
         service = auth.create_key(session, auth.Role.SERVICE, name="test service").secret

@@ -57,7 +57,8 @@ ROUTES = _routes()
 
 @dataclass
 class World:
-    """User A with credits, a key and a premium model of their own; user B with credits."""
+    """User A with credits, a key and a premium model of their own, a pending (manual)
+    purchase, a pending hold and a usage charge; user B with credits."""
 
     a: int
     a_headers: dict[str, str]
@@ -65,6 +66,10 @@ class World:
     b: int
     b_headers: dict[str, str]
     model_id: int
+    package_id: int = 0
+    purchase_id: int = 0
+    hold_id: int = 0
+    usage_id: int = 0
 
 
 def world(api: Api) -> World:
@@ -73,7 +78,24 @@ def world(api: Api) -> World:
     r = api.client.post(f"/api/v1/users/{a}/keys", json={"name": "spare"}, headers=api.admin)
     model = api.model("alices", creator_id=a, is_premium=True, access_price_ucr=1_000)
     api.model("public")
-    return World(a, a_headers, int(r.json()["id"]), b, b_headers, int(model["id"]))
+    w = World(a, a_headers, int(r.json()["id"]), b, b_headers, int(model["id"]))
+    c = api.client
+    w.package_id = int(c.get("/api/v1/packages", headers=a_headers).json()["items"][0]["id"])
+    bought = c.post(
+        f"/api/v1/users/{a}/purchases", json={"package_id": w.package_id}, headers=a_headers
+    )
+    held = c.post(
+        f"/api/v1/users/{a}/holds",
+        json={"amount_ucr": 1_000_000, "timeout_s": 600, "model": "public"},
+        headers={**a_headers, "Idempotency-Key": "world-hold"},
+    )
+    used = api.charge(a, "public", key="world-usage", input_tokens=1_000)
+    assert bought.status_code == held.status_code == used.status_code == 201, (
+        bought.text + held.text + used.text
+    )
+    w.purchase_id, w.hold_id = int(bought.json()["id"]), int(held.json()["id"])
+    w.usage_id = int(used.json()["usage_id"])
+    return w
 
 
 Request = Callable[[World], tuple[str, dict[str, Any]]]
@@ -89,6 +111,9 @@ class Case:
     owner: str  # "user": A's own key; "admin": the admin key
     owner_status: int | None
     note: str = ""
+    keyless: tuple[int, str] | None = None
+    """A route that takes no API key (authenticated otherwise, e.g. by a signature): the
+    problem (status, code) every caller gets, with or without a key."""
 
 
 def idem(key: str, **kwargs: Any) -> dict[str, Any]:
@@ -203,6 +228,139 @@ TABLE: dict[tuple[str, str], Case] = {
     ("GET", "/api/v1/admin/stats"): Case(
         lambda w: ("/api/v1/admin/stats", {}), ADMIN_ONLY, "admin", 200
     ),
+    ("POST", "/api/v1/admin/webhooks"): Case(
+        lambda w: (
+            "/api/v1/admin/webhooks",
+            {"json": {"url": "https://example.com/hook", "events": ["*"]}},
+        ),
+        ADMIN_ONLY,
+        "admin",
+        201,
+    ),
+    ("GET", "/api/v1/admin/webhooks"): Case(
+        lambda w: ("/api/v1/admin/webhooks", {}), ADMIN_ONLY, "admin", 200
+    ),
+    # the World has no webhook endpoint: the admin's calls get past auth to a 404
+    ("GET", "/api/v1/admin/webhooks/{webhook_id}"): Case(
+        lambda w: ("/api/v1/admin/webhooks/1", {}), ADMIN_ONLY, "admin", 404
+    ),
+    ("DELETE", "/api/v1/admin/webhooks/{webhook_id}"): Case(
+        lambda w: ("/api/v1/admin/webhooks/1", {}), ADMIN_ONLY, "admin", 404
+    ),
+    ("GET", "/api/v1/admin/webhooks/{webhook_id}/deliveries"): Case(
+        lambda w: ("/api/v1/admin/webhooks/1/deliveries", {}), ADMIN_ONLY, "admin", 404
+    ),
+    # --- wallets: packages (any key reads them; admins edit them)
+    ("GET", "/api/v1/packages"): Case(lambda w: ("/api/v1/packages", {}), 200, "user", 200),
+    ("POST", "/api/v1/admin/packages"): Case(
+        lambda w: (
+            "/api/v1/admin/packages",
+            {"json": {"slug": "mini", "name": "Mini", "credits_ucr": 1, "price_uusd": 10_000}},
+        ),
+        ADMIN_ONLY,
+        "admin",
+        201,
+    ),
+    ("PATCH", "/api/v1/admin/packages/{package_id}"): Case(
+        lambda w: (f"/api/v1/admin/packages/{w.package_id}", {"json": {"name": "Renamed"}}),
+        ADMIN_ONLY,
+        "admin",
+        200,
+    ),
+    # --- wallets: purchases
+    ("POST", "/api/v1/users/{user_id}/purchases"): Case(
+        lambda w: (f"/api/v1/users/{w.a}/purchases", {"json": {"package_id": w.package_id}}),
+        OWN,
+        "user",
+        201,
+    ),
+    ("GET", "/api/v1/users/{user_id}/purchases"): Case(
+        lambda w: (f"/api/v1/users/{w.a}/purchases", {}), OWN, "user", 200
+    ),
+    ("GET", "/api/v1/purchases/{purchase_id}"): Case(
+        lambda w: (f"/api/v1/purchases/{w.purchase_id}", {}), OWN, "user", 200
+    ),
+    ("GET", "/api/v1/admin/purchases"): Case(
+        lambda w: ("/api/v1/admin/purchases", {}), ADMIN_ONLY, "admin", 200
+    ),
+    ("POST", "/api/v1/admin/purchases/{purchase_id}/confirm"): Case(
+        lambda w: (f"/api/v1/admin/purchases/{w.purchase_id}/confirm", idem("c")),
+        ADMIN_ONLY,
+        "admin",
+        200,
+    ),
+    ("POST", "/api/v1/purchases/{purchase_id}/refund"): Case(
+        lambda w: (f"/api/v1/purchases/{w.purchase_id}/refund", idem("r", json={})),
+        ADMIN_ONLY,
+        "admin",
+        409,
+        note="the World's purchase is still pending: the admin gets past auth to a 409",
+    ),
+    # No API key: Stripe authenticates its deliveries by the Stripe-Signature header. The
+    # isolation app has no Stripe secrets, so every caller, with a key or without, gets 422
+    # payment_provider_not_configured (api/errors.py: a provider this installation does not
+    # offer) and nothing changes; with Stripe configured a missing or forged signature is a
+    # 400 (tests/api/test_wallets.py::test_stripe_forged_signature_is_400_and_changes_nothing).
+    ("POST", "/api/v1/webhooks/stripe"): Case(
+        lambda w: ("/api/v1/webhooks/stripe", {"content": b'{"id": "evt_1"}'}),
+        400,
+        "admin",
+        None,
+        keyless=(422, "payment_provider_not_configured"),
+    ),
+    # --- wallets: grants, holds, refunds
+    ("GET", "/api/v1/users/{user_id}/grants"): Case(
+        lambda w: (f"/api/v1/users/{w.a}/grants", {}), OWN, "user", 200
+    ),
+    ("POST", "/api/v1/users/{user_id}/holds"): Case(
+        lambda w: (
+            f"/api/v1/users/{w.a}/holds",
+            idem("h", json={"amount_ucr": 1_000, "timeout_s": 60}),
+        ),
+        OWN,
+        "user",
+        201,
+    ),
+    ("GET", "/api/v1/users/{user_id}/holds"): Case(
+        lambda w: (f"/api/v1/users/{w.a}/holds", {}), OWN, "user", 200
+    ),
+    ("GET", "/api/v1/holds/{hold_id}"): Case(
+        lambda w: (f"/api/v1/holds/{w.hold_id}", {}), OWN, "user", 200
+    ),
+    ("POST", "/api/v1/holds/{hold_id}/capture"): Case(
+        lambda w: (f"/api/v1/holds/{w.hold_id}/capture", idem("cap", json={"amount_ucr": 500})),
+        OWN,
+        "user",
+        200,
+    ),
+    ("POST", "/api/v1/holds/{hold_id}/void"): Case(
+        lambda w: (f"/api/v1/holds/{w.hold_id}/void", idem("v")), OWN, "user", 200
+    ),
+    ("POST", "/api/v1/usage/{usage_id}/refund"): Case(
+        lambda w: (f"/api/v1/usage/{w.usage_id}/refund", idem("ur", json={})),
+        ADMIN_ONLY,
+        "admin",
+        201,
+    ),
+    # --- wallets: low-balance alerts, statement
+    ("GET", "/api/v1/users/{user_id}/low-balance"): Case(
+        lambda w: (f"/api/v1/users/{w.a}/low-balance", {}), OWN, "user", 200
+    ),
+    ("PUT", "/api/v1/users/{user_id}/low-balance"): Case(
+        lambda w: (f"/api/v1/users/{w.a}/low-balance", {"json": {"threshold_ucr": 1_000}}),
+        OWN,
+        "user",
+        200,
+    ),
+    ("PUT", "/api/v1/admin/low-balance-default"): Case(
+        lambda w: ("/api/v1/admin/low-balance-default", {"json": {"threshold_ucr": 1_000}}),
+        ADMIN_ONLY,
+        "admin",
+        200,
+    ),
+    ("GET", "/api/v1/users/{user_id}/statement.csv"): Case(
+        lambda w: (f"/api/v1/users/{w.a}/statement.csv", {}), OWN, "user", 200
+    ),
 }
 
 
@@ -240,6 +398,15 @@ def test_isolation(api: Api, method: str, path: str) -> None:
     before = api.ledger_state()
     view = _a_view(api, w)
 
+    if case.keyless is not None:
+        status, code = case.keyless
+        for who in ({}, {"Authorization": "Bearer mb_u_forged"}, w.b_headers, api.admin):
+            r = api.client.request(method, url, headers={**extra, **who}, **kwargs)
+            problem(r, status, code)
+        assert api.ledger_state() == before, "a refused call moved credits"
+        assert _a_view(api, w) == view, "a refused call changed A's resources"
+        return
+
     anonymous = api.client.request(method, url, headers=extra, **kwargs)
     problem(anonymous, 401, "unauthenticated")
     wrong = api.client.request(
@@ -251,13 +418,16 @@ def test_isolation(api: Api, method: str, path: str) -> None:
     if case.as_other == OWN:
         body = problem(other, 404)
         assert body["code"].endswith("not_found")
-        assert str(w.a) in body["detail"]  # the same answer as for a user that does not exist
+        # the same answer as for a user (purchase, hold) that does not exist: it names the id
+        named = {"purchase_not_found": w.purchase_id, "hold_not_found": w.hold_id}
+        assert str(named.get(body["code"], w.a)) in body["detail"]
     elif case.as_other == ADMIN_ONLY:
         problem(other, 403, "forbidden")
     else:
         assert other.status_code == case.as_other, other.text
         items = other.json().get("items", [other.json()])
-        assert not any(m["purchased"] or m["owned"] for m in items), "A's flags leaked to B"
+        leaked = [m for m in items if m.get("purchased") or m.get("owned")]
+        assert not leaked, "A's flags leaked to B"
     assert api.ledger_state() == before, "a refused call moved credits"
     assert _a_view(api, w) == view, "a refused call changed A's resources"
 

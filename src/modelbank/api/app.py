@@ -14,10 +14,14 @@ from modelbank import __version__
 from modelbank.api import errors
 from modelbank.api.deps import Database, KeyCache
 from modelbank.api.routes import admin, health, models, usage, users
+from modelbank.api.routes import wallets as wallet_routes
+from modelbank.api.routes import webhooks as webhook_routes
 from modelbank.config import Settings, load_settings
 from modelbank.db.engine import make_engine, read_session_factory, session_factory
 from modelbank.db.migrate import current_revision, head_revision, upgrade
+from modelbank.jobs import JobRunner
 from modelbank.metering.group import GroupCommitter
+from modelbank.secrets import SecretBox
 
 DESCRIPTION = """\
 modelbank's HTTP API: a double-entry credit ledger, model catalog and pricing, usage metering
@@ -66,9 +70,14 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if settings.group_commit:
             db.committer = GroupCommitter(db.writes, max_wait_s=settings.group_commit_wait_s)
+        runner = None
+        if settings.jobs_interval_s > 0:
+            runner = JobRunner(db.writes, app.state.secret_box, settings.jobs_interval_s)
         try:
             yield
         finally:
+            if runner is not None:
+                runner.close()
             if db.committer is not None:
                 db.committer.close(timeout=30)
                 db.committer = None
@@ -83,9 +92,12 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         redoc_url=None,
     )
     app.state.db = db
+    app.state.secret_box = SecretBox.from_settings(settings)  # webhook secrets at rest
     errors.install(app)
     for module in (health, users, models, usage, admin):
         app.include_router(module.router)
+    app.include_router(wallet_routes.router)
+    app.include_router(webhook_routes.router)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

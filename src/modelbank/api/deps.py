@@ -40,6 +40,8 @@ class Database:
     committer: GroupCommitter | None = None
     """Set while the app runs (lifespan) when group commit is on."""
     keys: KeyCache = field(default_factory=lambda: KeyCache(0))
+    payment_http_client: Any = None
+    """The Stripe SDK's HTTP client (None: the SDK's default); tests put a stub here."""
 
     def authenticate(self, token: str) -> Principal:
         """The principal of ``token`` (a database read). Raises ``Unauthenticated``."""

@@ -31,6 +31,19 @@ STATUS_BY_CODE: dict[str, int] = {
     "hold_not_pending": 409,
     "hold_expired": 409,
     "batch_too_large": 413,
+    "hold_amount_exceeded": 409,
+    "purchase_state_conflict": 409,
+    "refund_exceeds_charge": 409,
+    "webhook_signature_invalid": 400,
+    "payment_provider_error": 502,
+    # asking for a provider this installation does not offer: the caller's choice, not an
+    # outage (a 5xx would tell Stripe and clients to retry what can never succeed)
+    "payment_provider_not_configured": 422,
+    # the wallets' grants disagree with the ledger: a bug, never the caller's fault
+    "grants_out_of_balance": 500,
+    # the server's secret key is misconfigured or changed: not the caller's fault
+    "invalid_secret_key": 500,
+    "secret_undecryptable": 500,
 }
 """HTTP status of the codes that are not plain 404 (NotFound) / 422 (InvalidInput)."""
 
@@ -43,6 +56,7 @@ _DESCRIPTIONS = {
     404: "Unknown, or another user's (not revealed)",
     409: "Idempotency-Key reused with another body, or a duplicate",
     422: "Invalid input: nothing was written",
+    502: "The payment provider failed or refused the request: nothing was granted",
 }
 
 

@@ -490,6 +490,18 @@ class RecalculateOut(BaseModel):
     skipped: dict[str, str]
 
 
+class RecognitionOut(BaseModel):
+    """Credits burned by usage (net of usage refunds), by grant source."""
+
+    purchased_ucr: int
+    purchased: str
+    purchased_basis_uusd: int = Field(description="cash basis of the purchased credits burned")
+    purchased_basis: str
+    bonus_ucr: int
+    bonus: str
+    by_source_ucr: dict[str, int]
+
+
 class StatsOut(BaseModel):
     usage_revenue_ucr: int
     usage_revenue: str
@@ -504,6 +516,11 @@ class StatsOut(BaseModel):
     users: int
     active_models: int
     usage_events: int
+    revenue_recognition: RecognitionOut = Field(
+        description="usage revenue split by the grants it burned: purchased credits (with"
+        " their cash basis, the revenue to recognise) and bonus credits"
+    )
+    usage_refunded_ucr: int = Field(description="µcr of usage charges refunded")
 
 
 __all__ = ["credits", "format_usd"]

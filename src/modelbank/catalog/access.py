@@ -22,6 +22,7 @@ from modelbank.db.base import utcnow
 from modelbank.ledger import service as ledger
 from modelbank.ledger.codes import AccountCode, TransferCode
 from modelbank.users import service as users
+from modelbank.wallets import alerts, grants
 
 _ACCESS_OF_USERS = select(access.c.user_id, access.c.model_id).where(
     access.c.user_id.in_(bindparam("users", expanding=True)),
@@ -57,7 +58,7 @@ def purchase_access(session: Session, user_id: int, model_id: int) -> Access:
         raise ModelNotFound(f"no active model {model_id}", model=model_id)
     if not model.is_premium:
         raise NotPremium(f"model {model.slug!r} is free to use", model_id=model_id)
-    ledger.lock_accounts(session, [user.wallet_account_id])
+    locked = ledger.lock_accounts(session, [user.wallet_account_id])
     conn = session.connection()
     row = conn.execute(
         select(access).where(access.c.user_id == user_id, access.c.model_id == model_id)
@@ -69,6 +70,8 @@ def purchase_access(session: Session, user_id: int, model_id: int) -> Access:
     now = utcnow()
     transfer_id: int | None = None
     if model.creator_id != user_id and model.access_price_ucr > 0:
+        # Expired credits are swept before the balance check; the price burns grants.
+        book = grants.GrantBook.load(session, {user_id: locked[user.wallet_account_id]}, now=now)
         transfer_id = ledger.transfer(
             session,
             ledger.NewTransfer(
@@ -82,6 +85,9 @@ def purchase_access(session: Session, user_id: int, model_id: int) -> Access:
             ),
             now=now,
         )
+        book.burn(user_id, model.access_price_ucr, "access", model_id, now=now)
+        book.flush(session, now=now)
+        alerts.check(session, [user_id], now=now)
     price = model.access_price_ucr if transfer_id is not None else 0
     conn.execute(
         insert(access).values(

@@ -13,7 +13,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-from modelbank.cli import demo, keys, migrate, replay, serve, verify  # noqa: E402
+from modelbank.cli import demo, jobs, keys, migrate, replay, serve, verify  # noqa: E402
 
 migrate.register(app)
 verify.register(app)
@@ -21,3 +21,4 @@ replay.register(app)
 demo.register(app)
 serve.register(app)
 keys.register(app)
+jobs.register(app)

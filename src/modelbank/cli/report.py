@@ -50,6 +50,12 @@ def emit(report: ReplayReport, *, as_json: bool, extra: dict[str, Any]) -> None:
         ("provider cost", format_usd(report.provider_cost_uusd)),
         ("creator earnings", format_credits(report.creator_earnings_ucr, 2)),
         ("platform margin", format_credits(report.margin_ucr, 2)),
+        ("spent: bonus credits", format_credits(report.burned_bonus_ucr, 2)),
+        (
+            "spent: purchased credits",
+            f"{format_credits(report.burned_purchased_ucr, 2)}"
+            f" (cash basis {format_usd(report.recognised_uusd)})",
+        ),
         ("throughput", f"{report.events_per_s:,} events/s"),
         ("ledger", "[green]ok[/]" if report.ledger_ok else "[red]BROKEN[/]"),
     ]

@@ -10,11 +10,13 @@ from modelbank.cli.common import DB_OPTION_HELP, cli_errors, console, err_consol
 from modelbank.db.engine import make_engine, session_factory, transaction
 from modelbank.db.migrate import current_revision
 from modelbank.ledger import invariants
+from modelbank.wallets import grants
 
 
 def verify(db: Annotated[str | None, typer.Option(help=DB_OPTION_HELP)] = None) -> None:
     """Check the ledger: balanced, cached totals = transfers, no flagged account negative,
-    holds resolved once. Exit 0 when all hold, 1 naming the broken invariant otherwise."""
+    holds resolved once, every wallet's grants sum to its balance. Exit 0 when all hold, 1
+    naming the broken invariant otherwise."""
     with cli_errors():
         settings = settings_for(db)
         engine = make_engine(settings.database_url)
@@ -25,7 +27,14 @@ def verify(db: Annotated[str | None, typer.Option(help=DB_OPTION_HELP)] = None) 
             )
             raise typer.Exit(2)
         with transaction(session_factory(engine)) as session:
-            violations = invariants.check(session)
+            violations: list[object] = [*invariants.check(session)]
+            violations.extend(
+                f"wallet of user {v.user_id}: balance {v.balance_ucr} µcr,"
+                f" grants {v.grants_ucr} µcr"
+                if v.balance_ucr >= 0
+                else f"grant {v.user_id}: {v.grants_ucr} µcr used but burns do not add up"
+                for v in grants.check(session)
+            )
         engine.dispose()
     if violations:
         for violation in violations:
@@ -33,7 +42,7 @@ def verify(db: Annotated[str | None, typer.Option(help=DB_OPTION_HELP)] = None) 
         raise typer.Exit(1)
     console.print(
         "[green]ledger ok[/]: balanced, totals match transfers, no negative"
-        " flagged account, holds resolved once"
+        " flagged account, holds resolved once, grants sum to wallet balances"
     )
 
 

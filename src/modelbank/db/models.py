@@ -11,6 +11,24 @@ from modelbank.ledger.models import Account, Transfer
 from modelbank.metering.models import UsageEventRow
 from modelbank.pricing.models import PriceVersion
 from modelbank.users.models import User
+from modelbank.wallets.models import (
+    CreditPackage,
+    EarningsDebt,
+    Grant,
+    GrantBurn,
+    PaymentEventRow,
+    PlatformSetting,
+    Purchase,
+    UsageRefund,
+    WalletAlert,
+    WalletHold,
+)
+from modelbank.webhooks.models import (
+    OutboxEvent,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
 
 metadata = Base.metadata
 
@@ -19,14 +37,28 @@ __all__ = [
     "ApiKey",
     "Beneficiary",
     "CatalogModel",
+    "CreditPackage",
     "Earning",
+    "EarningsDebt",
     "EarningsRuleVersion",
+    "Grant",
+    "GrantBurn",
     "IdempotentRequest",
     "ModelAccess",
     "ModelStats",
+    "OutboxEvent",
+    "PaymentEventRow",
+    "PlatformSetting",
     "PriceVersion",
+    "Purchase",
     "Transfer",
     "UsageEventRow",
+    "UsageRefund",
     "User",
+    "WalletAlert",
+    "WalletHold",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "WebhookEndpoint",
     "metadata",
 ]

@@ -55,20 +55,24 @@ def list_transfers(
     since: datetime | None = None,
     until: datetime | None = None,
     before_id: int | None = None,
+    after_id: int | None = None,
+    oldest_first: bool = False,
     limit: int = 50,
 ) -> list[TransferView]:
-    """Transfers touching any of ``account_ids``, newest first (id descending), with ids
-    below ``before_id`` (the cursor), ``created_at`` in ``[since, until)``; at most
-    ``limit``."""
+    """Transfers touching any of ``account_ids``, newest first (id descending; or oldest
+    first), with ids below ``before_id`` / above ``after_id`` (the cursors), ``created_at``
+    in ``[since, until)``; at most ``limit``."""
     ids = sorted(set(account_ids))
     if not ids:
         return []
     query = (
         select(transfers)
         .where(or_(transfers.c.debit_account_id.in_(ids), transfers.c.credit_account_id.in_(ids)))
-        .order_by(transfers.c.id.desc())
+        .order_by(transfers.c.id.asc() if oldest_first else transfers.c.id.desc())
         .limit(limit)
     )
+    if after_id is not None:
+        query = query.where(transfers.c.id > after_id)
     if code is not None:
         query = query.where(transfers.c.code == TransferCode(code).value)
     if since is not None:

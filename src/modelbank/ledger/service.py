@@ -451,6 +451,12 @@ class Hold:
     expires_at: datetime | None
     status: str
     posted_amount: int
+    ref_type: str | None = None
+    ref_id: int | None = None
+    created_at: datetime | None = None
+    resolved_at: datetime | None = None
+    reason: str | None = None
+    """Why it was voided (``voided``, ``expired``, …)."""
 
 
 def get_hold(session: Session, hold_id: int) -> Hold:
@@ -464,14 +470,18 @@ def get_hold(session: Session, hold_id: int) -> Hold:
     if row is None:
         raise TransferNotFound(f"no hold {hold_id}", hold_id=hold_id)
     resolution = conn.execute(
-        select(transfers.c.flags, transfers.c.amount).where(transfers.c.pending_id == hold_id)
+        select(
+            transfers.c.flags, transfers.c.amount, transfers.c.created_at, transfers.c.metadata
+        ).where(transfers.c.pending_id == hold_id)
     ).first()
+    reason: str | None = None
     if resolution is None:
         status, posted = "pending", 0
     elif resolution.flags & TransferFlags.POST_PENDING:
         status, posted = "posted", int(resolution.amount)
     else:
         status, posted = "voided", 0
+        reason = (resolution.metadata or {}).get("reason")
     return Hold(
         id=int(row.id),
         debit_account_id=int(row.debit_account_id),
@@ -481,13 +491,28 @@ def get_hold(session: Session, hold_id: int) -> Hold:
         expires_at=row.expires_at,
         status=status,
         posted_amount=posted,
+        ref_type=row.ref_type,
+        ref_id=None if row.ref_id is None else int(row.ref_id),
+        created_at=row.created_at,
+        resolved_at=None if resolution is None else resolution.created_at,
+        reason=reason,
     )
 
 
 def post_hold(
-    session: Session, hold_id: int, amount: int | None = None, *, now: datetime | None = None
+    session: Session,
+    hold_id: int,
+    amount: int | None = None,
+    *,
+    now: datetime | None = None,
+    ref: tuple[str, int] | None = None,
+    locked: Mapping[int, AccountBalance] | None = None,
 ) -> int:
     """Post a pending hold for ``amount`` µcr (default: all of it); release the rest.
+
+    ``ref`` (type, id) names what the posting paid for (a captured hold's usage event),
+    instead of the hold's own ref; ``locked`` balances the caller read under lock are kept
+    current.
 
     Raises :class:`TransferNotFound`, :class:`HoldNotPending` (already posted or voided),
     :class:`HoldExpired`, :class:`HoldAmountExceeded` (amount > held),
@@ -506,7 +531,9 @@ def post_hold(
             held_ucr=hold.amount,
             amount_ucr=amount,
         )
-    return _resolve(session, hold, TransferFlags.POST_PENDING, amount, now, reason=None)
+    return _resolve(
+        session, hold, TransferFlags.POST_PENDING, amount, now, reason=None, ref=ref, locked=locked
+    )
 
 
 def void_hold(
@@ -523,6 +550,14 @@ def expire_holds(session: Session, *, now: datetime | None = None, limit: int = 
 
     Idempotent and bounded: run it repeatedly until it returns 0.
     """
+    return len(expire_holds_detailed(session, now=now, limit=limit))
+
+
+def expire_holds_detailed(
+    session: Session, *, now: datetime | None = None, limit: int = 1000
+) -> list[Hold]:
+    """:func:`expire_holds` returning the holds it voided (as they were: pending), so that
+    callers can tell their owners."""
     now = now or utcnow()
     resolved = select(transfers.c.pending_id).where(transfers.c.pending_id.is_not(None))
     ids = (
@@ -539,11 +574,11 @@ def expire_holds(session: Session, *, now: datetime | None = None, limit: int = 
         )
         .scalars()
     )
-    count = 0
+    expired: list[Hold] = []
     for hold_id in list(ids):
+        expired.append(get_hold(session, int(hold_id)))
         void_hold(session, int(hold_id), now=now, reason="expired")
-        count += 1
-    return count
+    return expired
 
 
 def reverse(
@@ -747,6 +782,9 @@ def _resolve(
     amount: int,
     now: datetime,
     reason: str | None,
+    *,
+    ref: tuple[str, int] | None = None,
+    locked: Mapping[int, AccountBalance] | None = None,
 ) -> int:
     plan = _Plan()
     row = _row(
@@ -755,6 +793,8 @@ def _resolve(
             credit_account_id=hold.credit_account_id,
             amount=amount,
             code=TransferCode(hold.code),
+            ref_type=ref[0] if ref else hold.ref_type,
+            ref_id=ref[1] if ref else hold.ref_id,
             metadata={"reason": reason} if reason else None,
         ),
         now,
@@ -768,7 +808,7 @@ def _resolve(
     if flag is TransferFlags.POST_PENDING:
         debit.debits_posted += amount
         credit.credits_posted += amount
-    new_id = _apply(session, plan, None, returning=True)
+    new_id = _apply(session, plan, locked, returning=True)
     assert new_id is not None
     return new_id
 

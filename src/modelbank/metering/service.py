@@ -31,14 +31,21 @@ from modelbank.earnings.rules import BPS, popularity_multiplier, type_multiplier
 from modelbank.errors import DomainError, IdempotencyConflict
 from modelbank.ledger import service as ledger
 from modelbank.ledger.codes import AccountCode, TransferCode
-from modelbank.ledger.errors import InsufficientFunds
-from modelbank.metering.errors import BatchTooLarge, InvalidUsage
+from modelbank.ledger.errors import (
+    HoldAmountExceeded,
+    HoldExpired,
+    HoldNotPending,
+    InsufficientFunds,
+    TransferNotFound,
+)
+from modelbank.metering.errors import BatchTooLarge, InvalidUsage, UsageNotFound
 from modelbank.metering.models import usage_events_table as usage
 from modelbank.money import TOKENS_PER_MTOK
 from modelbank.pricing import service as pricing
 from modelbank.pricing.errors import NoPrice
 from modelbank.pricing.formulas import Rates
 from modelbank.users.errors import UserNotFound
+from modelbank.wallets import alerts, grants
 
 MAX_BATCH_EVENTS = 1_000
 """Events per batch: keeps one transaction's lock time and memory bounded (and the
@@ -76,6 +83,11 @@ class UsageEvent:
     units: int = 0
     occurred_at: datetime | None = None
     metadata: Mapping[str, Any] | None = None
+    charge_ucr: int | None = None
+    """A fixed charge (µcr) instead of the price sheet's: a captured hold's amount."""
+    hold_id: int | None = None
+    """The pending hold this charge captures: it is posted for the charge and the rest is
+    released (the wallet's available balance includes the held amount for it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +120,8 @@ def request_hash(event: UsageEvent) -> str:
     user_id, model, usage_type = event.user_id, event.model, event.usage_type
     if (
         not event.metadata
+        and event.charge_ucr is None
+        and event.hold_id is None
         and type(user_id) is int
         and type(usage_type) is str
         and (type(model) is int or type(model) is str)
@@ -146,6 +160,11 @@ def _canonical_body(event: UsageEvent) -> str:
         "occurred_at": event.occurred_at.isoformat() if event.occurred_at else None,
         "metadata": _clean_metadata(event.metadata),
     }
+    # Added only when set, so that the hashes of ordinary events stay as they were.
+    if event.charge_ucr is not None:
+        body["charge_ucr"] = event.charge_ucr
+    if event.hold_id is not None:
+        body["hold_id"] = event.hold_id
     return json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
 
 
@@ -168,6 +187,9 @@ def validate(event: UsageEvent) -> None:
         raise InvalidUsage("usage_type must be 1–32 characters")
     if event.occurred_at is not None and event.occurred_at.tzinfo is None:
         raise InvalidUsage("occurred_at must carry a time zone")
+    fixed = event.charge_ucr
+    if fixed is not None and (not isinstance(fixed, int) or isinstance(fixed, bool) or fixed < 0):
+        raise InvalidUsage(f"charge_ucr must be an integer ≥ 0, got {fixed!r}")
 
 
 def charge(session: Session, event: UsageEvent, *, now: datetime | None = None) -> ChargeResult:
@@ -257,6 +279,17 @@ def charge_batch_with_errors(
     if not pending:
         return [r for r in results if r is not None], errors
 
+    # Expired grants of these wallets are swept first, so an expired credit is never spent.
+    book = grants.GrantBook.load(
+        session,
+        {
+            events[i].user_id: by_user[events[i].user_id]
+            for i in pending
+            if events[i].user_id in by_user
+        },
+        now=now,
+    )
+    holds = _holds(session, events, pending)
     models = catalog.resolve_models(session, {events[i].model for i in pending})
     model_ids = {info.id for info in models.values()}
     # Premium models need bought access (or to be the creator's): one query, and only when
@@ -323,16 +356,27 @@ def charge_batch_with_errors(
         units = event.units
         fresh = input_tokens - cached
         card = price.charge
-        charge_ucr = _round_div(
-            fresh * card.fresh
-            + cached * card.cached
-            + output_tokens * card.output
-            + card.request
-            + units * card.unit,
-            card.den,
+        charge_ucr = (
+            _round_div(
+                fresh * card.fresh
+                + cached * card.cached
+                + output_tokens * card.output
+                + card.request
+                + units * card.unit,
+                card.den,
+            )
+            if event.charge_ucr is None
+            else event.charge_ucr
         )
         account = locked[wallet]
         available = account.available - spent.get(wallet, 0)
+        if event.hold_id is not None:
+            hold = holds[event.hold_id]
+            problem = _hold_problem(hold, wallet, charge_ucr, now)
+            if problem is not None:
+                reject(i, problem)
+                continue
+            available += hold.amount  # posting the hold releases what it reserved
         if charge_ucr > available:
             reject(
                 i,
@@ -430,8 +474,12 @@ def charge_batch_with_errors(
             earning_accounts=earning_accounts,
             revenue_account=revenue_account,
             locked=locked,
+            book=book,
             now=now,
         )
+        alerts.check(session, {events[info[0]].user_id for info in row_info}, now=now)
+    else:
+        book.flush(session, now=now)  # expired grants swept while loading
 
     # Keys repeated inside the batch: replay the first occurrence (or conflict).
     for i in pending:
@@ -500,6 +548,7 @@ def _write(
     earning_accounts: Mapping[int, int],
     revenue_account: int,
     locked: Mapping[int, ledger.AccountBalance],
+    book: grants.GrantBook,
     now: datetime,
 ) -> None:
     ids = _usage_ids(session, len(rows))
@@ -508,11 +557,22 @@ def _write(
     )
     transfers: list[ledger.LinkedRow] = []
     lines: list[earnings.EarningRow] = []
-    for usage_id, (_, wallet, paid, model_id, charge_ucr, tokens) in zip(
+    for usage_id, (i, wallet, paid, model_id, charge_ucr, tokens) in zip(
         ids, row_info, strict=True
     ):
-        if charge_ucr > 0:
+        hold_id = events[i].hold_id
+        if hold_id is not None:
+            # A captured hold: post it for the charge (releasing the rest), or void it.
+            if charge_ucr > 0:
+                ledger.post_hold(
+                    session, hold_id, charge_ucr, now=now, ref=("usage", usage_id), locked=locked
+                )
+            else:
+                ledger.void_hold(session, hold_id, now=now, reason="captured_zero")
+        elif charge_ucr > 0:
             transfers.append((wallet, revenue_account, charge_ucr, _USAGE_CHARGE, usage_id))
+        if charge_ucr > 0:
+            book.burn(events[i].user_id, charge_ucr, "usage", usage_id, now=now)
         for user_id, earned in paid:
             transfers.append(
                 (revenue_account, earning_accounts[user_id], earned, _EARNING, usage_id)
@@ -526,6 +586,7 @@ def _write(
         locked=locked,
         existing=[revenue_account, *earning_accounts.values()],
     )
+    book.flush(session, now=now)
     earnings.record_rows(session, lines, stats, now=now)
     for usage_id, row, (i, _, paid, model_id, charge_ucr, _) in zip(
         ids, rows, row_info, strict=True
@@ -545,6 +606,81 @@ def _write(
 
 _USAGE_CHARGE = TransferCode.USAGE_CHARGE.value
 _EARNING = TransferCode.EARNING.value
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRecord:
+    """A charged usage event as stored: µcr charged and paid to creators, µUSD cost."""
+
+    id: int
+    idempotency_key: str
+    user_id: int
+    model_id: int
+    price_version_id: int
+    usage_type: str
+    input_tokens: int
+    output_tokens: int
+    charge_ucr: int
+    cost_uusd: int
+    earnings_ucr: int
+    occurred_at: datetime
+    created_at: datetime
+
+
+def get_usage(session: Session, usage_id: int) -> UsageRecord:
+    """The usage event ``usage_id``. Raises :class:`UsageNotFound`."""
+    row = session.connection().execute(select(usage).where(usage.c.id == usage_id)).first()
+    if row is None:
+        raise UsageNotFound(f"no usage event {usage_id}", usage_id=usage_id)
+    return UsageRecord(
+        id=int(row.id),
+        idempotency_key=row.idempotency_key,
+        user_id=int(row.user_id),
+        model_id=int(row.model_id),
+        price_version_id=int(row.price_version_id),
+        usage_type=row.usage_type,
+        input_tokens=int(row.input_tokens),
+        output_tokens=int(row.output_tokens),
+        charge_ucr=int(row.charge_ucr),
+        cost_uusd=int(row.cost_uusd),
+        earnings_ucr=int(row.earnings_ucr),
+        occurred_at=row.occurred_at,
+        created_at=row.created_at,
+    )
+
+
+def _holds(
+    session: Session, events: Sequence[UsageEvent], pending: Sequence[int]
+) -> dict[int, ledger.Hold]:
+    """The holds the pending events capture (rare: one query each)."""
+    found: dict[int, ledger.Hold] = {}
+    for i in pending:
+        hold_id = events[i].hold_id
+        if hold_id is not None and hold_id not in found:
+            try:
+                found[hold_id] = ledger.get_hold(session, hold_id)
+            except TransferNotFound:
+                continue
+    return found
+
+
+def _hold_problem(
+    hold: ledger.Hold | None, wallet: int, charge_ucr: int, now: datetime
+) -> DomainError | None:
+    """Why a capture of ``hold`` for ``charge_ucr`` µcr from ``wallet`` cannot go on."""
+    if hold is None or hold.debit_account_id != wallet:
+        return InvalidUsage("no such hold on this user's wallet")
+    if hold.status != "pending":
+        return HoldNotPending(f"hold {hold.id} is already {hold.status}", status=hold.status)
+    if hold.expires_at is not None and hold.expires_at <= now:
+        return HoldExpired(f"hold {hold.id} expired at {hold.expires_at.isoformat()}")
+    if charge_ucr > hold.amount:
+        return HoldAmountExceeded(
+            f"cannot capture {charge_ucr} µcr of a {hold.amount} µcr hold",
+            held_ucr=hold.amount,
+            amount_ucr=charge_ucr,
+        )
+    return None
 
 
 def _round_div(numerator: int, denominator: int) -> int:

@@ -1,32 +1,24 @@
-"""Grant credits and read wallet balances."""
+"""Grant credits and read wallet balances (DESIGN §5).
+
+Grants and burn-down live in :mod:`modelbank.wallets.grants`; this module is the entry point
+other domains and the API call.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from enum import StrEnum
+from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from modelbank.errors import InvalidInput
+from modelbank.db.base import utcnow
 from modelbank.ledger import service as ledger
-from modelbank.ledger.codes import AccountCode, TransferCode
 from modelbank.users import service as users
+from modelbank.wallets import alerts
+from modelbank.wallets import grants as grant_book
+from modelbank.wallets.grants import GrantInfo, GrantSource
 
-
-class GrantSource(StrEnum):
-    """Where granted credits come from (DESIGN §5)."""
-
-    PURCHASED = "purchased"
-    """Paid for: issued against cash from ``world_sales``."""
-    BONUS = "bonus"
-    """Free: from ``platform_promotions``."""
-
-
-_SOURCE_ACCOUNT = {
-    GrantSource.PURCHASED: (AccountCode.WORLD_SALES, TransferCode.PURCHASE),
-    GrantSource.BONUS: (AccountCode.PLATFORM_PROMOTIONS, TransferCode.GRANT),
-}
+__all__ = ["GrantSource", "WalletBalance", "balance", "grant", "grant_info"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +31,50 @@ class WalletBalance:
     available_ucr: int
 
 
+def grant_info(
+    session: Session,
+    user_id: int,
+    amount_ucr: int,
+    *,
+    source: GrantSource = GrantSource.PURCHASED,
+    idempotency_key: str,
+    expires_at: datetime | None = None,
+    cost_basis_uusd: int = 0,
+    priority: int | None = None,
+    purchase_id: int | None = None,
+    now: datetime | None = None,
+) -> GrantInfo:
+    """Credit ``amount_ucr`` µcr to the user's wallet as a grant (DESIGN §5); return it.
+
+    ``source`` picks the account the credits come from; ``cost_basis_uusd`` is the cash paid
+    for them (µUSD, purchased credits); ``expires_at`` (aware, in the future) ends them: the
+    unspent remainder is swept to ``platform_promotions``; ``priority`` overrides the source's
+    burn priority. A low-balance alert that is on is cleared when the balance recovers.
+    Idempotent on ``idempotency_key``. Raises :class:`~modelbank.errors.InvalidInput`
+    (amount ≤ 0, a naive or past ``expires_at``),
+    :class:`~modelbank.users.errors.UserNotFound`,
+    :class:`~modelbank.errors.IdempotencyConflict`.
+    """
+    now = now or utcnow()
+    user = users.get_user(session, user_id)
+    info = grant_book.issue(
+        session,
+        user_id,
+        user.wallet_account_id,
+        amount_ucr,
+        source=GrantSource(source),
+        idempotency_key=idempotency_key,
+        cost_basis_uusd=cost_basis_uusd,
+        expires_at=expires_at,
+        priority=priority,
+        purchase_id=purchase_id,
+        ref=("purchase", purchase_id) if purchase_id is not None else None,
+        now=now,
+    )
+    alerts.check(session, [user_id], now=now)
+    return info
+
+
 def grant(
     session: Session,
     user_id: int,
@@ -48,39 +84,17 @@ def grant(
     idempotency_key: str,
     expires_at: datetime | None = None,
 ) -> int:
-    """Credit ``amount_ucr`` µcr to the user's wallet; return the transfer id.
-
-    ``expires_at`` (aware, in the future) is recorded with the grant; sweeping expired
-    remainders comes with grant burn-down (issue "Wallets", DESIGN §5).
-    Idempotent on ``idempotency_key``. Raises :class:`InvalidInput` (amount ≤ 0, a naive or
-    past ``expires_at``),
-    :class:`~modelbank.users.errors.UserNotFound`,
-    :class:`~modelbank.errors.IdempotencyConflict`.
-    """
-    if amount_ucr <= 0:
-        raise InvalidInput(f"grant amount must be positive µcr, got {amount_ucr}")
-    metadata: dict[str, str] = {"source": GrantSource(source).value}
-    if expires_at is not None:
-        if expires_at.tzinfo is None:
-            raise InvalidInput("expires_at must carry a time zone")
-        if expires_at <= datetime.now(UTC):
-            raise InvalidInput("expires_at must be in the future")
-        metadata["expires_at"] = expires_at.astimezone(UTC).isoformat()
-    user = users.get_user(session, user_id)
-    account_code, transfer_code = _SOURCE_ACCOUNT[GrantSource(source)]
-    return ledger.transfer(
+    """:func:`grant_info` returning the grant's transfer id (same errors)."""
+    info = grant_info(
         session,
-        ledger.NewTransfer(
-            debit_account_id=ledger.platform_account(session, account_code),
-            credit_account_id=user.wallet_account_id,
-            amount=amount_ucr,
-            code=transfer_code,
-            ref_type="user",
-            ref_id=user_id,
-            idempotency_key=idempotency_key,
-            metadata=metadata,
-        ),
+        user_id,
+        amount_ucr,
+        source=source,
+        idempotency_key=idempotency_key,
+        expires_at=expires_at,
     )
+    assert info.transfer_id is not None
+    return info.transfer_id
 
 
 def balance(session: Session, user_id: int) -> WalletBalance:

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Response
 from modelbank.analytics import service as analytics
 from modelbank.api import present
 from modelbank.api import schemas as s
+from modelbank.api import wallet_schemas as ws
 from modelbank.api.deps import DB, Caller, PathId, decode_cursor, encode_cursor
 from modelbank.api.errors import COMMON_PROBLEMS, problem_responses
 from modelbank.auth import service as auth
@@ -19,6 +20,7 @@ from modelbank.catalog.errors import ModelNotFound
 from modelbank.money import format_credits, format_usd
 from modelbank.pricing import admin as pricing_admin
 from modelbank.pricing import service as pricing
+from modelbank.wallets import grants, refunds
 
 router = APIRouter(
     prefix="/api/v1/admin",
@@ -110,6 +112,8 @@ def stats(caller: Caller, db: DB) -> s.StatsOut:
     caller.require_admin()
     with db.read() as session:
         st = analytics.platform_stats(session)
+        recognised = grants.recognition(session)
+        refunded = refunds.total_refunded(session)
     return s.StatsOut(
         usage_revenue_ucr=st.usage_revenue_ucr,
         usage_revenue=format_credits(st.usage_revenue_ucr),
@@ -124,4 +128,6 @@ def stats(caller: Caller, db: DB) -> s.StatsOut:
         users=st.users,
         active_models=st.active_models,
         usage_events=st.usage_events,
+        revenue_recognition=ws.recognition_out(recognised),
+        usage_refunded_ucr=refunded,
     )

@@ -2,7 +2,7 @@
 
 Run by hand (see bench/README.md)::
 
-    .venv/bin/python bench/http.py [--duration 10] [--connections 64] [--batch-clients 2]
+    .venv/bin/python bench/http_api.py [--duration 10] [--connections 64] [--batch-clients 2]
         [--users 100] [--json]
 
 One run, three phases against one ``modelbank serve`` process (uvicorn, one worker, uvloop
@@ -22,12 +22,6 @@ percentiles (with ``--latency``). Afterwards the usage rows are counted, compare
 
 from __future__ import annotations
 
-import sys
-
-# This file is named like the standard library's ``http`` package, and Python puts the
-# script's folder first on sys.path: drop it before anything imports ``http``.
-sys.path[:] = [p for p in sys.path if p not in ("", __file__.rsplit("/", 1)[0])]
-
 import argparse
 import json
 import os
@@ -35,6 +29,7 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time

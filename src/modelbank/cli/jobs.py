@@ -1,0 +1,71 @@
+"""``modelbank jobs run``: expire holds, sweep expired grants, collect owed earnings and
+deliver webhooks, once or in a loop (:mod:`modelbank.jobs`)."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+import typer
+
+from modelbank import jobs
+from modelbank.cli.common import (
+    DB_OPTION_HELP,
+    cli_errors,
+    console,
+    migrated_engine,
+    settings_for,
+)
+from modelbank.db.engine import session_factory
+from modelbank.secrets import SecretBox
+
+jobs_app = typer.Typer(help="Background jobs (idempotent, bounded batches).", no_args_is_help=True)
+
+
+@jobs_app.command("run")
+def run(
+    db: Annotated[str | None, typer.Option(help=DB_OPTION_HELP)] = None,
+    loop: Annotated[
+        bool, typer.Option("--loop", help="Keep running, one pass every --interval seconds")
+    ] = False,
+    interval: Annotated[
+        float, typer.Option(min=0.1, max=3600, help="Seconds between passes with --loop")
+    ] = 10.0,
+    deliver: Annotated[bool, typer.Option(help="Deliver the webhook outbox")] = True,
+) -> None:
+    """Run every job once (or forever with --loop): void expired holds, sweep expired grant
+    remainders to platform_promotions, collect earnings owed from refunds, deliver due
+    webhooks with retries. Safe to run concurrently and to interrupt."""
+    with cli_errors():
+        settings = settings_for(db)
+        engine = migrated_engine(settings)
+        factory = session_factory(engine)
+        box = SecretBox.from_settings(settings)
+        try:
+            while True:
+                with console.status("running jobs…") as status:
+                    report = jobs.run_once(
+                        factory,
+                        box=box,
+                        deliver=deliver,
+                        on_step=lambda name: status.update(f"jobs: {name}…"),
+                    )
+                console.print(
+                    f"holds expired {report.holds_expired} · grants swept {report.grants_swept}"
+                    f" · owed earnings collected {report.debts_collected_ucr} µcr"
+                    f" · webhooks delivered {report.webhooks_delivered},"
+                    f" failed attempts {report.webhook_attempts_failed},"
+                    f" given up {report.webhooks_given_up}",
+                    highlight=False,
+                )
+                if not loop:
+                    break
+                time.sleep(interval)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            engine.dispose()
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(jobs_app, name="jobs")

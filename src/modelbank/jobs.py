@@ -1,0 +1,137 @@
+"""Background jobs (DESIGN §13 ``jobs.py``): expire holds, sweep expired grants, collect owed
+earnings, deliver the webhook outbox.
+
+Each step is idempotent and works in bounded batches, each batch its own short transaction,
+so a run can be interrupted at any point and run again (by ``modelbank jobs run``, by cron,
+or in-process by ``modelbank serve`` with ``MODELBANK_JOBS_INTERVAL_S``). Several runners
+may work at once: holds and grants are resolved under the ledger's row locks, and webhook
+deliveries are claimed with ``FOR UPDATE SKIP LOCKED`` on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+import httpx
+from sqlalchemy.orm import Session, sessionmaker
+
+from modelbank.db.base import utcnow
+from modelbank.secrets import SecretBox
+from modelbank.wallets import grants, holds, refunds
+from modelbank.webhooks import delivery
+
+BATCH = 500
+"""Rows per transaction for holds, grants and debts."""
+MAX_BATCHES = 1_000
+"""Upper bound on batches per step in one run (a run always ends)."""
+DELIVERY_BATCH = 100
+"""Webhook deliveries sent per round."""
+
+
+@dataclass
+class JobReport:
+    """What one run did: holds voided because they expired, expired grants swept, µcr of
+    owed earnings collected, webhook messages delivered and attempts that failed."""
+
+    holds_expired: int = 0
+    grants_swept: int = 0
+    debts_collected_ucr: int = 0
+    webhooks_delivered: int = 0
+    webhook_attempts_failed: int = 0
+    webhooks_given_up: int = 0
+
+
+def _until_done(
+    factory: sessionmaker[Session], step: Callable[[Session], int], *, count_rows: bool = True
+) -> int:
+    total = 0
+    for _ in range(MAX_BATCHES):
+        with factory() as session, session.begin():
+            done = step(session)
+        total += done
+        if done == 0 or not count_rows:
+            break
+    return total
+
+
+def run_once(
+    factory: sessionmaker[Session],
+    *,
+    box: SecretBox,
+    client: httpx.Client | None = None,
+    now: datetime | None = None,
+    deliver: bool = True,
+    on_step: Callable[[str], None] | None = None,
+) -> JobReport:
+    """Run every job once, to completion (bounded). ``now`` fixes the clock (tests);
+    ``client`` sends webhooks (a fresh one with a 10 s timeout when None); ``deliver`` False
+    skips the outbox. ``on_step`` is told each step's name as it starts (progress display).
+    Raises :class:`~modelbank.secrets.SecretUndecryptable` when webhook secrets cannot be
+    decrypted with the configured key (the other steps have run by then)."""
+    report = JobReport()
+
+    def step(name: str) -> None:
+        if on_step is not None:
+            on_step(name)
+
+    at = now or utcnow()
+    step("expire holds")
+    report.holds_expired = _until_done(factory, lambda s: holds.expire_due(s, now=at, limit=BATCH))
+    step("sweep expired grants")
+    report.grants_swept = _until_done(
+        factory, lambda s: grants.sweep_expired(s, now=at, limit=BATCH)
+    )
+    step("collect owed earnings")
+    report.debts_collected_ucr = _until_done(
+        factory, lambda s: refunds.settle_debts(s, now=at, limit=BATCH), count_rows=False
+    )
+    if deliver:
+        step("deliver webhooks")
+        own = client is None
+        http = client or httpx.Client(timeout=10.0)
+        try:
+            for _ in range(MAX_BATCHES):
+                result = delivery.deliver_due(factory, http, box, now=now, limit=DELIVERY_BATCH)
+                report.webhooks_delivered += result.delivered
+                report.webhook_attempts_failed += result.failed_attempts
+                report.webhooks_given_up += result.given_up
+                if result.delivered + result.failed_attempts < DELIVERY_BATCH:
+                    break
+        finally:
+            if own:
+                http.close()
+    return report
+
+
+log = logging.getLogger(__name__)
+
+
+class JobRunner:
+    """:func:`run_once` every ``interval_s`` seconds on a daemon thread, for ``modelbank serve``
+    with ``MODELBANK_JOBS_INTERVAL_S`` > 0. A failing run is logged and retried next time.
+    :meth:`close` stops it (waiting for a run in progress)."""
+
+    def __init__(self, factory: sessionmaker[Session], box: SecretBox, interval_s: float) -> None:
+        self._factory = factory
+        self._box = box
+        self._interval_s = interval_s
+        self._stop = threading.Event()
+        self._client = httpx.Client(timeout=10.0)
+        self._thread = threading.Thread(target=self._loop, name="modelbank-jobs", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            try:
+                run_once(self._factory, box=self._box, client=self._client)
+            except Exception:  # a bad run must not kill the server's job thread
+                log.exception("background jobs failed; retrying in %s s", self._interval_s)
+
+    def close(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout)
+        self._client.close()

@@ -1,0 +1,188 @@
+"""Low-balance alerts (DESIGN §5).
+
+Each wallet has a threshold (µcr): its own, or the platform default (``platform_settings``
+key ``low_balance_default_ucr``, :data:`DEFAULT_THRESHOLD_UCR` when unset). When the
+available balance (posted minus pending holds) falls to or below it, one
+``wallet.low_balance`` event is emitted (webhook outbox + the dashboard's warning) and the
+wallet is marked alerted; nothing more is emitted until the balance has recovered above the
+threshold, which clears the mark.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.orm import Session
+
+from modelbank.db.base import utcnow
+from modelbank.errors import InvalidInput
+from modelbank.ledger.codes import AccountCode
+from modelbank.ledger.models import accounts_table as accounts
+from modelbank.money import format_credits
+from modelbank.users import service as users
+from modelbank.wallets.models import alerts_table as alerts
+from modelbank.wallets.models import settings_table as platform_settings
+from modelbank.webhooks import service as webhooks
+
+DEFAULT_THRESHOLD_UCR = 5_000_000
+"""5 credits: the threshold when neither the user nor the operator set one."""
+DEFAULT_KEY = "low_balance_default_ucr"
+"""``platform_settings`` key of the operator's default threshold (µcr)."""
+LOW_BALANCE_EVENT = "wallet.low_balance"
+
+_DEFAULT = (
+    select(platform_settings.c.value)
+    .where(platform_settings.c.key == DEFAULT_KEY)
+    .scalar_subquery()
+)
+_STATE = (
+    select(
+        accounts.c.owner_id,
+        (accounts.c.credits_posted - accounts.c.debits_posted - accounts.c.debits_pending).label(
+            "available"
+        ),
+        alerts.c.user_id.label("has_row"),
+        alerts.c.threshold_ucr,
+        alerts.c.alerted,
+        _DEFAULT.label("default"),
+    )
+    .select_from(accounts.outerjoin(alerts, alerts.c.user_id == accounts.c.owner_id))
+    .where(
+        accounts.c.code == AccountCode.USER_WALLET.value,
+        accounts.c.owner_id.in_(bindparam("users", expanding=True)),
+    )
+)
+_SET = (
+    update(alerts)
+    .where(alerts.c.user_id == bindparam("uid"))
+    .values(alerted=bindparam("alerted"), alerted_at=bindparam("at"))
+)
+
+
+@dataclass(frozen=True, slots=True)
+class AlertState:
+    """A wallet's low-balance state: threshold in force (µcr), whether it is its own, the
+    available balance (µcr) and whether the alert is on."""
+
+    user_id: int
+    threshold_ucr: int
+    custom: bool
+    available_ucr: int
+    alerted: bool
+    alerted_at: datetime | None
+
+
+def check(session: Session, user_ids: Iterable[int], *, now: datetime | None = None) -> int:
+    """Compare the users' available balances with their thresholds, in the caller's
+    transaction (after the balance change): emit ``wallet.low_balance`` for each wallet that
+    crossed downward, clear the mark of each that recovered. One query when nothing changes.
+    Returns how many alerts were emitted."""
+    ids = sorted(set(user_ids))
+    if not ids:
+        return 0
+    now = now or utcnow()
+    conn = session.connection()
+    emitted = 0
+    for row in conn.execute(_STATE, {"users": ids}).all():
+        default = DEFAULT_THRESHOLD_UCR if row.default is None else int(row.default)
+        threshold = default if row.threshold_ucr is None else int(row.threshold_ucr)
+        available = int(row.available)
+        alerted = bool(row.alerted)
+        user_id = int(row.owner_id)
+        if available <= threshold and not alerted:
+            if row.has_row is None:
+                conn.execute(
+                    alerts.insert().values(
+                        user_id=user_id, threshold_ucr=None, alerted=True, alerted_at=now
+                    )
+                )
+            else:
+                conn.execute(_SET, {"uid": user_id, "alerted": True, "at": now})
+            webhooks.emit(
+                session,
+                LOW_BALANCE_EVENT,
+                {
+                    "user_id": user_id,
+                    "available_ucr": available,
+                    "available": format_credits(available),
+                    "threshold_ucr": threshold,
+                    "threshold": format_credits(threshold),
+                },
+                now=now,
+            )
+            emitted += 1
+        elif available > threshold and alerted:
+            conn.execute(_SET, {"uid": user_id, "alerted": False, "at": None})
+    return emitted
+
+
+def state(session: Session, user_id: int) -> AlertState:
+    """The user's alert state. Raises :class:`~modelbank.users.errors.UserNotFound`."""
+    users.get_user(session, user_id)
+    row = session.connection().execute(_STATE, {"users": [user_id]}).one()
+    default = DEFAULT_THRESHOLD_UCR if row.default is None else int(row.default)
+    at = None
+    if row.has_row is not None:
+        at = (
+            session.connection()
+            .execute(select(alerts.c.alerted_at).where(alerts.c.user_id == user_id))
+            .scalar_one()
+        )
+    return AlertState(
+        user_id=user_id,
+        threshold_ucr=default if row.threshold_ucr is None else int(row.threshold_ucr),
+        custom=row.threshold_ucr is not None,
+        available_ucr=int(row.available),
+        alerted=bool(row.alerted),
+        alerted_at=at,
+    )
+
+
+def set_threshold(
+    session: Session, user_id: int, threshold_ucr: int | None, *, now: datetime | None = None
+) -> AlertState:
+    """Set the user's threshold (µcr ≥ 0; None: back to the default), then re-check (a
+    threshold above the balance alerts at once). Raises :class:`InvalidInput`,
+    :class:`~modelbank.users.errors.UserNotFound`."""
+    if threshold_ucr is not None and threshold_ucr < 0:
+        raise InvalidInput("threshold_ucr must be ≥ 0")
+    users.get_user(session, user_id)
+    conn = session.connection()
+    changed = conn.execute(
+        update(alerts).where(alerts.c.user_id == user_id).values(threshold_ucr=threshold_ucr)
+    ).rowcount
+    if not changed:
+        conn.execute(
+            alerts.insert().values(user_id=user_id, threshold_ucr=threshold_ucr, alerted=False)
+        )
+    check(session, [user_id], now=now)
+    return state(session, user_id)
+
+
+def default_threshold(session: Session) -> int:
+    """The platform default threshold (µcr)."""
+    value = session.connection().execute(select(_DEFAULT)).scalar()
+    return DEFAULT_THRESHOLD_UCR if value is None else int(value)
+
+
+def set_default_threshold(
+    session: Session, threshold_ucr: int, *, now: datetime | None = None
+) -> int:
+    """Set the platform default threshold (µcr ≥ 0). Raises :class:`InvalidInput`."""
+    if threshold_ucr < 0:
+        raise InvalidInput("threshold_ucr must be ≥ 0")
+    now = now or utcnow()
+    conn = session.connection()
+    changed = conn.execute(
+        update(platform_settings)
+        .where(platform_settings.c.key == DEFAULT_KEY)
+        .values(value=threshold_ucr, updated_at=now)
+    ).rowcount
+    if not changed:
+        conn.execute(
+            platform_settings.insert().values(key=DEFAULT_KEY, value=threshold_ucr, updated_at=now)
+        )
+    return threshold_ucr

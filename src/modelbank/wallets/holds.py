@@ -1,0 +1,300 @@
+"""Holds on wallets (DESIGN §3 two-phase transfers, exposed over HTTP).
+
+A hold reserves credits for a call whose cost is not known yet: a pending transfer wallet →
+``platform_revenue`` that lowers the available balance at once. It ends in one of three ways:
+
+- **capture** (``amount`` ≤ held): a usage event is charged through the normal pipeline for
+  exactly ``amount`` (grants burned, creator earnings paid, usage row written); the hold is
+  *posted* for that amount and the rest released, all in one transaction;
+- **void**: everything is released;
+- **expiry**: the jobs void holds whose timeout passed (reason ``expired``).
+
+The hold's status is the ledger's (pending / posted / voided); ``wallet_holds`` adds the user,
+the model and the usage event that captured it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.orm import Session
+
+from modelbank.catalog import service as catalog
+from modelbank.catalog.errors import ModelNotFound
+from modelbank.db.base import utcnow
+from modelbank.errors import InvalidInput
+from modelbank.ledger import service as ledger
+from modelbank.ledger.codes import AccountCode, TransferCode
+from modelbank.ledger.errors import (
+    HoldAmountExceeded,
+    HoldExpired,
+    HoldNotPending,
+    TransferNotFound,
+)
+from modelbank.metering import service as metering
+from modelbank.users import service as users
+from modelbank.wallets import alerts, grants
+from modelbank.wallets.errors import HoldNotFound
+from modelbank.wallets.models import holds_table as holds
+from modelbank.webhooks import service as webhooks
+
+MAX_TIMEOUT_S = ledger.MAX_HOLD_TIMEOUT_S
+"""Longest hold: 7 days."""
+
+
+@dataclass(frozen=True, slots=True)
+class HoldInfo:
+    """A wallet hold: ``amount_ucr`` reserved until ``expires_at``; ``status`` pending, posted
+    (``captured_ucr`` charged by usage ``usage_id``) or voided (``reason``: voided, expired)."""
+
+    id: int
+    user_id: int
+    model_id: int | None
+    amount_ucr: int
+    status: str
+    captured_ucr: int
+    usage_id: int | None
+    reason: str | None
+    created_at: datetime | None
+    expires_at: datetime | None
+    resolved_at: datetime | None
+
+
+def _info(row: Any, hold: ledger.Hold) -> HoldInfo:
+    return HoldInfo(
+        id=hold.id,
+        user_id=int(row.user_id),
+        model_id=None if row.model_id is None else int(row.model_id),
+        amount_ucr=hold.amount,
+        status=hold.status,
+        captured_ucr=hold.posted_amount,
+        usage_id=None if row.usage_id is None else int(row.usage_id),
+        reason=hold.reason,
+        created_at=hold.created_at,
+        expires_at=hold.expires_at,
+        resolved_at=hold.resolved_at,
+    )
+
+
+def get_hold(session: Session, hold_id: int) -> HoldInfo:
+    """The wallet hold ``hold_id``. Raises :class:`HoldNotFound`."""
+    row = session.connection().execute(select(holds).where(holds.c.transfer_id == hold_id)).first()
+    if row is None:
+        raise HoldNotFound(f"no hold {hold_id}", hold_id=hold_id)
+    try:
+        return _info(row, ledger.get_hold(session, hold_id))
+    except TransferNotFound as exc:  # pragma: no cover - a wallet hold always has its transfer
+        raise HoldNotFound(f"no hold {hold_id}", hold_id=hold_id) from exc
+
+
+@dataclass(frozen=True, slots=True)
+class HoldPage:
+    """Up to ``limit`` holds and the id to continue after (None: nothing more to read)."""
+
+    items: list[HoldInfo]
+    next_after: int | None
+
+
+def list_holds(
+    session: Session,
+    user_id: int,
+    *,
+    status: str | None = None,
+    after_id: int = 0,
+    limit: int = 100,
+) -> HoldPage:
+    """The user's holds by id with ids above ``after_id``, at most ``limit``, optionally only
+    those with ``status`` (pending, posted, voided: the ledger's, so it is matched while
+    reading on until the page is full or the holds run out)."""
+    items: list[HoldInfo] = []
+    cursor = after_id
+    conn = session.connection()
+    while len(items) < limit:
+        rows = conn.execute(
+            select(holds)
+            .where(holds.c.user_id == user_id, holds.c.transfer_id > cursor)
+            .order_by(holds.c.transfer_id)
+            .limit(limit)
+        ).all()
+        for row in rows:
+            cursor = int(row.transfer_id)
+            info = _info(row, ledger.get_hold(session, cursor))
+            if status is None or info.status == status:
+                items.append(info)
+                if len(items) == limit:
+                    break
+        if len(rows) < limit:
+            return HoldPage(items, None)
+    return HoldPage(items, cursor)
+
+
+def expire_due(session: Session, *, now: datetime | None = None, limit: int = 500) -> int:
+    """Void up to ``limit`` holds whose timeout passed (any hold of the ledger); for wallet
+    holds emit ``hold.expired`` and re-check the owners' low-balance alerts. Returns how many
+    were voided; idempotent and bounded (run until 0)."""
+    now = now or utcnow()
+    expired = ledger.expire_holds_detailed(session, now=now, limit=limit)
+    if not expired:
+        return 0
+    rows = {
+        int(row.transfer_id): row
+        for row in session.connection().execute(
+            select(holds).where(holds.c.transfer_id.in_([h.id for h in expired]))
+        )
+    }
+    owners: set[int] = set()
+    for hold in expired:
+        row = rows.get(hold.id)
+        if row is None:
+            continue
+        owners.add(int(row.user_id))
+        webhooks.emit(
+            session,
+            "hold.expired",
+            {
+                "hold_id": hold.id,
+                "user_id": int(row.user_id),
+                "amount_ucr": hold.amount,
+                "model_id": None if row.model_id is None else int(row.model_id),
+            },
+            now=now,
+        )
+    alerts.check(session, owners, now=now)
+    return len(expired)
+
+
+def place(
+    session: Session,
+    user_id: int,
+    amount_ucr: int,
+    *,
+    timeout_s: int,
+    idempotency_key: str,
+    model: int | str | None = None,
+    now: datetime | None = None,
+) -> HoldInfo:
+    """Reserve ``amount_ucr`` µcr of the user's wallet for ``timeout_s`` seconds (1 s – 7 days)
+    for a call to ``model`` (id or slug; optional, then required at capture).
+
+    Expired grants are swept first, so only live credits can be reserved. Idempotent on
+    ``idempotency_key``. Raises :class:`InvalidInput` (amount ≤ 0, timeout out of range),
+    :class:`~modelbank.users.errors.UserNotFound`,
+    :class:`~modelbank.catalog.errors.ModelNotFound`,
+    :class:`~modelbank.ledger.errors.InsufficientFunds`,
+    :class:`~modelbank.errors.IdempotencyConflict`."""
+    now = now or utcnow()
+    if amount_ucr <= 0:
+        raise InvalidInput("amount_ucr must be positive")
+    if not 0 < timeout_s <= MAX_TIMEOUT_S:
+        raise InvalidInput(f"timeout_s must be 1…{MAX_TIMEOUT_S}, got {timeout_s}")
+    user = users.get_user(session, user_id)
+    model_id: int | None = None
+    if model is not None:
+        info = catalog.resolve_models(session, {model}).get(model)
+        if info is None:
+            raise ModelNotFound(f"no active model {model!r}", model=model)
+        model_id = info.id
+    locked = ledger.lock_accounts(session, [user.wallet_account_id])
+    book = grants.GrantBook.load(session, {user_id: locked[user.wallet_account_id]}, now=now)
+    book.flush(session, now=now)
+    hold_id = ledger.create_hold(
+        session,
+        ledger.NewTransfer(
+            debit_account_id=user.wallet_account_id,
+            credit_account_id=ledger.platform_account(session, AccountCode.PLATFORM_REVENUE),
+            amount=amount_ucr,
+            code=TransferCode.USAGE_CHARGE,
+            ref_type="user",
+            ref_id=user_id,
+            idempotency_key=idempotency_key,
+        ),
+        timeout_s=timeout_s,
+        now=now,
+    )
+    conn = session.connection()
+    if conn.execute(select(holds.c.transfer_id).where(holds.c.transfer_id == hold_id)).first():
+        return get_hold(session, hold_id)
+    conn.execute(
+        insert(holds).values(
+            transfer_id=hold_id, user_id=user_id, model_id=model_id, usage_id=None, created_at=now
+        )
+    )
+    alerts.check(session, [user_id], now=now)
+    return get_hold(session, hold_id)
+
+
+def capture(
+    session: Session,
+    hold_id: int,
+    amount_ucr: int,
+    *,
+    model: int | str | None = None,
+    usage_type: str = "other",
+    input_tokens: int = 0,
+    output_tokens: int = 0,
+    units: int = 0,
+    metadata: Mapping[str, Any] | None = None,
+    now: datetime | None = None,
+) -> tuple[HoldInfo, metering.ChargeResult]:
+    """Charge ``amount_ucr`` µcr (≤ held) of the hold as a usage event of its model (or
+    ``model``) and release the rest, in the caller's transaction. The usage event's
+    idempotency key is ``hold:<id>``; the counts given are recorded and drive per-token
+    creator earnings, the charge is exactly ``amount_ucr``.
+
+    Raises :class:`HoldNotFound`, :class:`~modelbank.ledger.errors.HoldNotPending` (already
+    captured or voided: a second capture), :class:`~modelbank.ledger.errors.HoldExpired`,
+    :class:`~modelbank.ledger.errors.HoldAmountExceeded`, :class:`InvalidInput` (negative
+    amount, no model), and what charging raises
+    (:class:`~modelbank.catalog.errors.AccessRequired`, …)."""
+    now = now or utcnow()
+    hold = get_hold(session, hold_id)
+    if hold.status != "pending":
+        raise HoldNotPending(f"hold {hold_id} is already {hold.status}", status=hold.status)
+    if hold.expires_at is not None and hold.expires_at <= now:
+        raise HoldExpired(f"hold {hold_id} expired at {hold.expires_at.isoformat()}")
+    if amount_ucr < 0:
+        raise InvalidInput("amount_ucr must be ≥ 0")
+    if amount_ucr > hold.amount_ucr:
+        raise HoldAmountExceeded(
+            f"cannot capture {amount_ucr} µcr of a {hold.amount_ucr} µcr hold",
+            held_ucr=hold.amount_ucr,
+            amount_ucr=amount_ucr,
+        )
+    target = model if model is not None else hold.model_id
+    if target is None:
+        raise InvalidInput("this hold names no model: give the model to charge")
+    result = metering.charge(
+        session,
+        metering.UsageEvent(
+            idempotency_key=f"hold:{hold_id}",
+            user_id=hold.user_id,
+            model=target,
+            usage_type=usage_type,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            units=units,
+            metadata=metadata,
+            charge_ucr=amount_ucr,
+            hold_id=hold_id,
+        ),
+        now=now,
+    )
+    session.connection().execute(
+        update(holds).where(holds.c.transfer_id == hold_id).values(usage_id=result.usage_id)
+    )
+    alerts.check(session, [hold.user_id], now=now)
+    return get_hold(session, hold_id), result
+
+
+def void(session: Session, hold_id: int, *, now: datetime | None = None) -> HoldInfo:
+    """Release the whole hold. Raises :class:`HoldNotFound`,
+    :class:`~modelbank.ledger.errors.HoldNotPending`."""
+    now = now or utcnow()
+    hold = get_hold(session, hold_id)
+    ledger.void_hold(session, hold_id, now=now, reason="voided")
+    alerts.check(session, [hold.user_id], now=now)
+    return get_hold(session, hold_id)

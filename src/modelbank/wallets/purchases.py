@@ -1,0 +1,431 @@
+"""Purchases of credit packages with real money (DESIGN §5).
+
+Lifecycle: ``pending`` (a checkout was started with a payment provider) → ``completed`` (the
+payment was confirmed: the package's credits are granted **once**, as a ``purchased`` grant
+whose cost basis is the price paid) or ``expired`` (the checkout lapsed unpaid). A completed
+purchase can be refunded, wholly or in part, but only from what is left unspent of its grant
+(``refunded_ucr`` / ``refunded_uusd`` grow; the status becomes ``refunded`` once nothing is
+left).
+
+Provider events are applied by :func:`apply_event`, which makes them safe to deliver twice
+or out of order: each provider event id is recorded once (``payment_events``), the
+purchase row is locked while an event is applied, a grant has a per-purchase idempotency
+key, a late ``expired`` never undoes a completion, and a refund that arrives before its
+completion completes the purchase first (the provider only refunds payments it took).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.orm import Session
+
+from modelbank.db.base import utcnow
+from modelbank.errors import InvalidInput
+from modelbank.ledger import service as ledger
+from modelbank.ledger.codes import AccountCode, TransferCode
+from modelbank.users import service as users
+from modelbank.wallets import alerts, grants, packages
+from modelbank.wallets.errors import PaymentProviderError, PurchaseNotFound, PurchaseState
+from modelbank.wallets.grants import GrantSource
+from modelbank.wallets.models import payment_events_table as payment_events
+from modelbank.wallets.models import purchases_table as purchases
+from modelbank.wallets.providers import (
+    Checkout,
+    CheckoutRequest,
+    PaymentEvent,
+    PaymentEventKind,
+    PaymentProvider,
+)
+from modelbank.webhooks import service as webhooks
+
+PENDING, COMPLETED, EXPIRED, REFUNDED, FAILED = (
+    "pending",
+    "completed",
+    "expired",
+    "refunded",
+    "failed",
+)
+STATUSES = (PENDING, COMPLETED, EXPIRED, REFUNDED, FAILED)
+
+
+@dataclass(frozen=True, slots=True)
+class PurchaseInfo:
+    """A purchase. Credits in µcr, money in µUSD (``price_uusd`` is whole cents)."""
+
+    id: int
+    user_id: int
+    package_id: int
+    provider: str
+    status: str
+    credits_ucr: int
+    price_uusd: int
+    currency: str
+    external_id: str | None
+    payment_reference: str | None
+    checkout_url: str | None
+    grant_id: int | None
+    refunded_ucr: int
+    refunded_uusd: int
+    created_at: datetime
+    completed_at: datetime | None
+
+
+def _info(row: Any) -> PurchaseInfo:
+    return PurchaseInfo(
+        id=int(row.id),
+        user_id=int(row.user_id),
+        package_id=int(row.package_id),
+        provider=row.provider,
+        status=row.status,
+        credits_ucr=int(row.credits_ucr),
+        price_uusd=int(row.price_uusd),
+        currency=row.currency,
+        external_id=row.external_id,
+        payment_reference=row.payment_reference,
+        checkout_url=row.checkout_url,
+        grant_id=None if row.grant_id is None else int(row.grant_id),
+        refunded_ucr=int(row.refunded_ucr),
+        refunded_uusd=int(row.refunded_uusd),
+        created_at=row.created_at,
+        completed_at=row.completed_at,
+    )
+
+
+def get_purchase(session: Session, purchase_id: int, *, lock: bool = False) -> PurchaseInfo:
+    """The purchase ``purchase_id`` (``lock``: FOR UPDATE on PostgreSQL). Raises
+    :class:`PurchaseNotFound`."""
+    query = select(purchases).where(purchases.c.id == purchase_id)
+    if lock:
+        query = query.with_for_update()
+    row = session.connection().execute(query).first()
+    if row is None:
+        raise PurchaseNotFound(f"no purchase {purchase_id}", purchase_id=purchase_id)
+    return _info(row)
+
+
+def list_purchases(
+    session: Session,
+    *,
+    user_id: int | None = None,
+    status: str | None = None,
+    after_id: int = 0,
+    limit: int = 100,
+) -> list[PurchaseInfo]:
+    """Purchases by id, newest last, filtered by user and status."""
+    query = select(purchases).where(purchases.c.id > after_id)
+    if user_id is not None:
+        query = query.where(purchases.c.user_id == user_id)
+    if status is not None:
+        query = query.where(purchases.c.status == status)
+    rows = session.connection().execute(query.order_by(purchases.c.id).limit(limit))
+    return [_info(row) for row in rows]
+
+
+Transaction = Callable[[], AbstractContextManager[Session]]
+"""Opens a write transaction that commits when the block ends (the API's ``db.write``)."""
+
+
+def start(
+    transaction: Transaction,
+    provider: PaymentProvider,
+    user_id: int,
+    package_id: int,
+    *,
+    success_url: str,
+    cancel_url: str,
+) -> PurchaseInfo:
+    """Start buying package ``package_id`` for ``user_id`` through ``provider``.
+
+    Three short transactions, so that no database lock is held while the provider is called:
+    the pending purchase is recorded, the provider's checkout is created (Stripe: a Checkout
+    Session, with an idempotency key per purchase), then its id and URL are stored. If the
+    provider fails, the purchase is marked ``failed`` and the provider's error raised.
+    Raises :class:`~modelbank.users.errors.UserNotFound`,
+    :class:`~modelbank.wallets.errors.PackageNotFound`, :class:`InvalidInput` (inactive
+    package), :class:`~modelbank.wallets.errors.PaymentProviderError`,
+    :class:`~modelbank.wallets.errors.PaymentProviderNotConfigured`.
+    """
+    with transaction() as session:
+        users.get_user(session, user_id)
+        package = packages.get_package(session, package_id)
+        if not package.is_active:
+            raise InvalidInput(f"package {package.slug!r} is not on sale", package_id=package_id)
+        now = utcnow()
+        purchase_id = int(
+            session.connection()
+            .execute(
+                insert(purchases).returning(purchases.c.id),
+                {
+                    "user_id": user_id,
+                    "package_id": package_id,
+                    "provider": provider.name,
+                    "status": PENDING,
+                    "credits_ucr": package.credits_ucr,
+                    "price_uusd": package.price_uusd,
+                    "currency": package.currency,
+                    "refunded_ucr": 0,
+                    "refunded_uusd": 0,
+                    "created_at": now,
+                    "updated_at": now,
+                },
+            )
+            .scalar_one()
+        )
+    request = CheckoutRequest(
+        purchase_id=purchase_id,
+        user_id=user_id,
+        package_name=package.name,
+        credits_ucr=package.credits_ucr,
+        price_cents=package.price_cents,
+        currency=package.currency,
+        success_url=success_url,
+        cancel_url=cancel_url,
+    )
+    try:
+        checkout: Checkout = provider.create_checkout(request)
+    except PaymentProviderError:
+        with transaction() as session:
+            _set(session, purchase_id, status=FAILED)
+        raise
+    with transaction() as session:
+        _set(
+            session,
+            purchase_id,
+            external_id=checkout.external_id,
+            checkout_url=checkout.checkout_url,
+        )
+        return get_purchase(session, purchase_id)
+
+
+def _set(session: Session, purchase_id: int, **values: Any) -> None:
+    values["updated_at"] = utcnow()
+    session.connection().execute(
+        update(purchases).where(purchases.c.id == purchase_id).values(**values)
+    )
+
+
+def complete(
+    session: Session,
+    purchase_id: int,
+    *,
+    payment_reference: str | None = None,
+    now: datetime | None = None,
+) -> tuple[PurchaseInfo, bool]:
+    """Confirm the payment of a purchase: grant its credits (a ``purchased`` grant, cost
+    basis = price paid) and emit ``purchase.completed``. Returns (purchase, newly completed).
+
+    Idempotent: a completed or refunded purchase is returned unchanged. An expired purchase
+    can still be completed (the money arrived). Raises :class:`PurchaseNotFound`,
+    :class:`PurchaseState` (a failed purchase)."""
+    now = now or utcnow()
+    purchase = get_purchase(session, purchase_id, lock=True)
+    if purchase.status in (COMPLETED, REFUNDED):
+        return purchase, False
+    if purchase.status == FAILED:
+        raise PurchaseState(
+            f"purchase {purchase_id} failed to start and cannot be completed", status=FAILED
+        )
+    grant = grants.issue(
+        session,
+        purchase.user_id,
+        users.get_user(session, purchase.user_id).wallet_account_id,
+        purchase.credits_ucr,
+        source=GrantSource.PURCHASED,
+        idempotency_key=f"purchase:{purchase_id}",
+        cost_basis_uusd=purchase.price_uusd,
+        purchase_id=purchase_id,
+        ref=("purchase", purchase_id),
+        metadata={"provider": purchase.provider},
+        now=now,
+    )
+    values: dict[str, Any] = {"status": COMPLETED, "grant_id": grant.id, "completed_at": now}
+    if payment_reference:
+        values["payment_reference"] = payment_reference
+    _set(session, purchase_id, **values)
+    done = get_purchase(session, purchase_id)
+    webhooks.emit(session, "purchase.completed", _payload(done), now=now)
+    alerts.check(session, [purchase.user_id], now=now)
+    return done, True
+
+
+def expire(session: Session, purchase_id: int, *, now: datetime | None = None) -> PurchaseInfo:
+    """Mark a pending purchase expired (its checkout lapsed); any other status is kept
+    (a completion that arrived first wins). Raises :class:`PurchaseNotFound`."""
+    purchase = get_purchase(session, purchase_id, lock=True)
+    if purchase.status == PENDING:
+        _set(session, purchase_id, status=EXPIRED)
+        purchase = get_purchase(session, purchase_id)
+    return purchase
+
+
+def refund(
+    session: Session,
+    purchase_id: int,
+    *,
+    amount_ucr: int | None = None,
+    target_refunded_ucr: int | None = None,
+    now: datetime | None = None,
+) -> tuple[PurchaseInfo, int]:
+    """Reverse unspent credits of a completed purchase: ``amount_ucr`` more (default: all that
+    is left of its grant), or up to ``target_refunded_ucr`` in total (a provider's cumulative
+    refund). Takes them from that grant only (wallet → ``world_sales``, a reversing transfer of
+    the purchase) and records the µUSD they carried. Returns (purchase, µcr reversed now).
+
+    Credits already spent, or reserved by pending holds, cannot be reversed: the refund is
+    capped there (a target beyond it is reached as far as it can be). Idempotent for a
+    target. Emits ``purchase.refunded``. Raises :class:`PurchaseNotFound`,
+    :class:`PurchaseState` (not completed), :class:`InvalidInput` (``amount_ucr`` ≤ 0 or more
+    than is unspent)."""
+    now = now or utcnow()
+    purchase = get_purchase(session, purchase_id, lock=True)
+    if purchase.status not in (COMPLETED, REFUNDED) or purchase.grant_id is None:
+        raise PurchaseState(
+            f"purchase {purchase_id} is {purchase.status}: only completed purchases are refunded",
+            status=purchase.status,
+        )
+    user = users.get_user(session, purchase.user_id)
+    wallet = ledger.lock_accounts(session, [user.wallet_account_id])[user.wallet_account_id]
+    book = grants.GrantBook.load(session, {purchase.user_id: wallet}, now=now)
+    grant_left = book.remaining(purchase.user_id, purchase.grant_id)
+    unspent = min(grant_left, wallet.available)
+    if target_refunded_ucr is not None:
+        wanted = min(target_refunded_ucr, purchase.credits_ucr) - purchase.refunded_ucr
+        amount = max(0, min(wanted, unspent))
+    elif amount_ucr is None:
+        amount = unspent
+    else:
+        if amount_ucr <= 0:
+            raise InvalidInput("amount_ucr must be positive")
+        if amount_ucr > unspent:
+            raise InvalidInput(
+                f"only {unspent} µcr of purchase {purchase_id} are unspent", unspent_ucr=unspent
+            )
+        amount = amount_ucr
+    if amount <= 0:
+        book.flush(session, now=now)  # expired grants swept while loading
+        return purchase, 0
+    basis = book.take(purchase.user_id, purchase.grant_id, amount, "purchase_refund", purchase_id)
+    book.flush(session, now=now)
+    ledger.post_transfers(
+        session,
+        [
+            ledger.NewTransfer(
+                debit_account_id=user.wallet_account_id,
+                credit_account_id=ledger.platform_account(session, AccountCode.WORLD_SALES),
+                amount=amount,
+                code=TransferCode.REFUND,
+                ref_type="purchase",
+                ref_id=purchase_id,
+                metadata={"refunded_uusd": basis},
+            )
+        ],
+        now=now,
+        locked={wallet.id: wallet},
+    )
+    refunded = purchase.refunded_ucr + amount
+    left = grant_left - amount
+    _set(
+        session,
+        purchase_id,
+        refunded_ucr=refunded,
+        refunded_uusd=purchase.refunded_uusd + basis,
+        status=REFUNDED if left == 0 else COMPLETED,
+    )
+    done = get_purchase(session, purchase_id)
+    webhooks.emit(
+        session,
+        "purchase.refunded",
+        {**_payload(done), "reversed_ucr": amount, "reversed_uusd": basis},
+        now=now,
+    )
+    alerts.check(session, [purchase.user_id], now=now)
+    return done, amount
+
+
+def _payload(p: PurchaseInfo) -> dict[str, Any]:
+    return {
+        "purchase_id": p.id,
+        "user_id": p.user_id,
+        "package_id": p.package_id,
+        "provider": p.provider,
+        "status": p.status,
+        "credits_ucr": p.credits_ucr,
+        "price_uusd": p.price_uusd,
+        "refunded_ucr": p.refunded_ucr,
+    }
+
+
+def apply_event(session: Session, event: PaymentEvent, *, now: datetime | None = None) -> str:
+    """Apply a verified payment-provider event; return what happened: ``duplicate`` (this
+    event id was applied before), ``ignored``, ``unknown_purchase``, ``completed``,
+    ``already_completed``, ``expired``, ``refunded``.
+
+    Safe to receive twice and out of order (see the module doc). Raises nothing for events
+    about purchases this installation does not know: they are recorded and ignored."""
+    now = now or utcnow()
+    conn = session.connection()
+    purchase = _find(session, event)
+    if purchase is not None:
+        purchase = get_purchase(session, purchase.id, lock=True)  # serialise per purchase
+    seen = conn.execute(
+        select(payment_events.c.id).where(
+            payment_events.c.provider == event.provider,
+            payment_events.c.event_id == event.event_id,
+        )
+    ).first()
+    if seen is not None:
+        return "duplicate"
+    conn.execute(
+        insert(payment_events).values(
+            provider=event.provider,
+            event_id=event.event_id,
+            kind=event.kind.value,
+            purchase_id=None if purchase is None else purchase.id,
+            received_at=now,
+        )
+    )
+    if event.kind is PaymentEventKind.IGNORED:
+        return "ignored"
+    if purchase is None:
+        return "unknown_purchase"
+    if event.kind is PaymentEventKind.EXPIRED:
+        after = expire(session, purchase.id, now=now)
+        return "expired" if after.status == EXPIRED else "already_completed"
+    if purchase.status in (PENDING, EXPIRED):
+        _, new = complete(session, purchase.id, payment_reference=event.payment_reference, now=now)
+        if event.kind is PaymentEventKind.COMPLETED:
+            return "completed" if new else "already_completed"
+    elif event.kind is PaymentEventKind.COMPLETED:
+        return "already_completed"
+    # REFUNDED: the provider's cumulative refunded cash, as credits of this purchase.
+    purchase = get_purchase(session, purchase.id)
+    price_cents = purchase.price_uusd // packages.UUSD_PER_CENT
+    refunded_cents = min(event.amount_cents or price_cents, price_cents)
+    target = purchase.credits_ucr * refunded_cents // price_cents
+    refund(session, purchase.id, target_refunded_ucr=target, now=now)
+    return "refunded"
+
+
+def _find(session: Session, event: PaymentEvent) -> PurchaseInfo | None:
+    conn = session.connection()
+    if event.purchase_id is not None:
+        row = conn.execute(select(purchases).where(purchases.c.id == event.purchase_id)).first()
+        if row is not None and row.provider == event.provider:
+            return _info(row)
+    for column, value in (
+        (purchases.c.external_id, event.external_id),
+        (purchases.c.payment_reference, event.payment_reference),
+    ):
+        if value:
+            row = conn.execute(
+                select(purchases).where(purchases.c.provider == event.provider, column == value)
+            ).first()
+            if row is not None:
+                return _info(row)
+    return None
