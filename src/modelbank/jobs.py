@@ -82,9 +82,15 @@ def run_once(
     step("expire holds")
     report.holds_expired = _until_done(factory, lambda s: holds.expire_due(s, now=at, limit=BATCH))
     step("sweep expired grants")
-    report.grants_swept = _until_done(
-        factory, lambda s: grants.sweep_expired(s, now=at, limit=BATCH)
-    )
+    cursor: int | None = 0
+    for _ in range(MAX_BATCHES):
+        with factory() as session, session.begin():
+            swept, cursor = grants.sweep_expired_page(
+                session, now=at, limit=BATCH, after_user=cursor or 0
+            )
+        report.grants_swept += swept
+        if cursor is None:
+            break
     step("collect owed earnings")
     report.debts_collected_ucr = _until_done(
         factory, lambda s: refunds.settle_debts(s, now=at, limit=BATCH), count_rows=False

@@ -210,11 +210,13 @@ def test_creator_alone_gets_everything_rounded_once() -> None:
     assert split(Decimal("180001.5"), [(7, 10_000)], payer_id=1) == [(7, 180_002)]
 
 
-def test_shares_round_half_even() -> None:
+def test_stakes_take_their_floor_of_the_rounded_pool() -> None:
     # 5 µcr in halves: 2.5 each → 2 and 2 (1 µcr stays with the platform)
     assert split(Decimal(5), [(1, 5_000), (2, 5_000)], payer_id=9) == [(1, 2), (2, 2)]
-    # 7 µcr in halves: 3.5 each → 4 and 4
-    assert split(Decimal(7), [(1, 5_000), (2, 5_000)], payer_id=9) == [(1, 4), (2, 4)]
+    # 7 µcr in halves: 3.5 each → 3 and 3, never 4 + 4 = 8 > 7 (1 µcr to the platform)
+    assert split(Decimal(7), [(1, 5_000), (2, 5_000)], payer_id=9) == [(1, 3), (2, 3)]
+    # the pool is rounded once first: 6.5 → 6 (half-even), halves of 6 → 3 and 3
+    assert split(Decimal("6.5"), [(1, 5_000), (2, 5_000)], payer_id=9) == [(1, 3), (2, 3)]
     # thirds of 100: 33.33 each → 33
     thirds = [(1, 3_333), (2, 3_333), (3, 3_334)]
     assert split(Decimal(100), thirds, payer_id=9) == [(1, 33), (2, 33), (3, 33)]
@@ -254,10 +256,15 @@ def test_split_properties(total: Decimal, beneficiaries: list[tuple[int, int]], 
     assert payer not in paid
     assert len(paid) == len(result)  # one line per beneficiary
     assert all(isinstance(a, int) and a > 0 for a in paid.values())
+    pool = round_half_even(total)  # rounded once, then split
     for user, bps in beneficiaries:
-        expected = round_half_even(total * bps / 10_000) if user != payer else 0
+        expected = pool * bps // 10_000 if user != payer else 0
         assert paid.get(user, 0) == expected
+    # The parts, the payer's own stake and the unassigned share never exceed the pool; what
+    # is left besides the unassigned share is rounding only: less than 1 µcr per stake.
     n = len(beneficiaries)
-    assert sum(paid.values()) <= total + Decimal("0.5") * n
-    others = sum(bps for user, bps in beneficiaries if user != payer)
-    assert abs(sum(paid.values()) - total * others / 10_000) <= Decimal("0.5") * n
+    assigned = sum(bps for _, bps in beneficiaries)
+    own = sum(pool * bps // 10_000 for user, bps in beneficiaries if user == payer)
+    unassigned = pool * (10_000 - assigned) // 10_000
+    remainder = pool - sum(paid.values()) - own - unassigned
+    assert 0 <= remainder <= n

@@ -9,7 +9,13 @@ from decimal import Context, Decimal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from modelbank.earnings.rules import EarningsRule, earnings_exact, split
+from modelbank.earnings.rules import (
+    EarningsRule,
+    earnings_exact,
+    popularity_multiplier,
+    split,
+    type_multiplier,
+)
 from modelbank.earnings.service import Terms
 from modelbank.metering.service import (
     UsageEvent,
@@ -121,7 +127,7 @@ def test_payer_matches_earnings_rules(
 ) -> None:
     rule = EarningsRule(per_use_ucr=per_use, per_token_ucr=per_token, share_bps=share_bps)
     payer = _Payer(Terms(model_id=1, rule=rule, beneficiaries=shares, use_count=0))
-    got = payer.pay(
+    got, factors = payer.pay(
         tokens=token_count,
         charge_ucr=charge_ucr,
         prior_uses=prior_uses,
@@ -136,6 +142,10 @@ def test_payer_matches_earnings_rules(
         usage_type=usage_type,
     )
     assert list(got) == split(exact, shares, payer_id=1)
+    assert factors == (
+        str(popularity_multiplier(rule, prior_uses)),
+        str(type_multiplier(rule, usage_type)),
+    )
 
 
 @settings(max_examples=300)

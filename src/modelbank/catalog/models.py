@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import cast
 
-from sqlalchemy import BigInteger, ForeignKey, String, Table
+from sqlalchemy import BigInteger, ForeignKey, String, Table, true
 from sqlalchemy.orm import Mapped, mapped_column
 
 from modelbank.db.base import Base, BigId, UTCDateTime
@@ -31,6 +31,8 @@ class CatalogModel(Base):
     is_premium: Mapped[bool] = mapped_column(default=False)
     access_price_ucr: Mapped[int] = mapped_column(BigInteger, default=0)
     character_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    monetised: Mapped[bool] = mapped_column(default=True, server_default=true())
+    """Whether usage of this model earns its beneficiaries anything (DESIGN §7)."""
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 

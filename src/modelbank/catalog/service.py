@@ -45,6 +45,8 @@ class ModelInfo:
     is_active: bool
     is_premium: bool
     access_price_ucr: int
+    monetised: bool = True
+    """Whether usage of it earns its beneficiaries anything (DESIGN §7 monetisation switch)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +140,7 @@ def resolve_models(
             is_active=bool(row.is_active),
             is_premium=bool(row.is_premium),
             access_price_ucr=int(row.access_price_ucr),
+            monetised=bool(row.monetised),
         )
         if info.id in wanted:
             found[info.id] = info

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+from modelbank.analytics.models import CreatorDay, ModelDay, UserDay
 from modelbank.auth.models import ApiKey
 from modelbank.catalog.models import CatalogModel, ModelAccess
 from modelbank.db.base import Base
-from modelbank.earnings.models import Beneficiary, Earning, EarningsRuleVersion, ModelStats
+from modelbank.earnings.models import (
+    Beneficiary,
+    Earning,
+    EarningsRuleVersion,
+    ModelStats,
+    Payout,
+    StakeListing,
+)
 from modelbank.idempotency.models import IdempotentRequest
 from modelbank.ledger.models import Account, Transfer
 from modelbank.metering.models import UsageEventRow
+from modelbank.platform.models import PlatformSetting
 from modelbank.pricing.models import PriceVersion
 from modelbank.users.models import User
 from modelbank.wallets.models import (
@@ -17,7 +26,6 @@ from modelbank.wallets.models import (
     Grant,
     GrantBurn,
     PaymentEventRow,
-    PlatformSetting,
     Purchase,
     UsageRefund,
     WalletAlert,
@@ -37,6 +45,7 @@ __all__ = [
     "ApiKey",
     "Beneficiary",
     "CatalogModel",
+    "CreatorDay",
     "CreditPackage",
     "Earning",
     "EarningsDebt",
@@ -45,16 +54,20 @@ __all__ = [
     "GrantBurn",
     "IdempotentRequest",
     "ModelAccess",
+    "ModelDay",
     "ModelStats",
     "OutboxEvent",
     "PaymentEventRow",
+    "Payout",
     "PlatformSetting",
     "PriceVersion",
     "Purchase",
+    "StakeListing",
     "Transfer",
     "UsageEventRow",
     "UsageRefund",
     "User",
+    "UserDay",
     "WalletAlert",
     "WalletHold",
     "WebhookAttempt",

@@ -101,17 +101,20 @@ def earnings_exact(
 def split(
     total_ucr: Decimal, beneficiaries: Sequence[tuple[int, int]], *, payer_id: int
 ) -> list[tuple[int, int]]:
-    """Split exact earnings among ``beneficiaries`` ((user id, share bps), summing to
-    ≤ 10,000); return (user id, µcr) with amounts > 0, each rounded half-even once.
+    """Split exact earnings among ``beneficiaries`` ((user id, stake bps), summing to
+    ≤ 10,000); return (user id, µcr) with amounts > 0.
 
-    The payer's own share is dropped (no self-earnings): it stays with the platform, as does
-    any unassigned share and the rounding remainder.
+    The pool is rounded half-even once (:func:`~modelbank.money.round_ucr`); each stake gets
+    ``⌊pool × bps / 10000⌋``, so the parts never add up to more than the pool. The payer's own
+    stake (no self-earnings), any unassigned share and the rounding remainder stay with the
+    platform: nothing is lost or created (DESIGN §7).
     """
+    pool = round_ucr(total_ucr)
     result: list[tuple[int, int]] = []
     for user_id, share_bps in beneficiaries:
         if user_id == payer_id or share_bps <= 0:
             continue
-        amount = round_ucr(mul(total_ucr, share_bps) / BPS)
+        amount = pool * share_bps // BPS
         if amount > 0:
             result.append((user_id, amount))
     return result

@@ -24,6 +24,7 @@ from modelbank.earnings.models import earnings_table as earnings
 from modelbank.earnings.models import model_stats_table as stats
 from modelbank.earnings.rules import BPS, EarningsRule
 from modelbank.money import parse_decimal
+from modelbank.platform import service as platform
 
 OTHER_KEY = "*"
 """Key of ``other_multiplier`` in the stored ``type_multipliers`` JSON."""
@@ -51,6 +52,9 @@ class EarningLine:
     amount_ucr: int
     tokens: int
     rule_version: int
+    popularity_multiplier: str | None = None
+    type_multiplier: str | None = None
+    share_bps: int | None = None
 
 
 @dataclass(slots=True)
@@ -62,6 +66,22 @@ class StatsDelta:
     revenue_ucr: int = 0
     earnings_ucr: int = 0
     last_used_at: datetime | None = None
+
+
+MONETISATION_KEY = "monetisation_enabled"
+"""``platform_settings`` key of the platform-wide monetisation switch (1 on, 0 off)."""
+
+
+def platform_monetised(session: Session) -> bool:
+    """Whether usage earns creators anything platform-wide (DESIGN §7; on unless switched
+    off)."""
+    return platform.get(session, MONETISATION_KEY, 1) != 0
+
+
+def set_platform_monetised(session: Session, enabled: bool) -> bool:
+    """Switch monetisation on or off for every model; usage stays charged either way."""
+    platform.put(session, MONETISATION_KEY, 1 if enabled else 0)
+    return enabled
 
 
 def set_rule(
@@ -263,13 +283,25 @@ _UPDATE_STATS = (
 )
 
 
-EarningRow = tuple[int, int, int, int, int, int]
+EarningRow = tuple[int, int, int, int, int, int, str | None, str | None, int | None]
 """One earning for :func:`record_rows`: (usage id, model id, beneficiary user id, µcr,
-tokens, rule version)."""
+tokens, rule version, popularity multiplier, type multiplier (decimal strings), the
+beneficiary's stake in bps)."""
 
 _INSERT_EARNINGS = BulkInsert(
     earnings,
-    ("usage_id", "model_id", "user_id", "amount_ucr", "tokens", "rule_version", "created_at"),
+    (
+        "usage_id",
+        "model_id",
+        "user_id",
+        "amount_ucr",
+        "tokens",
+        "rule_version",
+        "popularity_multiplier",
+        "type_multiplier",
+        "share_bps",
+        "created_at",
+    ),
 )
 
 
@@ -291,6 +323,9 @@ def record(
                 line.amount_ucr,
                 line.tokens,
                 line.rule_version,
+                line.popularity_multiplier,
+                line.type_multiplier,
+                line.share_bps,
             )
             for line in lines
         ],

@@ -409,17 +409,18 @@ def create_hold(
     session: Session,
     spec: NewTransfer,
     *,
-    timeout_s: int,
+    timeout_s: int | None,
     now: datetime | None = None,
 ) -> int:
-    """Reserve ``spec.amount`` µcr as a pending transfer that expires after ``timeout_s``.
+    """Reserve ``spec.amount`` µcr as a pending transfer that expires after ``timeout_s``
+    (None: never; it waits to be posted or voided, as a payout awaiting approval).
 
     The reservation counts in debits_pending/credits_pending; the debit account's available
     balance drops at once. Idempotent on ``spec.idempotency_key`` like :func:`transfer`.
     Raises :class:`InvalidTransfer` (bad amount or timeout not in 1…MAX_HOLD_TIMEOUT_S),
     :class:`InsufficientFunds`. Returns the hold's transfer id.
     """
-    if not 0 < timeout_s <= MAX_HOLD_TIMEOUT_S:
+    if timeout_s is not None and not 0 < timeout_s <= MAX_HOLD_TIMEOUT_S:
         raise InvalidTransfer(f"hold timeout must be 1…{MAX_HOLD_TIMEOUT_S} s, got {timeout_s}")
     if spec.idempotency_key:
         existing = _find_by_key(session, spec.idempotency_key)
@@ -430,7 +431,7 @@ def create_hold(
     now = now or utcnow()
     plan = _Plan()
     row = _row(spec, now, flags=TransferFlags.PENDING)
-    row["expires_at"] = now + timedelta(seconds=timeout_s)
+    row["expires_at"] = None if timeout_s is None else now + timedelta(seconds=timeout_s)
     plan.rows.append(row)
     plan.delta(spec.debit_account_id).debits_pending += spec.amount
     plan.delta(spec.credit_account_id).credits_pending += spec.amount

@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import bindparam, func, select, text
 from sqlalchemy.orm import Session
 
+from modelbank.analytics import rollups
 from modelbank.catalog import access
 from modelbank.catalog import service as catalog
 from modelbank.catalog.errors import AccessRequired, ModelNotFound
@@ -308,6 +309,7 @@ def charge_batch_with_errors(
         session, {info.id: info.creator_id for info in models.values()}, at=now
     )
     payers = {model_id: _Payer(term) for model_id, term in terms.items()}
+    monetised_platform = earnings.platform_monetised(session)
     beneficiary_ids = {user for t in terms.values() for user, _ in t.beneficiaries}
     earning_accounts = ledger.user_account_ids(session, beneficiary_ids, AccountCode.USER_EARNINGS)
     revenue_account = ledger.platform_account(session, AccountCode.PLATFORM_REVENUE)
@@ -315,8 +317,7 @@ def charge_batch_with_errors(
     now_db = db_timestamp(dialect, now)
 
     rows: list[tuple[Any, ...]] = []  # usage rows, without their id
-    # per row: (event index, wallet, earnings paid, model id, charge µcr, tokens)
-    row_info: list[tuple[int, int, tuple[tuple[int, int], ...], int, int, int]] = []
+    row_info: list[_RowInfo] = []
     stats: dict[int, earnings.StatsDelta] = {}
     first_row_of_key: dict[str, int] = {}
     spent: dict[int, int] = {}
@@ -397,10 +398,15 @@ def charge_batch_with_errors(
         tokens = input_tokens + output_tokens
         note: str | None = None
         paid: tuple[tuple[int, int], ...] = ()
+        factors: tuple[str, str] | None = None
         if not payer.beneficiaries:
             note = "no_creator"
+        elif not monetised_platform:
+            note = "monetisation_off_platform"
+        elif not info.monetised:
+            note = "monetisation_off"
         else:
-            paid = payer.pay(
+            paid, factors = payer.pay(
                 tokens=tokens,
                 charge_ucr=charge_ucr,
                 prior_uses=payer.use_count + used,
@@ -461,7 +467,7 @@ def charge_batch_with_errors(
                 db_json(_clean_metadata(event.metadata)) if event.metadata else None,
             )
         )
-        row_info.append((i, wallet, paid, model_id, charge_ucr, tokens))
+        row_info.append((i, wallet, paid, model_id, charge_ucr, tokens, factors))
 
     if rows:
         _write(
@@ -475,6 +481,7 @@ def charge_batch_with_errors(
             revenue_account=revenue_account,
             locked=locked,
             book=book,
+            payers=payers,
             now=now,
         )
         alerts.check(session, {events[info[0]].user_id for info in row_info}, now=now)
@@ -540,7 +547,7 @@ def _usage_ids(session: Session, count: int) -> list[int]:
 def _write(
     session: Session,
     rows: list[tuple[Any, ...]],
-    row_info: list[tuple[int, int, tuple[tuple[int, int], ...], int, int, int]],
+    row_info: list[_RowInfo],
     events: Sequence[UsageEvent],
     results: list[ChargeResult | None],
     stats: Mapping[int, earnings.StatsDelta],
@@ -549,6 +556,7 @@ def _write(
     revenue_account: int,
     locked: Mapping[int, ledger.AccountBalance],
     book: grants.GrantBook,
+    payers: Mapping[int, _Payer],
     now: datetime,
 ) -> None:
     ids = _usage_ids(session, len(rows))
@@ -557,9 +565,21 @@ def _write(
     )
     transfers: list[ledger.LinkedRow] = []
     lines: list[earnings.EarningRow] = []
-    for usage_id, (i, wallet, paid, model_id, charge_ucr, tokens) in zip(
-        ids, row_info, strict=True
+    facts: list[rollups.ChargeFact] = []
+    for usage_id, (i, wallet, paid, model_id, charge_ucr, tokens, factors), row in zip(
+        ids, row_info, rows, strict=True
     ):
+        facts.append(
+            rollups.ChargeFact(
+                user_id=events[i].user_id,
+                model_id=model_id,
+                usage_type=events[i].usage_type,
+                tokens=tokens,
+                charge_ucr=charge_ucr,
+                cost_uusd=row[11],
+                earnings=paid,
+            )
+        )
         hold_id = events[i].hold_id
         if hold_id is not None:
             # A captured hold: post it for the charge (releasing the rest), or void it.
@@ -573,11 +593,26 @@ def _write(
             transfers.append((wallet, revenue_account, charge_ucr, _USAGE_CHARGE, usage_id))
         if charge_ucr > 0:
             book.burn(events[i].user_id, charge_ucr, "usage", usage_id, now=now)
-        for user_id, earned in paid:
-            transfers.append(
-                (revenue_account, earning_accounts[user_id], earned, _EARNING, usage_id)
-            )
-            lines.append((usage_id, model_id, user_id, earned, tokens, 0))
+        if paid:
+            assert factors is not None
+            payer = payers[model_id]
+            for user_id, earned in paid:
+                transfers.append(
+                    (revenue_account, earning_accounts[user_id], earned, _EARNING, usage_id)
+                )
+                lines.append(
+                    (
+                        usage_id,
+                        model_id,
+                        user_id,
+                        earned,
+                        tokens,
+                        payer.rule_version,
+                        factors[0],
+                        factors[1],
+                        payer.shares[user_id],
+                    )
+                )
     ledger.post_linked(
         session,
         transfers,
@@ -588,7 +623,8 @@ def _write(
     )
     book.flush(session, now=now)
     earnings.record_rows(session, lines, stats, now=now)
-    for usage_id, row, (i, _, paid, model_id, charge_ucr, _) in zip(
+    rollups.record_charges(session, facts, now=now)
+    for usage_id, row, (i, _, paid, model_id, charge_ucr, _, _) in zip(
         ids, rows, row_info, strict=True
     ):
         results[i] = ChargeResult(
@@ -756,45 +792,68 @@ def _priced(info: pricing.PriceInfo) -> _Priced:
 
 
 class _Payer:
-    """One model's earnings terms for a batch, in integers: DESIGN §7's
-    ``(per_use + tokens × per_token + share_bps × charge / 10000) × popularity × type``,
-    split among the beneficiaries, each part rounded half-even once (as
-    :func:`~modelbank.earnings.rules.earnings_exact` then :func:`~modelbank.earnings.rules.split`).
-    """
+    """One model's earnings terms for a batch, in integers. The pool of an event is DESIGN
+    §7's ``(per_use + tokens × per_token + share_bps × charge / 10000) × popularity × type``,
+    rounded half-even once (as :func:`~modelbank.earnings.rules.earnings_exact`); each
+    beneficiary other than the payer gets ``⌊pool × stake_bps / 10000⌋`` (as
+    :func:`~modelbank.earnings.rules.split`): the parts never exceed the pool, and what is
+    left (rounding, the payer's own stake) stays with the platform."""
 
-    __slots__ = ("_multipliers", "_rule", "_token_den", "_token_num", "beneficiaries", "use_count")
+    __slots__ = (
+        "_multipliers",
+        "_rule",
+        "_token_den",
+        "_token_num",
+        "beneficiaries",
+        "rule_version",
+        "shares",
+        "use_count",
+    )
 
     def __init__(self, term: earnings.Terms) -> None:
         self._rule = term.rule
+        self.rule_version = term.rule.version
         self.beneficiaries = term.beneficiaries
+        self.shares = dict(term.beneficiaries)
         self.use_count = term.use_count
         self._token_num, self._token_den = term.rule.per_token_ucr.as_integer_ratio()
-        self._multipliers: dict[tuple[Decimal, Decimal], tuple[int, int]] = {}
+        self._multipliers: dict[tuple[Decimal, Decimal], tuple[int, int, str, str]] = {}
 
     def pay(
         self, *, tokens: int, charge_ucr: int, prior_uses: int, usage_type: str, payer_id: int
-    ) -> tuple[tuple[int, int], ...]:
+    ) -> tuple[tuple[tuple[int, int], ...], tuple[str, str]]:
+        """The parts paid ((user id, µcr) > 0) and the (popularity, type) multipliers used."""
         rule = self._rule
         factors = (popularity_multiplier(rule, prior_uses), type_multiplier(rule, usage_type))
         multiplier = self._multipliers.get(factors)
         if multiplier is None:
             pop_num, pop_den = factors[0].as_integer_ratio()
             type_num, type_den = factors[1].as_integer_ratio()
-            multiplier = self._multipliers[factors] = (pop_num * type_num, pop_den * type_den)
+            multiplier = self._multipliers[factors] = (
+                pop_num * type_num,
+                pop_den * type_den,
+                str(factors[0]),
+                str(factors[1]),
+            )
         token_den = self._token_den
         numerator = (
             (rule.per_use_ucr * token_den + tokens * self._token_num) * BPS
             + rule.share_bps * charge_ucr * token_den
         ) * multiplier[0]
-        denominator = token_den * BPS * multiplier[1] * BPS
+        pool = _round_div(numerator, token_den * BPS * multiplier[1])
         paid: list[tuple[int, int]] = []
         for user_id, share_bps in self.beneficiaries:
             if user_id == payer_id or share_bps <= 0:
                 continue
-            part = _round_div(numerator * share_bps, denominator)
+            part = pool * share_bps // BPS
             if part > 0:
                 paid.append((user_id, part))
-        return tuple(paid)
+        return tuple(paid), (multiplier[2], multiplier[3])
+
+
+_RowInfo = tuple[int, int, tuple[tuple[int, int], ...], int, int, int, tuple[str, str] | None]
+"""Per usage row: (event index, wallet account, earnings paid, model id, charge µcr, tokens,
+(popularity, type) multipliers or None when nothing was computed)."""
 
 
 def _replay_known(

@@ -22,9 +22,9 @@ from modelbank.errors import InvalidInput
 from modelbank.ledger.codes import AccountCode
 from modelbank.ledger.models import accounts_table as accounts
 from modelbank.money import format_credits
+from modelbank.platform import service as platform
 from modelbank.users import service as users
 from modelbank.wallets.models import alerts_table as alerts
-from modelbank.wallets.models import settings_table as platform_settings
 from modelbank.webhooks import service as webhooks
 
 DEFAULT_THRESHOLD_UCR = 5_000_000
@@ -33,11 +33,7 @@ DEFAULT_KEY = "low_balance_default_ucr"
 """``platform_settings`` key of the operator's default threshold (µcr)."""
 LOW_BALANCE_EVENT = "wallet.low_balance"
 
-_DEFAULT = (
-    select(platform_settings.c.value)
-    .where(platform_settings.c.key == DEFAULT_KEY)
-    .scalar_subquery()
-)
+_DEFAULT = platform.value_of(DEFAULT_KEY)
 _STATE = (
     select(
         accounts.c.owner_id,
@@ -164,8 +160,7 @@ def set_threshold(
 
 def default_threshold(session: Session) -> int:
     """The platform default threshold (µcr)."""
-    value = session.connection().execute(select(_DEFAULT)).scalar()
-    return DEFAULT_THRESHOLD_UCR if value is None else int(value)
+    return platform.get(session, DEFAULT_KEY, DEFAULT_THRESHOLD_UCR)
 
 
 def set_default_threshold(
@@ -174,15 +169,4 @@ def set_default_threshold(
     """Set the platform default threshold (µcr ≥ 0). Raises :class:`InvalidInput`."""
     if threshold_ucr < 0:
         raise InvalidInput("threshold_ucr must be ≥ 0")
-    now = now or utcnow()
-    conn = session.connection()
-    changed = conn.execute(
-        update(platform_settings)
-        .where(platform_settings.c.key == DEFAULT_KEY)
-        .values(value=threshold_ucr, updated_at=now)
-    ).rowcount
-    if not changed:
-        conn.execute(
-            platform_settings.insert().values(key=DEFAULT_KEY, value=threshold_ucr, updated_at=now)
-        )
-    return threshold_ucr
+    return platform.put(session, DEFAULT_KEY, threshold_ucr, now=now)

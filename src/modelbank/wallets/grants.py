@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 
 from modelbank.db.base import utcnow
 from modelbank.db.bulk import BulkInsert, db_timestamp
-from modelbank.errors import DomainError, InvalidInput
+from modelbank.errors import DomainError, IdempotencyConflict, InvalidInput
 from modelbank.ledger import service as ledger
 from modelbank.ledger.codes import AccountCode, TransferCode
 from modelbank.ledger.models import accounts_table as accounts
@@ -180,15 +180,27 @@ def issue(
     )
     conn = session.connection()
     found = conn.execute(select(grants).where(grants.c.transfer_id == transfer_id)).first()
+    wanted_priority = DEFAULT_PRIORITY[source] if priority is None else priority
     if found is not None:
-        return _info(found)
+        first = _info(found)
+        if (first.cost_basis_uusd, first.expires_at, first.priority, first.purchase_id) != (
+            cost_basis_uusd,
+            expires_at,
+            wanted_priority,
+            purchase_id,
+        ):
+            raise IdempotencyConflict(
+                f"idempotency key {idempotency_key!r} was used for a different grant",
+                idempotency_key=idempotency_key,
+            )
+        return first
     values = {
         "user_id": user_id,
         "source": source.value,
         "amount_ucr": amount_ucr,
         "remaining_ucr": amount_ucr,
         "cost_basis_uusd": cost_basis_uusd,
-        "priority": DEFAULT_PRIORITY[source] if priority is None else priority,
+        "priority": wanted_priority,
         "expires_at": expires_at,
         "transfer_id": transfer_id,
         "purchase_id": purchase_id,
@@ -349,15 +361,18 @@ class GrantBook:
         promotions: int | None = None
         for user_id, open_grants in self.by_user.items():
             wallet = wallets[user_id]
-            # Credits reserved by pending holds stay until the holds resolve.
-            sweepable = wallet.available
+            # Credits reserved by pending holds stay until the holds resolve. They are
+            # attributed to grants in burn-down order (the order a capture would burn them
+            # in), so an expired grant keeps what holds reserved of it and loses the rest.
+            reserved = max(wallet.debits_pending, 0)
             for grant in open_grants:
-                if grant.expires_at is None or grant.expires_at > now or grant.remaining <= 0:
+                kept = min(reserved, grant.remaining)
+                reserved -= kept
+                if grant.expires_at is None or grant.expires_at > now:
                     continue
-                amount = min(grant.remaining, sweepable)
+                amount = grant.remaining - kept
                 if amount <= 0:
-                    break
-                sweepable -= amount
+                    continue
                 self._take(grant, amount, "expiry", grant.id)
                 if promotions is None:
                     promotions = ledger.platform_account(session, AccountCode.PLATFORM_PROMOTIONS)
@@ -408,14 +423,20 @@ class GrantBook:
         self, user_id: int, amount_ucr: int, ref_type: str, ref_id: int | None, *, now: datetime
     ) -> list[tuple[int, int]]:
         """Take ``amount_ucr`` µcr from the user's grants in burn-down order; return
-        ``[(grant id, µcr)]``. Expired grants are skipped (they were swept or are held).
+        ``[(grant id, µcr)]``. Live grants first; expired ones only for what is left (their
+        remainders are there because pending holds reserve them).
         Raises :class:`GrantsOutOfBalance` when the grants do not cover it."""
         taken: list[tuple[int, int]] = []
         left = amount_ucr
-        for grant in self.by_user.get(user_id, ()):
+        mine = self.by_user.get(user_id, [])
+        live = [g for g in mine if g.expires_at is None or g.expires_at > now]
+        # Expired grants still holding credits are reserved by pending holds (the sweep
+        # leaves those): a captured hold may spend them, after the live grants.
+        expired = [g for g in mine if g.expires_at is not None and g.expires_at <= now]
+        for grant in (*live, *expired):
             if left <= 0:
                 break
-            if grant.remaining <= 0 or (grant.expires_at is not None and grant.expires_at <= now):
+            if grant.remaining <= 0:
                 continue
             amount = min(grant.remaining, left)
             self._take(grant, amount, ref_type, ref_id)
@@ -544,30 +565,45 @@ def burns_for(
 def sweep_expired(
     session: Session, *, now: datetime | None = None, limit: int = SWEEP_BATCH
 ) -> int:
-    """Sweep up to ``limit`` expired grant remainders to ``platform_promotions``; return how
-    many grants were swept (0 when nothing is left: run until it returns 0). Idempotent: a
-    swept grant has nothing left. Locks the wallets involved."""
+    """Sweep the expired grant remainders of up to ``limit`` users (lowest user ids first)
+    to ``platform_promotions``; return how many grants were swept. See
+    :func:`sweep_expired_page` to walk every user."""
+    return sweep_expired_page(session, now=now, limit=limit)[0]
+
+
+def sweep_expired_page(
+    session: Session, *, now: datetime | None = None, limit: int = SWEEP_BATCH, after_user: int = 0
+) -> tuple[int, int | None]:
+    """Sweep the expired remainders of up to ``limit`` users with ids above ``after_user``,
+    locking their wallets; return (grants swept, the last user id looked at, or None when no
+    user was left). Credits reserved by pending holds stay (a user may then sweep nothing),
+    so walk the pages with the returned cursor until it is None: bounded work per
+    transaction, and no user starves the others. Idempotent: a swept grant has nothing left.
+    Re-checks the owners' low-balance alerts."""
     now = now or utcnow()
     conn = session.connection()
-    users = sorted(
-        {
-            int(u)
-            for u in conn.execute(
-                select(grants.c.user_id)
-                .where(grants.c.remaining_ucr > 0, grants.c.expires_at <= now)
-                .order_by(grants.c.expires_at)
-                .limit(limit)
-            ).scalars()
-        }
-    )
+    users = [
+        int(u)
+        for u in conn.execute(
+            select(grants.c.user_id)
+            .where(
+                grants.c.remaining_ucr > 0,
+                grants.c.expires_at <= now,
+                grants.c.user_id > after_user,
+            )
+            .group_by(grants.c.user_id)
+            .order_by(grants.c.user_id)
+            .limit(limit)
+        ).scalars()
+    ]
     if not users:
-        return 0
+        return 0, None
     wallets = ledger.lock_user_accounts(session, users, AccountCode.USER_WALLET)
     book = GrantBook.load(session, wallets, now=now)
     swept = len({row[0] for row in book.burn_rows})
     book.flush(session, now=now)
     alerts.check(session, users, now=now)
-    return swept
+    return swept, users[-1]
 
 
 # ---------------------------------------------------------------- reading, checking

@@ -241,17 +241,6 @@ class EarningsDebt(Base):
     )
 
 
-class PlatformSetting(Base):
-    """An operator setting changed at run time through the API (integer values), shared by
-    every replica: e.g. ``low_balance_default_ucr``."""
-
-    __tablename__ = "platform_settings"
-
-    key: Mapped[str] = mapped_column(String(64), primary_key=True)
-    value: Mapped[int] = mapped_column(BigInteger)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
-
-
 packages_table = cast(Table, CreditPackage.__table__)
 purchases_table = cast(Table, Purchase.__table__)
 payment_events_table = cast(Table, PaymentEventRow.__table__)
@@ -261,4 +250,3 @@ holds_table = cast(Table, WalletHold.__table__)
 alerts_table = cast(Table, WalletAlert.__table__)
 refunds_table = cast(Table, UsageRefund.__table__)
 debts_table = cast(Table, EarningsDebt.__table__)
-settings_table = cast(Table, PlatformSetting.__table__)

@@ -406,7 +406,8 @@ def apply_event(session: Session, event: PaymentEvent, *, now: datetime | None =
     # REFUNDED: the provider's cumulative refunded cash, as credits of this purchase.
     purchase = get_purchase(session, purchase.id)
     price_cents = purchase.price_uusd // packages.UUSD_PER_CENT
-    refunded_cents = min(event.amount_cents or price_cents, price_cents)
+    asked = price_cents if event.amount_cents is None else event.amount_cents
+    refunded_cents = max(0, min(asked, price_cents))
     target = purchase.credits_ucr * refunded_cents // price_cents
     refund(session, purchase.id, target_refunded_ucr=target, now=now)
     return "refunded"

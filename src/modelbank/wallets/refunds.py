@@ -20,6 +20,7 @@ from datetime import datetime
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
+from modelbank.analytics import rollups
 from modelbank.db.base import utcnow
 from modelbank.earnings import service as earnings
 from modelbank.errors import InvalidInput
@@ -115,6 +116,7 @@ def refund_usage(
         )
     ]
     reversed_total = 0
+    reversed_by: list[tuple[int, int]] = []
     owed: list[tuple[int, int]] = []
     for earner_id, earned in paid:
         back = basis_of(after, usage.charge_ucr, earned) - basis_of(
@@ -136,6 +138,7 @@ def refund_usage(
                 )
             )
         reversed_total += back
+        reversed_by.append((earner_id, back))
         if back > take:
             owed.append((earner_id, back - take))
     ledger.post_transfers(session, specs, now=now, locked=locked)
@@ -168,6 +171,15 @@ def refund_usage(
                 created_at=now,
             )
         )
+    rollups.record_refund(
+        session,
+        user_id=usage.user_id,
+        model_id=usage.model_id,
+        usage_type=usage.usage_type,
+        refunded_ucr=amount,
+        reversed=reversed_by,
+        now=now,
+    )
     info = RefundInfo(
         id=refund_id,
         usage_id=usage_id,

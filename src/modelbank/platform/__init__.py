@@ -1,0 +1,1 @@
+"""Operator settings changed at run time, shared by every replica."""
