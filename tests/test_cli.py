@@ -159,3 +159,11 @@ def test_jobs_run_sweeps_expired_grants_and_voids_expired_holds(db: Db) -> None:
         assert holds.get_hold(session, hold.id).reason == "expired"
     code, out, _ = _run("jobs", "run", "--db", db.url, "--no-deliver")  # idempotent
     assert code == 0 and "holds expired 0" in out and "grants swept 0" in out
+
+
+def test_domain_errors_keep_their_code_on_the_one_line(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'e.db'}"
+    assert _run("migrate", "--db", url)[0] == 0
+    code, _, err = _run("export", "usage", "--user", "9999", "--db", url, "--out", "-")
+    assert code == 2
+    assert err.strip() == "error: no user 9999 [user_not_found]"

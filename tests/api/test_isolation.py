@@ -58,7 +58,8 @@ ROUTES = _routes()
 @dataclass
 class World:
     """User A with credits, a key and a premium model of their own, a pending (manual)
-    purchase, a pending hold and a usage charge; user B with credits."""
+    purchase, a pending hold and a usage charge; user B with credits, who used A's free
+    model, whose earnings fund A's pending payout."""
 
     a: int
     a_headers: dict[str, str]
@@ -70,6 +71,7 @@ class World:
     purchase_id: int = 0
     hold_id: int = 0
     usage_id: int = 0
+    payout_id: int = 0
 
 
 def world(api: Api) -> World:
@@ -95,6 +97,20 @@ def world(api: Api) -> World:
     )
     w.purchase_id, w.hold_id = int(bought.json()["id"]), int(held.json()["id"])
     w.usage_id = int(used.json()["usage_id"])
+    # A earns from B's use of a free model of A's (160,000 µcr: 20 % × chat 0.8 of 1 credit)
+    # and has a pending payout of 100,000 µcr, 60,000 µcr still available
+    api.model("alices-free", creator_id=a)
+    earned = api.charge(b, "alices-free", key="world-earn", input_tokens=1_000_000)
+    minimum = c.put("/api/v1/admin/payout-minimum", json={"minimum_ucr": 10_000}, headers=api.admin)
+    payout = c.post(
+        f"/api/v1/users/{a}/payouts",
+        json={"amount_ucr": 100_000},
+        headers={**a_headers, "Idempotency-Key": "world-payout"},
+    )
+    assert earned.status_code == payout.status_code == 201 and minimum.status_code == 200, (
+        earned.text + payout.text
+    )
+    w.payout_id = int(payout.json()["id"])
     return w
 
 
@@ -157,11 +173,25 @@ TABLE: dict[tuple[str, str], Case] = {
         200,
     ),
     ("GET", "/api/v1/users/{user_id}/model-analytics"): Case(
-        lambda w: (f"/api/v1/users/{w.a}/model-analytics", {}),
+        lambda w: (f"/api/v1/users/{w.a}/model-analytics", {"params": {"period": "7d"}}),
         OWN,
         "user",
-        None,
-        note="owner call skipped: always a 500 (test_endpoints.py::test_model_analytics)",
+        200,
+    ),
+    ("GET", "/api/v1/users/{user_id}/creator-analytics"): Case(
+        lambda w: (
+            f"/api/v1/users/{w.a}/creator-analytics",
+            {"params": {"period": "90d", "model_id": w.model_id}},
+        ),
+        OWN,
+        "user",
+        200,
+    ),
+    ("GET", "/api/v1/admin/analytics"): Case(
+        lambda w: ("/api/v1/admin/analytics", {"params": {"period": "365d"}}),
+        ADMIN_ONLY,
+        "admin",
+        200,
     ),
     ("GET", "/api/v1/models"): Case(lambda w: ("/api/v1/models", {}), 200, "user", 200),
     ("POST", "/api/v1/models"): Case(
@@ -342,6 +372,46 @@ TABLE: dict[tuple[str, str], Case] = {
         "admin",
         201,
     ),
+    # --- payouts: A's pending payout (World); A may still withdraw 60,000 µcr
+    ("POST", "/api/v1/users/{user_id}/payouts"): Case(
+        lambda w: (f"/api/v1/users/{w.a}/payouts", idem("po", json={"amount_ucr": 10_000})),
+        OWN,
+        "user",
+        201,
+    ),
+    ("GET", "/api/v1/users/{user_id}/payouts"): Case(
+        lambda w: (f"/api/v1/users/{w.a}/payouts", {}), OWN, "user", 200
+    ),
+    ("GET", "/api/v1/payouts/{payout_id}"): Case(
+        lambda w: (f"/api/v1/payouts/{w.payout_id}", {}), OWN, "user", 200
+    ),
+    ("POST", "/api/v1/payouts/{payout_id}/cancel"): Case(
+        lambda w: (f"/api/v1/payouts/{w.payout_id}/cancel", idem("pc")), OWN, "user", 200
+    ),
+    ("GET", "/api/v1/admin/payouts"): Case(
+        lambda w: ("/api/v1/admin/payouts", {}), ADMIN_ONLY, "admin", 200
+    ),
+    ("POST", "/api/v1/admin/payouts/{payout_id}/complete"): Case(
+        lambda w: (
+            f"/api/v1/admin/payouts/{w.payout_id}/complete",
+            idem("pco", json={"external_reference": "wire-1"}),
+        ),
+        ADMIN_ONLY,
+        "admin",
+        200,
+    ),
+    ("POST", "/api/v1/admin/payouts/{payout_id}/fail"): Case(
+        lambda w: (f"/api/v1/admin/payouts/{w.payout_id}/fail", idem("pf", json={"reason": "x"})),
+        ADMIN_ONLY,
+        "admin",
+        200,
+    ),
+    ("PUT", "/api/v1/admin/payout-minimum"): Case(
+        lambda w: ("/api/v1/admin/payout-minimum", {"json": {"minimum_ucr": 1_000}}),
+        ADMIN_ONLY,
+        "admin",
+        200,
+    ),
     # --- wallets: low-balance alerts, statement
     ("GET", "/api/v1/users/{user_id}/low-balance"): Case(
         lambda w: (f"/api/v1/users/{w.a}/low-balance", {}), OWN, "user", 200
@@ -360,6 +430,82 @@ TABLE: dict[tuple[str, str], Case] = {
     ),
     ("GET", "/api/v1/users/{user_id}/statement.csv"): Case(
         lambda w: (f"/api/v1/users/{w.a}/statement.csv", {}), OWN, "user", 200
+    ),
+    # --- creator economy: stakes in A's model, rules, monetisation, a usage explained. The
+    # World has no stake listing: listing 999999 does not exist, so buying or cancelling it
+    # gets past auth to a 404 (B names A as buyer: 404 user_not_found first).
+    ("GET", "/api/v1/models/{model_id}/stakes"): Case(
+        lambda w: (f"/api/v1/models/{w.model_id}/stakes", {}), 200, "user", 200
+    ),
+    ("POST", "/api/v1/models/{model_id}/stakes"): Case(
+        lambda w: (
+            f"/api/v1/models/{w.model_id}/stakes",
+            {"json": {"stakes": [{"user_id": w.a, "share_bps": 10_000}]}},
+        ),
+        ADMIN_ONLY,
+        "admin",
+        200,
+    ),
+    ("GET", "/api/v1/models/{model_id}/stakes/listings"): Case(
+        lambda w: (f"/api/v1/models/{w.model_id}/stakes/listings", {}), 200, "user", 200
+    ),
+    ("POST", "/api/v1/models/{model_id}/stakes/listings"): Case(
+        lambda w: (
+            f"/api/v1/models/{w.model_id}/stakes/listings",
+            {"json": {"share_bps": 1_000, "price_ucr": 5, "seller_id": w.a}},
+        ),
+        OWN,
+        "user",
+        201,
+    ),
+    ("POST", "/api/v1/models/{model_id}/stakes/listings/{listing_id}/buy"): Case(
+        lambda w: (
+            f"/api/v1/models/{w.model_id}/stakes/listings/999999/buy",
+            idem("sb", json={"buyer_id": w.a}),
+        ),
+        OWN,
+        "user",
+        404,
+    ),
+    ("POST", "/api/v1/models/{model_id}/stakes/listings/{listing_id}/cancel"): Case(
+        lambda w: (f"/api/v1/models/{w.model_id}/stakes/listings/999999/cancel", {}),
+        OWN,
+        "user",
+        404,
+    ),
+    ("GET", "/api/v1/models/{model_id}/earnings-rule"): Case(
+        lambda w: (f"/api/v1/models/{w.model_id}/earnings-rule", {}), 200, "user", 200
+    ),
+    ("PUT", "/api/v1/models/{model_id}/earnings-rule"): Case(
+        lambda w: (f"/api/v1/models/{w.model_id}/earnings-rule", {"json": {"per_use_ucr": 1}}),
+        ADMIN_ONLY,
+        "admin",
+        200,
+    ),
+    ("GET", "/api/v1/models/{model_id}/monetisation"): Case(
+        lambda w: (f"/api/v1/models/{w.model_id}/monetisation", {}), 200, "user", 200
+    ),
+    ("PUT", "/api/v1/models/{model_id}/monetisation"): Case(
+        lambda w: (f"/api/v1/models/{w.model_id}/monetisation", {"json": {"enabled": False}}),
+        ADMIN_ONLY,
+        "admin",
+        200,
+    ),
+    ("GET", "/api/v1/admin/monetisation"): Case(
+        lambda w: ("/api/v1/admin/monetisation", {}), ADMIN_ONLY, "admin", 200
+    ),
+    ("PUT", "/api/v1/admin/monetisation"): Case(
+        lambda w: ("/api/v1/admin/monetisation", {"json": {"enabled": False}}),
+        ADMIN_ONLY,
+        "admin",
+        200,
+    ),
+    ("GET", "/api/v1/usage/{usage_id}/earnings"): Case(
+        lambda w: (f"/api/v1/usage/{w.usage_id}/earnings", {}), OWN, "user", 200
+    ),
+    # --- exports: a user key exports its own rows; naming A is a 404 for B
+    ("GET", "/api/v1/exports/{kind}.csv"): Case(
+        lambda w: ("/api/v1/exports/transfers.csv", {"params": {"user_id": w.a}}), OWN, "user", 200
     ),
 }
 
@@ -419,7 +565,13 @@ def test_isolation(api: Api, method: str, path: str) -> None:
         body = problem(other, 404)
         assert body["code"].endswith("not_found")
         # the same answer as for a user (purchase, hold) that does not exist: it names the id
-        named = {"purchase_not_found": w.purchase_id, "hold_not_found": w.hold_id}
+        named = {
+            "purchase_not_found": w.purchase_id,
+            "hold_not_found": w.hold_id,
+            "payout_not_found": w.payout_id,
+            "usage_not_found": w.usage_id,
+            "stake_listing_not_found": 999_999,
+        }
         assert str(named.get(body["code"], w.a)) in body["detail"]
     elif case.as_other == ADMIN_ONLY:
         problem(other, 403, "forbidden")

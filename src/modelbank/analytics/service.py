@@ -1,9 +1,10 @@
 """Analytics queries for users, creators and admins (DESIGN §8, issue "HTTP API").
 
 Analytics is the read side: it reads the usage, earnings, catalog and access tables directly
-(one GROUP BY each) instead of going through every domain's write services. Issue
-"Creator economy" moves the heavy ones onto daily rollups (DESIGN §16: dashboards read
-rollups); until then these scan the usage rows of one user or one period, by index.
+(one GROUP BY each) instead of going through every domain's write services. The HTTP
+dashboards now read the daily rollups instead (:mod:`modelbank.analytics.dashboards`,
+DESIGN §16); these functions, which scan the usage or earnings rows of one user or one
+period by index, remain for ``/users/{id}/earnings`` and ``/admin/stats``.
 Amounts in µcr, provider cost in µUSD, days are UTC dates (``YYYY-MM-DD``).
 """
 

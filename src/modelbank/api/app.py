@@ -14,6 +14,10 @@ from modelbank import __version__
 from modelbank.api import errors
 from modelbank.api.deps import Database, KeyCache
 from modelbank.api.routes import admin, health, models, usage, users
+from modelbank.api.routes import analytics as analytics_routes
+from modelbank.api.routes import exports as export_routes
+from modelbank.api.routes import payouts as payout_routes
+from modelbank.api.routes import stakes as stake_routes
 from modelbank.api.routes import wallets as wallet_routes
 from modelbank.api.routes import webhooks as webhook_routes
 from modelbank.config import Settings, load_settings
@@ -97,7 +101,11 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     for module in (health, users, models, usage, admin):
         app.include_router(module.router)
     app.include_router(wallet_routes.router)
+    app.include_router(analytics_routes.router)
+    app.include_router(payout_routes.router)
     app.include_router(webhook_routes.router)
+    app.include_router(stake_routes.router)
+    app.include_router(export_routes.router)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

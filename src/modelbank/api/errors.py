@@ -34,6 +34,13 @@ STATUS_BY_CODE: dict[str, int] = {
     "hold_amount_exceeded": 409,
     "purchase_state_conflict": 409,
     "refund_exceeds_charge": 409,
+    "stake_listing_state": 409,
+    # payouts: a request the caller can fix by asking for less or more (422, not 402: 402
+    # means "buy credits" here, and purchased credits can never be paid out)
+    "payout_below_minimum": 422,
+    "payout_exceeds_available": 422,
+    "payout_state_conflict": 409,
+    "payout_blocked_by_debt": 409,
     "webhook_signature_invalid": 400,
     "payment_provider_error": 502,
     # asking for a provider this installation does not offer: the caller's choice, not an

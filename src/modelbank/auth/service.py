@@ -158,3 +158,18 @@ def revoke_key(session: Session, key_id: int) -> None:
         session.connection().execute(select(keys.c.id).where(keys.c.id == key_id)).first() is None
     ):
         raise KeyNotFound(f"no API key {key_id}", key_id=key_id)
+
+
+def authenticate_digest(session: Session, key_id: int, key_digest: str) -> Principal:
+    """The principal of key ``key_id`` when its stored digest (:func:`digest`) is
+    ``key_digest`` and it is not revoked: how a dashboard session, which carries the key's id
+    and digest but never the key, re-checks it on every request (revoking the key ends the
+    session at once). Raises :class:`Unauthenticated` otherwise."""
+    row = (
+        session.connection()
+        .execute(_FIND.where(keys.c.id == key_id, keys.c.key_hash == key_digest))
+        .first()
+    )
+    if row is None or row.revoked_at is not None:
+        raise Unauthenticated("invalid or revoked API key")
+    return Principal(int(row.id), Role(row.role), row.user_id)

@@ -105,3 +105,15 @@ def list_models(
     ids = [int(i) for i in session.connection().execute(query).scalars()]
     found = resolve_models(session, ids, active_only=False)
     return [found[i] for i in ids]
+
+
+def set_monetised(session: Session, model_id: int, enabled: bool) -> ModelInfo:
+    """Switch a model's monetisation (DESIGN §7): when off, its usage is still charged but
+    earns its beneficiaries nothing (the usage row's ``earnings_note`` is
+    ``monetisation_off``). Return the model as it now is. Raises
+    :class:`~modelbank.catalog.errors.ModelNotFound`."""
+    get_model(session, model_id)
+    session.connection().execute(
+        update(models).where(models.c.id == model_id).values(monetised=bool(enabled))
+    )
+    return get_model(session, model_id)

@@ -14,6 +14,8 @@ app = typer.Typer(
 )
 
 from modelbank.cli import demo, jobs, keys, migrate, replay, serve, verify  # noqa: E402
+from modelbank.cli import export as export_command  # noqa: E402
+from modelbank.cli import rollups as rollups_command  # noqa: E402
 
 migrate.register(app)
 verify.register(app)
@@ -22,3 +24,5 @@ demo.register(app)
 serve.register(app)
 keys.register(app)
 jobs.register(app)
+rollups_command.register(app)
+export_command.register(app)

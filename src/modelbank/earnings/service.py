@@ -202,9 +202,6 @@ def load_terms(
                 _RULE_CACHE.clear()
             rule = _RULE_CACHE[key] = _rule_from_row(row._mapping)
         by_model[int(row.model_id)] = rule
-    shares: dict[int, list[tuple[int, int]]] = {}
-    for row in conn.execute(_BENEFICIARIES, {"ids": ids}):
-        shares.setdefault(int(row.model_id), []).append((int(row.user_id), int(row.share_bps)))
     # Aggregate rows: created on first use (a concurrent first use must not fail, hence ON
     # CONFLICT DO NOTHING), then read under a row lock so that concurrent charges of one
     # model each see their own exact prior use count (popularity tiers, DESIGN §7). The
@@ -225,6 +222,11 @@ def load_terms(
         counts = {
             int(row.model_id): int(row.use_count) for row in conn.execute(query, {"ids": ids})
         }
+    # Stakes are read after the aggregate rows are locked: a stake sale locks the same row
+    # first, so a charge splits by the stakes as of its commit, never by stale ones.
+    shares: dict[int, list[tuple[int, int]]] = {}
+    for row in conn.execute(_BENEFICIARIES, {"ids": ids}):
+        shares.setdefault(int(row.model_id), []).append((int(row.user_id), int(row.share_bps)))
     default = EarningsRule()
     result: dict[int, Terms] = {}
     for model_id in ids:

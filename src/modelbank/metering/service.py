@@ -661,6 +661,8 @@ class UsageRecord:
     earnings_ucr: int
     occurred_at: datetime
     created_at: datetime
+    earnings_note: str | None = None
+    """Why nothing (or less) was earned: no_creator, self_usage, zero, monetisation_off, …"""
 
 
 def get_usage(session: Session, usage_id: int) -> UsageRecord:
@@ -682,6 +684,7 @@ def get_usage(session: Session, usage_id: int) -> UsageRecord:
         earnings_ucr=int(row.earnings_ucr),
         occurred_at=row.occurred_at,
         created_at=row.created_at,
+        earnings_note=row.earnings_note,
     )
 
 

@@ -248,6 +248,43 @@ def _info(row: Any) -> GrantInfo:
     )
 
 
+def receive(
+    session: Session,
+    user_id: int,
+    amount_ucr: int,
+    *,
+    transfer_id: int,
+    cost_basis_uusd: int,
+    now: datetime,
+    source: GrantSource,
+) -> GrantInfo:
+    """Record as a grant ``amount_ucr`` µcr that the caller has already moved into the
+    user's wallet by transfer ``transfer_id`` (in the same transaction): credits from another
+    user, as a trade, whose debit burned that user's grants. Posts no transfer (unlike
+    :func:`issue`). ``cost_basis_uusd`` is the basis the burned grants carried, so cash basis
+    follows the credits; no expiry; the source's default priority.
+    Raises :class:`InvalidInput` (amount ≤ 0, negative basis)."""
+    if not isinstance(amount_ucr, int) or isinstance(amount_ucr, bool) or amount_ucr <= 0:
+        raise InvalidInput(f"grant amount must be a positive integer µcr, got {amount_ucr!r}")
+    if cost_basis_uusd < 0:
+        raise InvalidInput("cost basis cannot be negative")
+    source = GrantSource(source)
+    values = {
+        "user_id": user_id,
+        "source": source.value,
+        "amount_ucr": amount_ucr,
+        "remaining_ucr": amount_ucr,
+        "cost_basis_uusd": cost_basis_uusd,
+        "priority": DEFAULT_PRIORITY[source],
+        "expires_at": None,
+        "transfer_id": transfer_id,
+        "purchase_id": None,
+        "created_at": now,
+    }
+    grant_id = session.connection().execute(grants.insert().returning(grants.c.id), values)
+    return GrantInfo(id=int(grant_id.scalar_one()), **values)  # type: ignore[arg-type]
+
+
 # ---------------------------------------------------------------- burn-down
 
 
