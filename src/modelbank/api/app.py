@@ -106,6 +106,9 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.include_router(webhook_routes.router)
     app.include_router(stake_routes.router)
     app.include_router(export_routes.router)
+    from modelbank.web import create_web_app  # imported here: the dashboard imports the API
+
+    app.mount("/app", create_web_app(db, app.state.secret_box))
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
