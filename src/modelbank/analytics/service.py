@@ -11,7 +11,7 @@ Amounts in µcr, provider cost in µUSD, days are UTC dates (``YYYY-MM-DD``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -142,78 +142,15 @@ class UserModelAnalytics:
 
 
 def user_model_analytics(
-    session: Session, user_id: int, *, now: datetime | None = None, days: int = 30
+    session: Session, user_id: int, *, now: datetime | None = None
 ) -> UserModelAnalytics:
     """Models available vs purchased vs owned, credits spent (usage + access purchases),
     earnings from owned models, the most profitable owned model, spend by category and a
-    zero-filled daily series of the last ``days`` days (UTC)."""
-    now = now or utcnow()
-    conn = session.connection()
-    available = conn.execute(
-        select(func.count()).select_from(models).where(models.c.is_active.is_(True))
-    ).scalar_one()
-    owned = conn.execute(
-        select(func.count())
-        .select_from(models)
-        .where(models.c.is_active.is_(True), models.c.creator_id == user_id)
-    ).scalar_one()
-    purchased, access_spent = conn.execute(
-        select(func.count(), func.coalesce(func.sum(access.c.price_ucr), 0)).where(
-            access.c.user_id == user_id
-        )
-    ).one()
-    by_category = [
-        CategorySpend(category=r.category, uses=int(r.uses), spent_ucr=int(r.spent))
-        for r in conn.execute(
-            select(
-                models.c.category,
-                func.count().label("uses"),
-                func.coalesce(func.sum(usage.c.charge_ucr), 0).label("spent"),
-            )
-            .join(models, models.c.id == usage.c.model_id)
-            .where(usage.c.user_id == user_id)
-            .group_by(models.c.category)
-        )
-    ]
-    by_category.sort(key=lambda c: (-c.spent_ucr, c.category))
-    usage_spent = sum(c.spent_ucr for c in by_category)
-    earned = creator_earnings(session, user_id)
+    zero-filled daily series of the last 30 days (UTC), read from the daily rollups
+    (:func:`modelbank.analytics.dashboards.user.model_overview`)."""
+    from modelbank.analytics.dashboards.user import model_overview  # it builds on this module
 
-    start = (now - timedelta(days=days - 1)).date()
-    since = datetime.combine(start, datetime.min.time(), tzinfo=UTC)
-    series = {start + timedelta(days=i): [0, 0, 0] for i in range(days)}
-    day_of_usage = func.date(usage.c.occurred_at)
-    for r in conn.execute(
-        select(day_of_usage, func.count(), func.coalesce(func.sum(usage.c.charge_ucr), 0))
-        .where(usage.c.user_id == user_id, usage.c.occurred_at >= since)
-        .group_by(day_of_usage)
-    ):
-        day = _as_date(r[0])
-        if day in series:
-            series[day][0] += int(r[1])
-            series[day][1] += int(r[2])
-    day_of_earning = func.date(earnings.c.created_at)
-    for r in conn.execute(
-        select(day_of_earning, func.coalesce(func.sum(earnings.c.amount_ucr), 0))
-        .where(earnings.c.user_id == user_id, earnings.c.created_at >= since)
-        .group_by(day_of_earning)
-    ):
-        day = _as_date(r[0])
-        if day in series:
-            series[day][2] += int(r[1])
-    return UserModelAnalytics(
-        user_id=user_id,
-        models_available=int(available),
-        models_purchased=int(purchased),
-        models_owned=int(owned),
-        credits_spent_ucr=usage_spent + int(access_spent),
-        usage_spent_ucr=usage_spent,
-        access_spent_ucr=int(access_spent),
-        earnings_from_owned_ucr=earned.total_ucr,
-        most_profitable_model=earned.models[0] if earned.models else None,
-        by_category=by_category,
-        activity=[DayActivity(d, u, s, e) for d, (u, s, e) in sorted(series.items())],
-    )
+    return model_overview(session, user_id, now=now or utcnow())
 
 
 @dataclass(frozen=True, slots=True)

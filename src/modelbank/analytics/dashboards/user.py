@@ -152,7 +152,7 @@ def user_analytics(
     totals = [sum(v[i] for v in spend.by_model.values()) for i in range(4)]
     paid = paid_out(session, user_id)
     return UserAnalytics(
-        overview=_overview(session, user_id, now=now),
+        overview=model_overview(session, user_id, now=now),
         period=span.period,
         start=span.start,
         end=span.end,
@@ -289,7 +289,7 @@ def _stakes(session: Session, user_id: int, earned: dict[int, tuple[int, int]]) 
     ]
 
 
-def _overview(session: Session, user_id: int, *, now: datetime) -> UserModelAnalytics:
+def model_overview(session: Session, user_id: int, *, now: datetime) -> UserModelAnalytics:
     """The original model-analytics view (:func:`modelbank.analytics.service.
     user_model_analytics`) from the rollups: all-time gross spend and earnings, spend by
     category, and ``ACTIVITY_DAYS`` days of activity (uses, µcr charged, µcr earned gross)
