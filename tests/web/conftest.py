@@ -1,5 +1,5 @@
 """Dashboard test helpers: signing a test client in through the sign-in form, reading the
-CSRF token of a page, and the `api` fixture (the app on SQLite and PostgreSQL)."""
+CSRF token and form key of a page, and the `api` fixture (the app on SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -11,12 +11,20 @@ from fastapi.testclient import TestClient
 from tests.api.conftest import Api, api  # noqa: F401  (the fixture, re-exported here)
 
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+_FORM_KEY = re.compile(r'name="form_key" value="([^"]+)"')
 
 
 def csrf_of(html: str) -> str:
     """The CSRF token in a page's first form."""
     found = _CSRF.search(html)
     assert found, "no CSRF field on the page"
+    return found.group(1)
+
+
+def form_key_of(html: str) -> str:
+    """The one-time form key of a page's first credit-moving form."""
+    found = _FORM_KEY.search(html)
+    assert found, "no form_key field on the page"
     return found.group(1)
 
 

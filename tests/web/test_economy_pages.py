@@ -16,7 +16,7 @@ from modelbank.earnings.models import payouts_table
 from modelbank.ledger import service as ledger
 from modelbank.ledger.codes import AccountCode
 from tests.api.conftest import Api
-from tests.web.conftest import csrf_of, signed_in
+from tests.web.conftest import csrf_of, form_key_of, signed_in
 
 CREDIT = 1_000_000
 PER_USE = 300 * CREDIT
@@ -61,12 +61,12 @@ def _figure(html: str, name: str) -> str:
 
 
 def _post(client: TestClient, url: str, page: str, **data: str) -> str:
-    """Submit a form of ``page`` (its CSRF token, Referer) and follow the redirect back;
-    return the page shown (its flash message included)."""
+    """Submit a form of ``page`` (its CSRF token and a fresh form key, Referer) and follow
+    the redirect back; return the page shown (its flash message included)."""
     html = client.get(page).text
     r = client.post(
         url,
-        data={"csrf_token": csrf_of(html), **data},
+        data={"csrf_token": csrf_of(html), "form_key": form_key_of(html), **data},
         headers={"Referer": f"http://testserver{page}"},
     )
     assert r.status_code == 200, (url, r.status_code, r.text[:300])
@@ -102,22 +102,29 @@ def test_earnings_pages_are_scoped_and_admin_pages_refused(api: Api) -> None:
     before = api.ledger_state()
     r = stranger.post(
         f"/app/users/{creator}/payouts",
-        data={"csrf_token": token, "amount": "150"},
+        data={"csrf_token": token, "form_key": "k-1", "amount": "150"},
         follow_redirects=False,
     )
     assert r.status_code == 404
     with api.db.tx() as s:
         pending = payouts.request(s, creator, 150 * CREDIT)
     before = api.ledger_state()
-    for url, status in (
-        (f"/app/users/{creator}/payouts/{pending.id}/cancel", 404),
-        (f"/app/users/{other}/payouts/{pending.id}/cancel", 404),  # not the other's payout
-        (f"/app/admin/payouts/{pending.id}/complete", 403),
-        (f"/app/admin/payouts/{pending.id}/fail", 403),
+    for n, (url, status) in enumerate(
+        (
+            (f"/app/users/{creator}/payouts/{pending.id}/cancel", 404),
+            (f"/app/users/{other}/payouts/{pending.id}/cancel", 404),  # not the other's payout
+            (f"/app/admin/payouts/{pending.id}/complete", 403),
+            (f"/app/admin/payouts/{pending.id}/fail", 403),
+        )
     ):
         r = stranger.post(
             url,
-            data={"csrf_token": token, "external_reference": "x", "reason": "x"},
+            data={
+                "csrf_token": token,
+                "form_key": f"k{n}",
+                "external_reference": "x",
+                "reason": "x",
+            },
             follow_redirects=False,
         )
         assert r.status_code == status, url

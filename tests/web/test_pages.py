@@ -17,7 +17,15 @@ from modelbank.config import load_settings
 from modelbank.db.engine import make_engine
 from modelbank.wallets.models import purchases_table
 from tests.api.conftest import TEST_SECRET_KEY, Api
-from tests.web.conftest import browser, csrf_of, key_of, set_cookies, sign_in, signed_in
+from tests.web.conftest import (
+    browser,
+    csrf_of,
+    form_key_of,
+    key_of,
+    set_cookies,
+    sign_in,
+    signed_in,
+)
 
 
 def _web_routes(routes: Iterable[Any], prefix: str = "") -> Iterator[tuple[str, str]]:
@@ -161,7 +169,7 @@ def test_cross_origin_posts_are_refused_even_with_the_token(api: Api) -> None:
     assert _purchases(api) == 0
     r = client.post(
         f"/app/users/{uid}/purchases",
-        data={"csrf_token": token, "package_id": str(package_id)},
+        data={"csrf_token": token, "form_key": "k1", "package_id": str(package_id)},
         headers={"Origin": "http://testserver"},
         follow_redirects=False,
     )
@@ -234,7 +242,7 @@ def test_form_errors_come_back_as_a_message(api: Api) -> None:
     before = api.ledger_state()
     r = client.post(
         f"/app/users/{uid}/models/{gold['id']}/access",
-        data={"csrf_token": csrf_of(page.text)},
+        data={"csrf_token": csrf_of(page.text), "form_key": form_key_of(page.text)},
         headers={"Referer": f"http://testserver/app/users/{uid}/models"},
     )
     assert r.status_code == 200 and "flash-error" in r.text

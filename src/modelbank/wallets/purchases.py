@@ -139,6 +139,7 @@ def start(
     *,
     success_url: str,
     cancel_url: str,
+    on_recorded: Callable[[Session, int], None] | None = None,
 ) -> PurchaseInfo:
     """Start buying package ``package_id`` for ``user_id`` through ``provider``.
 
@@ -146,6 +147,8 @@ def start(
     the pending purchase is recorded, the provider's checkout is created (Stripe: a Checkout
     Session, with an idempotency key per purchase), then its id and URL are stored. If the
     provider fails, the purchase is marked ``failed`` and the provider's error raised.
+    ``on_recorded(session, purchase_id)`` runs at the end of the first transaction (a caller
+    records its own idempotency key with the new purchase there).
     Raises :class:`~modelbank.users.errors.UserNotFound`,
     :class:`~modelbank.wallets.errors.PackageNotFound`, :class:`InvalidInput` (inactive
     package), :class:`~modelbank.wallets.errors.PaymentProviderError`,
@@ -177,6 +180,8 @@ def start(
             )
             .scalar_one()
         )
+        if on_recorded is not None:
+            on_recorded(session, purchase_id)
     request = CheckoutRequest(
         purchase_id=purchase_id,
         user_id=user_id,

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
+from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
 from starlette.responses import Response
 
@@ -24,11 +25,13 @@ from modelbank.wallets import packages, purchases
 from modelbank.wallets.errors import PurchaseState
 from modelbank.web import forms, views
 from modelbank.web.forms import (
+    Done,
     Form,
     checkbox,
     int_list,
     optional_int,
     optional_text,
+    submit_once,
     text_field,
 )
 from modelbank.web.render import flash_redirect, render
@@ -281,10 +284,11 @@ def purchases_page(
 
 
 @router.post("/purchases/{purchase_id}/confirm")
-def confirm_purchase(request: Request, purchase_id: PathId, viewer: Posted) -> Response:
+def confirm_purchase(request: Request, purchase_id: PathId, viewer: Posted, form: Form) -> Response:
     """Confirm a manual purchase's payment: its credits are granted, once."""
     _admin(viewer)
-    with state_of(request).db.write() as session:
+
+    def run(session: Session) -> Done:
         found = purchases.get_purchase(session, purchase_id)
         if found.provider != "manual":
             raise PurchaseState(
@@ -293,10 +297,12 @@ def confirm_purchase(request: Request, purchase_id: PathId, viewer: Posted) -> R
                 status=found.status,
             )
         done, new = purchases.complete(session, purchase_id)
-    text = (
-        f"Purchase #{done.id} confirmed: {views.credits(done.credits_ucr)} credits granted to"
-        f" user {done.user_id}."
-        if new
-        else f"Purchase #{done.id} was already {done.status}: nothing more was granted."
-    )
-    return flash_redirect(request, "/app/admin/purchases", text)
+        text = (
+            f"Purchase #{done.id} confirmed: {views.credits(done.credits_ucr)} credits granted"
+            f" to user {done.user_id}."
+            if new
+            else f"Purchase #{done.id} was already {done.status}: nothing more was granted."
+        )
+        return Done("/app/admin/purchases", text)
+
+    return submit_once(request, viewer, form, run)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
+from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
 from starlette.responses import Response
 
@@ -20,8 +21,8 @@ from modelbank.wallets import grants
 from modelbank.wallets.grants import GrantSource
 from modelbank.web import views
 from modelbank.web.earnings import PERIOD_LABELS, Period
-from modelbank.web.forms import Form, text_field
-from modelbank.web.render import flash_redirect, render
+from modelbank.web.forms import Done, Form, submit_once, text_field
+from modelbank.web.render import render
 from modelbank.web.session import Viewer, signed_in, signed_in_post, state_of
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
@@ -147,16 +148,19 @@ def complete_payout(request: Request, payout_id: PathId, viewer: Posted, form: F
     viewer.principal.require_admin()
     reference = text_field(form, "external_reference", required=True, label="external reference")
     db = state_of(request).db
-    with db.write() as session:
+
+    def run(session: Session) -> Done:
         done = payouts.complete(
             session, payout_id, reference, credits_per_usd=db.settings.credits_per_usd
         )
-    paid = "" if done.amount_uusd is None else f" ({views.usd(done.amount_uusd)})"
-    text = (
-        f"Payout #{done.id} completed: {views.credits(done.amount_ucr)} credits{paid} paid to"
-        f" user {done.user_id}, reference {done.external_reference}."
-    )
-    return flash_redirect(request, _back(form), text)
+        paid = "" if done.amount_uusd is None else f" ({views.usd(done.amount_uusd)})"
+        text = (
+            f"Payout #{done.id} completed: {views.credits(done.amount_ucr)} credits{paid} paid"
+            f" to user {done.user_id}, reference {done.external_reference}."
+        )
+        return Done(_back(form), text)
+
+    return submit_once(request, viewer, form, run)
 
 
 @router.post("/payouts/{payout_id}/fail")
@@ -165,10 +169,13 @@ def fail_payout(request: Request, payout_id: PathId, viewer: Posted, form: Form)
     back in the creator's earnings."""
     viewer.principal.require_admin()
     reason = text_field(form, "reason", required=True)
-    with state_of(request).db.write() as session:
+
+    def run(session: Session) -> Done:
         done = payouts.fail(session, payout_id, reason)
-    text = (
-        f"Payout #{done.id} failed: {views.credits(done.amount_ucr)} credits are back in"
-        f" user {done.user_id}'s earnings."
-    )
-    return flash_redirect(request, _back(form), text)
+        text = (
+            f"Payout #{done.id} failed: {views.credits(done.amount_ucr)} credits are back in"
+            f" user {done.user_id}'s earnings."
+        )
+        return Done(_back(form), text)
+
+    return submit_once(request, viewer, form, run)

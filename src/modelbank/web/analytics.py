@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
+from sqlalchemy.orm import Session
 from starlette.responses import Response
 
 from modelbank.analytics import service as analytics
@@ -14,7 +15,8 @@ from modelbank.catalog import access, manage
 from modelbank.catalog import service as catalog
 from modelbank.users import service as users
 from modelbank.web import views
-from modelbank.web.render import flash_redirect, render
+from modelbank.web.forms import Done, Form, submit_once
+from modelbank.web.render import render
 from modelbank.web.session import Viewer, signed_in, signed_in_post, state_of
 
 router = APIRouter(include_in_schema=False)
@@ -56,15 +58,20 @@ def models_page(request: Request, user_id: PathId, viewer: SignedIn) -> Response
 
 
 @router.post("/users/{user_id}/models/{model_id}/access")
-def buy_access(request: Request, user_id: PathId, model_id: PathId, viewer: Posted) -> Response:
+def buy_access(
+    request: Request, user_id: PathId, model_id: PathId, viewer: Posted, form: Form
+) -> Response:
     """Buy access to a premium model with credits (again: nothing more is charged)."""
     scoped(viewer.principal, user_id)
-    with state_of(request).db.write() as session:
+
+    def run(session: Session) -> Done:
         bought = access.purchase_access(session, user_id, model_id)
         name = catalog.get_model(session, model_id).name
-    text = (
-        f"Access to {name} bought for {views.credits(bought.price_ucr)} credits."
-        if bought.new
-        else f"You already have access to {name}: nothing was charged."
-    )
-    return flash_redirect(request, f"/app/users/{user_id}/models", text)
+        text = (
+            f"Access to {name} bought for {views.credits(bought.price_ucr)} credits."
+            if bought.new
+            else f"You already have access to {name}: nothing was charged."
+        )
+        return Done(f"/app/users/{user_id}/models", text)
+
+    return submit_once(request, viewer, form, run)

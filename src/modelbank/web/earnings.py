@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
+from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
 from starlette.responses import Response
 
@@ -21,8 +22,8 @@ from modelbank.earnings.errors import PayoutBelowMinimum, PayoutExceedsAvailable
 from modelbank.errors import DomainError, InvalidInput
 from modelbank.users import service as users
 from modelbank.web import forms, views
-from modelbank.web.forms import Form, text_field
-from modelbank.web.render import flash_redirect, render
+from modelbank.web.forms import Done, Form, submit_once, text_field
+from modelbank.web.render import render
 from modelbank.web.session import Viewer, signed_in, signed_in_post, state_of
 
 router = APIRouter(include_in_schema=False)
@@ -129,20 +130,23 @@ def request_payout(request: Request, user_id: PathId, viewer: Posted, form: Form
     if not amount:
         raise InvalidInput("amount must be more than 0 credits")
     db = state_of(request).db
-    try:
-        with db.write() as session:
+
+    def run(session: Session) -> Done:
+        try:
             info = payouts.request(
                 session, user_id, amount, credits_per_usd=db.settings.credits_per_usd
             )
-    except (PayoutBelowMinimum, PayoutExceedsAvailable) as exc:
-        raise type(exc)(_refusal(exc), **exc.context) from None
-    state = (
-        "pending: an admin pays it out"
-        if info.status is payouts.PayoutStatus.PENDING
-        else info.status.value
-    )
-    text = f"Payout #{info.id} of {views.credits(info.amount_ucr)} credits requested — {state}."
-    return flash_redirect(request, _back(form, user_id), text)
+        except (PayoutBelowMinimum, PayoutExceedsAvailable) as exc:
+            raise type(exc)(_refusal(exc), **exc.context) from None
+        state = (
+            "pending: an admin pays it out"
+            if info.status is payouts.PayoutStatus.PENDING
+            else info.status.value
+        )
+        text = f"Payout #{info.id} of {views.credits(info.amount_ucr)} credits requested — {state}."
+        return Done(_back(form, user_id), text)
+
+    return submit_once(request, viewer, form, run)
 
 
 @router.post("/users/{user_id}/payouts/{payout_id}/cancel")
@@ -152,10 +156,13 @@ def cancel_payout(
     """Withdraw a pending payout request of ``user_id``: its credits are available again
     (another user's payout: 404; one no longer pending: the message on the page)."""
     scoped(viewer.principal, user_id)
-    with state_of(request).db.write() as session:
+
+    def run(session: Session) -> Done:
         done = payouts.cancel(session, payout_id, user_id=user_id)
-    text = (
-        f"Payout #{done.id} cancelled: {views.credits(done.amount_ucr)} credits are available"
-        " to pay out again."
-    )
-    return flash_redirect(request, _back(form, user_id), text)
+        text = (
+            f"Payout #{done.id} cancelled: {views.credits(done.amount_ucr)} credits are"
+            " available to pay out again."
+        )
+        return Done(_back(form, user_id), text)
+
+    return submit_once(request, viewer, form, run)

@@ -20,8 +20,10 @@ from modelbank.web.session import (
     CSRF_FIELD,
     FLASH_COOKIE,
     FLASH_TTL_S,
+    FORM_KEY_FIELD,
     Viewer,
     clear_cookie,
+    new_form_key,
     set_cookie,
     state_of,
 )
@@ -58,6 +60,8 @@ def _environment() -> Environment:
         asset_version=asset_version,
         expiry=views.expiry,
         csrf_field=CSRF_FIELD,
+        form_key_field=FORM_KEY_FIELD,
+        new_form_key=new_form_key,
         plotly_src=f"/app/static/plotly.min.js?v={version('plotly')}",
     )
     return env

@@ -51,6 +51,8 @@ PRESESSION_TTL_S = 3600
 FLASH_TTL_S = 120
 """A one-shot message survives one redirect; a stale one is dropped after this."""
 CSRF_FIELD = "csrf_token"
+FORM_KEY_FIELD = "form_key"
+"""The hidden one-time nonce of a form that moves credits (:func:`new_form_key`)."""
 _CSRF_LABEL = b"modelbank/web/csrf/v1"
 
 
@@ -165,6 +167,13 @@ def clear_cookie(response: Response, request: Request, name: str) -> None:
         samesite="strict",
         secure=request.url.scheme == "https",
     )
+
+
+def new_form_key() -> str:
+    """A fresh one-time form nonce (128 random bits, URL-safe): rendered into each form that
+    moves credits, so that a second submission of the same page is recognised
+    (:func:`modelbank.web.forms.submit_once`)."""
+    return secrets.token_urlsafe(16)
 
 
 def new_presession() -> str:

@@ -3,7 +3,7 @@ transaction history with filters and the CSV statement (DESIGN §5)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
@@ -20,8 +20,8 @@ from modelbank.wallets import alerts, grants, holds, packages, providers, purcha
 from modelbank.wallets import service as wallets
 from modelbank.wallets.statement import statement_csv
 from modelbank.web import forms, views
-from modelbank.web.forms import Form, int_field
-from modelbank.web.render import flash_redirect, redirect, render
+from modelbank.web.forms import Done, Form, int_field
+from modelbank.web.render import render
 from modelbank.web.session import Viewer, signed_in, signed_in_post, state_of
 
 router = APIRouter(include_in_schema=False)
@@ -130,18 +130,46 @@ def buy_credits(request: Request, user_id: PathId, viewer: Posted, form: Form) -
     provider = providers.provider_for(name, settings, http_client=db.payment_http_client)
     page = f"/app/users/{user_id}/wallet"
     base = settings.public_base_url.rstrip("/")
-    info = purchases.start(
-        db.write,
-        provider,
-        user_id,
-        package_id,
-        success_url=f"{base}{page}?checkout=success",
-        cancel_url=f"{base}{page}?checkout=cancelled",
-    )
-    if info.checkout_url:
-        return redirect(info.checkout_url)
-    return flash_redirect(
+
+    started: dict[str, Any] = {"purchase_id": None}
+
+    def run(transaction: forms.Transaction) -> Done:
+        info = purchases.start(
+            transaction,
+            provider,
+            user_id,
+            package_id,
+            success_url=f"{base}{page}?checkout=success",
+            cancel_url=f"{base}{page}?checkout=cancelled",
+            on_recorded=lambda _session, purchase_id: started.update(purchase_id=purchase_id),
+        )
+        return _started(info, page)
+
+    def replay(body: dict[str, Any]) -> Done:
+        if body.get("purchase_id") is None:
+            return Done(page, "This purchase was already started: it is listed below.")
+        with db.read() as session:
+            info = purchases.get_purchase(session, int(body["purchase_id"]))
+        if info.status == purchases.FAILED:
+            failed = f"Purchase #{info.id} failed at the payment provider: reload to try again."
+            return Done(page, failed, kind="error")
+        return _started(info, page)
+
+    return forms.start_once(
         request,
+        viewer,
+        form,
+        run,
+        recorded=lambda _session: dict(started),
+        replay=replay,
+    )
+
+
+def _started(info: purchases.PurchaseInfo, page: str) -> Done:
+    """Where starting ``info`` leads: Stripe Checkout, or the wallet with a message."""
+    if info.checkout_url:
+        return Done(info.checkout_url)
+    return Done(
         page,
         f"Purchase #{info.id} of {views.credits(info.credits_ucr)} credits started —"
         " pending: awaiting payment confirmation.",

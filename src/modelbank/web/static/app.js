@@ -44,7 +44,26 @@
     var form = event.target;
     var button = event.submitter;
     var message = (button && button.dataset.confirm) || form.dataset.confirm;
-    if (message && !window.confirm(message)) event.preventDefault();
+    if (message && !window.confirm(message)) {
+      event.preventDefault();
+      return;
+    }
+    // A second click while the page is loading sends nothing (the server's form_key is
+    // the real protection). Disabled after this tick, so the button's own value is sent.
+    if ((form.method || "").toLowerCase() !== "post") return;
+    window.setTimeout(function () {
+      form.querySelectorAll("button[type=submit], button:not([type])").forEach(function (b) {
+        b.disabled = true;
+      });
+    }, 0);
+  });
+
+  // Back to a page kept in the browser's cache: its buttons work again.
+  window.addEventListener("pageshow", function (event) {
+    if (!event.persisted) return;
+    document.querySelectorAll("form button[disabled]").forEach(function (b) {
+      b.disabled = false;
+    });
   });
 
   // A header checkbox ticks every box with its name (the pricing table's selection).
