@@ -71,6 +71,17 @@ def round_half_even(value: Decimal) -> int:
     return int(value.to_integral_value(rounding=ROUND_HALF_EVEN, context=_EXACT))
 
 
+def div_half_even(numerator: int, denominator: int) -> int:
+    """``numerator / denominator`` rounded half-even (``denominator`` > 0), in integers:
+    exactly :func:`round_half_even` of the same rational, without building a Decimal (the
+    charge path, grant cost basis, prices per credit)."""
+    quotient, remainder = divmod(numerator, denominator)
+    twice = 2 * remainder
+    if twice > denominator or (twice == denominator and quotient & 1):
+        quotient += 1
+    return quotient
+
+
 def round_ucr(value: Decimal) -> MicroCredits:
     """Round an exact amount in µcr to :data:`MicroCredits` (half-even, once per posting)."""
     return MicroCredits(round_half_even(value))

@@ -22,10 +22,9 @@ from modelbank.metering.service import (
     _canonical_body,
     _Card,
     _Payer,
-    _round_div,
     request_hash,
 )
-from modelbank.money import round_half_even, round_ucr, round_uusd, uusd_to_ucr
+from modelbank.money import div_half_even, round_half_even, round_ucr, round_uusd, uusd_to_ucr
 from modelbank.pricing.formulas import Quantities, Rates, amount
 
 rates_decimal = st.decimals(
@@ -49,18 +48,18 @@ def rate_cards(draw: st.DrawFn) -> Rates:
     numerator=st.integers(min_value=-(10**30), max_value=10**30),
     denominator=st.integers(min_value=1, max_value=10**12),
 )
-def test_round_div_is_half_even(numerator: int, denominator: int) -> None:
+def test_div_half_even_is_half_even(numerator: int, denominator: int) -> None:
     exact = Context(prec=80).divide(Decimal(numerator), Decimal(denominator))
-    assert _round_div(numerator, denominator) == round_half_even(exact)
+    assert div_half_even(numerator, denominator) == round_half_even(exact)
 
 
 @given(
     n=st.integers(min_value=0, max_value=10**6).map(lambda k: 2 * k + 1),
     scale=st.integers(min_value=1, max_value=10**6),
 )
-def test_round_div_ties_go_to_even(n: int, scale: int) -> None:
+def test_div_half_even_ties_go_to_even(n: int, scale: int) -> None:
     # n/2 is a tie: the result is the even neighbour.
-    result = _round_div(n * scale, 2 * scale)
+    result = div_half_even(n * scale, 2 * scale)
     assert result % 2 == 0 and abs(result * 2 - n) == 1
 
 
@@ -97,9 +96,9 @@ def test_card_matches_amount(
         + units * card.unit
     )
     exact = amount(rates, q)
-    assert _round_div(numerator, card.den) == round_ucr(exact) == round_uusd(exact)
+    assert div_half_even(numerator, card.den) == round_ucr(exact) == round_uusd(exact)
     cpu_num, cpu_den = credits_per_usd.as_integer_ratio()
-    assert _round_div(numerator * cpu_num, card.den * cpu_den) == round_ucr(
+    assert div_half_even(numerator * cpu_num, card.den * cpu_den) == round_ucr(
         uusd_to_ucr(exact, credits_per_usd)
     )
 

@@ -41,7 +41,7 @@ from modelbank.ledger.errors import (
 )
 from modelbank.metering.errors import BatchTooLarge, InvalidUsage, UsageNotFound
 from modelbank.metering.models import usage_events_table as usage
-from modelbank.money import TOKENS_PER_MTOK
+from modelbank.money import TOKENS_PER_MTOK, div_half_even
 from modelbank.pricing import service as pricing
 from modelbank.pricing.errors import NoPrice
 from modelbank.pricing.formulas import Rates
@@ -358,7 +358,7 @@ def charge_batch_with_errors(
         fresh = input_tokens - cached
         card = price.charge
         charge_ucr = (
-            _round_div(
+            div_half_even(
                 fresh * card.fresh
                 + cached * card.cached
                 + output_tokens * card.output
@@ -425,9 +425,9 @@ def charge_batch_with_errors(
             + cost.request
             + units * cost.unit
         )
-        cost_uusd = _round_div(cost_num, cost.den)
+        cost_uusd = div_half_even(cost_num, cost.den)
         margin = (
-            charge_ucr - _round_div(cost_num * price.cpu_num, cost.den * price.cpu_den) - earned
+            charge_ucr - div_half_even(cost_num * price.cpu_num, cost.den * price.cpu_den) - earned
         )
         delta = stats.get(model_id)
         if delta is None:
@@ -722,16 +722,6 @@ def _hold_problem(
     return None
 
 
-def _round_div(numerator: int, denominator: int) -> int:
-    """``numerator / denominator`` rounded half-even (denominator > 0): exactly
-    :func:`~modelbank.money.round_half_even` of the same rational, in integers."""
-    quotient, remainder = divmod(numerator, denominator)
-    twice = 2 * remainder
-    if twice > denominator or (twice == denominator and quotient & 1):
-        quotient += 1
-    return quotient
-
-
 @dataclass(frozen=True, slots=True)
 class _Card:
     """A rate card as integers over one denominator: the exact amount of a usage is
@@ -843,7 +833,7 @@ class _Payer:
             (rule.per_use_ucr * token_den + tokens * self._token_num) * BPS
             + rule.share_bps * charge_ucr * token_den
         ) * multiplier[0]
-        pool = _round_div(numerator, token_den * BPS * multiplier[1])
+        pool = div_half_even(numerator, token_den * BPS * multiplier[1])
         paid: list[tuple[int, int]] = []
         for user_id, share_bps in self.beneficiaries:
             if user_id == payer_id or share_bps <= 0:

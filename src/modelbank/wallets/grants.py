@@ -35,6 +35,7 @@ from modelbank.errors import DomainError, IdempotencyConflict, InvalidInput
 from modelbank.ledger import service as ledger
 from modelbank.ledger.codes import AccountCode, TransferCode
 from modelbank.ledger.models import accounts_table as accounts
+from modelbank.money import div_half_even
 from modelbank.wallets import alerts
 from modelbank.wallets.models import burns_table as burns
 from modelbank.wallets.models import grants_table as grants
@@ -105,12 +106,7 @@ def basis_of(consumed_ucr: int, amount_ucr: int, basis_uusd: int) -> int:
     sum to exactly its basis when it is used up."""
     if amount_ucr <= 0 or basis_uusd == 0:
         return 0
-    numerator = basis_uusd * consumed_ucr
-    quotient, remainder = divmod(numerator, amount_ucr)
-    twice = 2 * remainder
-    if twice > amount_ucr or (twice == amount_ucr and quotient & 1):
-        quotient += 1
-    return quotient
+    return div_half_even(basis_uusd * consumed_ucr, amount_ucr)
 
 
 _NEVER = datetime.max.replace(tzinfo=UTC)

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from modelbank.db.base import utcnow
 from modelbank.errors import InvalidInput
-from modelbank.money import UCR_PER_CREDIT
+from modelbank.money import UCR_PER_CREDIT, div_half_even
 from modelbank.wallets.errors import PackageNotFound
 from modelbank.wallets.models import packages_table as packages
 
@@ -52,11 +52,7 @@ class PackageInfo:
     @property
     def uusd_per_credit(self) -> int:
         """Price per credit in µUSD, rounded half-even (display; never used to charge)."""
-        numerator, denominator = self.price_uusd * UCR_PER_CREDIT, self.credits_ucr
-        quotient, remainder = divmod(numerator, denominator)
-        if 2 * remainder > denominator or (2 * remainder == denominator and quotient & 1):
-            quotient += 1
-        return quotient
+        return div_half_even(self.price_uusd * UCR_PER_CREDIT, self.credits_ucr)
 
 
 def _info(row: Any) -> PackageInfo:
