@@ -32,13 +32,13 @@ from modelbank.earnings.models import earnings_table, payouts_table
 from modelbank.ledger import service as ledger
 from modelbank.ledger.codes import AccountCode, TransferCode
 from modelbank.ledger.models import accounts_table, transfers_table
+from modelbank.metering import refunds
 from modelbank.metering import service as metering
 from modelbank.metering.models import usage_events_table
 from modelbank.metering.service import UsageEvent
 from modelbank.money import format_credits
 from modelbank.users import service as users
 from modelbank.users.errors import UserNotFound
-from modelbank.wallets import refunds
 from tests import factories
 from tests.conftest import Db
 

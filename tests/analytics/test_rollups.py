@@ -22,7 +22,6 @@ from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from modelbank.analytics import rebuild as rollups
-from modelbank.analytics.models import creator_day_table, model_day_table, user_day_table
 from modelbank.catalog import service as catalog
 from modelbank.catalog.costs import Mode
 from modelbank.catalog.tiers import Tier
@@ -32,7 +31,9 @@ from modelbank.earnings import service as earnings
 from modelbank.earnings.rules import EarningsRule
 from modelbank.ledger import service as ledger
 from modelbank.ledger.codes import AccountCode, TransferCode
+from modelbank.metering import refunds as usage_refunds
 from modelbank.metering import service as metering
+from modelbank.metering.rollups import creator_day_table, model_day_table, user_day_table
 from modelbank.metering.service import UsageEvent
 from modelbank.pricing import service as pricing
 from modelbank.pricing.formulas import Rates
@@ -180,17 +181,17 @@ def mixed_scenario(db: Db) -> dict[str, int]:
     }
     yesterday = today - timedelta(days=1)
     with db.tx() as s:
-        refunds.refund_usage(s, on["m2"][0], now=yesterday)  # full, two beneficiaries
-        refunds.refund_usage(s, on["platform"][0], amount_ucr=1_234, now=yesterday)
-        first = refunds.refund_usage(s, on["m1"][0], amount_ucr=3_333, now=yesterday)
+        usage_refunds.refund_usage(s, on["m2"][0], now=yesterday)  # full, two beneficiaries
+        usage_refunds.refund_usage(s, on["platform"][0], amount_ucr=1_234, now=yesterday)
+        first = usage_refunds.refund_usage(s, on["m1"][0], amount_ucr=3_333, now=yesterday)
         assert first.earnings_reversed_ucr > 0
     with db.tx() as s:
-        refunds.refund_usage(s, on["m1"][0], now=today)  # the rest of it
-        refunds.refund_usage(s, on["m2"][1], amount_ucr=7, now=today)
+        usage_refunds.refund_usage(s, on["m1"][0], now=today)  # the rest of it
+        usage_refunds.refund_usage(s, on["m2"][1], amount_ucr=7, now=today)
     with db.tx() as s:
         assert cash_out(s, ids["c1"], now=today) > 0
     with db.tx() as s:
-        owed = refunds.refund_usage(s, on["m1"][1], now=today)
+        owed = usage_refunds.refund_usage(s, on["m1"][1], now=today)
     assert owed.earnings_owed_ucr > 0
     with db.tx() as s:
         assert refunds.open_debt(s, ids["c1"]) == owed.earnings_owed_ucr
@@ -352,13 +353,15 @@ def test_property_incremental_equals_rebuilt(
             break
         usage_id, charged_at = charged[pick % len(charged)]
         with db.tx() as s:
-            left = metering.get_usage(s, usage_id).charge_ucr - refunds.refunded_so_far(s, usage_id)
+            left = metering.get_usage(s, usage_id).charge_ucr - usage_refunds.refunded_so_far(
+                s, usage_id
+            )
             if left <= 0:
                 continue
             if pay_out_first:
                 for user_id in (creator, partner):
                     cash_out(s, user_id, now=charged_at)
-            refunds.refund_usage(
+            usage_refunds.refund_usage(
                 s,
                 usage_id,
                 amount_ucr=None if amount is None else min(amount, left),

@@ -38,6 +38,7 @@ from modelbank.errors import InvalidInput
 from modelbank.ledger import service as ledger
 from modelbank.ledger.codes import AccountCode, TransferFlags
 from modelbank.ledger.models import transfers_table as transfers
+from modelbank.metering import refunds as usage_refunds
 from modelbank.metering import service as metering
 from modelbank.metering.service import UsageEvent
 from modelbank.pricing.formulas import Rates
@@ -283,7 +284,7 @@ def test_owed_refund_debt_cannot_be_withdrawn(db: Db) -> None:
         payouts.complete(s, payout.id, "wire-1", credits_per_usd=RATE)
     _use(db, payer, slug, 100 * CREDIT)
     with db.tx() as s:
-        info = refunds.refund_usage(s, refunded)
+        info = usage_refunds.refund_usage(s, refunded)
     assert (info.earnings_reversed_ucr, info.earnings_owed_ucr) == (300 * CREDIT, 200 * CREDIT)
     with db.tx() as s:
         state = payouts.summary(s, creator)
@@ -318,7 +319,7 @@ def test_refund_while_pending_blocks_completion(db: Db) -> None:
     with db.tx() as s:
         pending = payouts.request(s, creator, 400 * CREDIT)
     with db.tx() as s:
-        info = refunds.refund_usage(s, refunded)
+        info = usage_refunds.refund_usage(s, refunded)
     assert info.earnings_owed_ucr == 200 * CREDIT  # 100 taken, 400 held
     with db.tx() as s:
         state = payouts.summary(s, creator)

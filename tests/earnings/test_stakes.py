@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from modelbank.analytics.explain import explain_usage
 from modelbank.catalog.errors import ModelNotFound
 from modelbank.db.base import utcnow
 from modelbank.earnings import explain, stakes
@@ -346,7 +347,7 @@ def test_explain_usage_shows_why_to_payer_and_beneficiaries_only(db: Db) -> None
             UsageEvent(_name("e"), payer, model, usage_type="chat", input_tokens=100_000),
         )
         assert used.usage_id is not None
-        seen = explain.explain_usage(session, used.usage_id, viewer=payer)
+        seen = explain_usage(session, used.usage_id, viewer=payer)
         assert seen.payer_id == payer and seen.burns and seen.earnings_note is None
         assert sum(a for _, a in seen.burns) == seen.charge_ucr == used.charge_ucr
         assert [(x.user_id, x.share_bps, x.rule_version) for x in seen.lines] == [
@@ -357,13 +358,13 @@ def test_explain_usage_shows_why_to_payer_and_beneficiaries_only(db: Db) -> None
         assert {x.popularity_multiplier for x in seen.lines} == {Decimal("1.0")}
         assert seen.rule is not None and seen.rule.per_use_ucr == 1_000
         assert seen.platform_kept_ucr == seen.charge_ucr - seen.earnings_ucr
-        as_holder = explain.explain_usage(session, used.usage_id, viewer=holder)
+        as_holder = explain_usage(session, used.usage_id, viewer=holder)
         assert as_holder.payer_id is None and as_holder.burns is None
         assert as_holder.lines == seen.lines
-        assert explain.explain_usage(session, used.usage_id, viewer=None).payer_id == payer
+        assert explain_usage(session, used.usage_id, viewer=None).payer_id == payer
         for nobody in (stranger, None):
             with pytest.raises(UsageNotFound):
-                explain.explain_usage(
+                explain_usage(
                     session,
                     used.usage_id + 1000 if nobody is None else used.usage_id,
                     viewer=nobody,

@@ -248,3 +248,25 @@ def test_settings_are_checked(db: Db) -> None:
         GroupCommitter(db.factory, max_batch=1_001)
     with pytest.raises(ValueError):
         GroupCommitter(db.factory, max_wait_s=-1)
+
+
+def test_a_failed_shared_transaction_charges_each_event_alone(db: Db) -> None:
+    """A database error fails the shared transaction (nothing of it is charged); the
+    committer then charges each event in its own transaction, so that one event's trouble
+    never fails the other callers (the probe's two-server finding)."""
+    _, (alice, bob) = _setup(db, users=2, credits_ucr=100 * CREDIT)
+    calls = []
+
+    def factory() -> Session:
+        calls.append(1)
+        if len(calls) == 1:
+            raise ConnectionError("the shared transaction's connection dropped")
+        return db.factory()
+
+    committer = GroupCommitter(factory, max_wait_s=0.2)
+    futures = [committer.submit_future(_event(f"g{k}", (alice, bob)[k % 2])) for k in range(4)]
+    results = [future.result(timeout=30) for future in futures]
+    committer.close()
+    assert [r.status for r in results] == ["charged"] * 4
+    assert committer.batches == 1 + 4 and len(calls) == 5
+    assert _balance(db, alice) == _balance(db, bob) == 100 * CREDIT - 2 * CHARGE

@@ -263,3 +263,67 @@ def test_first_charges_of_a_new_model_race_cleanly(db: Db) -> None:
     assert len(charged) == rounds * THREADS
     with db.tx() as s:
         assert sorted(st.use_count for st in earnings.model_stats(s)) == [THREADS] * rounds
+
+
+def test_a_key_taken_by_another_tenant_meanwhile_rejects_only_its_own_event(db: Db) -> None:
+    """The probe's finding (two servers, one PostgreSQL): one idempotency key sent for two
+    users at once, inside batches with other users' events. The two batches share no wallet
+    lock, so both look the key up before either commits. The loser's event must be
+    answered 409 (``idempotency_key_reused``) and its batch's other events charged, never a
+    failed transaction for everyone."""
+    _postgres_only(db)
+    with db.tx() as s:
+        factories.model(s, "flat", explicit=Rates(per_request=Decimal(PRICE_UCR)))
+        a, b, c, d = (factories.user(s, f"u{k}", credits_ucr=10**9) for k in range(4))
+    first_inserted = threading.Event()
+    release_first = threading.Event()
+    second: list[list[ChargeResult]] = []
+
+    def first() -> None:
+        with db.tx() as s:
+            got = metering.charge_batch(
+                s, [UsageEvent("shared", a, "flat"), UsageEvent("a-own", a, "flat")]
+            )
+            assert [r.status for r in got] == ["charged", "charged"]
+            first_inserted.set()
+            release_first.wait(10)
+
+    def late() -> None:
+        first_inserted.wait(10)
+        with db.tx() as s:
+            second.append(
+                metering.charge_batch(
+                    s,
+                    [
+                        UsageEvent("c-own", c, "flat"),
+                        UsageEvent("shared", b, "flat"),
+                        UsageEvent("d-own", d, "flat"),
+                    ],
+                )
+            )
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        one = pool.submit(first)
+        two = pool.submit(late)
+        first_inserted.wait(10)
+        # the late batch is now blocked on the first one's uncommitted key; let it commit
+        threading.Timer(0.3, release_first.set).start()
+        one.result()
+        two.result()
+
+    got = second[0]
+    assert [(r.idempotency_key, r.status) for r in got] == [
+        ("c-own", "charged"),
+        ("shared", "rejected"),
+        ("d-own", "charged"),
+    ]
+    assert got[1].error_code == "idempotency_key_reused"
+    assert [r.balance_ucr for r in (got[0], got[2])] == [10**9 - PRICE_UCR] * 2
+    with db.tx() as s:
+        assert wallets.balance(s, b).balance_ucr == 10**9  # the loser paid nothing
+        assert wallets.balance(s, a).balance_ucr == 10**9 - 2 * PRICE_UCR
+        owners = dict(
+            s.connection().execute(select(usage.c.idempotency_key, usage.c.user_id)).all()
+        )
+        assert owners["shared"] == a
+        assert invariants.check(s) == []

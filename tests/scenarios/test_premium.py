@@ -13,6 +13,7 @@ from modelbank.metering import service as metering
 from modelbank.metering.service import UsageEvent
 from modelbank.pricing.formulas import Rates
 from modelbank.wallets import service as wallets
+from modelbank.wallets.access import purchase_access
 from tests import factories
 from tests.conftest import Db
 
@@ -47,10 +48,10 @@ def test_premium_model_needs_access_and_purchase_debits_once(db: Db) -> None:
         assert own.status == "charged"
 
     with db.tx() as s:
-        bought = access.purchase_access(s, buyer, model_id)
+        bought = purchase_access(s, buyer, model_id)
         assert bought.new and bought.price_ucr == 3 * CREDIT
     with db.tx() as s:
-        again = access.purchase_access(s, buyer, model_id)
+        again = purchase_access(s, buyer, model_id)
         assert not again.new and again.transfer_id == bought.transfer_id
         assert wallets.balance(s, buyer).balance_ucr == 7 * CREDIT
         result = metering.charge(s, event)
@@ -66,7 +67,7 @@ def test_batch_rejects_only_events_without_access(db: Db) -> None:
         lacks = factories.user(s, "lacks", credits_ucr=10 * CREDIT)
     model_id = _premium(db, creator, CREDIT)
     with db.tx() as s:
-        access.purchase_access(s, has, model_id)
+        purchase_access(s, has, model_id)
     with db.tx() as s:
         results = metering.charge_batch(
             s,
@@ -90,9 +91,9 @@ def test_purchase_refusals_write_nothing(db: Db) -> None:
         free_model = factories.model(s, "free-model", explicit=PRICE)
     model_id = _premium(db, creator, CREDIT)
     with pytest.raises(InsufficientFunds), db.tx() as s:
-        access.purchase_access(s, poor, model_id)
+        purchase_access(s, poor, model_id)
     with pytest.raises(NotPremium), db.tx() as s:
-        access.purchase_access(s, poor, free_model)
+        purchase_access(s, poor, free_model)
     with db.tx() as s:
         assert wallets.balance(s, poor).balance_ucr == CREDIT // 2
         assert access.accessible(s, poor, [model_id, free_model]) == set()

@@ -32,13 +32,15 @@ from modelbank.ledger import service as ledger
 from modelbank.ledger.codes import AccountCode, TransferCode
 from modelbank.ledger.errors import InsufficientFunds
 from modelbank.ledger.models import transfers_table as transfers
+from modelbank.metering import refunds
 from modelbank.metering import service as metering
+from modelbank.metering.capture import capture
 from modelbank.metering.models import usage_events_table as usage
 from modelbank.metering.service import UsageEvent
 from modelbank.pricing import service as pricing
 from modelbank.pricing.formulas import Rates
 from modelbank.users import service as users
-from modelbank.wallets import grants, holds, refunds
+from modelbank.wallets import grants, holds
 from modelbank.wallets import service as wallets
 from modelbank.wallets.grants import GrantSource
 from modelbank.wallets.models import burns_table as burns
@@ -635,7 +637,7 @@ def test_hold_placed_before_expiry_can_be_captured_after_it(db: Db) -> None:
             s, uid, 6 * CREDIT, timeout_s=3 * 3600, idempotency_key="ch", model=slug, now=base
         )
     with db.tx() as s:
-        _, result = holds.capture(s, hold.id, 6 * CREDIT, now=t1 + timedelta(minutes=1))
+        _, result = capture(s, hold.id, 6 * CREDIT, now=t1 + timedelta(minutes=1))
     assert result.status == "charged" and result.charge_ucr == 6 * CREDIT
     with db.tx() as s:
         assert wallets.balance(s, uid).balance_ucr == 1 * CREDIT

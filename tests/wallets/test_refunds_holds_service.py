@@ -27,7 +27,9 @@ from modelbank.ledger import service as ledger
 from modelbank.ledger.codes import AccountCode, TransferCode
 from modelbank.ledger.errors import HoldAmountExceeded, HoldExpired, HoldNotPending
 from modelbank.ledger.models import transfers_table as transfers
+from modelbank.metering import refunds as usage_refunds
 from modelbank.metering import service as metering
+from modelbank.metering.capture import capture
 from modelbank.metering.service import UsageEvent
 from modelbank.pricing.formulas import Rates
 from modelbank.users import service as users
@@ -148,7 +150,9 @@ def test_usage_refund_partial_then_full(db: Db) -> None:
 
     # partial: 1,111,111 back, from the last grant burned (purchased)
     with db.tx() as s:
-        first = refunds.refund_usage(s, usage.usage_id, amount_ucr=1_111_111, reason="partial")
+        first = usage_refunds.refund_usage(
+            s, usage.usage_id, amount_ucr=1_111_111, reason="partial"
+        )
     back1 = reversed_by(earned_ucr, total, 0, 1_111_111)
     assert back1 == 177_778  # 533,333 / 3 = 177,777.67
     assert (first.amount_ucr, first.earnings_reversed_ucr, first.earnings_owed_ucr) == (
@@ -169,7 +173,7 @@ def test_usage_refund_partial_then_full(db: Db) -> None:
 
     # 2,000,000 more: the rest of what the purchased grant gave, then the bonus grant
     with db.tx() as s:
-        second = refunds.refund_usage(s, usage.usage_id, amount_ucr=2_000_000)
+        second = usage_refunds.refund_usage(s, usage.usage_id, amount_ucr=2_000_000)
     back2 = reversed_by(earned_ucr, total, 1_111_111, 3_111_111)
     assert second.earnings_reversed_ucr == back2
     assert second.refunded_total_ucr == 3_111_111
@@ -183,24 +187,24 @@ def test_usage_refund_partial_then_full(db: Db) -> None:
 
     # more than is left (222,222) is refused, nothing written
     with pytest.raises(RefundExceedsCharge) as info, db.tx() as s:
-        refunds.refund_usage(s, usage.usage_id, amount_ucr=222_223)
+        usage_refunds.refund_usage(s, usage.usage_id, amount_ucr=222_223)
     assert info.value.context["refundable_ucr"] == 222_222
     with pytest.raises(InvalidInput), db.tx() as s:
-        refunds.refund_usage(s, usage.usage_id, amount_ucr=0)
+        usage_refunds.refund_usage(s, usage.usage_id, amount_ucr=0)
 
     # the rest (default amount): earnings reversed in total exactly what was earned
     with db.tx() as s:
-        last = refunds.refund_usage(s, usage.usage_id)
+        last = usage_refunds.refund_usage(s, usage.usage_id)
     assert last.amount_ucr == 222_222 and last.refunded_total_ucr == total
     assert back1 + back2 + last.earnings_reversed_ucr == earned_ucr
     with pytest.raises(RefundExceedsCharge) as info, db.tx() as s:
-        refunds.refund_usage(s, usage.usage_id)
+        usage_refunds.refund_usage(s, usage.usage_id)
     assert info.value.context["refundable_ucr"] == 0
     with db.tx() as s:
-        listed = refunds.list_refunds(s, usage.usage_id)
+        listed = usage_refunds.list_refunds(s, usage.usage_id)
         assert [r.amount_ucr for r in listed] == [1_111_111, 2_000_000, 222_222]
         assert [r.refunded_total_ucr for r in listed] == [1_111_111, 3_111_111, total]
-        assert refunds.refunded_so_far(s, usage.usage_id) == total
+        assert usage_refunds.refunded_so_far(s, usage.usage_id) == total
         assert wallets.balance(s, alice).balance_ucr == 11 * CREDIT
         assert left(s, bonus.id, paid.id) == [1 * CREDIT, 10 * CREDIT]
         assert earnings_balance(s, creator) == 0
@@ -242,7 +246,7 @@ def test_refunds_reverse_earnings_on_the_running_total(
         )
         steps -= 1
         with db.tx() as s:
-            info = refunds.refund_usage(s, usage.usage_id, amount_ucr=amount)
+            info = usage_refunds.refund_usage(s, usage.usage_id, amount_ucr=amount)
         assert info.earnings_reversed_ucr == reversed_by(earned_ucr, total, done, done + amount)
         assert info.earnings_owed_ucr == 0
         done += amount
@@ -252,7 +256,7 @@ def test_refunds_reverse_earnings_on_the_running_total(
             assert earnings_balance(s, creator) == earned_ucr - reversed_total
     assert reversed_total == earned_ucr
     with pytest.raises(RefundExceedsCharge), db.tx() as s:
-        refunds.refund_usage(s, usage.usage_id, amount_ucr=1)
+        usage_refunds.refund_usage(s, usage.usage_id, amount_ucr=1)
 
 
 def test_refund_after_payout_leaves_a_debt_that_new_earnings_settle(db: Db) -> None:
@@ -283,7 +287,7 @@ def test_refund_after_payout_leaves_a_debt_that_new_earnings_settle(db: Db) -> N
             ),
         )
     with db.tx() as s:
-        refund = refunds.refund_usage(s, usage.usage_id)
+        refund = usage_refunds.refund_usage(s, usage.usage_id)
     assert (refund.amount_ucr, refund.earnings_reversed_ucr, refund.earnings_owed_ucr) == (
         1 * CREDIT,
         160_000,
@@ -365,7 +369,7 @@ def test_hold_place_capture_void_and_expiry(db: Db) -> None:
 
     # capture 3 of the 5 held credits: charged through the pipeline, the rest released
     with db.tx() as s:
-        captured, result = holds.capture(s, hold.id, 3 * CREDIT, now=base + timedelta(seconds=5))
+        captured, result = capture(s, hold.id, 3 * CREDIT, now=base + timedelta(seconds=5))
     assert (result.status, result.charge_ucr) == ("charged", 3 * CREDIT)
     assert result.earnings == ((creator, 360_000),)  # 3,000,000 × 0.2 × 0.6 ("other")
     assert (captured.status, captured.captured_ucr, captured.usage_id) == (
@@ -393,7 +397,7 @@ def test_hold_place_capture_void_and_expiry(db: Db) -> None:
             7 * CREDIT,
         )
     with pytest.raises(HoldNotPending), db.tx() as s:
-        holds.capture(s, hold.id, 1 * CREDIT, now=base + timedelta(seconds=6))
+        capture(s, hold.id, 1 * CREDIT, now=base + timedelta(seconds=6))
 
     # capture more than held: refused; void releases everything
     with db.tx() as s:
@@ -401,7 +405,7 @@ def test_hold_place_capture_void_and_expiry(db: Db) -> None:
             s, alice, 2 * CREDIT, timeout_s=60, idempotency_key="h2", model=slug, now=base
         )
     with pytest.raises(HoldAmountExceeded), db.tx() as s:
-        holds.capture(s, second.id, 2 * CREDIT + 1, now=base + timedelta(seconds=7))
+        capture(s, second.id, 2 * CREDIT + 1, now=base + timedelta(seconds=7))
     with db.tx() as s:
         assert wallets.balance(s, alice).available_ucr == 5 * CREDIT
         voided = holds.void(s, second.id, now=base + timedelta(seconds=8))
@@ -415,7 +419,7 @@ def test_hold_place_capture_void_and_expiry(db: Db) -> None:
     # capture of 0: the hold is voided, a zero usage row written, nothing burned
     with db.tx() as s:
         zero = holds.place(s, alice, 1 * CREDIT, timeout_s=60, idempotency_key="h0", now=base)
-        info, nothing = holds.capture(s, zero.id, 0, model=slug, now=base + timedelta(seconds=9))
+        info, nothing = capture(s, zero.id, 0, model=slug, now=base + timedelta(seconds=9))
     assert (info.status, info.reason, nothing.charge_ucr) == ("voided", "captured_zero", 0)
     with db.tx() as s:
         assert burns_of(s, "usage", nothing.usage_id) == []
@@ -429,7 +433,7 @@ def test_hold_place_capture_void_and_expiry(db: Db) -> None:
         assert wallets.balance(s, alice).available_ucr == 3 * CREDIT
     later = base + timedelta(seconds=60)
     with pytest.raises(HoldExpired), db.tx() as s:
-        holds.capture(s, third.id, 1 * CREDIT, now=later)
+        capture(s, third.id, 1 * CREDIT, now=later)
     with db.tx() as s:
         assert ledger.expire_holds(s, now=base + timedelta(seconds=59)) == 0
         assert ledger.expire_holds(s, now=later) == 1
@@ -446,7 +450,7 @@ def test_hold_place_capture_void_and_expiry(db: Db) -> None:
         assert left(s, bonus.id, paid.id) == [0, 7 * CREDIT]
     # once the job has voided it, a capture finds it no longer pending
     with pytest.raises(HoldNotPending) as voided_info, db.tx() as s:
-        holds.capture(s, third.id, 1 * CREDIT, now=later + timedelta(seconds=1))
+        capture(s, third.id, 1 * CREDIT, now=later + timedelta(seconds=1))
     assert voided_info.value.context["status"] == "voided"
     with db.tx() as s:
         assert [h.status for h in holds.list_holds(s, alice).items] == [

@@ -1,7 +1,7 @@
 """Recomputing the daily rollups from the rows they summarise (``modelbank rollups rebuild``).
 
-The rollups (:mod:`modelbank.analytics.models`) are maintained in the charge's transaction
-(:mod:`modelbank.analytics.rollups`). This module derives the same three tables from scratch,
+The rollups (tables and incremental writers in :mod:`modelbank.metering.rollups`) are
+maintained in the charge's transaction. This module derives the same three tables from scratch,
 from ``usage_events``, ``earnings`` and ``usage_refunds``, exactly as the incremental path
 writes them:
 
@@ -13,9 +13,10 @@ writes them:
   1 use, the tokens and its amount to the beneficiary's (day, user, model) row;
 * a refund adds ``amount_ucr`` to ``refunded_ucr`` of the (day, model) and (day, user, model,
   type) rows, ``earnings_reversed_ucr`` to the model's ``reversed_ucr``, and to each
-  beneficiary's (day, user, model) ``reversed_ucr`` what :func:`modelbank.wallets.refunds.
-  refund_usage` took back from them: ``basis_of(after) − basis_of(before)`` of their earning,
-  on the usage's running refunded total, refunds in id order (owed or not).
+  beneficiary's (day, user, model) ``reversed_ucr`` what
+  :func:`modelbank.metering.refunds.refund_usage` took back from them: ``basis_of(after) −
+  basis_of(before)`` of their earning, on the usage's running refunded total, refunds in id
+  order (owed or not).
 
 Charges and earnings are summed by SQL ``GROUP BY`` over usage-id ranges of
 :data:`CHUNK_USAGE_IDS` (``INSERT … SELECT … ON CONFLICT DO UPDATE`` adding the counters), so
@@ -57,9 +58,9 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from modelbank.analytics.models import creator_day_table, model_day_table, user_day_table
 from modelbank.earnings.models import earnings_table as earnings
 from modelbank.metering.models import usage_events_table as usage
+from modelbank.metering.rollups import creator_day_table, model_day_table, user_day_table
 from modelbank.wallets.grants import basis_of
 from modelbank.wallets.models import refunds_table as refunds
 

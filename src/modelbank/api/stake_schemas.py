@@ -11,10 +11,11 @@ from typing import Annotated
 
 from pydantic import BaseModel, Field
 
+from modelbank.analytics.explain import UsageEarnings
 from modelbank.api import present
 from modelbank.api.schemas import EarningsRuleIn, EarningsRuleOut, Id, Strict, Timestamp, Ucr
 from modelbank.catalog.service import ModelInfo
-from modelbank.earnings.explain import RuleVersion, UsageEarnings
+from modelbank.earnings.explain import RuleVersion
 from modelbank.earnings.rules import BPS
 from modelbank.earnings.stakes import Listing, Stake
 from modelbank.money import format_credits

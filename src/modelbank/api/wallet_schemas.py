@@ -19,6 +19,7 @@ from modelbank.api.schemas import (
     Timestamp,
     Ucr,
 )
+from modelbank.metering.refunds import RefundInfo
 from modelbank.metering.service import ChargeResult
 from modelbank.money import format_credits, format_usd
 from modelbank.wallets.alerts import AlertState
@@ -26,7 +27,6 @@ from modelbank.wallets.grants import GrantInfo, Recognition
 from modelbank.wallets.holds import HoldInfo
 from modelbank.wallets.packages import PackageInfo
 from modelbank.wallets.purchases import PurchaseInfo
-from modelbank.wallets.refunds import RefundInfo
 
 Uusd = Annotated[int, Field(gt=0, le=10**13, description="micro-dollars, whole cents")]
 Slug = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$")]

@@ -56,9 +56,15 @@ class BulkInsert:
     rendered once per dialect. No RETURNING: callers that need ids assign them.
     """
 
-    def __init__(self, table: Table, columns: Sequence[str]) -> None:
+    def __init__(
+        self, table: Table, columns: Sequence[str], *, skip_conflicts_on: str | None = None
+    ) -> None:
         self.table = table
         self.columns = tuple(columns)
+        self.skip_conflicts_on = skip_conflicts_on
+        """A unique column: rows that would duplicate a stored value are skipped
+        (``ON CONFLICT (column) DO NOTHING``, SQLite and PostgreSQL) and :meth:`execute`
+        returns how many were inserted."""
         missing = [name for name in self.columns if name not in table.c]
         if missing:
             raise ValueError(f"{table.name} has no column {missing[0]!r}")
@@ -83,9 +89,21 @@ class BulkInsert:
                 f" ({', '.join(quote(column) for column in self.columns)})"
                 f" VALUES ({', '.join(marks)})"
             )
+            if self.skip_conflicts_on is not None:
+                found = self._sql[dialect.name] = (
+                    f"{found} ON CONFLICT ({quote(self.skip_conflicts_on)}) DO NOTHING"
+                )
         return found
 
-    def execute(self, conn: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
-        """Insert ``rows`` (none: nothing happens) in the caller's transaction."""
-        if rows:
-            conn.exec_driver_sql(self.sql(conn), list(rows))
+    def execute(self, conn: Connection, rows: Sequence[tuple[Any, ...]]) -> int:
+        """Insert ``rows`` (none: nothing happens) in the caller's transaction; return how
+        many rows were inserted (fewer than given only with ``skip_conflicts_on``)."""
+        if not rows:
+            return 0
+        # The DBAPI cursor of the caller's connection, not exec_driver_sql: SQLAlchemy's
+        # execution context cost ~40 µs per call around a few µs of driver work.
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        cursor.executemany(self.sql(conn), list(rows))
+        count = int(cursor.rowcount)
+        cursor.close()
+        return count

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from modelbank.analytics.models import CreatorDay, ModelDay, UserDay
 from modelbank.auth.models import ApiKey
 from modelbank.catalog.models import CatalogModel, ModelAccess
 from modelbank.db.base import Base
+from modelbank.db.epoch import ReferenceEpoch
 from modelbank.earnings.models import (
     Beneficiary,
     Earning,
@@ -17,6 +17,7 @@ from modelbank.earnings.models import (
 from modelbank.idempotency.models import IdempotentRequest
 from modelbank.ledger.models import Account, Transfer
 from modelbank.metering.models import UsageEventRow
+from modelbank.metering.rollups import CreatorDay, ModelDay, UserDay
 from modelbank.platform.models import PlatformSetting
 from modelbank.pricing.models import PriceVersion
 from modelbank.users.models import User
@@ -62,6 +63,7 @@ __all__ = [
     "PlatformSetting",
     "PriceVersion",
     "Purchase",
+    "ReferenceEpoch",
     "StakeListing",
     "Transfer",
     "UsageEventRow",

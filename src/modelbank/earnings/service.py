@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from modelbank.db.base import utcnow
 from modelbank.db.bulk import BulkInsert, db_timestamp
+from modelbank.db.fast import FastSQL
 from modelbank.db.versions import in_force
 from modelbank.earnings.errors import InvalidRule, InvalidSplit
 from modelbank.earnings.models import beneficiaries_table as beneficiaries
@@ -183,34 +184,95 @@ def load_terms(
 ) -> dict[int, Terms]:
     """Terms for each model id in ``creators`` (model id → creator user id or None).
 
-    Three queries whatever the number of models. A model without a stored rule gets the
-    DESIGN §7 default :class:`EarningsRule`; without beneficiaries, its creator at 100%
-    (none for a platform model). Creates missing aggregate rows.
+    Three queries whatever the number of models: the rules in force, the use counts (locked,
+    :func:`lock_use_counts`, creating missing aggregate rows) and then the beneficiaries
+    (:func:`beneficiaries_of`). A model without a stored rule gets the DESIGN §7 default
+    :class:`EarningsRule`.
     """
     ids = sorted(creators)
     if not ids:
         return {}
     at = at or utcnow()
+    by_model = {
+        int(row.model_id): _rule_of(row)
+        for row in session.connection().execute(_CURRENT_RULES, {"ids": ids, "at": at})
+    }
+    counts = lock_use_counts(session, ids)
+    shares = beneficiaries_of(session, creators)
+    return {
+        model_id: Terms(
+            model_id=model_id,
+            rule=by_model.get(model_id, _DEFAULT_RULE),
+            beneficiaries=shares[model_id],
+            use_count=counts.get(model_id, 0),
+        )
+        for model_id in ids
+    }
+
+
+def rule_versions(
+    session: Session, model_ids: Iterable[int]
+) -> dict[int, list[tuple[datetime, EarningsRule]]]:
+    """Every stored rule version of each model as (effective from, rule), oldest first;
+    models without a stored rule are absent (they use the default :class:`EarningsRule`).
+    One query. With :func:`rule_at` it answers what :func:`load_terms` does."""
+    ids = sorted(set(model_ids))
+    if not ids:
+        return {}
+    found: dict[int, list[tuple[datetime, EarningsRule]]] = {}
+    for row in session.connection().execute(_ALL_RULES, {"ids": ids}):
+        found.setdefault(int(row.model_id), []).append((row.effective_from, _rule_of(row)))
+    return found
+
+
+def rule_at(history: Sequence[tuple[datetime, EarningsRule]], at: datetime) -> EarningsRule:
+    """The rule in force at ``at``: the highest version whose effective_from ≤ at, or the
+    DESIGN §7 default before the first (or with none)."""
+    best: EarningsRule | None = None
+    for effective_from, rule in history:
+        if effective_from <= at and (best is None or rule.version > best.version):
+            best = rule
+    return _DEFAULT_RULE if best is None else best
+
+
+def beneficiaries_of(
+    session: Session, creators: Mapping[int, int | None]
+) -> dict[int, tuple[tuple[int, int], ...]]:
+    """The beneficiaries ((user id, bps), by user id) of each model in ``creators`` (model
+    id → creator or None): its stakes, or its creator at 10,000 bps when none are set, or
+    none for a platform model. One query.
+
+    A charge reads them after locking the model's aggregate row (:func:`lock_use_counts`):
+    a stake sale locks that row first, so the charge splits by the stakes as of its commit.
+    """
+    ids = sorted(creators)
+    if not ids:
+        return {}
+    shares: dict[int, list[tuple[int, int]]] = {}
+    for row in session.connection().execute(_BENEFICIARIES, {"ids": ids}):
+        shares.setdefault(int(row.model_id), []).append((int(row.user_id), int(row.share_bps)))
+    result: dict[int, tuple[tuple[int, int], ...]] = {}
+    for model_id in ids:
+        creator = creators[model_id]
+        default = [(creator, BPS)] if creator is not None else []
+        result[model_id] = tuple(shares.get(model_id, default))
+    return result
+
+
+def lock_use_counts(session: Session, model_ids: Iterable[int]) -> dict[int, int]:
+    """Each model's lifetime use count, read under a row lock held until the caller's
+    transaction ends, so that concurrent charges of one model each see their own exact
+    prior count (popularity tiers, DESIGN §7). Creates missing aggregate rows (a concurrent
+    first use must not fail: ON CONFLICT DO NOTHING). One locking read in the common case."""
+    ids = sorted(set(model_ids))
+    if not ids:
+        return {}
     conn = session.connection()
-    by_model: dict[int, EarningsRule] = {}
-    for row in conn.execute(_CURRENT_RULES, {"ids": ids, "at": at}):
-        # Rule versions are immutable: parse each one (JSON, Decimals) once per process.
-        key = tuple(_freeze(value) for value in row)
-        rule = _RULE_CACHE.get(key)
-        if rule is None:
-            if len(_RULE_CACHE) >= _RULE_CACHE_SIZE:
-                _RULE_CACHE.clear()
-            rule = _RULE_CACHE[key] = _rule_from_row(row._mapping)
-        by_model[int(row.model_id)] = rule
-    # Aggregate rows: created on first use (a concurrent first use must not fail, hence ON
-    # CONFLICT DO NOTHING), then read under a row lock so that concurrent charges of one
-    # model each see their own exact prior use count (popularity tiers, DESIGN §7). The
-    # common case (every row exists) is one locking read; the insert runs only when a
-    # row is missing, followed by a second locking read.
-    postgres = session.get_bind().dialect.name == "postgresql"
-    query = _STATS_FOR_UPDATE if postgres else _STATS
-    counts = {int(row.model_id): int(row.use_count) for row in conn.execute(query, {"ids": ids})}
+    postgres = conn.dialect.name == "postgresql"
+    fast = _STATS_PG_FAST if postgres else _STATS_FAST
+    counts = {int(m): int(n) for m, n in fast.execute(conn, ids, size=len(ids)).fetchall()}
     if len(counts) < len(ids):
+        query = _STATS_FOR_UPDATE if postgres else _STATS
         conn.execute(
             _INSERT_STATS_PG if postgres else _INSERT_STATS_SQLITE,
             [
@@ -222,26 +284,27 @@ def load_terms(
         counts = {
             int(row.model_id): int(row.use_count) for row in conn.execute(query, {"ids": ids})
         }
-    # Stakes are read after the aggregate rows are locked: a stake sale locks the same row
-    # first, so a charge splits by the stakes as of its commit, never by stale ones.
-    shares: dict[int, list[tuple[int, int]]] = {}
-    for row in conn.execute(_BENEFICIARIES, {"ids": ids}):
-        shares.setdefault(int(row.model_id), []).append((int(row.user_id), int(row.share_bps)))
-    default = EarningsRule()
-    result: dict[int, Terms] = {}
-    for model_id in ids:
-        creator = creators[model_id]
-        default_shares = [(creator, BPS)] if creator is not None else []
-        result[model_id] = Terms(
-            model_id=model_id,
-            rule=by_model.get(model_id, default),
-            beneficiaries=tuple(shares.get(model_id, default_shares)),
-            use_count=counts.get(model_id, 0),
-        )
-    return result
+    return counts
 
 
+def _rule_of(row: Any) -> EarningsRule:
+    # Rule versions are immutable: parse each one (JSON, Decimals) once per process.
+    key = tuple(_freeze(value) for value in row)
+    rule = _RULE_CACHE.get(key)
+    if rule is None:
+        if len(_RULE_CACHE) >= _RULE_CACHE_SIZE:
+            _RULE_CACHE.clear()
+        rule = _RULE_CACHE[key] = _rule_from_row(row._mapping)
+    return rule
+
+
+_DEFAULT_RULE = EarningsRule()
 _CURRENT_RULES = in_force(rules)
+_ALL_RULES = (
+    select(rules)
+    .where(rules.c.model_id.in_(bindparam("ids", expanding=True)))
+    .order_by(rules.c.model_id, rules.c.version)
+)
 _BENEFICIARIES = (
     select(beneficiaries)
     .where(beneficiaries.c.model_id.in_(bindparam("ids", expanding=True)))
@@ -269,6 +332,15 @@ _STATS = (
     .order_by(stats.c.model_id)
 )
 _STATS_FOR_UPDATE = _STATS.with_for_update()
+_STATS_FAST = FastSQL(
+    "SELECT model_id, use_count FROM model_stats WHERE model_id IN ({in}) ORDER BY model_id"
+)
+_STATS_PG_FAST = FastSQL(_STATS_FAST.text + " FOR UPDATE")
+_UPDATE_STATS_FAST = FastSQL(
+    "UPDATE model_stats SET use_count = use_count + ?, tokens = tokens + ?,"
+    " revenue_ucr = revenue_ucr + ?, earnings_ucr = earnings_ucr + ?,"
+    " last_used_at = coalesce(?, last_used_at) WHERE model_id = ?"
+)
 
 _UPDATE_STATS = (
     update(stats)
@@ -351,17 +423,18 @@ def record_rows(
         created = db_timestamp(conn.dialect.name, now)
         _INSERT_EARNINGS.execute(conn, [(*row, created) for row in rows])
     if deltas:
-        conn.execute(
-            _UPDATE_STATS,
+        dialect = conn.dialect.name
+        _UPDATE_STATS_FAST.executemany(
+            conn,
             [
-                {
-                    "m_id": model_id,
-                    "d_uses": d.uses,
-                    "d_tokens": d.tokens,
-                    "d_revenue": d.revenue_ucr,
-                    "d_earnings": d.earnings_ucr,
-                    "d_last": d.last_used_at,
-                }
+                (
+                    d.uses,
+                    d.tokens,
+                    d.revenue_ucr,
+                    d.earnings_ucr,
+                    db_timestamp(dialect, d.last_used_at),
+                    model_id,
+                )
                 for model_id, d in sorted(deltas.items())
             ],
         )

@@ -25,7 +25,9 @@ from sqlalchemy.orm import Session
 
 from modelbank.db.base import utcnow
 from modelbank.db.bulk import BulkInsert, db_timestamp
+from modelbank.db.fast import FastSQL
 from modelbank.errors import IdempotencyConflict
+from modelbank.ledger import holds
 from modelbank.ledger.codes import (
     PLATFORM_ACCOUNT_CODES,
     USER_ACCOUNT_CODES,
@@ -36,9 +38,6 @@ from modelbank.ledger.codes import (
 )
 from modelbank.ledger.errors import (
     AccountNotFound,
-    HoldAmountExceeded,
-    HoldExpired,
-    HoldNotPending,
     InsufficientFunds,
     InvalidTransfer,
     TransferNotFound,
@@ -76,6 +75,15 @@ _LOCK_USER_ACCOUNTS = (
     .order_by(accounts.c.id)
 )
 _LOCK_USER_ACCOUNTS_PG = _LOCK_USER_ACCOUNTS.with_for_update()
+_LOCK_USER_ACCOUNTS_FAST = FastSQL(
+    "SELECT id, code, owner_id, flags, debits_posted, credits_posted, debits_pending,"
+    " credits_pending FROM accounts WHERE code = ? AND owner_id IN ({in}) ORDER BY id"
+)
+_LOCK_USER_ACCOUNTS_PG_FAST = FastSQL(_LOCK_USER_ACCOUNTS_FAST.text + " FOR UPDATE")
+_UPDATE_TOTALS_FAST = FastSQL(
+    "UPDATE accounts SET debits_posted = debits_posted + ?, credits_posted = credits_posted + ?,"
+    " debits_pending = debits_pending + ?, credits_pending = credits_pending + ? WHERE id = ?"
+)
 
 _INSERT_LINKED = BulkInsert(
     transfers,
@@ -271,13 +279,22 @@ def lock_user_accounts(
     Like :func:`user_account_ids` followed by :func:`lock_accounts` (same lock order: account
     id), one round trip instead of two. Users without such an account are absent.
     """
-    ids = list(set(user_ids))
+    ids = sorted(set(user_ids))
     if not ids:
         return {}
-    postgres = session.get_bind().dialect.name == "postgresql"
-    query = _LOCK_USER_ACCOUNTS_PG if postgres else _LOCK_USER_ACCOUNTS
-    rows = session.connection().execute(query, {"code": code.value, "ids": ids})
-    return {int(row.owner_id): _balance(row) for row in rows}
+    conn = session.connection()
+    query = (
+        _LOCK_USER_ACCOUNTS_PG_FAST
+        if conn.dialect.name == "postgresql"
+        else _LOCK_USER_ACCOUNTS_FAST
+    )
+    rows = query.execute(conn, (code.value, *ids), size=len(ids)).fetchall()
+    return {
+        int(owner): AccountBalance(
+            int(i), c, int(owner), int(f), int(dp), int(cp), int(dq), int(cq)
+        )
+        for i, c, owner, f, dp, cp, dq, cq in rows
+    }
 
 
 def _balance(row: Any) -> AccountBalance:
@@ -411,6 +428,7 @@ def create_hold(
     *,
     timeout_s: int | None,
     now: datetime | None = None,
+    locked: Mapping[int, AccountBalance] | None = None,
 ) -> int:
     """Reserve ``spec.amount`` µcr as a pending transfer that expires after ``timeout_s``
     (None: never; it waits to be posted or voided, as a payout awaiting approval).
@@ -435,7 +453,7 @@ def create_hold(
     plan.rows.append(row)
     plan.delta(spec.debit_account_id).debits_pending += spec.amount
     plan.delta(spec.credit_account_id).credits_pending += spec.amount
-    new_id = _apply(session, plan, None, returning=True)
+    new_id = _apply(session, plan, locked, returning=True)
     assert new_id is not None
     return new_id
 
@@ -460,29 +478,34 @@ class Hold:
     """Why it was voided (``voided``, ``expired``, …)."""
 
 
+_RESOLUTION = transfers.alias("resolution")
+_GET_HOLD = (
+    select(
+        transfers,
+        _RESOLUTION.c.flags.label("r_flags"),
+        _RESOLUTION.c.amount.label("r_amount"),
+        _RESOLUTION.c.created_at.label("r_created_at"),
+        _RESOLUTION.c.metadata.label("r_metadata"),
+    )
+    .select_from(transfers.outerjoin(_RESOLUTION, _RESOLUTION.c.pending_id == transfers.c.id))
+    .where(transfers.c.id == bindparam("hold_id"), transfers.c.flags == int(TransferFlags.PENDING))
+)
+"""A hold and its resolution (the posting or voiding transfer, if any) in one query."""
+
+
 def get_hold(session: Session, hold_id: int) -> Hold:
     """The hold ``hold_id`` with its status. Raises :class:`TransferNotFound`."""
-    conn = session.connection()
-    row = conn.execute(
-        select(transfers).where(
-            transfers.c.id == hold_id, transfers.c.flags == int(TransferFlags.PENDING)
-        )
-    ).first()
+    row = session.connection().execute(_GET_HOLD, {"hold_id": hold_id}).first()
     if row is None:
         raise TransferNotFound(f"no hold {hold_id}", hold_id=hold_id)
-    resolution = conn.execute(
-        select(
-            transfers.c.flags, transfers.c.amount, transfers.c.created_at, transfers.c.metadata
-        ).where(transfers.c.pending_id == hold_id)
-    ).first()
     reason: str | None = None
-    if resolution is None:
+    if row.r_flags is None:
         status, posted = "pending", 0
-    elif resolution.flags & TransferFlags.POST_PENDING:
-        status, posted = "posted", int(resolution.amount)
+    elif row.r_flags & TransferFlags.POST_PENDING:
+        status, posted = "posted", int(row.r_amount)
     else:
         status, posted = "voided", 0
-        reason = (resolution.metadata or {}).get("reason")
+        reason = (row.r_metadata or {}).get("reason")
     return Hold(
         id=int(row.id),
         debit_account_id=int(row.debit_account_id),
@@ -495,7 +518,7 @@ def get_hold(session: Session, hold_id: int) -> Hold:
         ref_type=row.ref_type,
         ref_id=None if row.ref_id is None else int(row.ref_id),
         created_at=row.created_at,
-        resolved_at=None if resolution is None else resolution.created_at,
+        resolved_at=row.r_created_at,
         reason=reason,
     )
 
@@ -508,8 +531,10 @@ def post_hold(
     now: datetime | None = None,
     ref: tuple[str, int] | None = None,
     locked: Mapping[int, AccountBalance] | None = None,
+    hold: Hold | None = None,
 ) -> int:
     """Post a pending hold for ``amount`` µcr (default: all of it); release the rest.
+    ``hold``: the hold as the caller read it in this transaction (not read again).
 
     ``ref`` (type, id) names what the posting paid for (a captured hold's usage event),
     instead of the hold's own ref; ``locked`` balances the caller read under lock are kept
@@ -520,18 +545,14 @@ def post_hold(
     :class:`InvalidTransfer` (amount ≤ 0; void instead). Returns the posting transfer's id.
     """
     now = now or utcnow()
-    hold = _pending_hold(session, hold_id)
-    if hold.expires_at is not None and hold.expires_at <= now:
-        raise HoldExpired(f"hold {hold_id} expired at {hold.expires_at.isoformat()}")
+    if hold is None or hold.id != hold_id:
+        hold = get_hold(session, hold_id)
     amount = hold.amount if amount is None else amount
+    problem = holds.posting_problem(hold, amount, now)
+    if problem is not None:
+        raise problem
     if amount <= 0:
         raise InvalidTransfer("posting amount must be positive; void the hold instead")
-    if amount > hold.amount:
-        raise HoldAmountExceeded(
-            f"cannot post {amount} µcr of a {hold.amount} µcr hold",
-            held_ucr=hold.amount,
-            amount_ucr=amount,
-        )
     return _resolve(
         session, hold, TransferFlags.POST_PENDING, amount, now, reason=None, ref=ref, locked=locked
     )
@@ -709,7 +730,12 @@ def _apply(
         for account_id, delta in plan.deltas.items()
         if delta.debits_posted + delta.debits_pending - delta.credits_posted > 0
     }
-    missing = [account_id for account_id in falling if account_id not in known]
+    # Platform accounts are never flagged (nothing to check): they are left to be locked by
+    # their UPDATE, late. Reading one under lock here (a captured hold paying earnings out
+    # of platform_revenue) held the hottest row for the rest of the transaction and
+    # deadlocked against charges taking it in the other order.
+    platform = _platform_ids.get(session.connection().engine, {}).values()
+    missing = [a for a in falling if a not in known and a not in platform]
     if missing:
         known.update(lock_accounts(session, missing))
     seen = set(existing)
@@ -720,7 +746,9 @@ def _apply(
         if absent:
             raise AccountNotFound(f"no account {absent[0]}", account_id=absent[0])
     for account_id, needed in falling.items():
-        account = known[account_id]
+        account = known.get(account_id)
+        if account is None:  # a platform account: unflagged
+            continue
         if not account.flagged:
             continue
         available = account.available
@@ -739,22 +767,14 @@ def _apply(
         _INSERT_LINKED.execute(conn, bulk_rows)
     elif returning:
         assert len(plan.rows) == 1
-        new_id = int(
-            conn.execute(insert(transfers).returning(transfers.c.id), plan.rows[0]).scalar_one()
-        )
+        new_id = int(conn.execute(_INSERT_RETURNING_ID, plan.rows[0]).scalar_one())
     else:
         conn.execute(insert(transfers), plan.rows)
-    conn.execute(
-        _UPDATE_TOTALS,
+    _UPDATE_TOTALS_FAST.executemany(
+        conn,
         [
-            {
-                "account_id": account_id,
-                "d_debits_posted": delta.debits_posted,
-                "d_credits_posted": delta.credits_posted,
-                "d_debits_pending": delta.debits_pending,
-                "d_credits_pending": delta.credits_pending,
-            }
-            for account_id, delta in sorted(plan.deltas.items())
+            (d.debits_posted, d.credits_posted, d.debits_pending, d.credits_pending, account_id)
+            for account_id, d in sorted(plan.deltas.items())
         ],
     )
     # Keep the caller's locked view current so a later call in the same transaction sees it.
@@ -771,8 +791,9 @@ def _apply(
 
 def _pending_hold(session: Session, hold_id: int) -> Hold:
     hold = get_hold(session, hold_id)
-    if hold.status != "pending":
-        raise HoldNotPending(f"hold {hold_id} is already {hold.status}", status=hold.status)
+    problem = holds.void_problem(hold)
+    if problem is not None:
+        raise problem
     return hold
 
 
@@ -814,12 +835,12 @@ def _resolve(
     return new_id
 
 
+_INSERT_RETURNING_ID = insert(transfers).returning(transfers.c.id)
+_BY_KEY = select(transfers).where(transfers.c.idempotency_key == bindparam("key"))
+
+
 def _find_by_key(session: Session, key: str) -> Any:
-    return (
-        session.connection()
-        .execute(select(transfers).where(transfers.c.idempotency_key == key))
-        .first()
-    )
+    return session.connection().execute(_BY_KEY, {"key": key}).first()
 
 
 def _same_or_conflict(

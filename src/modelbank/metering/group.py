@@ -14,8 +14,9 @@ Each caller sees what :func:`~modelbank.metering.service.charge` would have give
 for its event, which wrote nothing. Events are charged in arrival order, so a wallet that
 runs dry rejects the later ones, as sequential ``charge`` calls would. Nothing is answered
 before its batch is committed: a ``charged`` result is durable as far as the database's
-COMMIT is. When the batch's transaction fails as a whole (a database error), every event of
-that batch gets that exception and none of them is charged; retrying is safe (idempotency).
+COMMIT is. When the batch's transaction fails as a whole (a database error), nothing of it
+was charged and each of its events is charged again alone, in its own transaction, so that
+one event's trouble never fails another caller's charge; retrying is safe (idempotency).
 
 Usage::
 
@@ -39,12 +40,8 @@ from types import TracebackType
 
 from sqlalchemy.orm import Session
 
-from modelbank.metering.service import (
-    MAX_BATCH_EVENTS,
-    ChargeResult,
-    UsageEvent,
-    charge_batch_with_errors,
-)
+from modelbank.metering.events import MAX_BATCH_EVENTS, ChargeResult, UsageEvent
+from modelbank.metering.pipeline import charge_batch_with_errors
 
 log = logging.getLogger(__name__)
 
@@ -206,10 +203,18 @@ class GroupCommitter:
         try:
             with self._factory() as session, session.begin():
                 results, errors = charge_batch_with_errors(session, [p.event for p in live])
-        except Exception as exc:  # the whole transaction failed: every caller gets it
-            log.warning("group commit of %d events failed: %r", len(live), exc)
+        except Exception as exc:
+            if len(live) == 1:
+                live[0].future.set_exception(exc)
+                return
+            # The shared transaction failed as a whole (a database error: a deadlock, a
+            # lost connection…). One event's trouble must not fail the others: charge each
+            # alone, so that each caller gets its own outcome.
+            log.warning(
+                "group commit of %d events failed (%r): charging each alone", len(live), exc
+            )
             for pending in live:
-                pending.future.set_exception(exc)
+                self._charge_alone(pending)
             return
         except BaseException as exc:
             for pending in live:
@@ -220,6 +225,19 @@ class GroupCommitter:
                 pending.future.set_exception(error)
             else:
                 pending.future.set_result(result)
+
+    def _charge_alone(self, pending: _Pending) -> None:
+        self.batches += 1
+        try:
+            with self._factory() as session, session.begin():
+                results, errors = charge_batch_with_errors(session, [pending.event])
+        except Exception as exc:  # this event's own transaction failed: it gets the error
+            pending.future.set_exception(exc)
+            return
+        if errors[0] is not None:
+            pending.future.set_exception(errors[0])
+        else:
+            pending.future.set_result(results[0])
 
     def _fail_leftovers(self) -> None:
         """After the thread stops (normally nothing is left): fail what is still queued."""

@@ -1,10 +1,11 @@
 """The admin pricing panel: every model's cost, price, markup and margin, and recalculation
 of prices from provider costs (DESIGN §4).
 
-Margin is reported on a reference event of 1,000,000 input tokens, 1,000,000 output tokens,
-one request and one unit: ``(price − cost × credits_per_usd) / price`` in basis points
-(half-even, as :func:`~modelbank.pricing.formulas.margin_bps`), so that token and
-per-operation models compare.
+Margin is :mod:`modelbank.pricing.ratecard`'s one definition (charge − provider cost in µcr
+− creator earnings), quoted by the same rate card the charge path runs, on a reference usage
+of 1,000,000 input tokens, 1,000,000 output tokens, one request and one unit, before
+creator earnings (they depend on who uses the model), in basis points of the charge
+(half-even), so that token and per-operation models compare.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from decimal import Decimal
 from sqlalchemy.orm import Session
 
 from modelbank.catalog.service import ModelInfo
-from modelbank.money import mul, round_half_even
+from modelbank.money import mul
 from modelbank.pricing.formulas import Quantities, amount, price_from_cost
 from modelbank.pricing.markups import Demand
+from modelbank.pricing.ratecard import margin_bps, rate_card
 from modelbank.pricing.service import Markups, PriceInfo, current_prices, set_price
 
 REFERENCE_EVENT = Quantities(
@@ -40,12 +42,10 @@ class PricingRow:
 
 
 def reference_margin_bps(price: PriceInfo) -> int | None:
-    """Margin of ``price`` on :data:`REFERENCE_EVENT`, in basis points."""
-    charge = amount(price.price_ucr, REFERENCE_EVENT)
-    cost_ucr = mul(amount(price.cost_uusd, REFERENCE_EVENT), price.credits_per_usd)
-    if charge == 0:
-        return None
-    return round_half_even((charge - cost_ucr) * 10_000 / charge)
+    """Margin of ``price`` on :data:`REFERENCE_EVENT` before creator earnings, in basis
+    points of the charge; None at a zero charge."""
+    quote = rate_card(price).quote(REFERENCE_EVENT)
+    return margin_bps(quote.charge_ucr, quote.margin_ucr(earnings_ucr=0))
 
 
 def pricing_rows(session: Session, models: Iterable[ModelInfo]) -> list[PricingRow]:

@@ -3,13 +3,13 @@ the version in force at a time (DESIGN §4)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import bindparam, func, insert, select
 from sqlalchemy.orm import Session
 
 from modelbank.catalog.tiers import Tier
@@ -156,6 +156,43 @@ def current_prices(
             info = _INFO_CACHE[key] = _info(row._mapping)
         found[info.model_id] = info
     return found
+
+
+_ALL_VERSIONS = (
+    select(versions)
+    .where(versions.c.model_id.in_(bindparam("ids", expanding=True)))
+    .order_by(versions.c.model_id, versions.c.version)
+)
+
+
+def price_versions(session: Session, model_ids: Iterable[int]) -> dict[int, list[PriceInfo]]:
+    """Every price version of each model, oldest first (one query); models without any
+    are absent. With :func:`in_force_at` it answers what :func:`current_prices` does, from
+    data a caller may keep while nothing changes (:mod:`modelbank.db.epoch`)."""
+    ids = sorted(set(model_ids))
+    if not ids:
+        return {}
+    found: dict[int, list[PriceInfo]] = {}
+    for row in session.connection().execute(_ALL_VERSIONS, {"ids": ids}):
+        key = tuple(row)
+        info = _INFO_CACHE.get(key)
+        if info is None:
+            if len(_INFO_CACHE) >= _INFO_CACHE_SIZE:
+                _INFO_CACHE.clear()
+            info = _INFO_CACHE[key] = _info(row._mapping)
+        found.setdefault(info.model_id, []).append(info)
+    return found
+
+
+def in_force_at(history: Sequence[PriceInfo], at: datetime) -> PriceInfo | None:
+    """The version of ``history`` (one model's, any order) in force at ``at``: the highest
+    version whose ``effective_from`` ≤ at (as :func:`current_prices`); None before the
+    first."""
+    best: PriceInfo | None = None
+    for info in history:
+        if info.effective_from <= at and (best is None or info.version > best.version):
+            best = info
+    return best
 
 
 def current_price(session: Session, model_id: int, *, at: datetime | None = None) -> PriceInfo:

@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 
 from modelbank.db.base import utcnow
 from modelbank.db.bulk import BulkInsert, db_timestamp
+from modelbank.db.fast import FastSQL
 from modelbank.errors import DomainError, IdempotencyConflict, InvalidInput
 from modelbank.ledger import service as ledger
 from modelbank.ledger.codes import AccountCode, TransferCode
@@ -325,6 +326,7 @@ _SET_REMAINING = (
     .where(grants.c.id == bindparam("grant_id"))
     .values(remaining_ucr=bindparam("remaining"))
 )
+_SET_REMAINING_FAST = FastSQL("UPDATE grants SET remaining_ucr = ? WHERE id = ?")
 _INSERT_BURNS = BulkInsert(
     burns,
     (
@@ -485,7 +487,7 @@ class GrantBook:
     def flush(self, session: Session, *, now: datetime) -> None:
         """Write the changed remainders and the burn rows (the caller's transaction)."""
         changed = [
-            {"grant_id": g.id, "remaining": g.remaining}
+            (g.remaining, g.id)
             for open_grants in self.by_user.values()
             for g in open_grants
             if g.dirty
@@ -493,7 +495,7 @@ class GrantBook:
         if not changed:
             return
         conn = session.connection()
-        conn.execute(_SET_REMAINING, changed)
+        _SET_REMAINING_FAST.executemany(conn, changed)
         created = db_timestamp(conn.dialect.name, now)
         _INSERT_BURNS.execute(conn, [(*row, created) for row in self.burn_rows])
         for open_grants in self.by_user.values():

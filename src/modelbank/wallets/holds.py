@@ -5,7 +5,8 @@ A hold reserves credits for a call whose cost is not known yet: a pending transf
 
 - **capture** (``amount`` ≤ held): a usage event is charged through the normal pipeline for
   exactly ``amount`` (grants burned, creator earnings paid, usage row written); the hold is
-  *posted* for that amount and the rest released, all in one transaction;
+  *posted* for that amount and the rest released, all in one transaction
+  (:func:`modelbank.metering.capture.capture`: charging is metering's, a layer up);
 - **void**: everything is released;
 - **expiry**: the jobs void holds whose timeout passed (reason ``expired``).
 
@@ -15,12 +16,13 @@ the model and the usage event that captured it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from modelbank.catalog import service as catalog
@@ -29,14 +31,8 @@ from modelbank.db.base import utcnow
 from modelbank.errors import InvalidInput
 from modelbank.ledger import service as ledger
 from modelbank.ledger.codes import AccountCode, TransferCode
-from modelbank.ledger.errors import (
-    HoldAmountExceeded,
-    HoldExpired,
-    HoldNotPending,
-    TransferNotFound,
-)
-from modelbank.metering import service as metering
-from modelbank.users import service as users
+from modelbank.ledger.errors import TransferNotFound
+from modelbank.users.errors import UserNotFound
 from modelbank.wallets import alerts, grants
 from modelbank.wallets.errors import HoldNotFound
 from modelbank.wallets.models import holds_table as holds
@@ -80,9 +76,12 @@ def _info(row: Any, hold: ledger.Hold) -> HoldInfo:
     )
 
 
+_HOLD_ROW = select(holds).where(holds.c.transfer_id == bindparam("hold_id"))
+
+
 def get_hold(session: Session, hold_id: int) -> HoldInfo:
     """The wallet hold ``hold_id``. Raises :class:`HoldNotFound`."""
-    row = session.connection().execute(select(holds).where(holds.c.transfer_id == hold_id)).first()
+    row = session.connection().execute(_HOLD_ROW, {"hold_id": hold_id}).first()
     if row is None:
         raise HoldNotFound(f"no hold {hold_id}", hold_id=hold_id)
     try:
@@ -191,20 +190,20 @@ def place(
         raise InvalidInput("amount_ucr must be positive")
     if not 0 < timeout_s <= MAX_TIMEOUT_S:
         raise InvalidInput(f"timeout_s must be 1…{MAX_TIMEOUT_S}, got {timeout_s}")
-    user = users.get_user(session, user_id)
+    wallet = ledger.lock_user_accounts(session, [user_id], AccountCode.USER_WALLET).get(user_id)
+    if wallet is None:
+        raise UserNotFound(f"no user {user_id}", user_id=user_id)
     model_id: int | None = None
     if model is not None:
         info = catalog.resolve_models(session, {model}).get(model)
         if info is None:
             raise ModelNotFound(f"no active model {model!r}", model=model)
         model_id = info.id
-    locked = ledger.lock_accounts(session, [user.wallet_account_id])
-    book = grants.GrantBook.load(session, {user_id: locked[user.wallet_account_id]}, now=now)
-    book.flush(session, now=now)
+    grants.GrantBook.load(session, {user_id: wallet}, now=now).flush(session, now=now)
     hold_id = ledger.create_hold(
         session,
         ledger.NewTransfer(
-            debit_account_id=user.wallet_account_id,
+            debit_account_id=wallet.id,
             credit_account_id=ledger.platform_account(session, AccountCode.PLATFORM_REVENUE),
             amount=amount_ucr,
             code=TransferCode.USAGE_CHARGE,
@@ -214,80 +213,31 @@ def place(
         ),
         timeout_s=timeout_s,
         now=now,
+        locked={wallet.id: wallet},
     )
     conn = session.connection()
-    if conn.execute(select(holds.c.transfer_id).where(holds.c.transfer_id == hold_id)).first():
+    insert_row = _INSERT_HOLD_PG if conn.dialect.name == "postgresql" else _INSERT_HOLD_SQLITE
+    row = {"transfer_id": hold_id, "user_id": user_id, "model_id": model_id, "created_at": now}
+    if conn.execute(insert_row, row).rowcount == 0:  # a replay: the hold was placed before
         return get_hold(session, hold_id)
-    conn.execute(
-        insert(holds).values(
-            transfer_id=hold_id, user_id=user_id, model_id=model_id, usage_id=None, created_at=now
-        )
-    )
     alerts.check(session, [user_id], now=now)
-    return get_hold(session, hold_id)
-
-
-def capture(
-    session: Session,
-    hold_id: int,
-    amount_ucr: int,
-    *,
-    model: int | str | None = None,
-    usage_type: str = "other",
-    input_tokens: int = 0,
-    output_tokens: int = 0,
-    units: int = 0,
-    metadata: Mapping[str, Any] | None = None,
-    now: datetime | None = None,
-) -> tuple[HoldInfo, metering.ChargeResult]:
-    """Charge ``amount_ucr`` µcr (≤ held) of the hold as a usage event of its model (or
-    ``model``) and release the rest, in the caller's transaction. The usage event's
-    idempotency key is ``hold:<id>``; the counts given are recorded and drive per-token
-    creator earnings, the charge is exactly ``amount_ucr``.
-
-    Raises :class:`HoldNotFound`, :class:`~modelbank.ledger.errors.HoldNotPending` (already
-    captured or voided: a second capture), :class:`~modelbank.ledger.errors.HoldExpired`,
-    :class:`~modelbank.ledger.errors.HoldAmountExceeded`, :class:`InvalidInput` (negative
-    amount, no model), and what charging raises
-    (:class:`~modelbank.catalog.errors.AccessRequired`, …)."""
-    now = now or utcnow()
-    hold = get_hold(session, hold_id)
-    if hold.status != "pending":
-        raise HoldNotPending(f"hold {hold_id} is already {hold.status}", status=hold.status)
-    if hold.expires_at is not None and hold.expires_at <= now:
-        raise HoldExpired(f"hold {hold_id} expired at {hold.expires_at.isoformat()}")
-    if amount_ucr < 0:
-        raise InvalidInput("amount_ucr must be ≥ 0")
-    if amount_ucr > hold.amount_ucr:
-        raise HoldAmountExceeded(
-            f"cannot capture {amount_ucr} µcr of a {hold.amount_ucr} µcr hold",
-            held_ucr=hold.amount_ucr,
-            amount_ucr=amount_ucr,
-        )
-    target = model if model is not None else hold.model_id
-    if target is None:
-        raise InvalidInput("this hold names no model: give the model to charge")
-    result = metering.charge(
-        session,
-        metering.UsageEvent(
-            idempotency_key=f"hold:{hold_id}",
-            user_id=hold.user_id,
-            model=target,
-            usage_type=usage_type,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            units=units,
-            metadata=metadata,
-            charge_ucr=amount_ucr,
-            hold_id=hold_id,
-        ),
-        now=now,
+    return HoldInfo(
+        id=hold_id,
+        user_id=user_id,
+        model_id=model_id,
+        amount_ucr=amount_ucr,
+        status="pending",
+        captured_ucr=0,
+        usage_id=None,
+        reason=None,
+        created_at=now,
+        expires_at=now + timedelta(seconds=timeout_s),
+        resolved_at=None,
     )
-    session.connection().execute(
-        update(holds).where(holds.c.transfer_id == hold_id).values(usage_id=result.usage_id)
-    )
-    alerts.check(session, [hold.user_id], now=now)
-    return get_hold(session, hold_id), result
+
+
+_INSERT_HOLD_PG = pg_insert(holds).on_conflict_do_nothing()
+_INSERT_HOLD_SQLITE = sqlite_insert(holds).on_conflict_do_nothing()
 
 
 def void(session: Session, hold_id: int, *, now: datetime | None = None) -> HoldInfo:

@@ -14,6 +14,7 @@ from modelbank.api.deps import PathId, scoped
 from modelbank.catalog import access, manage
 from modelbank.catalog import service as catalog
 from modelbank.users import service as users
+from modelbank.wallets.access import purchase_access
 from modelbank.web import views
 from modelbank.web.forms import Done, Form, submit_once
 from modelbank.web.render import render
@@ -65,7 +66,7 @@ def buy_access(
     scoped(viewer.principal, user_id)
 
     def run(session: Session) -> Done:
-        bought = access.purchase_access(session, user_id, model_id)
+        bought = purchase_access(session, user_id, model_id)
         name = catalog.get_model(session, model_id).name
         text = (
             f"Access to {name} bought for {views.credits(bought.price_ucr)} credits."

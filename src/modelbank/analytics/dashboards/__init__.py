@@ -1,7 +1,7 @@
 """Creator, user and admin dashboards read from the daily rollups (DESIGN §8, §16).
 
 Every figure comes from ``rollup_model_day``, ``rollup_user_day`` and ``rollup_creator_day``
-(:mod:`modelbank.analytics.models`, maintained in the charge's transaction) plus small tables
+(:mod:`modelbank.metering.rollups`, maintained in the charge's transaction) plus small tables
 (models, users, payouts, stakes, model access, ledger accounts), never from a scan of
 ``usage_events``: a dashboard costs about the same at ten thousand or ten million usage rows
 (``bench/analytics.py`` measures it).

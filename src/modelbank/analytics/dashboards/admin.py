@@ -13,11 +13,11 @@ from sqlalchemy.orm import Session
 
 from modelbank.analytics.dashboards._common import Window, as_date, model_names, window
 from modelbank.analytics.dashboards.creator import pending_payouts
-from modelbank.analytics.models import creator_day_table as creator_day
-from modelbank.analytics.models import model_day_table as model_day
 from modelbank.earnings.models import payouts_table as payouts
 from modelbank.ledger.codes import AccountCode
 from modelbank.ledger.queries import total_balance
+from modelbank.metering.rollups import creator_day_table as creator_day
+from modelbank.metering.rollups import model_day_table as model_day
 from modelbank.money import DEFAULT_CREDITS_PER_USD, round_half_even, uusd_to_ucr
 from modelbank.users.models import users_table as users
 

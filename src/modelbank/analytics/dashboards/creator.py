@@ -10,10 +10,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from modelbank.analytics.dashboards._common import as_date, average, model_names, user_rows, window
-from modelbank.analytics.models import creator_day_table as creator_day
 from modelbank.catalog import service as catalog
 from modelbank.earnings.models import payouts_table as payouts
 from modelbank.ledger.service import get_balance
+from modelbank.metering.rollups import creator_day_table as creator_day
 from modelbank.users import service as users
 from modelbank.wallets.refunds import open_debt
 

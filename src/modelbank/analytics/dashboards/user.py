@@ -20,8 +20,6 @@ from modelbank.analytics.dashboards._common import (
     window,
 )
 from modelbank.analytics.dashboards.creator import paid_out, pending_payouts
-from modelbank.analytics.models import creator_day_table as creator_day
-from modelbank.analytics.models import user_day_table as user_day
 from modelbank.analytics.service import (
     CategorySpend,
     DayActivity,
@@ -32,6 +30,8 @@ from modelbank.catalog.models import model_access_table as access
 from modelbank.catalog.models import models_table as models
 from modelbank.db.base import utcnow
 from modelbank.earnings.models import beneficiaries_table as beneficiaries
+from modelbank.metering.rollups import creator_day_table as creator_day
+from modelbank.metering.rollups import user_day_table as user_day
 from modelbank.users import service as users
 
 ACTIVITY_DAYS = 30

@@ -24,6 +24,7 @@ from modelbank.money import format_credits
 from modelbank.pricing import service as pricing
 from modelbank.pricing.formulas import Rates
 from modelbank.wallets import service as wallets
+from modelbank.wallets.access import purchase_access
 
 router = APIRouter(
     prefix="/api/v1",
@@ -221,7 +222,7 @@ def purchase(
         buyer = body.user_id
 
     def run(session: Session) -> tuple[int, dict[str, object]]:
-        bought = access.purchase_access(session, buyer, model_id)
+        bought = purchase_access(session, buyer, model_id)
         balance = wallets.balance(session, buyer)
         out = s.AccessOut(
             user_id=buyer,

@@ -1,6 +1,7 @@
 """The creator economy over HTTP (DESIGN §7): ownership stakes and their listings, earnings
 rule versions, the monetisation switches, and one usage event's earnings explained. Thin:
-every rule is in :mod:`modelbank.earnings` (and :mod:`modelbank.catalog.manage`)."""
+every rule is in :mod:`modelbank.earnings` (and :mod:`modelbank.catalog.manage`; the
+explanation reads the usage row, in :mod:`modelbank.analytics.explain`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
+from modelbank.analytics.explain import explain_usage
 from modelbank.api import stake_schemas as ss
 from modelbank.api.deps import DB, Caller, IdemKey, PathId, decode_cursor, encode_cursor, scoped
 from modelbank.api.errors import COMMON_PROBLEMS, problem_responses
@@ -227,6 +229,4 @@ def usage_earnings(usage_id: PathId, caller: Caller, db: DB) -> ss.UsageEarnings
     version and the payer's burned grants. Visible to the payer, the beneficiaries it paid
     (without the payer's id and grants), admin and service keys; 404 for anyone else."""
     with db.read() as session:
-        return ss.usage_earnings_out(
-            explain.explain_usage(session, usage_id, viewer=caller.user_id)
-        )
+        return ss.usage_earnings_out(explain_usage(session, usage_id, viewer=caller.user_id))

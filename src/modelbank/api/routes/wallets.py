@@ -26,8 +26,10 @@ from modelbank.api.errors import COMMON_PROBLEMS, problem_responses
 from modelbank.api.schemas import Timestamp
 from modelbank.auth.service import Principal
 from modelbank.db.base import utcnow
+from modelbank.metering import refunds
+from modelbank.metering.capture import capture
 from modelbank.money import format_credits
-from modelbank.wallets import alerts, grants, holds, packages, providers, purchases, refunds
+from modelbank.wallets import alerts, grants, holds, packages, providers, purchases
 from modelbank.wallets.errors import HoldNotFound, PurchaseNotFound, PurchaseState
 from modelbank.wallets.statement import statement_csv
 
@@ -343,7 +345,7 @@ def capture_hold(
 
     def run(session: Session) -> tuple[int, dict[str, Any]]:
         _visible_hold(session, caller, hold_id)
-        hold, result = holds.capture(
+        hold, result = capture(
             session,
             hold_id,
             body.amount_ucr,

@@ -1,0 +1,70 @@
+"""Hand-written SQL on the raw DBAPI cursor, for the statements every charge runs.
+
+DESIGN §16: SQLAlchemy Core costs ~3× the raw driver on the hot path. Profiled on the charge
+path (bench/charge.py --profile), each Core ``execute`` spent ~85 µs in SQLAlchemy around
+~20 µs in sqlite3 itself. :class:`FastSQL` keeps one SQL text per statement, renders it once
+per dialect (``?`` placeholders become ``%s`` for psycopg; ``{in}`` becomes a list of
+placeholders of the size asked) and runs it on the cursor of the connection the caller's
+transaction already holds, so it sees and joins that transaction.
+
+Only statements whose columns need no conversion use it: integers and strings (SQLite
+returns timestamps as text, which only SQLAlchemy's types turn back into datetimes). Callers
+convert bound values themselves (:func:`~modelbank.db.bulk.db_timestamp`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Connection
+
+
+class FastSQL:
+    """One statement's SQL, written with ``?`` placeholders and an optional ``{in}`` (an
+    ``IN`` list rendered per size). Thread-safe: rendering is cached per (dialect, size)."""
+
+    __slots__ = ("_rendered", "text")
+
+    def __init__(self, text: str) -> None:
+        self.text = " ".join(text.split())
+        self._rendered: dict[tuple[str, int], str] = {}
+
+    def render(self, dialect: str, size: int = 0) -> str:
+        """The SQL for ``dialect`` with an ``IN`` list of ``size`` placeholders."""
+        key = (dialect, size)
+        found = self._rendered.get(key)
+        if found is None:
+            sql = self.text.replace("{in}", ", ".join("?" * size)) if size else self.text
+            if dialect != "sqlite":
+                sql = sql.replace("?", "%s")
+            found = self._rendered[key] = sql
+        return found
+
+    def execute(self, conn: Connection, params: Sequence[Any] = (), *, size: int = 0) -> Any:
+        """Run once with positional ``params``; return the DBAPI cursor (fetch from it)."""
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        cursor.execute(self.render(conn.dialect.name, size), tuple(params))
+        return cursor
+
+    def executemany(self, conn: Connection, rows: Sequence[Sequence[Any]]) -> None:
+        """Run once per row (one driver ``executemany``; psycopg pipelines it)."""
+        if rows:
+            cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            cursor.executemany(self.render(conn.dialect.name), [tuple(r) for r in rows])
+            cursor.close()
+
+
+@contextmanager
+def pipelined(conn: Connection) -> Iterator[None]:
+    """On PostgreSQL, send the statements run inside on ``conn``'s driver connection in one
+    psycopg pipeline: queued without waiting for each answer, answered together when a
+    result is read or the block ends (DESIGN §16: round trips decide PostgreSQL). Order and
+    transaction are kept; an error surfaces at the latest when the block ends. Elsewhere a
+    no-op (SQLite has no round trips)."""
+    if conn.dialect.name != "postgresql":
+        yield
+        return
+    with conn.connection.driver_connection.pipeline():  # type: ignore[union-attr]
+        yield

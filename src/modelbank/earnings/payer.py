@@ -1,0 +1,135 @@
+"""What the creators of a model earn from one charge (DESIGN §7, §13 "creator earnings of a
+charge"): the code every charge runs.
+
+A :class:`Payer` holds one model's terms for a batch (rule in force, beneficiaries, lifetime
+use count) in integers. :meth:`Payer.pay` gives, for one charge, the parts paid to each
+beneficiary, the multipliers used and, when nothing was paid, the reason
+(:class:`NoEarnings`). The ``Decimal`` formulas of :mod:`modelbank.earnings.rules` are the
+oracle: ``tests/earnings/test_payer.py`` proves ``pay`` equals
+``split(earnings_exact(…))`` over random rules and charges.
+
+The pool of an event is ``(per_use + tokens × per_token + share_bps × charge / 10000)
+× popularity × type``, rounded half-even once; each beneficiary other than the payer gets
+``⌊pool × stake_bps / 10000⌋``. The parts never exceed the pool; what is left (rounding,
+the payer's own stake: no self-earnings) stays with the platform.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from enum import StrEnum
+
+from modelbank.earnings.rules import BPS, popularity_multiplier, type_multiplier
+from modelbank.earnings.service import Terms
+from modelbank.money import div_half_even
+
+
+class NoEarnings(StrEnum):
+    """Why a charge paid a model's creators nothing (stored as the usage row's
+    ``earnings_note``)."""
+
+    NO_CREATOR = "no_creator"
+    """A platform model: no beneficiaries."""
+    MONETISATION_OFF_PLATFORM = "monetisation_off_platform"
+    """The platform-wide monetisation switch is off."""
+    MONETISATION_OFF = "monetisation_off"
+    """The model's own monetisation switch is off."""
+    SELF_USAGE = "self_usage"
+    """The payer is the model's only paid beneficiary (no self-earnings)."""
+    ZERO = "zero"
+    """The rule gave less than 1 µcr to every beneficiary."""
+
+
+@dataclass(frozen=True, slots=True)
+class Earned:
+    """The earnings of one charge: ``parts`` ((beneficiary user id, µcr > 0), in stake
+    order), the multipliers used as decimal strings (None when none were computed), and
+    ``note`` when nothing was paid."""
+
+    parts: tuple[tuple[int, int], ...] = ()
+    popularity: str | None = None
+    usage_type: str | None = None
+    note: NoEarnings | None = None
+
+    @property
+    def total_ucr(self) -> int:
+        """µcr paid to all beneficiaries."""
+        return sum(amount for _, amount in self.parts)
+
+
+class Payer:
+    """One model's earnings terms for a batch, in integers (see the module doc).
+
+    ``monetised``: both the platform's and the model's switch are on; otherwise every
+    charge pays nothing and says why (``platform_monetised`` False → the platform note).
+    """
+
+    __slots__ = (
+        "_multipliers",
+        "_off",
+        "_rule",
+        "_token_den",
+        "_token_num",
+        "beneficiaries",
+        "rule_version",
+        "shares",
+        "use_count",
+    )
+
+    def __init__(
+        self, term: Terms, *, platform_monetised: bool = True, model_monetised: bool = True
+    ) -> None:
+        self._rule = term.rule
+        self.rule_version = term.rule.version
+        self.beneficiaries = term.beneficiaries
+        self.shares = dict(term.beneficiaries)
+        self.use_count = term.use_count
+        """The model's lifetime uses before this batch."""
+        self._token_num, self._token_den = term.rule.per_token_ucr.as_integer_ratio()
+        self._multipliers: dict[tuple[Decimal, Decimal], tuple[int, int, str, str]] = {}
+        self._off: NoEarnings | None = None
+        if not self.beneficiaries:
+            self._off = NoEarnings.NO_CREATOR
+        elif not platform_monetised:
+            self._off = NoEarnings.MONETISATION_OFF_PLATFORM
+        elif not model_monetised:
+            self._off = NoEarnings.MONETISATION_OFF
+
+    def pay(
+        self, *, tokens: int, charge_ucr: int, prior_uses: int, usage_type: str, payer_id: int
+    ) -> Earned:
+        """The earnings of one charge of ``charge_ucr`` µcr for ``tokens`` (input + output)
+        by user ``payer_id``, the model having been used ``prior_uses`` times before it."""
+        if self._off is not None:
+            return Earned(note=self._off)
+        rule = self._rule
+        factors = (popularity_multiplier(rule, prior_uses), type_multiplier(rule, usage_type))
+        multiplier = self._multipliers.get(factors)
+        if multiplier is None:
+            pop_num, pop_den = factors[0].as_integer_ratio()
+            type_num, type_den = factors[1].as_integer_ratio()
+            multiplier = self._multipliers[factors] = (
+                pop_num * type_num,
+                pop_den * type_den,
+                str(factors[0]),
+                str(factors[1]),
+            )
+        token_den = self._token_den
+        numerator = (
+            (rule.per_use_ucr * token_den + tokens * self._token_num) * BPS
+            + rule.share_bps * charge_ucr * token_den
+        ) * multiplier[0]
+        pool = div_half_even(numerator, token_den * BPS * multiplier[1])
+        paid: list[tuple[int, int]] = []
+        for user_id, share_bps in self.beneficiaries:
+            if user_id == payer_id or share_bps <= 0:
+                continue
+            part = pool * share_bps // BPS
+            if part > 0:
+                paid.append((user_id, part))
+        note: NoEarnings | None = None
+        if not paid:
+            own = any(user == payer_id for user, _ in self.beneficiaries)
+            note = NoEarnings.SELF_USAGE if own else NoEarnings.ZERO
+        return Earned(tuple(paid), multiplier[2], multiplier[3], note)

@@ -1,0 +1,181 @@
+"""The batch context (DESIGN §6, §16): everything deciding a batch's events needs, loaded
+once per batch whatever its size: the wallets (locked), their open grants, the holds being
+captured, the models, premium access, the rate cards in force, the earnings payers, the
+accounts credited. Each load is one query (or none when nothing needs it)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from modelbank.catalog import access
+from modelbank.catalog.service import ModelInfo
+from modelbank.db import epoch as epochs
+from modelbank.db.bulk import db_timestamp
+from modelbank.earnings import service as earnings
+from modelbank.earnings.payer import Payer
+from modelbank.ledger import service as ledger
+from modelbank.ledger.codes import AccountCode
+from modelbank.ledger.errors import TransferNotFound
+from modelbank.metering import reference
+from modelbank.metering.batch import Batch
+from modelbank.pricing.ratecard import RateCard
+from modelbank.wallets import grants
+
+
+@dataclass(slots=True)
+class BatchContext:
+    """What :func:`~modelbank.metering.decide.decide` reads, and the running totals it keeps
+    while the batch's events are decided in order (µcr spent per wallet, uses per model).
+
+    ``wallets``: user id → wallet totals read under lock (rows locked until the caller's
+    transaction ends). ``models``: model reference (id or slug) → model. ``cards``: model
+    id → rate card in force at ``now``. ``payers``: model id → earnings payer.
+    ``blocked``: (user id, model id) pairs lacking premium access.
+    """
+
+    batch: Batch
+    now: datetime
+    now_db: Any
+    dialect: str
+    wallets: dict[int, ledger.AccountBalance]
+    book: grants.GrantBook
+    holds: dict[int, ledger.Hold]
+    models: dict[int | str, ModelInfo]
+    blocked: set[tuple[int, int]]
+    cards: dict[int, RateCard]
+    payers: dict[int, Payer]
+    earning_accounts: dict[int, int]
+    revenue_account: int
+    spent: dict[int, int] = field(default_factory=dict)
+    """Wallet account id → µcr charged to it so far in this batch."""
+    uses: dict[int, int] = field(default_factory=dict)
+    """Model id → uses charged so far in this batch."""
+    first_of_key: dict[str, int] = field(default_factory=dict)
+    """Idempotency key → index of the first event charging it in this batch."""
+    captured: set[int] = field(default_factory=set)
+    """Holds posted by events decided so far in this batch."""
+
+    def restart(self) -> None:
+        """Forget the running totals, to decide the batch's events again (nothing of the
+        previous decisions was written)."""
+        self.spent.clear()
+        self.uses.clear()
+        self.first_of_key.clear()
+        self.captured.clear()
+
+    @property
+    def locked(self) -> dict[int, ledger.AccountBalance]:
+        """Wallet account id → locked totals (kept current by the ledger as it posts)."""
+        return {w.id: w for w in self.wallets.values()}
+
+    def db_time(self, moment: datetime | None) -> tuple[datetime, Any]:
+        """(``moment`` or now, as the database binds it)."""
+        if moment is None:
+            return self.now, self.now_db
+        return moment, db_timestamp(self.dialect, moment)
+
+
+def lock_wallets(session: Session, batch: Batch) -> dict[int, ledger.AccountBalance]:
+    """Lock the wallets of the batch's open events (one query, account-id order: no
+    deadlocks). Done before the idempotency lookup, so a concurrent retry of the same event
+    waits on the wallet lock and then finds the first one's row (PostgreSQL; SQLite
+    serialises writers with BEGIN IMMEDIATE anyway)."""
+    users = (batch.events[i].user_id for i in batch.open())
+    return ledger.lock_user_accounts(session, users, AccountCode.USER_WALLET)
+
+
+def load(
+    session: Session,
+    batch: Batch,
+    wallets: dict[int, ledger.AccountBalance],
+    pending: list[int],
+    *,
+    now: datetime,
+) -> BatchContext:
+    """Load the context of the ``pending`` events of ``batch`` (valid, not replays), whose
+    users' ``wallets`` are locked. Expired grants of those wallets are swept first, so an
+    expired credit is never spent."""
+    events = batch.events
+    book = grants.GrantBook.load(
+        session,
+        {
+            events[i].user_id: wallets[events[i].user_id]
+            for i in pending
+            if events[i].user_id in wallets
+        },
+        now=now,
+    )
+    refs = {events[i].model for i in pending}
+    snap = reference.snapshot(session, refs)
+    models = snap.resolve(refs)
+    counts = earnings.lock_use_counts(session, {info.id for info in models.values()})
+    if session.get_bind().dialect.name == "postgresql":
+        # A stake sale (or any reference change) that committed while this transaction
+        # waited for the model rows' locks moved the epoch: read it again, under the locks.
+        moved = epochs.current(session)
+        if moved != snap.epoch:
+            snap = reference.snapshot(session, refs, epoch=moved)
+            models = snap.resolve(refs)
+            new_ids = {info.id for info in models.values()} - counts.keys()
+            counts.update(earnings.lock_use_counts(session, new_ids))
+    # Premium models need bought access (or to be the creator's): one query, and only
+    # when a premium model is in the batch.
+    blocked = access.missing_access(
+        session,
+        (
+            (events[i].user_id, models[events[i].model])
+            for i in pending
+            if events[i].model in models
+        ),
+    )
+    cards: dict[int, RateCard] = {}
+    payers: dict[int, Payer] = {}
+    for info in models.values():
+        ref = snap.models[info.id]
+        card = ref.card_at(now)
+        if card is not None:
+            cards[info.id] = card
+        term = earnings.Terms(info.id, ref.rule_at(now), ref.beneficiaries, counts[info.id])
+        payers[info.id] = Payer(
+            term, platform_monetised=snap.monetised, model_monetised=info.monetised
+        )
+    dialect = session.get_bind().dialect.name
+    return BatchContext(
+        batch=batch,
+        now=now,
+        now_db=db_timestamp(dialect, now),
+        dialect=dialect,
+        wallets=wallets,
+        book=book,
+        holds=_holds(session, batch, pending),
+        models=models,
+        blocked=blocked,
+        cards=cards,
+        payers=payers,
+        earning_accounts=snap.earning_accounts,
+        revenue_account=ledger.platform_account(session, AccountCode.PLATFORM_REVENUE),
+    )
+
+
+def _holds(session: Session, batch: Batch, pending: list[int]) -> dict[int, ledger.Hold]:
+    """The holds the pending events capture (rare: one query each)."""
+    found: dict[int, ledger.Hold] = {}
+    for i in pending:
+        hold_id = batch.events[i].hold_id
+        if hold_id is not None and hold_id not in found:
+            try:
+                found[hold_id] = ledger.get_hold(session, hold_id)
+            except TransferNotFound:
+                continue
+    return found
+
+
+def wallet_of(wallets: Mapping[int, ledger.AccountBalance], user_id: int) -> int | None:
+    """The wallet account id of ``user_id`` (None: no such user)."""
+    account = wallets.get(user_id)
+    return None if account is None else account.id

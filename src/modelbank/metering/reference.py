@@ -1,0 +1,128 @@
+"""Reference data of charging, cached per process while the reference epoch stands still
+(DESIGN §16: per-batch statements are the cost to cut).
+
+A charge reads data that rarely changes: the model (by id or slug), its price versions, its
+earnings rule versions, its beneficiaries, the platform's monetisation switch and the
+beneficiaries' earnings accounts. Loading them took seven statements per batch. A
+:class:`Snapshot` keeps them per engine, tagged with the reference epoch
+(:mod:`modelbank.db.epoch`) it was read at; database triggers move the epoch on every change
+to those tables, so a batch that reads a different epoch reloads what it needs. What is in
+force at a moment (price, rule) is picked from the versions in memory, so future-dated
+versions take effect on time without any write.
+
+Not cached: anything a charge changes (balances, grants, use counts) and premium access
+(per user).
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from modelbank.catalog import service as catalog
+from modelbank.catalog.service import ModelInfo
+from modelbank.db import epoch as epochs
+from modelbank.earnings import service as earnings
+from modelbank.earnings.rules import EarningsRule
+from modelbank.ledger import service as ledger
+from modelbank.ledger.codes import AccountCode
+from modelbank.pricing import service as pricing
+from modelbank.pricing.ratecard import RateCard, rate_card
+
+
+@dataclass(frozen=True, slots=True)
+class ModelReference:
+    """One active model's reference data: the model, every price version and stored rule
+    version (any order), and its beneficiaries ((user id, bps))."""
+
+    info: ModelInfo
+    prices: tuple[pricing.PriceInfo, ...]
+    rules: tuple[tuple[datetime, EarningsRule], ...]
+    beneficiaries: tuple[tuple[int, int], ...]
+
+    def card_at(self, at: datetime) -> RateCard | None:
+        """The rate card in force at ``at`` (None: no price yet)."""
+        info = pricing.in_force_at(self.prices, at)
+        return None if info is None else rate_card(info)
+
+    def rule_at(self, at: datetime) -> EarningsRule:
+        """The earnings rule in force at ``at``."""
+        return earnings.rule_at(self.rules, at)
+
+
+@dataclass(slots=True)
+class Snapshot:
+    """Reference data read at ``epoch``. Grows as batches name models it has not loaded;
+    replaced when the epoch moves."""
+
+    epoch: int
+    monetised: bool
+    models: dict[int, ModelReference] = field(default_factory=dict)
+    slugs: dict[str, int] = field(default_factory=dict)
+    earning_accounts: dict[int, int] = field(default_factory=dict)
+
+    def resolve(self, refs: Iterable[int | str]) -> dict[int | str, ModelInfo]:
+        """Model reference → active model, for the refs this snapshot knows."""
+        found: dict[int | str, ModelInfo] = {}
+        for ref in refs:
+            model_id = self.slugs.get(ref) if isinstance(ref, str) else ref
+            loaded = None if model_id is None else self.models.get(model_id)
+            if loaded is not None:
+                found[ref] = loaded.info
+        return found
+
+
+_snapshots: weakref.WeakKeyDictionary[Engine, Snapshot] = weakref.WeakKeyDictionary()
+_lock = threading.Lock()
+
+
+def snapshot(session: Session, refs: Iterable[int | str], *, epoch: int | None = None) -> Snapshot:
+    """The snapshot of this session's engine, with every model of ``refs`` that exists and
+    is active loaded (unknown refs are simply absent), at ``epoch`` (default: read it)."""
+    engine = session.get_bind()
+    assert isinstance(engine, Engine)
+    current = epochs.current(session) if epoch is None else epoch
+    snap = _snapshots.get(engine)
+    if current is None:  # no epoch row: nothing can be trusted across transactions
+        snap = Snapshot(epoch=-1, monetised=earnings.platform_monetised(session))
+    elif snap is None or snap.epoch != current:
+        snap = Snapshot(epoch=current, monetised=earnings.platform_monetised(session))
+        with _lock:
+            _snapshots[engine] = snap
+    wanted = set(refs)
+    missing = [ref for ref in wanted if ref not in snap.resolve([ref])]
+    if missing:
+        _load(session, snap, missing)
+    return snap
+
+
+def _load(session: Session, snap: Snapshot, refs: list[int | str]) -> None:
+    models = catalog.resolve_models(session, refs)
+    infos = {info.id: info for info in models.values()}
+    if not infos:
+        return
+    prices = pricing.price_versions(session, infos)
+    rules = earnings.rule_versions(session, infos)
+    shares = earnings.beneficiaries_of(
+        session, {model_id: info.creator_id for model_id, info in infos.items()}
+    )
+    users = {user for share in shares.values() for user, _ in share}
+    accounts = ledger.user_account_ids(
+        session, users - snap.earning_accounts.keys(), AccountCode.USER_EARNINGS
+    )
+    with _lock:
+        snap.earning_accounts.update(accounts)
+        for model_id, info in infos.items():
+            snap.models[model_id] = ModelReference(
+                info=info,
+                prices=tuple(prices.get(model_id, ())),
+                rules=tuple(rules.get(model_id, ())),
+                beneficiaries=shares[model_id],
+            )
+            snap.slugs[info.slug] = model_id

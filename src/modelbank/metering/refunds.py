@@ -1,0 +1,242 @@
+"""Refunds of usage charges (DESIGN §5, §7).
+
+A refund of ``amount`` µcr of a charge of ``charge`` µcr, in one transaction:
+
+1. ``platform_revenue`` → the user's wallet, ``amount`` (transfer code ``refund``, ref the
+   usage event); the credits return to the grants the charge burned, the last burned first.
+2. Each creator gives back the same fraction of what they earned from the event: earned ×
+   refunded-so-far / charge, rounded half-even on the running total (so a full refund
+   reverses exactly what was earned). It is taken from their earnings account (→
+   ``platform_revenue``, code ``refund``) as far as the balance allows; the rest, already
+   paid out, stays **owed** as an :class:`~modelbank.wallets.models.EarningsDebt` that later
+   earnings settle (:func:`modelbank.wallets.refunds.settle_debts`) and that payouts cannot
+   withdraw past.
+3. The daily rollups take the refund back (:func:`modelbank.metering.rollups.record_refund`).
+
+Debts, their settlement and the total refunded stay with the wallets
+(:mod:`modelbank.wallets.refunds`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, insert, select
+from sqlalchemy.orm import Session
+
+from modelbank.db.base import utcnow
+from modelbank.earnings import service as earnings
+from modelbank.errors import InvalidInput
+from modelbank.ledger import service as ledger
+from modelbank.ledger.codes import AccountCode, TransferCode
+from modelbank.metering import rollups
+from modelbank.metering import service as metering
+from modelbank.users import service as users
+from modelbank.wallets import alerts, grants
+from modelbank.wallets.errors import RefundExceedsCharge
+from modelbank.wallets.grants import basis_of
+from modelbank.wallets.models import debts_table as debts
+from modelbank.wallets.models import refunds_table as refunds
+from modelbank.webhooks import service as webhooks
+
+
+@dataclass(frozen=True, slots=True)
+class RefundInfo:
+    """One refund of a usage charge (µcr): returned to the wallet, taken back from creators,
+    and left owed by creators whose earnings were already paid out."""
+
+    id: int
+    usage_id: int
+    user_id: int
+    model_id: int
+    amount_ucr: int
+    earnings_reversed_ucr: int
+    earnings_owed_ucr: int
+    refunded_total_ucr: int
+    charge_ucr: int
+    reason: str | None
+    created_at: datetime
+
+
+def refunded_so_far(session: Session, usage_id: int) -> int:
+    """µcr of usage ``usage_id`` refunded so far."""
+    return int(
+        session.connection()
+        .execute(
+            select(func.coalesce(func.sum(refunds.c.amount_ucr), 0)).where(
+                refunds.c.usage_id == usage_id
+            )
+        )
+        .scalar_one()
+    )
+
+
+def refund_usage(
+    session: Session,
+    usage_id: int,
+    *,
+    amount_ucr: int | None = None,
+    reason: str | None = None,
+    now: datetime | None = None,
+) -> RefundInfo:
+    """Refund ``amount_ucr`` µcr (default: all that is left) of a usage charge, with its
+    creator earnings, as the module doc describes; emit ``usage.refunded``.
+
+    Raises :class:`~modelbank.metering.errors.UsageNotFound`, :class:`InvalidInput`
+    (``amount_ucr`` ≤ 0), :class:`RefundExceedsCharge` (more than is left to refund, or the
+    charge was 0)."""
+    now = now or utcnow()
+    usage = metering.get_usage(session, usage_id)
+    user = users.get_user(session, usage.user_id)
+    paid = earnings.earnings_by_usage(session, [usage_id]).get(usage_id, [])
+    earners = {user_id: users.get_user(session, user_id) for user_id, _ in paid}
+    # Lock the wallet and the earnings accounts (id order), then read what was refunded.
+    locked = ledger.lock_accounts(
+        session, [user.wallet_account_id, *(u.earnings_account_id for u in earners.values())]
+    )
+    before = refunded_so_far(session, usage_id)
+    refundable = usage.charge_ucr - before
+    if amount_ucr is not None and amount_ucr <= 0:
+        raise InvalidInput("amount_ucr must be positive")
+    amount = refundable if amount_ucr is None else amount_ucr
+    if amount <= 0 or amount > refundable:
+        raise RefundExceedsCharge(
+            f"usage {usage_id}: {refundable} µcr left to refund, {amount} µcr asked",
+            refundable_ucr=refundable,
+        )
+    after = before + amount
+    revenue = ledger.platform_account(session, AccountCode.PLATFORM_REVENUE)
+    specs = [
+        ledger.NewTransfer(
+            debit_account_id=revenue,
+            credit_account_id=user.wallet_account_id,
+            amount=amount,
+            code=TransferCode.REFUND,
+            ref_type="usage",
+            ref_id=usage_id,
+        )
+    ]
+    reversed_total = 0
+    reversed_by: list[tuple[int, int]] = []
+    owed: list[tuple[int, int]] = []
+    for earner_id, earned in paid:
+        back = basis_of(after, usage.charge_ucr, earned) - basis_of(
+            before, usage.charge_ucr, earned
+        )
+        if back <= 0:
+            continue
+        account = locked[earners[earner_id].earnings_account_id]
+        take = min(back, max(account.available, 0))
+        if take > 0:
+            specs.append(
+                ledger.NewTransfer(
+                    debit_account_id=account.id,
+                    credit_account_id=revenue,
+                    amount=take,
+                    code=TransferCode.REFUND,
+                    ref_type="usage",
+                    ref_id=usage_id,
+                )
+            )
+        reversed_total += back
+        reversed_by.append((earner_id, back))
+        if back > take:
+            owed.append((earner_id, back - take))
+    ledger.post_transfers(session, specs, now=now, locked=locked)
+    burned = grants.burns_for(session, "usage", [usage_id]).get(usage_id, [])
+    grants.restore(session, burned, amount, ref_type="usage_refund", ref_id=usage_id, now=now)
+    conn = session.connection()
+    owed_total = sum(a for _, a in owed)
+    refund_id = int(
+        conn.execute(
+            insert(refunds).returning(refunds.c.id),
+            {
+                "usage_id": usage_id,
+                "user_id": usage.user_id,
+                "model_id": usage.model_id,
+                "amount_ucr": amount,
+                "earnings_reversed_ucr": reversed_total,
+                "earnings_owed_ucr": owed_total,
+                "reason": reason,
+                "created_at": now,
+            },
+        ).scalar_one()
+    )
+    for earner_id, amount_owed in owed:
+        conn.execute(
+            insert(debts).values(
+                user_id=earner_id,
+                refund_id=refund_id,
+                amount_ucr=amount_owed,
+                remaining_ucr=amount_owed,
+                created_at=now,
+            )
+        )
+    rollups.record_refund(
+        session,
+        user_id=usage.user_id,
+        model_id=usage.model_id,
+        usage_type=usage.usage_type,
+        refunded_ucr=amount,
+        reversed=reversed_by,
+        now=now,
+    )
+    info = RefundInfo(
+        id=refund_id,
+        usage_id=usage_id,
+        user_id=usage.user_id,
+        model_id=usage.model_id,
+        amount_ucr=amount,
+        earnings_reversed_ucr=reversed_total,
+        earnings_owed_ucr=owed_total,
+        refunded_total_ucr=after,
+        charge_ucr=usage.charge_ucr,
+        reason=reason,
+        created_at=now,
+    )
+    webhooks.emit(
+        session,
+        "usage.refunded",
+        {
+            "refund_id": refund_id,
+            "usage_id": usage_id,
+            "user_id": usage.user_id,
+            "model_id": usage.model_id,
+            "amount_ucr": amount,
+            "refunded_total_ucr": after,
+            "charge_ucr": usage.charge_ucr,
+            "earnings_reversed_ucr": reversed_total,
+        },
+        now=now,
+    )
+    alerts.check(session, [usage.user_id], now=now)
+    return info
+
+
+def list_refunds(session: Session, usage_id: int) -> list[RefundInfo]:
+    """The refunds of one usage event, oldest first."""
+    usage = metering.get_usage(session, usage_id)
+    rows = session.connection().execute(
+        select(refunds).where(refunds.c.usage_id == usage_id).order_by(refunds.c.id)
+    )
+    out: list[RefundInfo] = []
+    total = 0
+    for row in rows:
+        total += int(row.amount_ucr)
+        out.append(
+            RefundInfo(
+                id=int(row.id),
+                usage_id=usage_id,
+                user_id=int(row.user_id),
+                model_id=int(row.model_id),
+                amount_ucr=int(row.amount_ucr),
+                earnings_reversed_ucr=int(row.earnings_reversed_ucr),
+                earnings_owed_ucr=int(row.earnings_owed_ucr),
+                refunded_total_ucr=total,
+                charge_ucr=usage.charge_ucr,
+                reason=row.reason,
+                created_at=row.created_at,
+            )
+        )
+    return out
