@@ -1,22 +1,33 @@
-"""Charge throughput: the raw ``sqlite3`` limit vs modelbank's ``charge`` and ``charge_batch``.
+"""Charge throughput: the lean physical limit and raw ``sqlite3`` vs modelbank's ``charge``,
+``charge_batch``, group commit and hold + capture pairs, on SQLite and PostgreSQL.
 
 Run by hand (see bench/README.md)::
 
     .venv/bin/python bench/charge.py [--events N] [--single-events N] [--batch 1000]
-        [--keys uuid4|ordered] [--postgres URL] [--json] [--sql-stats] [--profile DIR]
-        [--group-threads 64] [--group-wait 0.002]
+        [--hold-pairs N] [--keys uuid4|ordered] [--postgres URL] [--pg-events N]
+        [--pg-single-events N] [--pg-hold-pairs N] [--contention-events N]
+        [--contention-threads 8] [--json] [--sql-stats] [--profile DIR]
+        [--group-threads 64] [--group-wait 0.002] [--max-seconds 40]
 
 Phases, each on a fresh database (SQLite: a file in a temp dir, WAL, synchronous=NORMAL,
-foreign_keys=ON, BEGIN IMMEDIATE, as :mod:`modelbank.db.engine` sets them):
+foreign_keys=ON, BEGIN IMMEDIATE, as :mod:`modelbank.db.engine` sets them; PostgreSQL: a
+fresh schema, dropped at the end):
 
-* ``raw single`` / ``raw batch``: the plain ``sqlite3`` module doing, per event, an
-  idempotency SELECT, a price SELECT, a guarded wallet UPDATE (the balance check), the usage
-  INSERT, three transfer INSERTs (charge, earning, fee) and three more account UPDATEs
-  (revenue, earnings, fees; three transfers touch four accounts): one event per transaction,
-  then ``--batch`` events per transaction.
+* ``lean`` (see ``bench/lean.py``): the physical limit of a full charge (DESIGN §16), the
+  plain driver on a minimal schema (accounts, usage with ascending ids and a 64-bit key hash,
+  transfers): idempotency check, guarded wallet debit, usage insert, transfer inserts,
+  revenue / earnings / fees credits. SQLite: those statements per event, 1/txn and
+  ``--batch``/txn (the batch targets compare with the latter), and a set-based batch for
+  reference. PostgreSQL (psycopg 3): 1/txn as ~7 round trips, 1/txn as ONE statement (one
+  round trip), and a set-based ``--batch``/txn.
+* ``raw single`` / ``raw batch``: the plain ``sqlite3`` module on a copy of OUR schema,
+  doing per event an idempotency SELECT, a price SELECT, a guarded wallet UPDATE (the
+  balance check), the usage INSERT, three transfer INSERTs (charge, earning, fee) and three
+  more account UPDATEs: one event per transaction, then ``--batch`` events per transaction.
+  It carries our schema's own costs (indexes, random-key UNIQUE indexes).
 * ``raw batch, set-based`` (reference, no target): the same work done the way
   ``charge_batch`` does it: one key lookup per batch, executemany inserts, one UPDATE per
-  account touched. The floor under charge_batch's design.
+  account touched.
 * ``modelbank charge``: ``with factory() as s, s.begin(): metering.charge(s, event)``.
 * ``modelbank charge_batch``: ``metering.charge_batch`` with ``--batch`` events per
   transaction.
@@ -24,6 +35,11 @@ foreign_keys=ON, BEGIN IMMEDIATE, as :mod:`modelbank.db.engine` sets them):
   ``--group-threads`` threads through :class:`modelbank.metering.group.GroupCommitter`
   (``--group-wait`` s of collecting); latency is one whole ``submit``. ``events/txn`` is
   the mean batch the committer formed.
+* ``modelbank hold + capture``: per pair, transaction 1 places a hold, transaction 2
+  captures part of it (:func:`hold_place`, :func:`hold_capture`); latency is the pair.
+* PostgreSQL contention: ``metering.charge`` one event per transaction from 1 thread, then
+  ``--contention-threads`` threads (a session each) on ONE hot wallet, then on as many
+  distinct wallets; then no wallet may be overdrawn and the ledger invariants must hold.
 
 Latency: ``time.perf_counter_ns`` around each whole transaction (session, BEGIN, charge,
 COMMIT, close). A warm-up (300 events, or two batches; not measured) fills SQLAlchemy's
@@ -43,7 +59,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -63,27 +79,36 @@ from rich.table import Table
 from sqlalchemy import Engine, event, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
+import lean
 from modelbank.catalog import service as catalog
 from modelbank.catalog.costs import Mode
 from modelbank.catalog.tiers import Tier
+from modelbank.db.base import utcnow
 from modelbank.db.engine import make_engine, session_factory
 from modelbank.db.migrate import upgrade
 from modelbank.ledger import invariants
 from modelbank.metering import service as metering
+from modelbank.metering.capture import capture
 from modelbank.metering.group import GroupCommitter
 from modelbank.metering.models import usage_events_table
-from modelbank.metering.service import UsageEvent
 from modelbank.pricing import service as pricing
 from modelbank.pricing.formulas import Rates
 from modelbank.pricing.markups import TIER_MARKUPS
 from modelbank.users import service as users
+from modelbank.wallets import holds
 from modelbank.wallets import service as wallets
+from modelbank.wallets.models import holds_table
 
-# Targets of the performance issue (SQLite only).
-TARGET_BATCH_EPS = 50_000
-TARGET_BATCH_VS_RAW = 0.60
-TARGET_SINGLE_EPS = 8_000
+# Targets of the performance issue ("charge engine").
+TARGET_BATCH_EPS = 50_000  # SQLite charge_batch
+TARGET_BATCH_VS_LEAN = 0.70  # SQLite charge_batch / lean batch
+TARGET_SINGLE_EPS = 8_000  # SQLite charge, in-process
 TARGET_SINGLE_P99_MS = 1.0
+TARGET_HOLD_PAIRS = 4_000  # SQLite hold + capture pairs/s
+TARGET_PG_SINGLE_EPS = 1_500  # PostgreSQL charge, one connection
+TARGET_PG_SINGLE_P99_MS = 3.0
+TARGET_PG_BATCH_EPS = 30_000  # PostgreSQL charge_batch
+TARGET_PG_SCALING = 3.0  # PostgreSQL: 8 distinct wallets / one connection
 
 USERS = 100
 GRANT_UCR = 10**13  # 10 M credits per user: no wallet runs dry whatever N
@@ -430,7 +455,8 @@ EARN_BPS = 1_600  # creator's share: 20% x chat 0.8, as modelbank's default rule
 
 
 class RawBank:
-    """The charge pipeline in plain ``sqlite3``: the floor under what modelbank can reach."""
+    """The charge pipeline in plain ``sqlite3`` on a copy of our schema (its indexes and
+    random-key UNIQUE indexes included)."""
 
     def __init__(self, path: Path) -> None:
         self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -696,6 +722,40 @@ def run_raw(
     return timing.result(f"raw sqlite3 {name}", "sqlite", per_txn)
 
 
+# ---------------------------------------------------------------- lean reference
+
+
+def lean_prices() -> list[lean.Price]:
+    """The bench models' prices as the lean reference holds them: µcr per 1M tokens
+    (cost x tier markup x credits per USD, as the raw loop) and the µUSD costs."""
+    prices: list[lean.Price] = []
+    for _slug, tier, cin, cout, ccache in MODELS:
+        factor = TIER_MARKUPS[tier] * CREDITS_PER_USD
+        prices.append(
+            (int(cin * factor), int(cout * factor), int(ccache * factor), cin, cout, ccache)
+        )
+    return prices
+
+
+def run_lean(
+    bank: lean.LeanBank,
+    phase: str,
+    backend: str,
+    specs: Sequence[Spec],
+    warmup: Sequence[Spec],
+    per_txn: int,
+    runner: Runner,
+) -> Result:
+    """Time the lean reference ``bank`` (closed afterwards) over ``specs``."""
+    try:
+        _chunked(warmup, per_txn, bank.txn, lambda n: None)
+        timing = runner.timed(f"{phase}, {per_txn}/txn ({backend})", specs, per_txn, bank.txn)
+        bank.check(timing.done + len(warmup))
+    finally:
+        bank.close()
+    return timing.result(phase, backend, per_txn)
+
+
 def _chunked(
     items: Sequence[Any],
     per_txn: int,
@@ -739,9 +799,9 @@ class Fixture:
     model_ids: list[int]
     cleanup: Callable[[], None]
 
-    def events(self, specs: Sequence[Spec]) -> list[UsageEvent]:
+    def events(self, specs: Sequence[Spec]) -> list[metering.UsageEvent]:
         return [
-            UsageEvent(
+            metering.UsageEvent(
                 idempotency_key=s.key,
                 user_id=self.user_ids[s.user],
                 model=self.model_ids[s.model],
@@ -834,11 +894,11 @@ def run_modelbank(
     ``charge`` path, else ``charge_batch``). Every event must come back ``charged``."""
     factory = fixture.factory
 
-    def single(chunk: Sequence[UsageEvent]) -> None:
+    def single(chunk: Sequence[metering.UsageEvent]) -> None:
         with factory() as s, s.begin():
             metering.charge(s, chunk[0])
 
-    def batch(chunk: Sequence[UsageEvent]) -> None:
+    def batch(chunk: Sequence[metering.UsageEvent]) -> None:
         with factory() as s, s.begin():
             results = metering.charge_batch(s, chunk)
         bad = [r for r in results if r.status != "charged"]
@@ -888,7 +948,7 @@ def run_group(
     Every event must come back ``charged``."""
     with GroupCommitter(fixture.factory, max_wait_s=max_wait_s) as committer:
 
-        def call(event: UsageEvent) -> None:
+        def call(event: metering.UsageEvent) -> None:
             result = committer.submit(event)
             if result.status != "charged":
                 raise RuntimeError(f"event not charged: {result}")
@@ -914,6 +974,199 @@ def run_group(
     if count != timing.done + len(warmup) or broken:
         raise RuntimeError(f"group commit run broken: {count} usage rows, invariants {broken}")
     return timing.result(f"modelbank group commit ×{threads}", backend, per_txn)
+
+
+# ---------------------------------------------------------------- holds
+
+HOLD_UCR = 5_000_000  # 5 credits reserved per call; the capture takes the call's price, ≤ that
+HOLD_TIMEOUT_S = 600
+
+
+# The two calls of a hold + capture pair, in one place (capturing lives in
+# ``modelbank.metering.capture``; placing stays in ``modelbank.wallets.holds``).
+def hold_place(session: Session, user_id: int, amount_ucr: int, *, key: str, model: int) -> int:
+    """Transaction 1 of a pair: reserve ``amount_ucr``; returns the hold's id."""
+    hold = holds.place(
+        session,
+        user_id,
+        amount_ucr,
+        timeout_s=HOLD_TIMEOUT_S,
+        idempotency_key=key,
+        model=model,
+        now=utcnow(),
+    )
+    return int(hold.id)
+
+
+def hold_capture(
+    session: Session,
+    hold_id: int,
+    amount_ucr: int,
+    *,
+    model: int,
+    input_tokens: int,
+    output_tokens: int,
+) -> Any:
+    """Transaction 2 of a pair: charge ``amount_ucr`` (≤ held), release the rest."""
+    return capture(
+        session,
+        hold_id,
+        amount_ucr,
+        model=model,
+        usage_type="chat",
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+    )
+
+
+def run_holds(
+    fixture: Fixture,
+    backend: str,
+    specs: Sequence[Spec],
+    warmup: Sequence[Spec],
+    runner: Runner,
+) -> Result:
+    """Per spec one pair: a hold of :data:`HOLD_UCR` in one transaction, its capture for the
+    call's list price (at most the hold) in a second. Latency = the pair."""
+    factory = fixture.factory
+    prices = lean_prices()
+
+    def pair(chunk: Sequence[Spec]) -> None:
+        spec = chunk[0]
+        user, model = fixture.user_ids[spec.user], fixture.model_ids[spec.model]
+        with factory() as s, s.begin():
+            hold_id = hold_place(s, user, HOLD_UCR, key=f"hold-{spec.key}", model=model)
+        amount = min(HOLD_UCR, lean.amounts(spec, prices[spec.model])[0])
+        with factory() as s, s.begin():
+            hold_capture(
+                s,
+                hold_id,
+                amount,
+                model=model,
+                input_tokens=spec.input_tokens,
+                output_tokens=spec.output_tokens,
+            )
+
+    _chunked(warmup, 1, pair, lambda n: None)
+    timing = runner.timed(f"modelbank hold + capture pairs ({backend})", specs, 1, pair)
+    with factory() as s, s.begin():
+        conn = s.connection()
+        count = conn.execute(select(func.count()).select_from(usage_events_table)).scalar_one()
+        captured = conn.execute(
+            select(func.count()).select_from(holds_table).where(holds_table.c.usage_id.is_not(None))
+        ).scalar_one()
+        broken = invariants.check(s)
+    expected = timing.done + len(warmup)
+    if count != expected or captured != expected or broken:
+        raise RuntimeError(
+            f"hold run broken: {count} usage rows, {captured} captured holds"
+            f" (expected {expected}), invariants {broken}"
+        )
+    return timing.result("modelbank hold + capture (pairs)", backend, 1)
+
+
+# ---------------------------------------------------------------- contention
+
+
+@dataclass
+class Contention:
+    threads: int
+    alone: Result
+    hot: Result
+    distinct: Result
+    errors: int
+    never_overdrawn: bool
+    lowest_balance_ucr: int
+    hot_balance_ucr: int
+    broken: list[str]
+
+    @property
+    def scaling(self) -> float:
+        return self.distinct.eps / self.alone.eps if self.alone.eps else 0.0
+
+
+def run_contention(
+    fixture: Fixture,
+    make: Callable[[int], list[Spec]],
+    events: int,
+    threads: int,
+    runner: Runner,
+) -> Contention:
+    """``metering.charge``, one event per transaction: 1 thread (users spread over
+    ``threads`` wallets), ``threads`` threads all on ONE wallet (user 0), ``threads`` threads
+    on as many wallets (thread t charges user t). Each thread has its own session and so its
+    own connection. Afterwards: every wallet's balance ≥ 0, ledger invariants."""
+    factory = fixture.factory
+    errors = [0]
+    lock = threading.Lock()
+
+    def call(event: metering.UsageEvent) -> None:
+        try:
+            with factory() as s, s.begin():
+                result = metering.charge(s, event)
+            if result.status != "charged":
+                raise RuntimeError(f"event not charged: {result}")
+        except Exception:
+            with lock:
+                errors[0] += 1
+
+    def specs_for(count: int, user: Callable[[int], int]) -> list[Spec]:
+        return [replace(spec, user=user(i)) for i, spec in enumerate(make(count))]
+
+    warm = specs_for(100, lambda i: i % threads)
+    alone = specs_for(events, lambda i: i % threads)
+    hot = specs_for(events, lambda i: 0)
+    distinct = specs_for(events, lambda i: i % threads)  # runner: thread t takes t, t + n, …
+    # The hot wallet must cover the whole run: top it up to 4x the list price of its events.
+    prices = lean_prices()
+    hot_spend = sum(lean.amounts(spec, prices[spec.model])[0] for spec in [*warm, *hot])
+    if 4 * hot_spend > GRANT_UCR:
+        with factory() as s, s.begin():
+            wallets.grant(
+                s,
+                fixture.user_ids[0],
+                4 * hot_spend - GRANT_UCR,
+                idempotency_key="bench-hot-top-up",
+            )
+    for warm_event in fixture.events(warm):
+        call(warm_event)
+    results = []
+    for label, phase_specs, n_threads in (
+        ("1 thread", alone, 1),
+        (f"{threads} threads, one hot wallet", hot, threads),
+        (f"{threads} threads, {threads} wallets", distinct, threads),
+    ):
+        timing = runner.threaded(
+            f"modelbank charge, {label} (postgres)",
+            fixture.events(phase_specs),
+            n_threads,
+            call,
+        )
+        results.append(timing.result(f"modelbank charge, {label}", "postgres", 1))
+    with factory() as s, s.begin():
+        balances = [wallets.balance(s, fixture.user_ids[u]) for u in range(threads)]
+        broken = [str(v) for v in invariants.check(s)]
+        count = (
+            s.connection()
+            .execute(select(func.count()).select_from(usage_events_table))
+            .scalar_one()
+        )
+    lowest = min(min(b.balance_ucr, b.available_ucr) for b in balances)
+    expected = len(warm) + sum(r.events for r in results) - errors[0]
+    if count != expected:
+        broken.append(f"usage rows {count} ≠ {expected} charged")
+    alone_result, hot_result, distinct_result = results
+    return Contention(
+        threads,
+        alone_result,
+        hot_result,
+        distinct_result,
+        errors=errors[0],
+        never_overdrawn=lowest >= 0 and not broken,
+        lowest_balance_ucr=lowest,
+        hot_balance_ucr=balances[0].balance_ucr,
+        broken=broken,
+    )
 
 
 # ---------------------------------------------------------------- statement timing
@@ -986,49 +1239,59 @@ class Target:
     passed: bool
 
 
-def targets(results: dict[str, Result]) -> list[Target]:
-    single, batch = results["sqlite single"], results["sqlite batch"]
-    raw_batch = results["raw batch"]
-    ratio = batch.eps / raw_batch.eps if raw_batch.eps else 0.0
-    p99 = single.p99_ms or 0.0
-    group = results.get("sqlite group")
-    grouped = []
-    if group is not None:
-        grouped = [
+def targets(results: dict[str, Result], contention: Contention | None) -> list[Target]:
+    """The issue's targets, for the phases that ran."""
+
+    def ratio(key: str, reference: str) -> float:
+        ref = results.get(reference)
+        return results[key].eps / ref.eps if ref and ref.eps else 0.0
+
+    found: list[Target] = []
+
+    def at_least(name: str, key: str, floor: float, unit: str = "events/s") -> None:
+        if key in results:
+            eps = results[key].eps
+            found.append(Target(f"{name} ≥ {floor:,.0f} {unit}", f"{eps:,.0f}/s", eps >= floor))
+
+    def p99_at_most(name: str, key: str, ceiling: float) -> None:
+        if key in results:
+            p99 = results[key].p99_ms or 0.0
+            found.append(Target(f"{name} p99 ≤ {ceiling:g} ms", f"{p99:.3f} ms", p99 <= ceiling))
+
+    at_least("SQLite charge_batch", "sqlite batch", TARGET_BATCH_EPS)
+    if "sqlite batch" in results and "lean batch" in results:
+        share = ratio("sqlite batch", "lean batch")
+        found.append(
             Target(
-                f"SQLite group commit ≥ {TARGET_SINGLE_EPS:,} events/s",
-                f"{group.eps:,.0f}/s",
-                group.eps >= TARGET_SINGLE_EPS,
-            ),
+                f"SQLite charge_batch ≥ {TARGET_BATCH_VS_LEAN:.0%} of lean batch",
+                f"{share:.0%}",
+                share >= TARGET_BATCH_VS_LEAN,
+            )
+        )
+    at_least("SQLite charge (in-process)", "sqlite single", TARGET_SINGLE_EPS)
+    p99_at_most("SQLite charge", "sqlite single", TARGET_SINGLE_P99_MS)
+    at_least("SQLite hold + capture", "sqlite holds", TARGET_HOLD_PAIRS, "pairs/s")
+    at_least("PostgreSQL charge, one connection", "postgres single", TARGET_PG_SINGLE_EPS)
+    p99_at_most("PostgreSQL charge", "postgres single", TARGET_PG_SINGLE_P99_MS)
+    at_least("PostgreSQL charge_batch", "postgres batch", TARGET_PG_BATCH_EPS)
+    if contention is not None:
+        found.append(
             Target(
-                f"SQLite group commit p99 ≤ {TARGET_SINGLE_P99_MS:g} ms",
-                f"{group.p99_ms or 0.0:.3f} ms",
-                (group.p99_ms or 0.0) <= TARGET_SINGLE_P99_MS,
-            ),
-        ]
-    base = [
-        Target(
-            f"SQLite charge_batch ≥ {TARGET_BATCH_EPS:,} events/s",
-            f"{batch.eps:,.0f}/s",
-            batch.eps >= TARGET_BATCH_EPS,
-        ),
-        Target(
-            f"SQLite charge_batch ≥ {TARGET_BATCH_VS_RAW:.0%} of raw batch",
-            f"{ratio:.0%}",
-            ratio >= TARGET_BATCH_VS_RAW,
-        ),
-        Target(
-            f"SQLite charge ≥ {TARGET_SINGLE_EPS:,} events/s",
-            f"{single.eps:,.0f}/s",
-            single.eps >= TARGET_SINGLE_EPS,
-        ),
-        Target(
-            f"SQLite charge p99 ≤ {TARGET_SINGLE_P99_MS:g} ms",
-            f"{p99:.3f} ms",
-            p99 <= TARGET_SINGLE_P99_MS,
-        ),
-    ]
-    return [*base, *grouped]
+                f"PostgreSQL {contention.threads} distinct wallets"
+                f" ≥ {TARGET_PG_SCALING:g}x one connection",
+                f"{contention.scaling:.2f}x",
+                contention.scaling >= TARGET_PG_SCALING,
+            )
+        )
+        found.append(
+            Target(
+                "PostgreSQL contention: never overdrawn, ledger invariants hold",
+                f"lowest balance {contention.lowest_balance_ucr / 1e6:,.0f} cr"
+                + (f"; {'; '.join(contention.broken)}" if contention.broken else ""),
+                contention.never_overdrawn,
+            )
+        )
+    return found
 
 
 RAW_OF = {
@@ -1036,6 +1299,32 @@ RAW_OF = {
     "sqlite group": "raw single",
     "sqlite batch": "raw batch",
 }
+# Each modelbank phase against the lean physical limit of the same shape (DESIGN §16):
+# one event per transaction against lean 1/txn (on PostgreSQL its one-round-trip form),
+# batches against lean batch. Hold pairs compare pairs/s with lean events/s.
+LEAN_OF = {
+    "raw single": "lean single",
+    "raw batch": "lean batch",
+    "raw set-based": "lean set-based",
+    "sqlite single": "lean single",
+    "sqlite group": "lean single",
+    "sqlite batch": "lean batch",
+    "sqlite holds": "lean single",
+    "postgres single": "pg lean single",
+    "postgres group": "pg lean single",
+    "postgres batch": "pg lean batch",
+    "postgres holds": "pg lean single",
+    "postgres alone": "pg lean single",
+    "postgres hot": "pg lean single",
+    "postgres distinct": "pg lean single",
+}
+
+
+def vs(results: dict[str, Result], key: str, table: dict[str, str]) -> float | None:
+    reference = results.get(table.get(key, ""))
+    if reference is None or not reference.eps:
+        return None
+    return results[key].eps / reference.eps
 
 
 def results_table(results: dict[str, Result], config: dict[str, Any]) -> Table:
@@ -1043,7 +1332,10 @@ def results_table(results: dict[str, Result], config: dict[str, Any]) -> Table:
         title="Charge throughput",
         caption=(
             f"idempotency keys: {config['keys']}; latency = one whole transaction (session,"
-            " BEGIN IMMEDIATE, charge, COMMIT); warm-up excluded; * = stopped at --max-seconds"
+            " BEGIN, charge, COMMIT; a hold pair: both transactions; group commit: one submit);"
+            " warm-up excluded; * = stopped at --max-seconds. vs lean: against the lean"
+            " physical limit of the same shape (PostgreSQL 1/txn: its one-round-trip form);"
+            " vs raw: against raw sqlite3 on our schema"
         ),
     )
     for column in (
@@ -1052,6 +1344,7 @@ def results_table(results: dict[str, Result], config: dict[str, Any]) -> Table:
         "events",
         "events/txn",
         "events/s",
+        "vs lean",
         "vs raw",
         "vs set-based",
         "p50 ms",
@@ -1061,14 +1354,15 @@ def results_table(results: dict[str, Result], config: dict[str, Any]) -> Table:
         table.add_column(column, justify="left" if column in ("phase", "db") else "right")
     set_based = results.get("raw set-based")
     for key, r in results.items():
-        raw = results.get(RAW_OF.get(key, ""))
+        to_lean, to_raw = vs(results, key, LEAN_OF), vs(results, key, RAW_OF)
         table.add_row(
             r.phase,
             r.backend,
             f"{r.events:,}" + ("*" if r.capped else ""),
             f"{r.per_txn:,}",
             f"{r.eps:,.0f}",
-            f"{r.eps / raw.eps:.0%}" if raw else "",
+            "" if to_lean is None else f"{to_lean:.0%}",
+            "" if to_raw is None else f"{to_raw:.0%}",
             f"{r.eps / set_based.eps:.0%}" if key == "sqlite batch" and set_based else "",
             _fmt_ms(r.p50_ms),
             _fmt_ms(r.p99_ms),
@@ -1082,7 +1376,7 @@ def _fmt_ms(value: float | None) -> str:
 
 
 def targets_table(found: list[Target]) -> Table:
-    table = Table(title="Targets (SQLite)")
+    table = Table(title="Targets (issue: charge engine)")
     table.add_column("target")
     table.add_column("measured", justify="right")
     table.add_column("result")
@@ -1091,30 +1385,50 @@ def targets_table(found: list[Target]) -> Table:
     return table
 
 
+def contention_line(c: Contention) -> str:
+    return (
+        f"PostgreSQL contention: 1 thread {c.alone.eps:,.0f}/s, one hot wallet"
+        f" {c.hot.eps:,.0f}/s ({c.hot.eps / c.alone.eps if c.alone.eps else 0:.2f}x),"
+        f" distinct wallets {c.distinct.eps:,.0f}/s ({c.scaling:.2f}x one connection);"
+        f" {'never overdrawn' if c.never_overdrawn else 'OVERDRAWN OR BROKEN'}"
+        f" (lowest wallet {c.lowest_balance_ucr / 1e6:,.0f} cr, hot wallet"
+        f" {c.hot_balance_ucr / 1e6:,.0f} cr after), failed charges {c.errors}"
+        + (f"; broken: {'; '.join(c.broken)}" if c.broken else "")
+    )
+
+
 # ---------------------------------------------------------------- main
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description="Charge throughput: raw sqlite3 vs modelbank charge / charge_batch.",
+        description="Charge throughput: the lean physical limit and raw sqlite3 vs modelbank"
+        " charge / charge_batch / group commit / hold + capture, SQLite and PostgreSQL.",
     )
     parser.add_argument(
         "--events",
         type=int,
         default=100_000,
-        help="events for the batch phases (raw batch and charge_batch); default 100,000",
+        help="events for the batch phases (lean, raw and charge_batch); default 100,000",
     )
     parser.add_argument(
         "--single-events",
         type=int,
         default=20_000,
-        help="events for the one-per-transaction phases (raw single and charge); default 20,000",
+        help="events for the one-per-transaction phases (lean, raw, charge, group commit);"
+        " default 20,000",
     )
     parser.add_argument(
         "--batch",
         type=int,
         default=metering.MAX_BATCH_EVENTS,
         help=f"events per batch transaction (1…{metering.MAX_BATCH_EVENTS}); default 1,000",
+    )
+    parser.add_argument(
+        "--hold-pairs",
+        type=int,
+        default=5_000,
+        help="hold + capture pairs on SQLite; default 5,000 (0: skip the hold phases)",
     )
     parser.add_argument(
         "--keys",
@@ -1126,11 +1440,31 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--postgres",
         metavar="URL",
-        help="also run charge and charge_batch on PostgreSQL, in a fresh schema per phase",
+        help="also run the lean reference, charge, charge_batch, group commit, hold pairs and"
+        " the contention phase on PostgreSQL, each in a fresh schema",
     )
     parser.add_argument("--pg-events", type=int, default=20_000, help="PostgreSQL batch events")
     parser.add_argument(
-        "--pg-single-events", type=int, default=2_000, help="PostgreSQL single events"
+        "--pg-single-events",
+        type=int,
+        default=2_000,
+        help="PostgreSQL one-per-transaction events",
+    )
+    parser.add_argument(
+        "--pg-hold-pairs", type=int, default=1_000, help="PostgreSQL hold + capture pairs"
+    )
+    parser.add_argument(
+        "--contention-events",
+        type=int,
+        default=2_000,
+        help="PostgreSQL contention: events per sub-phase (1 thread, one hot wallet, distinct"
+        " wallets); default 2,000 (0: skip)",
+    )
+    parser.add_argument(
+        "--contention-threads",
+        type=int,
+        default=8,
+        help="PostgreSQL contention: threads (one connection each); default 8",
     )
     parser.add_argument(
         "--max-seconds",
@@ -1171,6 +1505,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--group-threads and --group-wait must be ≥ 0")
     if min(args.events, args.single_events, args.pg_events, args.pg_single_events) < 1:
         parser.error("event counts must be ≥ 1")
+    if min(args.hold_pairs, args.pg_hold_pairs, args.contention_events) < 0:
+        parser.error("--hold-pairs, --pg-hold-pairs and --contention-events must be ≥ 0")
+    if args.contention_threads < 1:
+        parser.error("--contention-threads must be ≥ 1")
     return args
 
 
@@ -1179,7 +1517,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     err = Console(stderr=True)
     out = Console()
     if not out.is_terminal:
-        out = Console(width=150)  # piped: do not squeeze the tables into 80 columns
+        out = Console(width=170)  # piped: do not squeeze the tables into 80 columns
     rng = random.Random(args.seed)
     warm_single, warm_batch = 300, 2 * args.batch
 
@@ -1188,11 +1526,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # Warm-up keys first: with --keys ordered, every measured key sorts after them.
     warmup_single, warmup_batch = specs(warm_single), specs(warm_batch)
+    warmup_holds = warmup_single[:100]
     single_specs, batch_specs = specs(args.single_events), specs(args.events)
+    hold_specs = specs(args.hold_pairs)
     config = {
         "events": args.events,
         "single_events": args.single_events,
         "batch": args.batch,
+        "hold_pairs": args.hold_pairs,
         "keys": args.keys,
         "group_threads": args.group_threads,
         "group_wait_s": args.group_wait,
@@ -1206,8 +1547,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     runner = Runner(err, args.max_seconds, args.profile)
     sql_stats = {"single": StatementStats(), "batch": StatementStats()} if args.sql_stats else {}
     results: dict[str, Result] = {}
+    contention: Contention | None = None
+    prices = lean_prices()
     with tempfile.TemporaryDirectory(prefix="mb-bench-") as tmp, runner.progress:
         workdir = Path(tmp)
+
+        def sqlite_lean(name: str, mode: str = "events") -> lean.SqliteLean:
+            return lean.SqliteLean(workdir / f"lean-{name}.db", prices, USERS, GRANT_UCR, mode)
+
+        for key, name, mode, phase_specs, warm, per_txn in (
+            ("lean single", "single", "events", single_specs, warmup_single, 1),
+            ("lean batch", "batch", "events", batch_specs, warmup_batch, args.batch),
+            ("lean set-based", "batch, set-based", "set", batch_specs, warmup_batch, args.batch),
+        ):
+            results[key] = run_lean(
+                sqlite_lean(name, mode),
+                f"lean sqlite3 {name}",
+                "sqlite",
+                phase_specs,
+                warm,
+                per_txn,
+                runner,
+            )
         results["raw single"] = run_raw(workdir, "single", single_specs, warmup_single, 1, runner)
         results["raw batch"] = run_raw(
             workdir, "batch", batch_specs, warmup_batch, args.batch, runner
@@ -1261,7 +1622,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         finally:
             fixture.cleanup()
+        if args.hold_pairs:
+            fixture = sqlite_fixture(workdir, "modelbank-holds")
+            try:
+                results["sqlite holds"] = run_holds(
+                    fixture, "sqlite", hold_specs, warmup_holds, runner
+                )
+            finally:
+                fixture.cleanup()
         if args.postgres:
+            url = args.postgres
             # The SQLite phases' events again (a prefix), fresh ones when more are asked.
             pg_single = single_specs[: args.pg_single_events]
             if len(pg_single) < args.pg_single_events:
@@ -1269,11 +1639,49 @@ def main(argv: Sequence[str] | None = None) -> int:
             pg_batch = batch_specs[: args.pg_events]
             if len(pg_batch) < args.pg_events:
                 pg_batch = specs(args.pg_events)
+            pg_holds = hold_specs[: args.pg_hold_pairs]
+            if len(pg_holds) < args.pg_hold_pairs:
+                pg_holds = specs(args.pg_hold_pairs)
+            for key, mode, phase, phase_specs, warm, per_txn in (
+                (
+                    "pg lean statements",
+                    "statements",
+                    "lean psycopg single, ~7 round trips",
+                    pg_single,
+                    warmup_single,
+                    1,
+                ),
+                (
+                    "pg lean single",
+                    "one",
+                    "lean psycopg single, 1 round trip",
+                    pg_single,
+                    warmup_single,
+                    1,
+                ),
+                (
+                    "pg lean batch",
+                    "set",
+                    "lean psycopg batch, set-based",
+                    pg_batch,
+                    warmup_batch,
+                    args.batch,
+                ),
+            ):
+                results[key] = run_lean(
+                    lean.PostgresLean(url, mode, prices, USERS, GRANT_UCR),
+                    phase,
+                    "postgres",
+                    phase_specs,
+                    warm,
+                    per_txn,
+                    runner,
+                )
             for key, phase_specs, warm, per_txn in (
                 ("postgres single", pg_single, warmup_single, 1),
                 ("postgres batch", pg_batch, warmup_batch, args.batch),
             ):
-                fixture = postgres_fixture(args.postgres, key.split()[1])
+                fixture = postgres_fixture(url, key.split()[1])
                 try:
                     results[key] = run_modelbank(
                         fixture, "postgres", phase_specs, warm, per_txn, runner
@@ -1281,7 +1689,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 finally:
                     fixture.cleanup()
             if args.group_threads:
-                fixture = postgres_fixture(args.postgres, "group")
+                fixture = postgres_fixture(url, "group")
                 try:
                     results["postgres group"] = run_group(
                         fixture,
@@ -1294,18 +1702,50 @@ def main(argv: Sequence[str] | None = None) -> int:
                     )
                 finally:
                     fixture.cleanup()
-    found = targets(results)
+            if args.pg_hold_pairs:
+                fixture = postgres_fixture(url, "holds")
+                try:
+                    results["postgres holds"] = run_holds(
+                        fixture, "postgres", pg_holds, warmup_holds, runner
+                    )
+                finally:
+                    fixture.cleanup()
+            if args.contention_events:
+                fixture = postgres_fixture(url, "contention")
+                try:
+                    contention = run_contention(
+                        fixture, specs, args.contention_events, args.contention_threads, runner
+                    )
+                finally:
+                    fixture.cleanup()
+                results["postgres alone"] = contention.alone
+                results["postgres hot"] = contention.hot
+                results["postgres distinct"] = contention.distinct
+    found = targets(results, contention)
     if args.json:
         document = {
             "config": config,
             "results": {
                 key: {
                     **r.as_dict(),
-                    "vs_raw": (
-                        round(r.eps / results[RAW_OF[key]].eps, 4) if key in RAW_OF else None
-                    ),
+                    "vs_lean": _round(vs(results, key, LEAN_OF)),
+                    "vs_raw": _round(vs(results, key, RAW_OF)),
                 }
                 for key, r in results.items()
+            },
+            "contention": None
+            if contention is None
+            else {
+                "threads": args.contention_threads,
+                "one_connection_eps": round(contention.alone.eps, 1),
+                "hot_wallet_eps": round(contention.hot.eps, 1),
+                "distinct_wallets_eps": round(contention.distinct.eps, 1),
+                "distinct_vs_one_connection": round(contention.scaling, 3),
+                "never_overdrawn": contention.never_overdrawn,
+                "lowest_balance_ucr": contention.lowest_balance_ucr,
+                "hot_balance_ucr": contention.hot_balance_ucr,
+                "failed_charges": contention.errors,
+                "broken": contention.broken,
             },
             "targets": [
                 {"target": t.name, "measured": t.measured, "pass": t.passed} for t in found
@@ -1314,6 +1754,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         out.print_json(data=document)
         return 0
     out.print(results_table(results, config))
+    if contention is not None:
+        out.print(contention_line(contention))
     out.print(targets_table(found))
     for name, stats in sql_stats.items():
         key = f"sqlite {name}"
@@ -1322,6 +1764,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"[dim]{config['users']} users, {config['models']} models with a creator;"
         f" SQLite {config['sqlite']}, Python {config['python']}, {config['cpus']} CPUs."
         " SQLite phases: a fresh file each, WAL, synchronous=NORMAL, foreign_keys=ON."
+        " Lean = the physical limit of a full charge on a minimal schema (DESIGN §16);"
+        " raw = the plain driver on our own schema, which carries that schema's costs."
     )
     if args.profile:
         out.print(f"[dim]cProfile output in {args.profile} (figures above include its overhead)")
