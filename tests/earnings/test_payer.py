@@ -8,7 +8,7 @@ from decimal import Decimal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from modelbank.earnings.payer import NoEarnings, Payer
+from modelbank.earnings.payer import NoEarnings, Payer, reversal_ucr
 from modelbank.earnings.rules import (
     EarningsRule,
     earnings_exact,
@@ -99,3 +99,25 @@ def test_payer_says_why_nothing_was_earned() -> None:
     paid = tiny.pay(tokens=0, charge_ucr=1_000_000, prior_uses=0, usage_type="chat", payer_id=8)
     # 20 % of 1 credit × chat 0.8 = 160,000 µcr, all to the creator.
     assert (paid.parts, paid.note, paid.total_ucr) == (((7, 160_000),), None, 160_000)
+
+
+@settings(max_examples=300)
+@given(
+    earned=st.integers(min_value=0, max_value=10**12),
+    charge=st.integers(min_value=1, max_value=10**12),
+    cuts=st.lists(st.integers(min_value=1, max_value=10**12), max_size=8),
+)
+def test_partial_reversals_add_up_to_exactly_what_was_earned(
+    earned: int, charge: int, cuts: list[int]
+) -> None:
+    # Refund the charge in arbitrary steps, then the rest: every step gives back ≥ 0, the
+    # running total never exceeds the exact share, and a full refund reverses it all.
+    points = sorted({min(c, charge) for c in cuts} | {charge})
+    before, total = 0, 0
+    for after in points:
+        back = reversal_ucr(earned, charge, before, after)
+        assert back >= 0
+        total += back
+        assert abs(total * charge - earned * after) * 2 <= charge  # within ½ µcr of exact
+        before = after
+    assert total == earned

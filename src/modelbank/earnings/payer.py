@@ -133,3 +133,20 @@ class Payer:
             own = any(user == payer_id for user, _ in self.beneficiaries)
             note = NoEarnings.SELF_USAGE if own else NoEarnings.ZERO
         return Earned(tuple(paid), multiplier[2], multiplier[3], note)
+
+
+def reversal_ucr(
+    earned_ucr: int, charge_ucr: int, refunded_before: int, refunded_after: int
+) -> int:
+    """µcr a beneficiary gives back when a charge of ``charge_ucr`` they earned
+    ``earned_ucr`` from is refunded from ``refunded_before`` to ``refunded_after`` µcr
+    (DESIGN §5, §7: "reverses it, earnings included").
+
+    The same fraction of the earning as of the charge, rounded half-even on the running
+    total (``earned × refunded / charge``), so partial refunds that add up to the whole
+    charge give back exactly what was earned, never a µcr more or less."""
+    if charge_ucr <= 0 or earned_ucr <= 0:
+        return 0
+    return div_half_even(earned_ucr * refunded_after, charge_ucr) - div_half_even(
+        earned_ucr * refunded_before, charge_ucr
+    )

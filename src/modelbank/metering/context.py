@@ -133,17 +133,7 @@ def load(
             if events[i].model in models
         ),
     )
-    cards: dict[int, RateCard] = {}
-    payers: dict[int, Payer] = {}
-    for info in models.values():
-        ref = snap.models[info.id]
-        card = ref.card_at(now)
-        if card is not None:
-            cards[info.id] = card
-        term = earnings.Terms(info.id, ref.rule_at(now), ref.beneficiaries, counts[info.id])
-        payers[info.id] = Payer(
-            term, platform_monetised=snap.monetised, model_monetised=info.monetised
-        )
+    cards, payers = _rates_and_payers(snap, models, counts, now)
     dialect = session.get_bind().dialect.name
     return BatchContext(
         batch=batch,
@@ -160,6 +150,28 @@ def load(
         earning_accounts=snap.earning_accounts,
         revenue_account=ledger.platform_account(session, AccountCode.PLATFORM_REVENUE),
     )
+
+
+def _rates_and_payers(
+    snap: reference.Snapshot,
+    models: Mapping[int | str, ModelInfo],
+    counts: Mapping[int, int],
+    now: datetime,
+) -> tuple[dict[int, RateCard], dict[int, Payer]]:
+    """Per model: the rate card in force at ``now`` (absent: no price) and the payer of
+    its earnings terms in force, with the use count read under lock."""
+    cards: dict[int, RateCard] = {}
+    payers: dict[int, Payer] = {}
+    for info in models.values():
+        ref = snap.models[info.id]
+        card = ref.card_at(now)
+        if card is not None:
+            cards[info.id] = card
+        term = earnings.Terms(info.id, ref.rule_at(now), ref.beneficiaries, counts[info.id])
+        payers[info.id] = Payer(
+            term, platform_monetised=snap.monetised, model_monetised=info.monetised
+        )
+    return cards, payers
 
 
 def _holds(session: Session, batch: Batch, pending: list[int]) -> dict[int, ledger.Hold]:

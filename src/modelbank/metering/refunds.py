@@ -19,6 +19,7 @@ Debts, their settlement and the total refunded stay with the wallets
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -27,6 +28,7 @@ from sqlalchemy.orm import Session
 
 from modelbank.db.base import utcnow
 from modelbank.earnings import service as earnings
+from modelbank.earnings.payer import reversal_ucr
 from modelbank.errors import InvalidInput
 from modelbank.ledger import service as ledger
 from modelbank.ledger.codes import AccountCode, TransferCode
@@ -35,7 +37,6 @@ from modelbank.metering import service as metering
 from modelbank.users import service as users
 from modelbank.wallets import alerts, grants
 from modelbank.wallets.errors import RefundExceedsCharge
-from modelbank.wallets.grants import basis_of
 from modelbank.wallets.models import debts_table as debts
 from modelbank.wallets.models import refunds_table as refunds
 from modelbank.webhooks import service as webhooks
@@ -72,6 +73,45 @@ def refunded_so_far(session: Session, usage_id: int) -> int:
     )
 
 
+def _reverse_earnings(
+    usage: metering.UsageRecord,
+    paid: Sequence[tuple[int, int]],
+    before: int,
+    after: int,
+    earning_accounts: Mapping[int, int],
+    locked: Mapping[int, ledger.AccountBalance],
+    revenue: int,
+    specs: list[ledger.NewTransfer],
+) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """Each beneficiary gives back its share of the refund
+    (:func:`~modelbank.earnings.payer.reversal_ucr`): what its earnings account still holds
+    is taken now (appended to ``specs``), the rest is owed. Returns ((user id, µcr reversed),
+    …) and ((user id, µcr owed), …)."""
+    reversed_by: list[tuple[int, int]] = []
+    owed: list[tuple[int, int]] = []
+    for earner_id, earned in paid:
+        back = reversal_ucr(earned, usage.charge_ucr, before, after)
+        if back <= 0:
+            continue
+        account = locked[earning_accounts[earner_id]]
+        take = min(back, max(account.available, 0))
+        if take > 0:
+            specs.append(
+                ledger.NewTransfer(
+                    debit_account_id=account.id,
+                    credit_account_id=revenue,
+                    amount=take,
+                    code=TransferCode.REFUND,
+                    ref_type="usage",
+                    ref_id=usage.id,
+                )
+            )
+        reversed_by.append((earner_id, back))
+        if back > take:
+            owed.append((earner_id, back - take))
+    return reversed_by, owed
+
+
 def refund_usage(
     session: Session,
     usage_id: int,
@@ -90,11 +130,11 @@ def refund_usage(
     usage = metering.get_usage(session, usage_id)
     user = users.get_user(session, usage.user_id)
     paid = earnings.earnings_by_usage(session, [usage_id]).get(usage_id, [])
-    earners = {user_id: users.get_user(session, user_id) for user_id, _ in paid}
+    earning_accounts = {
+        user_id: users.get_user(session, user_id).earnings_account_id for user_id, _ in paid
+    }
     # Lock the wallet and the earnings accounts (id order), then read what was refunded.
-    locked = ledger.lock_accounts(
-        session, [user.wallet_account_id, *(u.earnings_account_id for u in earners.values())]
-    )
+    locked = ledger.lock_accounts(session, [user.wallet_account_id, *earning_accounts.values()])
     before = refunded_so_far(session, usage_id)
     refundable = usage.charge_ucr - before
     if amount_ucr is not None and amount_ucr <= 0:
@@ -117,32 +157,10 @@ def refund_usage(
             ref_id=usage_id,
         )
     ]
-    reversed_total = 0
-    reversed_by: list[tuple[int, int]] = []
-    owed: list[tuple[int, int]] = []
-    for earner_id, earned in paid:
-        back = basis_of(after, usage.charge_ucr, earned) - basis_of(
-            before, usage.charge_ucr, earned
-        )
-        if back <= 0:
-            continue
-        account = locked[earners[earner_id].earnings_account_id]
-        take = min(back, max(account.available, 0))
-        if take > 0:
-            specs.append(
-                ledger.NewTransfer(
-                    debit_account_id=account.id,
-                    credit_account_id=revenue,
-                    amount=take,
-                    code=TransferCode.REFUND,
-                    ref_type="usage",
-                    ref_id=usage_id,
-                )
-            )
-        reversed_total += back
-        reversed_by.append((earner_id, back))
-        if back > take:
-            owed.append((earner_id, back - take))
+    reversed_by, owed = _reverse_earnings(
+        usage, paid, before, after, earning_accounts, locked, revenue, specs
+    )
+    reversed_total = sum(back for _, back in reversed_by)
     ledger.post_transfers(session, specs, now=now, locked=locked)
     burned = grants.burns_for(session, "usage", [usage_id]).get(usage_id, [])
     grants.restore(session, burned, amount, ref_type="usage_refund", ref_id=usage_id, now=now)
