@@ -327,3 +327,56 @@ def test_a_key_taken_by_another_tenant_meanwhile_rejects_only_its_own_event(db: 
         )
         assert owners["shared"] == a
         assert invariants.check(s) == []
+
+
+def test_racing_resolutions_of_one_hold_answer_one_and_a_typed_conflict(db: Db) -> None:
+    """The probe's D1: two voids of one hold, or a capture and a void, at once. Exactly one
+    resolves it; the other gets ``HoldNotPending`` (409), never a unique violation or a
+    deadlock (500)."""
+    _postgres_only(db)
+    from modelbank.ledger.errors import HoldNotPending
+    from modelbank.metering.capture import capture
+    from modelbank.wallets import holds
+
+    rounds = 12
+    with db.tx() as s:
+        factories.model(s, "flat", explicit=Rates(per_request=Decimal(PRICE_UCR)))
+        payer = factories.user(s, "payer", credits_ucr=10**9)
+        placed = [
+            holds.place(
+                s, payer, 5 * PRICE_UCR, timeout_s=600, idempotency_key=f"h{k}", model="flat"
+            ).id
+            for k in range(2 * rounds)
+        ]
+
+    def void(hold_id: int) -> str:
+        with db.tx() as s:
+            holds.void(s, hold_id)
+        return "voided"
+
+    def take(hold_id: int) -> str:
+        with db.tx() as s:
+            capture(s, hold_id, PRICE_UCR, usage_type="chat")
+        return "captured"
+
+    outcomes: list[list[str]] = []
+    for k in range(rounds):
+        for hold_id, pair in ((placed[2 * k], (void, void)), (placed[2 * k + 1], (take, void))):
+            start = threading.Barrier(2)
+
+            def run(
+                action: object, hold_id: int = hold_id, start: threading.Barrier = start
+            ) -> str:
+                start.wait()
+                try:
+                    return action(hold_id)  # type: ignore[operator]
+                except HoldNotPending:
+                    return "409"
+
+            with ThreadPoolExecutor(max_workers=2) as pool:
+                outcomes.append(sorted(f.result() for f in [pool.submit(run, a) for a in pair]))
+    for got in outcomes:
+        assert got in (["409", "voided"], ["409", "captured"]), outcomes
+    with db.tx() as s:
+        assert wallets.balance(s, payer).pending_ucr == 0
+        assert invariants.check(s) == []

@@ -545,8 +545,8 @@ def post_hold(
     :class:`InvalidTransfer` (amount ≤ 0; void instead). Returns the posting transfer's id.
     """
     now = now or utcnow()
-    if hold is None or hold.id != hold_id:
-        hold = get_hold(session, hold_id)
+    if hold is None or hold.id != hold_id:  # not read under the caller's wallet lock
+        hold = _locked_hold(session, hold_id)
     amount = hold.amount if amount is None else amount
     problem = holds.posting_problem(hold, amount, now)
     if problem is not None:
@@ -563,8 +563,18 @@ def void_hold(
 ) -> int:
     """Void a pending hold, releasing its whole amount. Raises :class:`TransferNotFound`,
     :class:`HoldNotPending`. Returns the voiding transfer's id."""
-    hold = _pending_hold(session, hold_id)
+    hold = _pending_hold(session, _locked_hold(session, hold_id).id)
     return _resolve(session, hold, TransferFlags.VOID_PENDING, hold.amount, now or utcnow(), reason)
+
+
+def _locked_hold(session: Session, hold_id: int) -> Hold:
+    """The hold, read again after locking its debit account: two resolutions of one hold
+    (void + void, capture + void) are serialised on that row, so the second sees the first's
+    outcome (a typed :class:`HoldNotPending`), and every resolver takes the wallet before
+    ``platform_revenue`` (the order charges take them in: no deadlock)."""
+    found = get_hold(session, hold_id)
+    lock_accounts(session, [found.debit_account_id])
+    return get_hold(session, hold_id)
 
 
 def expire_holds(session: Session, *, now: datetime | None = None, limit: int = 1000) -> int:
