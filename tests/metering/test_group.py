@@ -270,3 +270,34 @@ def test_a_failed_shared_transaction_charges_each_event_alone(db: Db) -> None:
     assert [r.status for r in results] == ["charged"] * 4
     assert committer.batches == 1 + 4 and len(calls) == 5
     assert _balance(db, alice) == _balance(db, bob) == 100 * CREDIT - 2 * CHARGE
+
+
+def test_captures_are_group_committed_with_charges(db: Db) -> None:
+    """A capture is a usage event naming its hold: the committer charges it in a shared
+    transaction with ordinary events; the hold is posted for the charge, the rest released,
+    and the wallet hold names the usage event that captured it."""
+    from modelbank.wallets import holds
+
+    _, (alice, bob) = _setup(db, users=2, credits_ucr=100 * CREDIT)
+    with db.tx() as s:
+        held = holds.place(s, alice, 5 * CHARGE, timeout_s=600, idempotency_key="h", model="m")
+    committer = GroupCommitter(db.factory, max_wait_s=0.2)
+    futures = [
+        committer.submit_future(_event("plain", bob)),
+        committer.submit_future(
+            UsageEvent("hold:capture", alice, "m", charge_ucr=2 * CHARGE, hold_id=held.id)
+        ),
+    ]
+    results = [f.result(timeout=30) for f in futures]
+    committer.close()
+    assert [r.status for r in results] == ["charged", "charged"]
+    assert committer.batches == 1
+    with db.tx() as s:
+        after = holds.get_hold(s, held.id)
+        assert (after.status, after.captured_ucr, after.usage_id) == (
+            "posted",
+            2 * CHARGE,
+            results[1].usage_id,
+        )
+    assert _balance(db, alice) == 100 * CREDIT - 2 * CHARGE
+    assert _balance(db, bob) == 100 * CREDIT - CHARGE

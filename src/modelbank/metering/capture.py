@@ -14,7 +14,6 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, update
 from sqlalchemy.orm import Session
 
 from modelbank.db.base import utcnow
@@ -23,7 +22,6 @@ from modelbank.ledger import holds as ledger_holds
 from modelbank.ledger.service import Hold
 from modelbank.metering import service as metering
 from modelbank.wallets.holds import HoldInfo, get_hold
-from modelbank.wallets.models import holds_table as holds
 
 
 def capture(
@@ -76,8 +74,7 @@ def capture(
         ),
         now=now,
     )
-    session.connection().execute(_SET_USAGE, {"hold_id": hold_id, "usage_id": result.usage_id})
-    if result.status != "charged":
+    if result.status != "charged":  # a replay of the capture: the hold as stored
         return get_hold(session, hold_id), result
     # The charge's pipeline posted the hold (or voided it for 0) and checked the alerts.
     return replace(
@@ -88,13 +85,6 @@ def capture(
         reason=None if amount_ucr > 0 else "captured_zero",
         resolved_at=now,
     ), result
-
-
-_SET_USAGE = (
-    update(holds)
-    .where(holds.c.transfer_id == bindparam("hold_id"))
-    .values(usage_id=bindparam("usage_id"))
-)
 
 
 def _as_ledger_hold(info: HoldInfo) -> Hold:

@@ -81,9 +81,13 @@ def post(session: Session, ctx: BatchContext, lines: Sequence[ChargeLine]) -> li
     # The rest only writes (raw driver statements, nothing read back): on PostgreSQL one
     # round trip for all of it instead of one per statement. A captured hold is posted
     # first, outside: its posting reads back the new transfer's id.
-    for line in lines:
+    captured = [line for line in lines if line.event.hold_id is not None]
+    for line in captured:
         _post_hold(session, ctx, line)
     with pipelined(session.connection()):
+        _LINK_HOLD.executemany(
+            session.connection(), [(line.usage_id, line.event.hold_id) for line in captured]
+        )
         _post_transfers(session, ctx, lines)
         ctx.book.flush(session, now=ctx.now)
         _record_earnings(session, ctx, lines)
@@ -196,6 +200,11 @@ def _post_transfers(session: Session, ctx: BatchContext, lines: Sequence[ChargeL
         locked=locked,
         existing=[revenue, *ctx.earning_accounts.values()],
     )
+
+
+_LINK_HOLD = FastSQL("UPDATE wallet_holds SET usage_id = ? WHERE transfer_id = ?")
+"""A wallet hold names the usage event that captured it (a ledger hold without a wallet
+row, if any, is unaffected)."""
 
 
 def _post_hold(session: Session, ctx: BatchContext, line: ChargeLine) -> None:
