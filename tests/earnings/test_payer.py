@@ -31,6 +31,14 @@ tokens = st.integers(min_value=0, max_value=2_000_000)
     prior_uses=st.integers(min_value=0, max_value=20_000),
     usage_type=st.sampled_from(["chat", "image_generation", "other"]),
     shares=st.sampled_from([((7, 10_000),), ((7, 3_333), (8, 6_667)), ((1, 5_000), (7, 5_000))]),
+    tiers=st.none()
+    | st.lists(
+        st.tuples(
+            st.integers(min_value=0, max_value=20_000),
+            st.decimals(min_value=0, max_value=5, places=2),
+        ),
+        max_size=6,
+    ),
 )
 def test_payer_matches_earnings_rules(
     per_use: int,
@@ -41,8 +49,15 @@ def test_payer_matches_earnings_rules(
     prior_uses: int,
     usage_type: str,
     shares: tuple[tuple[int, int], ...],
+    tiers: list[tuple[int, Decimal]] | None,
 ) -> None:
-    rule = EarningsRule(per_use_ucr=per_use, per_token_ucr=per_token, share_bps=share_bps)
+    # Random popularity tiers (any order, repeated minimums) or the DESIGN §7 defaults.
+    rule = EarningsRule(
+        per_use_ucr=per_use,
+        per_token_ucr=per_token,
+        share_bps=share_bps,
+        **({} if tiers is None else {"popularity_tiers": tuple(tiers)}),  # type: ignore[arg-type]
+    )
     payer = Payer(Terms(model_id=1, rule=rule, beneficiaries=shares, use_count=0))
     earned = payer.pay(
         tokens=token_count,

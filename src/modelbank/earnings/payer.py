@@ -16,13 +16,16 @@ the payer's own stake: no self-earnings) stays with the platform.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
 
-from modelbank.earnings.rules import BPS, popularity_multiplier, type_multiplier
+from modelbank.earnings.rules import BPS, type_multiplier
 from modelbank.earnings.service import Terms
 from modelbank.money import div_half_even
+
+_ONE = Decimal(1)
 
 
 class NoEarnings(StrEnum):
@@ -69,6 +72,8 @@ class Payer:
         "_multipliers",
         "_off",
         "_rule",
+        "_tier_mins",
+        "_tier_multipliers",
         "_token_den",
         "_token_num",
         "beneficiaries",
@@ -88,6 +93,14 @@ class Payer:
         """The model's lifetime uses before this batch."""
         self._token_num, self._token_den = term.rule.per_token_ucr.as_integer_ratio()
         self._multipliers: dict[tuple[Decimal, Decimal], tuple[int, int, str, str]] = {}
+        # popularity_multiplier of the rule as a bisect over its tiers: the same answer
+        # (the highest tier whose minimum ≤ prior uses; of equal minimums the first listed),
+        # without scanning every tier for every charge.
+        first_of: dict[int, Decimal] = {}
+        for min_uses, multiplier in term.rule.popularity_tiers:
+            first_of.setdefault(min_uses, multiplier)
+        self._tier_mins = sorted(first_of)
+        self._tier_multipliers = [first_of[m] for m in self._tier_mins]
         self._off: NoEarnings | None = None
         if not self.beneficiaries:
             self._off = NoEarnings.NO_CREATOR
@@ -95,6 +108,10 @@ class Payer:
             self._off = NoEarnings.MONETISATION_OFF_PLATFORM
         elif not model_monetised:
             self._off = NoEarnings.MONETISATION_OFF
+
+    def _popularity(self, prior_uses: int) -> Decimal:
+        index = bisect_right(self._tier_mins, prior_uses)
+        return _ONE if index == 0 else self._tier_multipliers[index - 1]
 
     def pay(
         self, *, tokens: int, charge_ucr: int, prior_uses: int, usage_type: str, payer_id: int
@@ -104,7 +121,7 @@ class Payer:
         if self._off is not None:
             return Earned(note=self._off)
         rule = self._rule
-        factors = (popularity_multiplier(rule, prior_uses), type_multiplier(rule, usage_type))
+        factors = (self._popularity(prior_uses), type_multiplier(rule, usage_type))
         multiplier = self._multipliers.get(factors)
         if multiplier is None:
             pop_num, pop_den = factors[0].as_integer_ratio()
