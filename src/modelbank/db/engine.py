@@ -65,10 +65,13 @@ def _configure_sqlite(engine: Engine) -> None:
     def _on_begin(connection: Any) -> None:
         # Readers (READ_ONLY option) take a deferred transaction: many may run beside the
         # one writer, each on a consistent WAL snapshot.
+        # On the driver connection: SQLAlchemy's execution machinery cost more than the
+        # BEGIN itself, once per transaction.
+        raw = connection.connection.driver_connection
         if connection.get_execution_options().get(READ_ONLY):
-            connection.exec_driver_sql("BEGIN")
+            raw.execute("BEGIN")
         else:
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            raw.execute("BEGIN IMMEDIATE")
 
 
 def is_postgres(session_or_engine: Session | Engine) -> bool:

@@ -7,15 +7,16 @@ per dialect (``?`` placeholders become ``%s`` for psycopg; ``{in}`` becomes a li
 placeholders of the size asked) and runs it on the cursor of the connection the caller's
 transaction already holds, so it sees and joins that transaction.
 
-Only statements whose columns need no conversion use it: integers and strings (SQLite
-returns timestamps as text, which only SQLAlchemy's types turn back into datetimes). Callers
-convert bound values themselves (:func:`~modelbank.db.bulk.db_timestamp`).
+Callers convert values themselves, as the columns' SQLAlchemy types would: bound timestamps
+with :func:`~modelbank.db.bulk.db_timestamp`, read ones with :func:`read_timestamp`;
+integers and strings need nothing. JSON and ``Decimal`` columns stay on SQLAlchemy.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection
@@ -68,3 +69,15 @@ def pipelined(conn: Connection) -> Iterator[None]:
         return
     with conn.connection.driver_connection.pipeline():  # type: ignore[union-attr]
         yield
+
+
+def read_timestamp(value: Any) -> datetime | None:
+    """A timestamp column as read from the driver, as :class:`~modelbank.db.base.UTCDateTime`
+    returns it: timezone-aware UTC (SQLite gives the stored text, psycopg a naive
+    datetime). None stays None."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    assert isinstance(value, datetime)
+    return value.replace(tzinfo=UTC)

@@ -13,11 +13,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from modelbank.db.base import utcnow
+from modelbank.db.fast import FastSQL
 from modelbank.errors import InvalidInput
 from modelbank.ledger.codes import AccountCode
 from modelbank.ledger.models import accounts_table as accounts
@@ -51,6 +53,24 @@ _STATE = (
         accounts.c.owner_id.in_(bindparam("users", expanding=True)),
     )
 )
+_STATE_FAST = FastSQL(
+    "SELECT a.owner_id, a.credits_posted - a.debits_posted - a.debits_pending, w.user_id,"
+    " w.threshold_ucr, w.alerted, (SELECT value FROM platform_settings WHERE key = ?)"
+    " FROM accounts a LEFT OUTER JOIN wallet_alerts w ON w.user_id = a.owner_id"
+    " WHERE a.code = ? AND a.owner_id IN ({in})"
+)
+"""_STATE on the driver's cursor: every charge runs it (DESIGN §16)."""
+
+
+class _State(NamedTuple):
+    owner_id: int
+    available: int
+    has_row: int | None
+    threshold_ucr: int | None
+    alerted: bool | None
+    default: int | None
+
+
 _SET = (
     update(alerts)
     .where(alerts.c.user_id == bindparam("uid"))
@@ -82,7 +102,10 @@ def check(session: Session, user_ids: Iterable[int], *, now: datetime | None = N
     now = now or utcnow()
     conn = session.connection()
     emitted = 0
-    for row in conn.execute(_STATE, {"users": ids}).all():
+    found = _STATE_FAST.execute(
+        conn, (DEFAULT_KEY, AccountCode.USER_WALLET.value, *ids), size=len(ids)
+    ).fetchall()
+    for row in map(_State._make, found):
         default = DEFAULT_THRESHOLD_UCR if row.default is None else int(row.default)
         threshold = default if row.threshold_ucr is None else int(row.threshold_ucr)
         available = int(row.available)

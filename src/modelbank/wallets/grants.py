@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 
 from modelbank.db.base import utcnow
 from modelbank.db.bulk import BulkInsert, db_timestamp
-from modelbank.db.fast import FastSQL
+from modelbank.db.fast import FastSQL, read_timestamp
 from modelbank.errors import DomainError, IdempotencyConflict, InvalidInput
 from modelbank.ledger import service as ledger
 from modelbank.ledger.codes import AccountCode, TransferCode
@@ -321,6 +321,10 @@ _OPEN_GRANTS = (
     )
     .order_by(grants.c.user_id, grants.c.id)
 )
+_OPEN_GRANTS_FAST = FastSQL(
+    "SELECT id, user_id, source, amount_ucr, remaining_ucr, cost_basis_uusd, expires_at,"
+    " priority FROM grants WHERE user_id IN ({in}) AND remaining_ucr > 0 ORDER BY user_id, id"
+)
 _SET_REMAINING = (
     update(grants)
     .where(grants.c.id == bindparam("grant_id"))
@@ -368,20 +372,20 @@ class GrantBook:
         book = cls()
         if not wallets:
             return book
-        rows = session.connection().execute(_OPEN_GRANTS, {"users": list(wallets)})
-        for row in rows:
-            remaining = int(row.remaining_ucr)
-            book.by_user.setdefault(int(row.user_id), []).append(
+        users = sorted(wallets)
+        rows = _OPEN_GRANTS_FAST.execute(session.connection(), users, size=len(users))
+        for grant_id, user_id, source, amount, remaining, basis, expires, priority in rows:
+            book.by_user.setdefault(int(user_id), []).append(
                 _Open(
-                    id=int(row.id),
-                    user_id=int(row.user_id),
-                    source=row.source,
-                    amount=int(row.amount_ucr),
-                    remaining=remaining,
-                    basis=int(row.cost_basis_uusd),
-                    expires_at=row.expires_at,
-                    priority=int(row.priority),
-                    original=remaining,
+                    id=int(grant_id),
+                    user_id=int(user_id),
+                    source=source,
+                    amount=int(amount),
+                    remaining=int(remaining),
+                    basis=int(basis),
+                    expires_at=read_timestamp(expires),
+                    priority=int(priority),
+                    original=int(remaining),
                 )
             )
         for open_grants in book.by_user.values():
