@@ -17,6 +17,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from modelbank.db.base import Base
 from modelbank.db.fast import FastSQL
+from modelbank.db.fast import connection as fast_connection
 
 EPOCH_TABLES = (
     "models",
@@ -45,5 +46,5 @@ _READ_FAST = FastSQL("SELECT epoch FROM reference_epoch WHERE id = 1")
 def current(session: Session) -> int | None:
     """The reference epoch as this transaction sees it; None when its row is missing (the
     table was emptied by hand): then nothing may be cached."""
-    row = _READ_FAST.execute(session.connection()).fetchone()
+    row = _READ_FAST.execute(fast_connection(session)).fetchone()
     return None if row is None else int(row[0])

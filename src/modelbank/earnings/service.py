@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from modelbank.db.base import utcnow
 from modelbank.db.bulk import BulkInsert, db_timestamp
 from modelbank.db.fast import FastSQL
+from modelbank.db.fast import connection as fast_connection
 from modelbank.db.versions import in_force
 from modelbank.earnings.errors import InvalidRule, InvalidSplit
 from modelbank.earnings.models import beneficiaries_table as beneficiaries
@@ -89,7 +90,7 @@ def set_rule(
     session: Session, model_id: int, rule: EarningsRule, *, effective_from: datetime | None = None
 ) -> EarningsRule:
     """Store ``rule`` as the next version of the model's earnings rule; return it versioned."""
-    conn = session.connection()
+    conn = fast_connection(session)
     version = (
         int(
             conn.execute(
@@ -171,7 +172,7 @@ def set_beneficiaries(session: Session, model_id: int, shares: Sequence[tuple[in
         raise InvalidSplit("a beneficiary appears twice")
     if any(bps <= 0 for _, bps in shares) or sum(bps for _, bps in shares) != BPS:
         raise InvalidSplit("beneficiary shares must be positive and sum to 10000 bps")
-    conn = session.connection()
+    conn = fast_connection(session)
     conn.execute(beneficiaries.delete().where(beneficiaries.c.model_id == model_id))
     conn.execute(
         insert(beneficiaries),
@@ -195,7 +196,7 @@ def load_terms(
     at = at or utcnow()
     by_model = {
         int(row.model_id): _rule_of(row)
-        for row in session.connection().execute(_CURRENT_RULES, {"ids": ids, "at": at})
+        for row in fast_connection(session).execute(_CURRENT_RULES, {"ids": ids, "at": at})
     }
     counts = lock_use_counts(session, ids)
     shares = beneficiaries_of(session, creators)
@@ -220,7 +221,7 @@ def rule_versions(
     if not ids:
         return {}
     found: dict[int, list[tuple[datetime, EarningsRule]]] = {}
-    for row in session.connection().execute(_ALL_RULES, {"ids": ids}):
+    for row in fast_connection(session).execute(_ALL_RULES, {"ids": ids}):
         found.setdefault(int(row.model_id), []).append((row.effective_from, _rule_of(row)))
     return found
 
@@ -249,7 +250,7 @@ def beneficiaries_of(
     if not ids:
         return {}
     shares: dict[int, list[tuple[int, int]]] = {}
-    for row in session.connection().execute(_BENEFICIARIES, {"ids": ids}):
+    for row in fast_connection(session).execute(_BENEFICIARIES, {"ids": ids}):
         shares.setdefault(int(row.model_id), []).append((int(row.user_id), int(row.share_bps)))
     result: dict[int, tuple[tuple[int, int], ...]] = {}
     for model_id in ids:
@@ -267,7 +268,7 @@ def lock_use_counts(session: Session, model_ids: Iterable[int]) -> dict[int, int
     ids = sorted(set(model_ids))
     if not ids:
         return {}
-    conn = session.connection()
+    conn = fast_connection(session)
     postgres = conn.dialect.name == "postgresql"
     fast = _STATS_PG_FAST if postgres else _STATS_FAST
     counts = {int(m): int(n) for m, n in fast.execute(conn, ids, size=len(ids)).fetchall()}
@@ -417,7 +418,7 @@ def record_rows(
 ) -> None:
     """:func:`record` for hot paths: earning lines as plain tuples (see :data:`EarningRow`),
     inserted with one driver ``executemany``."""
-    conn = session.connection()
+    conn = fast_connection(session)
     now = now or utcnow()
     if rows:
         created = db_timestamp(conn.dialect.name, now)
@@ -466,7 +467,7 @@ def model_stats(session: Session, model_ids: Iterable[int] | None = None) -> lis
             earnings_ucr=int(r.earnings_ucr),
             last_used_at=r.last_used_at,
         )
-        for r in session.connection().execute(query)
+        for r in fast_connection(session).execute(query)
     ]
 
 
@@ -485,7 +486,7 @@ def earnings_by_usage(
     found: dict[int, list[tuple[int, int]]] = {}
     if not ids:
         return found
-    for row in session.connection().execute(_EARNINGS_BY_USAGE, {"ids": ids}):
+    for row in fast_connection(session).execute(_EARNINGS_BY_USAGE, {"ids": ids}):
         found.setdefault(int(row.usage_id), []).append((int(row.user_id), int(row.amount_ucr)))
     return found
 
@@ -493,7 +494,7 @@ def earnings_by_usage(
 def total_earned(session: Session, user_id: int) -> int:
     """All µcr ``user_id`` has earned from others' usage, over all models."""
     return int(
-        session.connection()
+        fast_connection(session)
         .execute(
             select(func.coalesce(func.sum(earnings.c.amount_ucr), 0)).where(
                 earnings.c.user_id == user_id

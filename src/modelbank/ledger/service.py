@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 from modelbank.db.base import utcnow
 from modelbank.db.bulk import BulkInsert, db_timestamp
 from modelbank.db.fast import FastSQL
+from modelbank.db.fast import connection as fast_connection
 from modelbank.errors import IdempotencyConflict
 from modelbank.ledger import holds
 from modelbank.ledger.codes import (
@@ -175,7 +176,7 @@ class _Plan:
 
 def ensure_platform_accounts(session: Session) -> dict[AccountCode, int]:
     """Create the platform's singleton accounts when missing; return code → account id."""
-    conn = session.connection()
+    conn = fast_connection(session)
     existing = {
         row.code: row.id
         for row in conn.execute(
@@ -197,7 +198,7 @@ def platform_account(session: Session, code: AccountCode) -> int:
     """The id of a platform account (``owner_id`` NULL). Raises :class:`AccountNotFound`.
 
     Found ids are cached per engine: platform accounts are never deleted or renumbered."""
-    conn = session.connection()
+    conn = fast_connection(session)
     engine = conn.engine
     cached = _platform_ids.get(engine)
     if cached is not None and code.value in cached:
@@ -212,7 +213,7 @@ def platform_account(session: Session, code: AccountCode) -> int:
 
 def open_user_accounts(session: Session, user_id: int) -> dict[AccountCode, int]:
     """Open (or find) a user's wallet and earnings accounts, both flagged non-negative."""
-    conn = session.connection()
+    conn = fast_connection(session)
     found = {
         AccountCode(row.code): int(row.id)
         for row in conn.execute(
@@ -237,7 +238,7 @@ def user_account_ids(
     ids = list(set(user_ids))
     if not ids:
         return {}
-    rows = session.connection().execute(_USER_ACCOUNTS, {"code": code.value, "ids": ids})
+    rows = fast_connection(session).execute(_USER_ACCOUNTS, {"code": code.value, "ids": ids})
     return {int(row.owner_id): int(row.id) for row in rows}
 
 
@@ -263,7 +264,7 @@ def lock_accounts(session: Session, account_ids: Iterable[int]) -> dict[int, Acc
             debits_pending=int(row.debits_pending),
             credits_pending=int(row.credits_pending),
         )
-        for row in session.connection().execute(query, {"ids": ids})
+        for row in fast_connection(session).execute(query, {"ids": ids})
     }
     missing = [account_id for account_id in ids if account_id not in found]
     if missing:
@@ -282,7 +283,7 @@ def lock_user_accounts(
     ids = sorted(set(user_ids))
     if not ids:
         return {}
-    conn = session.connection()
+    conn = fast_connection(session)
     query = (
         _LOCK_USER_ACCOUNTS_PG_FAST
         if conn.dialect.name == "postgresql"
@@ -312,7 +313,11 @@ def _balance(row: Any) -> AccountBalance:
 
 def get_balance(session: Session, account_id: int) -> AccountBalance:
     """An account's totals (no lock). Raises :class:`AccountNotFound`."""
-    row = session.connection().execute(select(accounts).where(accounts.c.id == account_id)).first()
+    row = (
+        fast_connection(session)
+        .execute(select(accounts).where(accounts.c.id == account_id))
+        .first()
+    )
     if row is None:
         raise AccountNotFound(f"no account {account_id}", account_id=account_id)
     return _balance(row)
@@ -495,7 +500,7 @@ _GET_HOLD = (
 
 def get_hold(session: Session, hold_id: int) -> Hold:
     """The hold ``hold_id`` with its status. Raises :class:`TransferNotFound`."""
-    row = session.connection().execute(_GET_HOLD, {"hold_id": hold_id}).first()
+    row = fast_connection(session).execute(_GET_HOLD, {"hold_id": hold_id}).first()
     if row is None:
         raise TransferNotFound(f"no hold {hold_id}", hold_id=hold_id)
     reason: str | None = None
@@ -593,7 +598,7 @@ def expire_holds_detailed(
     now = now or utcnow()
     resolved = select(transfers.c.pending_id).where(transfers.c.pending_id.is_not(None))
     ids = (
-        session.connection()
+        fast_connection(session)
         .execute(
             select(transfers.c.id)
             .where(
@@ -629,7 +634,7 @@ def reverse(
     :class:`InsufficientFunds` (the credited account no longer holds it and is flagged).
     Idempotent on ``idempotency_key``. Returns the reversing transfer's id.
     """
-    conn = session.connection()
+    conn = fast_connection(session)
     # The key first: a retry of "reverse what is left" must find its first answer even
     # though nothing is left to reverse any more.
     existing = _find_by_key(session, idempotency_key)
@@ -744,14 +749,14 @@ def _apply(
     # their UPDATE, late. Reading one under lock here (a captured hold paying earnings out
     # of platform_revenue) held the hottest row for the rest of the transaction and
     # deadlocked against charges taking it in the other order.
-    platform = _platform_ids.get(session.connection().engine, {}).values()
+    platform = _platform_ids.get(fast_connection(session).engine, {}).values()
     missing = [a for a in falling if a not in known and a not in platform]
     if missing:
         known.update(lock_accounts(session, missing))
     seen = set(existing)
     unseen = sorted(a for a in plan.deltas if a not in known and a not in seen)
     if unseen:
-        present = set(session.connection().execute(_ACCOUNT_IDS, {"ids": unseen}).scalars())
+        present = set(fast_connection(session).execute(_ACCOUNT_IDS, {"ids": unseen}).scalars())
         absent = [a for a in unseen if a not in present]
         if absent:
             raise AccountNotFound(f"no account {absent[0]}", account_id=absent[0])
@@ -771,7 +776,7 @@ def _apply(
                 available_ucr=available,
                 needed_ucr=needed,
             )
-    conn = session.connection()
+    conn = fast_connection(session)
     new_id: int | None = None
     if bulk_rows is not None:
         _INSERT_LINKED.execute(conn, bulk_rows)
@@ -850,7 +855,7 @@ _BY_KEY = select(transfers).where(transfers.c.idempotency_key == bindparam("key"
 
 
 def _find_by_key(session: Session, key: str) -> Any:
-    return session.connection().execute(_BY_KEY, {"key": key}).first()
+    return fast_connection(session).execute(_BY_KEY, {"key": key}).first()
 
 
 def _same_or_conflict(

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from modelbank.db.bulk import BulkInsert, db_json
 from modelbank.db.fast import FastSQL, pipelined
+from modelbank.db.fast import connection as fast_connection
 from modelbank.earnings import service as earnings
 from modelbank.ledger import service as ledger
 from modelbank.ledger.codes import TransferCode
@@ -84,9 +85,9 @@ def post(session: Session, ctx: BatchContext, lines: Sequence[ChargeLine]) -> li
     captured = [line for line in lines if line.event.hold_id is not None]
     for line in captured:
         _post_hold(session, ctx, line)
-    with pipelined(session.connection()):
+    with pipelined(fast_connection(session)):
         _LINK_HOLD.executemany(
-            session.connection(), [(line.usage_id, line.event.hold_id) for line in captured]
+            fast_connection(session), [(line.usage_id, line.event.hold_id) for line in captured]
         )
         _post_transfers(session, ctx, lines)
         ctx.book.flush(session, now=ctx.now)
@@ -117,7 +118,7 @@ def _usage_ids(session: Session, count: int) -> list[int]:
     """``count`` new usage ids, ascending. PostgreSQL: from the table's sequence. SQLite:
     after the largest id, which is safe because the transaction holds the writer lock
     (BEGIN IMMEDIATE, :mod:`modelbank.db.engine`) until it commits."""
-    conn = session.connection()
+    conn = fast_connection(session)
     if conn.dialect.name == "postgresql":
         return sorted(int(v) for v in conn.execute(_NEXT_USAGE_IDS_PG, {"n": count}).scalars())
     top = int(_MAX_USAGE_ID.execute(conn).fetchone()[0])
@@ -162,7 +163,7 @@ def _insert_usage(
                 db_json(clean_metadata(event.metadata)) if event.metadata else None,
             )
         )
-    conn = session.connection()
+    conn = fast_connection(session)
     if _INSERT_USAGE.execute(conn, rows) == len(rows):
         return []
     ours = {line.usage_id for line in lines}

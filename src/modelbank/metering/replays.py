@@ -15,6 +15,7 @@ from typing import NamedTuple
 from sqlalchemy.orm import Session
 
 from modelbank.db.fast import FastSQL
+from modelbank.db.fast import connection as fast_connection
 from modelbank.earnings import service as earnings
 from modelbank.errors import DomainError, IdempotencyConflict
 from modelbank.metering.batch import Batch
@@ -46,7 +47,7 @@ def replay_known(session: Session, batch: Batch) -> None:
     keys = {batch.events[i].idempotency_key for i in open_events}
     if not keys:
         return
-    found = _FIND_KEYS.execute(session.connection(), sorted(keys), size=len(keys)).fetchall()
+    found = _FIND_KEYS.execute(fast_connection(session), sorted(keys), size=len(keys)).fetchall()
     rows = {row[1]: _Stored(*row) for row in found}
     if not rows:
         return

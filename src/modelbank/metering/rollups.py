@@ -26,6 +26,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from modelbank.db.base import Base
 from modelbank.db.fast import FastSQL
+from modelbank.db.fast import connection as fast_connection
 
 # ---------------------------------------------------------------- tables
 
@@ -111,7 +112,7 @@ def _upsert(session: Session, table: Table, rows: list[dict[str, Any]]) -> None:
     ``executemany`` of ``INSERT … ON CONFLICT (key) DO UPDATE`` (SQLite and PostgreSQL)."""
     if not rows:
         return
-    conn = session.connection()
+    conn = fast_connection(session)
     given = tuple(rows[0])
     # Every column is inserted (counters not given as 0: the columns have no server
     # default); only the given counters are added to a stored row.

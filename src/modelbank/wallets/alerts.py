@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from modelbank.db.base import utcnow
 from modelbank.db.fast import FastSQL
+from modelbank.db.fast import connection as fast_connection
 from modelbank.errors import InvalidInput
 from modelbank.ledger.codes import AccountCode
 from modelbank.ledger.models import accounts_table as accounts
@@ -100,7 +101,7 @@ def check(session: Session, user_ids: Iterable[int], *, now: datetime | None = N
     if not ids:
         return 0
     now = now or utcnow()
-    conn = session.connection()
+    conn = fast_connection(session)
     emitted = 0
     found = _STATE_FAST.execute(
         conn, (DEFAULT_KEY, AccountCode.USER_WALLET.value, *ids), size=len(ids)
@@ -141,12 +142,12 @@ def check(session: Session, user_ids: Iterable[int], *, now: datetime | None = N
 def state(session: Session, user_id: int) -> AlertState:
     """The user's alert state. Raises :class:`~modelbank.users.errors.UserNotFound`."""
     users.get_user(session, user_id)
-    row = session.connection().execute(_STATE, {"users": [user_id]}).one()
+    row = fast_connection(session).execute(_STATE, {"users": [user_id]}).one()
     default = DEFAULT_THRESHOLD_UCR if row.default is None else int(row.default)
     at = None
     if row.has_row is not None:
         at = (
-            session.connection()
+            fast_connection(session)
             .execute(select(alerts.c.alerted_at).where(alerts.c.user_id == user_id))
             .scalar_one()
         )
@@ -169,7 +170,7 @@ def set_threshold(
     if threshold_ucr is not None and threshold_ucr < 0:
         raise InvalidInput("threshold_ucr must be ≥ 0")
     users.get_user(session, user_id)
-    conn = session.connection()
+    conn = fast_connection(session)
     changed = conn.execute(
         update(alerts).where(alerts.c.user_id == user_id).values(threshold_ucr=threshold_ucr)
     ).rowcount

@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session
 from modelbank.db.base import utcnow
 from modelbank.db.bulk import BulkInsert, db_timestamp
 from modelbank.db.fast import FastSQL, read_timestamp
+from modelbank.db.fast import connection as fast_connection
 from modelbank.errors import DomainError, IdempotencyConflict, InvalidInput
 from modelbank.ledger import service as ledger
 from modelbank.ledger.codes import AccountCode, TransferCode
@@ -175,7 +176,7 @@ def issue(
         ),
         now=now,
     )
-    conn = session.connection()
+    conn = fast_connection(session)
     found = conn.execute(select(grants).where(grants.c.transfer_id == transfer_id)).first()
     wanted_priority = DEFAULT_PRIORITY[source] if priority is None else priority
     if found is not None:
@@ -219,13 +220,13 @@ def list_grants(
     query = select(grants).where(grants.c.user_id == user_id, grants.c.id > after_id)
     if open_only:
         query = query.where(grants.c.remaining_ucr > 0)
-    rows = session.connection().execute(query.order_by(grants.c.id).limit(limit))
+    rows = fast_connection(session).execute(query.order_by(grants.c.id).limit(limit))
     return [_info(row) for row in rows]
 
 
 def get_grant(session: Session, grant_id: int) -> GrantInfo | None:
     """The grant ``grant_id`` or None."""
-    row = session.connection().execute(select(grants).where(grants.c.id == grant_id)).first()
+    row = fast_connection(session).execute(select(grants).where(grants.c.id == grant_id)).first()
     return None if row is None else _info(row)
 
 
@@ -278,7 +279,7 @@ def receive(
         "purchase_id": None,
         "created_at": now,
     }
-    grant_id = session.connection().execute(grants.insert().returning(grants.c.id), values)
+    grant_id = fast_connection(session).execute(grants.insert().returning(grants.c.id), values)
     return GrantInfo(id=int(grant_id.scalar_one()), **values)  # type: ignore[arg-type]
 
 
@@ -373,7 +374,7 @@ class GrantBook:
         if not wallets:
             return book
         users = sorted(wallets)
-        rows = _OPEN_GRANTS_FAST.execute(session.connection(), users, size=len(users))
+        rows = _OPEN_GRANTS_FAST.execute(fast_connection(session), users, size=len(users))
         for grant_id, user_id, source, amount, remaining, basis, expires, priority in rows:
             book.by_user.setdefault(int(user_id), []).append(
                 _Open(
@@ -498,7 +499,7 @@ class GrantBook:
         ]
         if not changed:
             return
-        conn = session.connection()
+        conn = fast_connection(session)
         _SET_REMAINING_FAST.executemany(conn, changed)
         created = db_timestamp(conn.dialect.name, now)
         _INSERT_BURNS.execute(conn, [(*row, created) for row in self.burn_rows])
@@ -556,7 +557,7 @@ def restore(
         raise InvalidInput(f"cannot return {amount_ucr} µcr: only {amount_ucr - left} µcr burned")
     if not plan:
         return []
-    conn = session.connection()
+    conn = fast_connection(session)
     rows = {
         int(row.id): row
         for row in conn.execute(select(grants).where(grants.c.id.in_([g for g, _ in plan])))
@@ -595,7 +596,7 @@ def burns_for(
         .order_by(burns.c.id)
     )
     out: dict[int, dict[int, int]] = {}
-    for row in session.connection().execute(query):
+    for row in fast_connection(session).execute(query):
         per_ref = out.setdefault(int(row.ref_id), {})
         per_ref[int(row.grant_id)] = per_ref.get(int(row.grant_id), 0) + int(row.amount_ucr)
     return {ref: [(g, a) for g, a in grants_.items() if a > 0] for ref, grants_ in out.items()}
@@ -620,7 +621,7 @@ def sweep_expired_page(
     transaction, and no user starves the others. Idempotent: a swept grant has nothing left.
     Re-checks the owners' low-balance alerts."""
     now = now or utcnow()
-    conn = session.connection()
+    conn = fast_connection(session)
     users = [
         int(u)
         for u in conn.execute(
@@ -677,7 +678,9 @@ def recognition(session: Session, *, since: datetime | None = None) -> Recogniti
         query = query.where(burns.c.created_at >= since)
     by_source: dict[str, int] = {}
     basis = 0
-    for source, amount, basis_part in session.connection().execute(query.group_by(burns.c.source)):
+    for source, amount, basis_part in fast_connection(session).execute(
+        query.group_by(burns.c.source)
+    ):
         by_source[source] = int(amount)
         if source == GrantSource.PURCHASED.value:
             basis = int(basis_part)
@@ -697,7 +700,7 @@ def check(session: Session) -> list[GrantViolation]:
     """Every wallet whose grant remainders do not sum to its posted balance, and every grant
     whose burns do not account for what it lost (``amount − remaining = Σ burns``; reported
     with ``balance_ucr`` = −1 and the grant id as ``user_id``)."""
-    conn = session.connection()
+    conn = fast_connection(session)
     remaining = (
         select(grants.c.user_id, func.sum(grants.c.remaining_ucr).label("left"))
         .group_by(grants.c.user_id)
