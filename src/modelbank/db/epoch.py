@@ -41,6 +41,8 @@ class ReferenceEpoch(Base):
 epoch_table = cast(Table, ReferenceEpoch.__table__)
 _READ = select(epoch_table.c.epoch).where(epoch_table.c.id == 1)
 _READ_FAST = FastSQL("SELECT epoch FROM reference_epoch WHERE id = 1")
+READ = _READ_FAST.read()
+"""The read :func:`current` runs (for :func:`~modelbank.db.fast.read_ahead`)."""
 
 
 def current(session: Session) -> int | None:

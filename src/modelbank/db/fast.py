@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -45,10 +46,22 @@ class FastSQL:
         return found
 
     def execute(self, conn: Connection, params: Sequence[Any] = (), *, size: int = 0) -> Any:
-        """Run once with positional ``params``; return the DBAPI cursor (fetch from it)."""
+        """Run once with positional ``params``; return the DBAPI cursor (fetch from it).
+        When :func:`read_ahead` already ran this very read in this transaction, its rows
+        are returned instead (once)."""
+        sql = self.render(conn.dialect.name, size)
+        ahead = conn.info.get(_AHEAD)
+        if ahead:
+            rows = ahead.pop((sql, tuple(params)), None)
+            if rows is not None:
+                return _Rows(rows)
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        cursor.execute(self.render(conn.dialect.name, size), tuple(params))
+        cursor.execute(sql, tuple(params))
         return cursor
+
+    def read(self, params: Sequence[Any] = (), *, size: int = 0) -> Read:
+        """This statement with ``params`` as a :class:`Read` for :func:`read_ahead`."""
+        return Read(self, tuple(params), size)
 
     def executemany(self, conn: Connection, rows: Sequence[Sequence[Any]]) -> None:
         """Run once per row (one driver ``executemany``; psycopg pipelines it)."""
@@ -56,6 +69,81 @@ class FastSQL:
             cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
             cursor.executemany(self.render(conn.dialect.name), [tuple(r) for r in rows])
             cursor.close()
+
+
+@dataclass(frozen=True, slots=True)
+class Read:
+    """A read a later step will run: :meth:`FastSQL.execute` of ``sql`` with ``params``."""
+
+    sql: FastSQL
+    params: tuple[Any, ...]
+    size: int = 0
+
+
+class _Rows:
+    """Rows fetched ahead, served as the DBAPI cursor would serve them."""
+
+    __slots__ = ("_rows",)
+
+    def __init__(self, rows: list[Any]) -> None:
+        self._rows = rows
+
+    def fetchall(self) -> list[Any]:
+        return self._rows
+
+    def fetchone(self) -> Any:
+        return self._rows[0] if self._rows else None
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._rows)
+
+    def close(self) -> None:
+        return None
+
+
+_AHEAD = "modelbank.fast.read_ahead"
+
+
+def read_ahead(conn: Connection, reads: Sequence[Read]) -> None:
+    """PostgreSQL: send ``reads`` in one pipeline (one round trip instead of one each) and
+    keep their rows for the steps that will run them, in this transaction; the server runs
+    them in the order given, so locks they take are taken in that order, as if each step
+    had run its own. Another database: nothing (SQLite has no round trips).
+
+    Only reads whose answer the caller's later steps need, in the order those steps would
+    run them, and before any write that could change their answer: a step that runs the
+    same read again after ``read_ahead`` gets the rows as they were then."""
+    if conn.dialect.name != "postgresql" or not reads:
+        return
+    raw = conn.connection.driver_connection
+    dialect = conn.dialect.name
+    cursors = []
+    with raw.pipeline():  # type: ignore[union-attr]
+        for read in reads:
+            cursor = raw.cursor()  # type: ignore[union-attr]
+            sql = read.sql.render(dialect, read.size)
+            cursor.execute(sql, read.params)
+            cursors.append((sql, read.params, cursor))
+    ahead = conn.info[_AHEAD] = {}
+    for sql, params, cursor in cursors:
+        ahead[(sql, params)] = cursor.fetchall()
+
+
+def is_read_ahead(conn: Connection, read: Read) -> bool:
+    """Whether ``read``'s rows are waiting (read ahead, not used yet)."""
+    key = (read.sql.render(conn.dialect.name, read.size), read.params)
+    return key in conn.info.get(_AHEAD, {})
+
+
+def drop_read_ahead(conn: Connection, read: Read) -> None:
+    """Forget ``read``'s rows read ahead: the next execution reads again."""
+    key = (read.sql.render(conn.dialect.name, read.size), read.params)
+    conn.info.get(_AHEAD, {}).pop(key, None)
+
+
+def forget_reads_ahead(conn: Connection) -> None:
+    """Drop rows read ahead and not used (the transaction is ending)."""
+    conn.info.pop(_AHEAD, None)
 
 
 @contextmanager

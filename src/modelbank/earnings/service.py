@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from modelbank.db.base import utcnow
 from modelbank.db.bulk import BulkInsert, db_timestamp
-from modelbank.db.fast import FastSQL
+from modelbank.db.fast import FastSQL, Read
 from modelbank.db.fast import connection as fast_connection
 from modelbank.db.versions import in_force
 from modelbank.earnings.errors import InvalidRule, InvalidSplit
@@ -260,6 +260,12 @@ def beneficiaries_of(
     return result
 
 
+def use_counts_read(dialect: str, model_ids: Iterable[int]) -> Read:
+    """The locking read :func:`lock_use_counts` runs."""
+    ids = sorted(set(model_ids))
+    return (_STATS_PG_FAST if dialect == "postgresql" else _STATS_FAST).read(ids, size=len(ids))
+
+
 def lock_use_counts(session: Session, model_ids: Iterable[int]) -> dict[int, int]:
     """Each model's lifetime use count, read under a row lock held until the caller's
     transaction ends, so that concurrent charges of one model each see their own exact
@@ -270,8 +276,9 @@ def lock_use_counts(session: Session, model_ids: Iterable[int]) -> dict[int, int
         return {}
     conn = fast_connection(session)
     postgres = conn.dialect.name == "postgresql"
-    fast = _STATS_PG_FAST if postgres else _STATS_FAST
-    counts = {int(m): int(n) for m, n in fast.execute(conn, ids, size=len(ids)).fetchall()}
+    read = use_counts_read(conn.dialect.name, ids)
+    found = read.sql.execute(conn, read.params, size=read.size).fetchall()
+    counts = {int(m): int(n) for m, n in found}
     if len(counts) < len(ids):
         query = _STATS_FOR_UPDATE if postgres else _STATS
         conn.execute(

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from modelbank.db.base import utcnow
 from modelbank.db.bulk import BulkInsert, db_timestamp
-from modelbank.db.fast import FastSQL
+from modelbank.db.fast import FastSQL, Read
 from modelbank.db.fast import connection as fast_connection
 from modelbank.errors import IdempotencyConflict
 from modelbank.ledger import holds
@@ -272,6 +272,13 @@ def lock_accounts(session: Session, account_ids: Iterable[int]) -> dict[int, Acc
     return found
 
 
+def lock_user_accounts_read(dialect: str, user_ids: Iterable[int], code: AccountCode) -> Read:
+    """The read :func:`lock_user_accounts` runs (for :func:`~modelbank.db.fast.read_ahead`)."""
+    ids = sorted(set(user_ids))
+    query = _LOCK_USER_ACCOUNTS_PG_FAST if dialect == "postgresql" else _LOCK_USER_ACCOUNTS_FAST
+    return query.read((code.value, *ids), size=len(ids))
+
+
 def lock_user_accounts(
     session: Session, user_ids: Iterable[int], code: AccountCode
 ) -> dict[int, AccountBalance]:
@@ -280,16 +287,11 @@ def lock_user_accounts(
     Like :func:`user_account_ids` followed by :func:`lock_accounts` (same lock order: account
     id), one round trip instead of two. Users without such an account are absent.
     """
-    ids = sorted(set(user_ids))
-    if not ids:
-        return {}
     conn = fast_connection(session)
-    query = (
-        _LOCK_USER_ACCOUNTS_PG_FAST
-        if conn.dialect.name == "postgresql"
-        else _LOCK_USER_ACCOUNTS_FAST
-    )
-    rows = query.execute(conn, (code.value, *ids), size=len(ids)).fetchall()
+    read = lock_user_accounts_read(conn.dialect.name, user_ids, code)
+    if not read.size:
+        return {}
+    rows = read.sql.execute(conn, read.params, size=read.size).fetchall()
     return {
         int(owner): AccountBalance(
             int(i), c, int(owner), int(f), int(dp), int(cp), int(dq), int(cq)

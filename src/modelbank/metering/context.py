@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from modelbank.catalog import access
 from modelbank.catalog.service import ModelInfo
 from modelbank.db import epoch as epochs
+from modelbank.db import fast
 from modelbank.db.bulk import db_timestamp
 from modelbank.earnings import service as earnings
 from modelbank.earnings.payer import Payer
@@ -111,12 +112,26 @@ def load(
         now=now,
     )
     refs = {events[i].model for i in pending}
-    snap = reference.snapshot(session, refs)
+    postgres = session.get_bind().dialect.name == "postgresql"
+    # PostgreSQL: the epoch is read once, after the model rows are locked (below), so the
+    # cached snapshot is taken as it is for now. SQLite: nothing changes under BEGIN
+    # IMMEDIATE, so the epoch is read first.
+    snap = (reference.peek(session, refs) if postgres else None) or reference.snapshot(
+        session, refs
+    )
     models = snap.resolve(refs)
-    counts = earnings.lock_use_counts(session, {info.id for info in models.values()})
-    if session.get_bind().dialect.name == "postgresql":
+    model_ids = {info.id for info in models.values()}
+    conn = fast.connection(session)
+    if postgres and not fast.is_read_ahead(
+        conn, earnings.use_counts_read(conn.dialect.name, model_ids)
+    ):
+        # The aggregate rows are locked below, not ahead: the epoch read ahead came before
+        # that lock and must be read again after it.
+        fast.drop_read_ahead(conn, epochs.READ)
+    counts = earnings.lock_use_counts(session, model_ids)
+    if postgres:
         # A stake sale (or any reference change) that committed while this transaction
-        # waited for the model rows' locks moved the epoch: read it again, under the locks.
+        # waited for the model rows' locks moved the epoch: read it, under the locks.
         moved = epochs.current(session)
         if moved != snap.epoch:
             snap = reference.snapshot(session, refs, epoch=moved)

@@ -16,9 +16,14 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
+from modelbank.db import epoch as epochs
+from modelbank.db import fast
 from modelbank.db.base import utcnow
+from modelbank.earnings import service as earnings
 from modelbank.errors import DomainError
-from modelbank.metering import context, replays
+from modelbank.ledger import service as ledger
+from modelbank.ledger.codes import AccountCode
+from modelbank.metering import context, reference, replays
 from modelbank.metering.batch import Batch
 from modelbank.metering.decide import ChargeLine, Repeat, decide
 from modelbank.metering.errors import BatchTooLarge
@@ -29,7 +34,8 @@ from modelbank.metering.events import (
     request_hash,
     validate,
 )
-from modelbank.metering.post import post
+from modelbank.metering.post import post, usage_ids_read
+from modelbank.wallets import grants
 
 
 def charge(session: Session, event: UsageEvent, *, now: datetime | None = None) -> ChargeResult:
@@ -85,6 +91,17 @@ def charge_batch_with_errors(
     now = now or utcnow()
     batch = Batch(events, raise_errors=raise_errors)
     _validate(batch)
+    try:
+        _read_ahead(session, batch)
+        return _charge(session, batch, now)
+    finally:
+        fast.forget_reads_ahead(fast.connection(session))
+
+
+def _charge(
+    session: Session, batch: Batch, now: datetime
+) -> tuple[list[ChargeResult], list[DomainError | None]]:
+    """The steps after validation (see the module doc)."""
     wallets = context.lock_wallets(session, batch)
     replays.replay_known(session, batch)
     pending = batch.open()
@@ -117,6 +134,34 @@ def _decide(ctx: context.BatchContext, pending: list[int]) -> tuple[list[ChargeL
         else:
             ctx.batch.reject(decision.index, decision.error)
     return lines, repeats
+
+
+def _read_ahead(session: Session, batch: Batch) -> None:
+    """PostgreSQL: send the reads the batch's first steps will run in one round trip
+    (:func:`~modelbank.db.fast.read_ahead`), in the order they run them: lock the wallets,
+    look the keys up, read the open grants, lock the models' aggregate rows (when the cached
+    reference data knows every model), read the reference epoch, reserve usage ids. What a
+    step then asks differently (a user without a wallet, replays found) it reads itself."""
+    conn = fast.connection(session)
+    if conn.dialect.name != "postgresql":
+        return
+    events = batch.events
+    open_events = batch.open()
+    if not open_events:
+        return
+    users = {events[i].user_id for i in open_events}
+    reads = [
+        ledger.lock_user_accounts_read(conn.dialect.name, users, AccountCode.USER_WALLET),
+        replays.keys_read(batch),
+        grants.open_grants_read(users),
+    ]
+    refs = {events[i].model for i in open_events}
+    snap = reference.peek(session, refs)
+    if snap is not None:
+        ids = {info.id for info in snap.resolve(refs).values()}
+        reads += [earnings.use_counts_read(conn.dialect.name, ids), epochs.READ]
+    reads.append(usage_ids_read(len(events)))
+    fast.read_ahead(conn, reads)
 
 
 def _validate(batch: Batch) -> None:

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import bindparam, delete, select, text
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.orm import Session
 
 from modelbank.db.bulk import BulkInsert, db_json
-from modelbank.db.fast import FastSQL, pipelined
+from modelbank.db.fast import FastSQL, Read, pipelined, read_ahead
 from modelbank.db.fast import connection as fast_connection
 from modelbank.earnings import service as earnings
 from modelbank.ledger import service as ledger
@@ -56,9 +56,15 @@ _INSERT_USAGE = BulkInsert(
     skip_conflicts_on="idempotency_key",
 )
 _MAX_USAGE_ID = FastSQL("SELECT coalesce(max(id), 0) FROM usage_events")
-_NEXT_USAGE_IDS_PG = text(
-    f"SELECT nextval(pg_get_serial_sequence('{usage.name}', 'id')) FROM generate_series(1, :n)"
+_NEXT_USAGE_IDS_PG = FastSQL(
+    f"SELECT nextval(pg_get_serial_sequence('{usage.name}', 'id')) FROM generate_series(1, ?)"
 )
+
+
+def usage_ids_read(events: int) -> Read:
+    """PostgreSQL: the read that reserves usage ids for a batch of ``events`` events (as
+    many as events, whatever is charged: unused ids leave gaps, as sequences do)."""
+    return _NEXT_USAGE_IDS_PG.read((events,))
 
 
 def post(session: Session, ctx: BatchContext, lines: Sequence[ChargeLine]) -> list[ChargeLine]:
@@ -74,7 +80,8 @@ def post(session: Session, ctx: BatchContext, lines: Sequence[ChargeLine]) -> li
     if not lines:
         ctx.book.flush(session, now=ctx.now)
         return []
-    for line, usage_id in zip(lines, _usage_ids(session, len(lines)), strict=True):
+    ids = _usage_ids(session, len(lines), len(ctx.batch.events))
+    for line, usage_id in zip(lines, ids, strict=False):
         line.usage_id = usage_id
     taken = _insert_usage(session, ctx, lines)
     if taken:
@@ -93,7 +100,10 @@ def post(session: Session, ctx: BatchContext, lines: Sequence[ChargeLine]) -> li
         ctx.book.flush(session, now=ctx.now)
         _record_earnings(session, ctx, lines)
         rollups.record_charges(session, [_fact(line) for line in lines], now=ctx.now)
-    alerts.check(session, {line.event.user_id for line in lines}, now=ctx.now)
+        # The alerts' first read, in the same round trip as the writes before it.
+        payers = {line.event.user_id for line in lines}
+        read_ahead(fast_connection(session), [alerts.state_read(payers)])
+    alerts.check(session, payers, now=ctx.now)
     for line in lines:
         ctx.batch.answer(line.index, charged(line))
     return []
@@ -114,13 +124,15 @@ def charged(line: ChargeLine) -> ChargeResult:
     )
 
 
-def _usage_ids(session: Session, count: int) -> list[int]:
-    """``count`` new usage ids, ascending. PostgreSQL: from the table's sequence. SQLite:
-    after the largest id, which is safe because the transaction holds the writer lock
-    (BEGIN IMMEDIATE, :mod:`modelbank.db.engine`) until it commits."""
+def _usage_ids(session: Session, count: int, events: int) -> list[int]:
+    """At least ``count`` new usage ids, ascending. PostgreSQL: ``events`` (≥ count) ids
+    from the table's sequence (:func:`usage_ids_read`, usually read ahead). SQLite: after
+    the largest id, which is safe because the transaction holds the writer lock (BEGIN
+    IMMEDIATE, :mod:`modelbank.db.engine`) until it commits."""
     conn = fast_connection(session)
     if conn.dialect.name == "postgresql":
-        return sorted(int(v) for v in conn.execute(_NEXT_USAGE_IDS_PG, {"n": count}).scalars())
+        read = usage_ids_read(max(count, events))
+        return sorted(int(row[0]) for row in read.sql.execute(conn, read.params).fetchall())
     top = int(_MAX_USAGE_ID.execute(conn).fetchone()[0])
     return list(range(top + 1, top + 1 + count))
 

@@ -82,6 +82,18 @@ _snapshots: weakref.WeakKeyDictionary[Engine, Snapshot] = weakref.WeakKeyDiction
 _lock = threading.Lock()
 
 
+def peek(session: Session, refs: Iterable[int | str]) -> Snapshot | None:
+    """The cached snapshot of this session's engine if it knows every model of ``refs``,
+    without reading anything (the caller checks its epoch later, under its locks); None
+    otherwise."""
+    engine = session.get_bind()
+    snap = _snapshots.get(engine) if isinstance(engine, Engine) else None
+    if snap is None:
+        return None
+    wanted = set(refs)
+    return snap if len(snap.resolve(wanted)) == len(wanted) else None
+
+
 def snapshot(session: Session, refs: Iterable[int | str], *, epoch: int | None = None) -> Snapshot:
     """The snapshot of this session's engine, with every model of ``refs`` that exists and
     is active loaded (unknown refs are simply absent), at ``epoch`` (default: read it)."""

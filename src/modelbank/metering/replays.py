@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 from sqlalchemy.orm import Session
 
-from modelbank.db.fast import FastSQL
+from modelbank.db.fast import FastSQL, Read
 from modelbank.db.fast import connection as fast_connection
 from modelbank.earnings import service as earnings
 from modelbank.errors import DomainError, IdempotencyConflict
@@ -40,14 +40,20 @@ class _Stored(NamedTuple):
     price_version_id: int
 
 
+def keys_read(batch: Batch) -> Read:
+    """The read :func:`replay_known` runs for the batch's open events."""
+    keys = sorted({batch.events[i].idempotency_key for i in batch.open()})
+    return _FIND_KEYS.read(keys, size=len(keys))
+
+
 def replay_known(session: Session, batch: Batch) -> None:
     """Answer every open event of ``batch`` whose key is already stored: its first result
     again, or a conflict. One query for the keys, one for the earnings of those found."""
     open_events = batch.open()
-    keys = {batch.events[i].idempotency_key for i in open_events}
-    if not keys:
+    read = keys_read(batch)
+    if not read.size:
         return
-    found = _FIND_KEYS.execute(fast_connection(session), sorted(keys), size=len(keys)).fetchall()
+    found = read.sql.execute(fast_connection(session), read.params, size=read.size).fetchall()
     rows = {row[1]: _Stored(*row) for row in found}
     if not rows:
         return

@@ -19,7 +19,7 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from modelbank.db.base import utcnow
-from modelbank.db.fast import FastSQL
+from modelbank.db.fast import FastSQL, Read
 from modelbank.db.fast import connection as fast_connection
 from modelbank.errors import InvalidInput
 from modelbank.ledger.codes import AccountCode
@@ -92,20 +92,24 @@ class AlertState:
     alerted_at: datetime | None
 
 
+def state_read(user_ids: Iterable[int]) -> Read:
+    """The read :func:`check` starts with (for :func:`~modelbank.db.fast.read_ahead`)."""
+    ids = sorted(set(user_ids))
+    return _STATE_FAST.read((DEFAULT_KEY, AccountCode.USER_WALLET.value, *ids), size=len(ids))
+
+
 def check(session: Session, user_ids: Iterable[int], *, now: datetime | None = None) -> int:
     """Compare the users' available balances with their thresholds, in the caller's
     transaction (after the balance change): emit ``wallet.low_balance`` for each wallet that
     crossed downward, clear the mark of each that recovered. One query when nothing changes.
     Returns how many alerts were emitted."""
-    ids = sorted(set(user_ids))
-    if not ids:
+    read = state_read(user_ids)
+    if not read.size:
         return 0
     now = now or utcnow()
     conn = fast_connection(session)
     emitted = 0
-    found = _STATE_FAST.execute(
-        conn, (DEFAULT_KEY, AccountCode.USER_WALLET.value, *ids), size=len(ids)
-    ).fetchall()
+    found = read.sql.execute(conn, read.params, size=read.size).fetchall()
     for row in map(_State._make, found):
         default = DEFAULT_THRESHOLD_UCR if row.default is None else int(row.default)
         threshold = default if row.threshold_ucr is None else int(row.threshold_ucr)

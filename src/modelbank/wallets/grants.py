@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 
 from modelbank.db.base import utcnow
 from modelbank.db.bulk import BulkInsert, db_timestamp
-from modelbank.db.fast import FastSQL, read_timestamp
+from modelbank.db.fast import FastSQL, Read, read_timestamp
 from modelbank.db.fast import connection as fast_connection
 from modelbank.errors import DomainError, IdempotencyConflict, InvalidInput
 from modelbank.ledger import service as ledger
@@ -348,6 +348,12 @@ _INSERT_BURNS = BulkInsert(
 _EXPIRY = TransferCode.EXPIRY.value
 
 
+def open_grants_read(user_ids: Iterable[int]) -> Read:
+    """The read :meth:`GrantBook.load` runs for these users' open grants."""
+    users = sorted(set(user_ids))
+    return _OPEN_GRANTS_FAST.read(users, size=len(users))
+
+
 @dataclass
 class GrantBook:
     """The open grants of some users, loaded under their wallets' locks, spent in memory and
@@ -373,8 +379,8 @@ class GrantBook:
         book = cls()
         if not wallets:
             return book
-        users = sorted(wallets)
-        rows = _OPEN_GRANTS_FAST.execute(fast_connection(session), users, size=len(users))
+        read = open_grants_read(wallets)
+        rows = read.sql.execute(fast_connection(session), read.params, size=read.size)
         for grant_id, user_id, source, amount, remaining, basis, expires, priority in rows:
             book.by_user.setdefault(int(user_id), []).append(
                 _Open(
