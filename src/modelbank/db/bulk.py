@@ -95,15 +95,43 @@ class BulkInsert:
                 )
         return found
 
+    def unnest_sql(self, conn: Connection) -> str:
+        """PostgreSQL: the INSERT of all rows as one statement, ``INSERT … SELECT * FROM
+        unnest(%s::type[], …)``, one array parameter per column."""
+        found = self._sql.get("unnest")
+        if found is None:
+            dialect = conn.dialect
+            quote = dialect.identifier_preparer.quote
+            arrays = ", ".join(
+                f"%s::{self.table.c[name].type.compile(dialect=dialect)}[]"
+                for name in self.columns
+            )
+            found = (
+                f"INSERT INTO {dialect.identifier_preparer.format_table(self.table)}"
+                f" ({', '.join(quote(column) for column in self.columns)})"
+                f" SELECT * FROM unnest({arrays})"
+            )
+            if self.skip_conflicts_on is not None:
+                found += f" ON CONFLICT ({quote(self.skip_conflicts_on)}) DO NOTHING"
+            self._sql["unnest"] = found
+        return found
+
     def execute(self, conn: Connection, rows: Sequence[tuple[Any, ...]]) -> int:
         """Insert ``rows`` (none: nothing happens) in the caller's transaction; return how
-        many rows were inserted (fewer than given only with ``skip_conflicts_on``)."""
+        many rows were inserted (fewer than given only with ``skip_conflicts_on``).
+
+        SQLite: one driver ``executemany``. PostgreSQL: one statement whatever the number of
+        rows (the columns as arrays, :meth:`unnest_sql`): psycopg's ``executemany`` sends a
+        bind and an execute per row, which made PostgreSQL batches ~5× slower."""
         if not rows:
             return 0
         # The DBAPI cursor of the caller's connection, not exec_driver_sql: SQLAlchemy's
         # execution context cost ~40 µs per call around a few µs of driver work.
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        cursor.executemany(self.sql(conn), list(rows))
+        if conn.dialect.name == "postgresql" and len(rows) > 1:
+            cursor.execute(self.unnest_sql(conn), [list(column) for column in zip(*rows)])
+        else:
+            cursor.executemany(self.sql(conn), list(rows))
         count = int(cursor.rowcount)
         cursor.close()
         return count
