@@ -103,8 +103,7 @@ class BulkInsert:
             dialect = conn.dialect
             quote = dialect.identifier_preparer.quote
             arrays = ", ".join(
-                f"%s::{self.table.c[name].type.compile(dialect=dialect)}[]"
-                for name in self.columns
+                f"%s::{self.table.c[name].type.compile(dialect=dialect)}[]" for name in self.columns
             )
             found = (
                 f"INSERT INTO {dialect.identifier_preparer.format_table(self.table)}"
@@ -129,7 +128,9 @@ class BulkInsert:
         # execution context cost ~40 µs per call around a few µs of driver work.
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         if conn.dialect.name == "postgresql" and len(rows) > 1:
-            cursor.execute(self.unnest_sql(conn), [list(column) for column in zip(*rows)])
+            cursor.execute(
+                self.unnest_sql(conn), [list(column) for column in zip(*rows, strict=True)]
+            )
         else:
             cursor.executemany(self.sql(conn), list(rows))
         count = int(cursor.rowcount)
