@@ -10,7 +10,7 @@ For each backend (a fresh SQLite file in a temp dir; a fresh PostgreSQL schema, 
 the end): users, creators, models, prices and stakes are made through the services; then
 ``--rows`` usage rows spread over ``--days`` UTC days are bulk-loaded (not through the API or
 the charge pipeline) together with the three daily rollups, computed during the load exactly
-as :mod:`modelbank.analytics.rollups` would have maintained them. Then, through the real
+as :mod:`modelbank.metering.rollups` would have maintained them. Then, through the real
 service functions, each in its own read transaction as the API runs them:
 
 * ``creator_analytics(30d)`` for the busiest creator (target ≤ 50 ms);

@@ -9,14 +9,31 @@ released) or ``voided`` (all released, also when it expires). Every path that po
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 from modelbank.errors import DomainError
 from modelbank.ledger.errors import HoldAmountExceeded, HoldExpired, HoldNotPending
 
-if TYPE_CHECKING:
-    from modelbank.ledger.service import Hold
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """A pending transfer and what became of it. ``status``: pending, posted or voided."""
+
+    id: int
+    debit_account_id: int
+    credit_account_id: int
+    amount: int
+    code: str
+    expires_at: datetime | None
+    status: str
+    posted_amount: int
+    ref_type: str | None = None
+    ref_id: int | None = None
+    created_at: datetime | None = None
+    resolved_at: datetime | None = None
+    reason: str | None = None
+    """Why it was voided (``voided``, ``expired``, …)."""
 
 
 def posting_problem(hold: Hold, amount_ucr: int, now: datetime) -> DomainError | None:

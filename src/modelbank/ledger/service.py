@@ -43,6 +43,7 @@ from modelbank.ledger.errors import (
     InvalidTransfer,
     TransferNotFound,
 )
+from modelbank.ledger.holds import Hold as Hold  # re-exported: the ledger's hold type
 from modelbank.ledger.models import accounts_table as accounts
 from modelbank.ledger.models import transfers_table as transfers
 
@@ -463,26 +464,6 @@ def create_hold(
     new_id = _apply(session, plan, locked, returning=True)
     assert new_id is not None
     return new_id
-
-
-@dataclass(frozen=True, slots=True)
-class Hold:
-    """A pending transfer and what became of it. ``status``: pending, posted or voided."""
-
-    id: int
-    debit_account_id: int
-    credit_account_id: int
-    amount: int
-    code: str
-    expires_at: datetime | None
-    status: str
-    posted_amount: int
-    ref_type: str | None = None
-    ref_id: int | None = None
-    created_at: datetime | None = None
-    resolved_at: datetime | None = None
-    reason: str | None = None
-    """Why it was voided (``voided``, ``expired``, …)."""
 
 
 _RESOLUTION = transfers.alias("resolution")

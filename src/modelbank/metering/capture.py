@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from modelbank.db.base import utcnow
 from modelbank.errors import InvalidInput
 from modelbank.ledger import holds as ledger_holds
-from modelbank.ledger.service import Hold
+from modelbank.ledger.holds import Hold
 from modelbank.metering import service as metering
 from modelbank.wallets.holds import HoldInfo, get_hold
 
