@@ -164,33 +164,8 @@ def refund_usage(
     ledger.post_transfers(session, specs, now=now, locked=locked)
     burned = grants.burns_for(session, "usage", [usage_id]).get(usage_id, [])
     grants.restore(session, burned, amount, ref_type="usage_refund", ref_id=usage_id, now=now)
-    conn = session.connection()
     owed_total = sum(a for _, a in owed)
-    refund_id = int(
-        conn.execute(
-            insert(refunds).returning(refunds.c.id),
-            {
-                "usage_id": usage_id,
-                "user_id": usage.user_id,
-                "model_id": usage.model_id,
-                "amount_ucr": amount,
-                "earnings_reversed_ucr": reversed_total,
-                "earnings_owed_ucr": owed_total,
-                "reason": reason,
-                "created_at": now,
-            },
-        ).scalar_one()
-    )
-    for earner_id, amount_owed in owed:
-        conn.execute(
-            insert(debts).values(
-                user_id=earner_id,
-                refund_id=refund_id,
-                amount_ucr=amount_owed,
-                remaining_ucr=amount_owed,
-                created_at=now,
-            )
-        )
+    refund_id = _record(session, usage, amount, reversed_total, owed, reason, now)
     rollups.record_refund(
         session,
         user_id=usage.user_id,
@@ -213,23 +188,62 @@ def refund_usage(
         reason=reason,
         created_at=now,
     )
-    webhooks.emit(
-        session,
-        "usage.refunded",
-        {
-            "refund_id": refund_id,
-            "usage_id": usage_id,
-            "user_id": usage.user_id,
-            "model_id": usage.model_id,
-            "amount_ucr": amount,
-            "refunded_total_ucr": after,
-            "charge_ucr": usage.charge_ucr,
-            "earnings_reversed_ucr": reversed_total,
-        },
-        now=now,
-    )
+    webhooks.emit(session, "usage.refunded", _event_payload(info), now=now)
     alerts.check(session, [usage.user_id], now=now)
     return info
+
+
+def _record(
+    session: Session,
+    usage: metering.UsageRecord,
+    amount: int,
+    reversed_total: int,
+    owed: Sequence[tuple[int, int]],
+    reason: str | None,
+    now: datetime,
+) -> int:
+    """The refund row and one debt per beneficiary that still owes; returns the refund id."""
+    conn = session.connection()
+    refund_id = int(
+        conn.execute(
+            insert(refunds).returning(refunds.c.id),
+            {
+                "usage_id": usage.id,
+                "user_id": usage.user_id,
+                "model_id": usage.model_id,
+                "amount_ucr": amount,
+                "earnings_reversed_ucr": reversed_total,
+                "earnings_owed_ucr": sum(a for _, a in owed),
+                "reason": reason,
+                "created_at": now,
+            },
+        ).scalar_one()
+    )
+    for earner_id, amount_owed in owed:
+        conn.execute(
+            insert(debts).values(
+                user_id=earner_id,
+                refund_id=refund_id,
+                amount_ucr=amount_owed,
+                remaining_ucr=amount_owed,
+                created_at=now,
+            )
+        )
+    return refund_id
+
+
+def _event_payload(info: RefundInfo) -> dict[str, int]:
+    """The ``usage.refunded`` webhook's data."""
+    return {
+        "refund_id": info.id,
+        "usage_id": info.usage_id,
+        "user_id": info.user_id,
+        "model_id": info.model_id,
+        "amount_ucr": info.amount_ucr,
+        "refunded_total_ucr": info.refunded_total_ucr,
+        "charge_ucr": info.charge_ucr,
+        "earnings_reversed_ucr": info.earnings_reversed_ucr,
+    }
 
 
 def list_refunds(session: Session, usage_id: int) -> list[RefundInfo]:
