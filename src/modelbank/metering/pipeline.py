@@ -91,11 +91,12 @@ def charge_batch_with_errors(
     now = now or utcnow()
     batch = Batch(events, raise_errors=raise_errors)
     _validate(batch)
+    conn = fast.connection(session)
     try:
         _read_ahead(session, batch)
         return _charge(session, batch, now)
     finally:
-        fast.forget_reads_ahead(fast.connection(session))
+        fast.forget_reads_ahead(conn)  # rows read ahead never outlive the batch
 
 
 def _charge(
