@@ -159,3 +159,27 @@ def test_a_batch_equals_its_events_charged_one_by_one(
         for a, b in zip(batch_world.payers, single_world.payers, strict=True):
             left, right = wallets.balance(s, a), wallets.balance(s, b)
             assert (left.balance_ucr, left.pending_ucr) == (right.balance_ucr, right.pending_ucr)
+
+
+def test_a_capture_frees_its_hold_for_the_batch_s_later_events(db: Db) -> None:
+    """Posting a hold releases all it reserved: a later event of the same wallet in the same
+    batch may spend the remainder, as it could one transaction later."""
+    with db.tx() as s:
+        payer = factories.user(s, "payer", credits_ucr=1_000_000)
+        factories.model(s, "m", explicit=Rates(per_request=Decimal(375)))
+        held = holds.place(s, payer, 1_000_000, timeout_s=600, idempotency_key="all", model="m")
+    with db.tx() as s:
+        got = metering.charge_batch(
+            s,
+            [
+                UsageEvent("cap", payer, "m", charge_ucr=500_000, hold_id=held.id),
+                UsageEvent("after", payer, "m"),
+            ],
+        )
+    assert [(r.status, r.charge_ucr, r.balance_ucr) for r in got] == [
+        ("charged", 500_000, 500_000),
+        ("charged", 375, 500_000 - 375),
+    ]
+    with db.tx() as s:
+        wallet = wallets.balance(s, payer)
+        assert (wallet.balance_ucr, wallet.available_ucr) == (500_000 - 375, 500_000 - 375)

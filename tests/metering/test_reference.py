@@ -101,3 +101,23 @@ def test_nothing_read_ahead_outlives_its_batch(db: Db) -> None:
         with db.tx() as s:
             metering.charge(s, UsageEvent(key, payer, "m"))
             assert not fast.connection(s).info.get("modelbank.fast.read_ahead")
+
+
+def test_reference_data_of_a_rolled_back_transaction_is_never_shared(db: Db) -> None:
+    """A transaction that changes a price, charges at it, and rolls back must not leave its
+    snapshot behind: the next committed change moves the epoch to the same number."""
+    with db.tx() as s:
+        payer = factories.user(s, "payer", credits_ucr=10**9)
+        model = factories.model(s, "m", explicit=_flat(PRICE))
+        factories.model(s, "other", explicit=_flat(PRICE))
+    with db.tx() as s:
+        assert metering.charge(s, UsageEvent("a", payer, "m")).charge_ucr == PRICE
+    with db.factory() as s:
+        s.begin()
+        pricing.set_price(s, model, tier=Tier.MEDIUM, explicit_ucr=_flat(50 * PRICE))
+        assert metering.charge(s, UsageEvent("b", payer, "m")).charge_ucr == 50 * PRICE
+        s.rollback()
+    with db.tx() as s:  # an unrelated committed change: the epoch moves by one again
+        s.connection().execute(text("UPDATE models SET name = 'renamed' WHERE slug = 'other'"))
+    with db.tx() as s:
+        assert metering.charge(s, UsageEvent("c", payer, "m")).charge_ucr == PRICE

@@ -60,6 +60,9 @@ class BatchContext:
     """Idempotency key → index of the first event charging it in this batch."""
     captured: set[int] = field(default_factory=set)
     """Holds posted by events decided so far in this batch."""
+    released: dict[int, int] = field(default_factory=dict)
+    """Wallet account id → µcr its holds captured in this batch reserved (released when
+    posted, so available again to the batch's later events)."""
 
     def restart(self) -> None:
         """Forget the running totals, to decide the batch's events again (nothing of the
@@ -68,6 +71,7 @@ class BatchContext:
         self.uses.clear()
         self.first_of_key.clear()
         self.captured.clear()
+        self.released.clear()
 
     @property
     def locked(self) -> dict[int, ledger.AccountBalance]:
@@ -99,18 +103,10 @@ def load(
     now: datetime,
 ) -> BatchContext:
     """Load the context of the ``pending`` events of ``batch`` (valid, not replays), whose
-    users' ``wallets`` are locked. Expired grants of those wallets are swept first, so an
-    expired credit is never spent."""
+    users' ``wallets`` are locked. Expired grants of those wallets are swept before any
+    event is decided, so an expired credit is never spent. Locks are taken in one order:
+    wallets (by the caller), the models' aggregate rows, then platform accounts."""
     events = batch.events
-    book = grants.GrantBook.load(
-        session,
-        {
-            events[i].user_id: wallets[events[i].user_id]
-            for i in pending
-            if events[i].user_id in wallets
-        },
-        now=now,
-    )
     refs = {events[i].model for i in pending}
     postgres = session.get_bind().dialect.name == "postgresql"
     # PostgreSQL: the epoch is read once, after the model rows are locked (below), so the
@@ -138,6 +134,18 @@ def load(
             models = snap.resolve(refs)
             new_ids = {info.id for info in models.values()} - counts.keys()
             counts.update(earnings.lock_use_counts(session, new_ids))
+    # After the model rows' locks, on every path: the sweep of expired grants locks
+    # platform_promotions, and locks are taken in one order (wallets, models, platform
+    # accounts) or two batches could deadlock.
+    book = grants.GrantBook.load(
+        session,
+        {
+            events[i].user_id: wallets[events[i].user_id]
+            for i in pending
+            if events[i].user_id in wallets
+        },
+        now=now,
+    )
     # Premium models need bought access (or to be the creator's): one query, and only
     # when a premium model is in the batch.
     blocked = access.missing_access(

@@ -119,7 +119,7 @@ def decide(ctx: BatchContext, index: int) -> Decision:
         fixed_charge_ucr=event.charge_ucr,
     )
     charge = quote.charge_ucr
-    available = account.available - ctx.spent.get(account.id, 0)
+    available = account.available - ctx.spent.get(account.id, 0) + ctx.released.get(account.id, 0)
     if event.hold_id is not None:
         problem = _capture_problem(ctx, event.hold_id, account.id, charge)
         if problem is not None:
@@ -163,6 +163,9 @@ def _line(
     spent = ctx.spent[wallet] = ctx.spent.get(wallet, 0) + quote.charge_ucr
     if event.hold_id is not None:
         ctx.captured.add(event.hold_id)
+        # Posting the hold releases all it reserved: later events of this wallet may spend
+        # it (the posted balance, and so balance_after, only loses the charge).
+        ctx.released[wallet] = ctx.released.get(wallet, 0) + ctx.holds[event.hold_id].amount
     payer = ctx.payers[model_id]
     used = ctx.uses.get(model_id, 0)
     ctx.uses[model_id] = used + 1

@@ -176,6 +176,9 @@ def _insert_usage(
             )
         )
     conn = fast_connection(session)
+    # In key order: two batches sharing keys take their key locks in the same order, so
+    # one waits for the other instead of both deadlocking (PostgreSQL).
+    rows.sort(key=lambda row: row[1])
     if _INSERT_USAGE.execute(conn, rows) == len(rows):
         return []
     ours = {line.usage_id for line in lines}

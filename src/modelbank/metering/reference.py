@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event
 from sqlalchemy.orm import Session
 
 from modelbank.catalog import service as catalog
@@ -100,18 +100,40 @@ def snapshot(session: Session, refs: Iterable[int | str], *, epoch: int | None =
     engine = session.get_bind()
     assert isinstance(engine, Engine)
     current = epochs.current(session) if epoch is None else epoch
-    snap = _snapshots.get(engine)
+    pending = session.info.get(_PENDING)
+    snap = pending if pending is not None else _snapshots.get(engine)
     if current is None:  # no epoch row: nothing can be trusted across transactions
         snap = Snapshot(epoch=-1, monetised=earnings.platform_monetised(session))
     elif snap is None or snap.epoch != current:
+        # Built from what this transaction sees, which may include its own uncommitted
+        # changes (and their epoch): shared with other transactions only once it commits.
         snap = Snapshot(epoch=current, monetised=earnings.platform_monetised(session))
-        with _lock:
-            _snapshots[engine] = snap
+        session.info[_PENDING] = snap
     wanted = set(refs)
     missing = [ref for ref in wanted if ref not in snap.resolve([ref])]
     if missing:
         _load(session, snap, missing)
     return snap
+
+
+_PENDING = "modelbank.reference.pending"
+"""``session.info`` key of a snapshot built in the session's current transaction."""
+
+
+@event.listens_for(Session, "after_commit")
+def _publish(session: Session) -> None:
+    """A snapshot built in a committed transaction is shared with the engine's others."""
+    snap = session.info.pop(_PENDING, None)
+    engine = session.get_bind()
+    if snap is not None and isinstance(engine, Engine):
+        with _lock:
+            _snapshots[engine] = snap
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _discard(session: Session, _previous: object) -> None:
+    """A rolled-back transaction's snapshot may hold data that never existed: dropped."""
+    session.info.pop(_PENDING, None)
 
 
 def _load(session: Session, snap: Snapshot, refs: list[int | str]) -> None:
