@@ -46,7 +46,6 @@ from sqlalchemy import Engine, Index, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from modelbank.analytics import dashboards
-from modelbank.analytics.models import creator_day_table, model_day_table, user_day_table
 from modelbank.catalog import service as catalog
 from modelbank.catalog.costs import Mode
 from modelbank.catalog.tiers import Tier
@@ -54,6 +53,7 @@ from modelbank.db.engine import make_engine, read_session_factory, session_facto
 from modelbank.db.migrate import upgrade
 from modelbank.earnings import service as earnings
 from modelbank.metering.models import usage_events_table as usage
+from modelbank.metering.rollups import creator_day_table, model_day_table, user_day_table
 from modelbank.pricing import service as pricing
 from modelbank.pricing.formulas import Rates
 from modelbank.users import service as users

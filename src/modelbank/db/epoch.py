@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import cast
 
-from sqlalchemy import BigInteger, Integer, Table, select
+from sqlalchemy import BigInteger, Integer, Table
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from modelbank.db.base import Base
@@ -39,7 +39,6 @@ class ReferenceEpoch(Base):
 
 
 epoch_table = cast(Table, ReferenceEpoch.__table__)
-_READ = select(epoch_table.c.epoch).where(epoch_table.c.id == 1)
 _READ_FAST = FastSQL("SELECT epoch FROM reference_epoch WHERE id = 1")
 READ = _READ_FAST.read()
 """The read :func:`current` runs (for :func:`~modelbank.db.fast.read_ahead`)."""

@@ -9,7 +9,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -18,7 +18,6 @@ from modelbank.db.base import utcnow
 from modelbank.db.bulk import BulkInsert, db_timestamp
 from modelbank.db.fast import FastSQL, Read
 from modelbank.db.fast import connection as fast_connection
-from modelbank.db.versions import in_force
 from modelbank.earnings.errors import InvalidRule, InvalidSplit
 from modelbank.earnings.models import beneficiaries_table as beneficiaries
 from modelbank.earnings.models import earnings_rules_table as rules
@@ -180,43 +179,12 @@ def set_beneficiaries(session: Session, model_id: int, shares: Sequence[tuple[in
     )
 
 
-def load_terms(
-    session: Session, creators: Mapping[int, int | None], *, at: datetime | None = None
-) -> dict[int, Terms]:
-    """Terms for each model id in ``creators`` (model id → creator user id or None).
-
-    Three queries whatever the number of models: the rules in force, the use counts (locked,
-    :func:`lock_use_counts`, creating missing aggregate rows) and then the beneficiaries
-    (:func:`beneficiaries_of`). A model without a stored rule gets the DESIGN §7 default
-    :class:`EarningsRule`.
-    """
-    ids = sorted(creators)
-    if not ids:
-        return {}
-    at = at or utcnow()
-    by_model = {
-        int(row.model_id): _rule_of(row)
-        for row in fast_connection(session).execute(_CURRENT_RULES, {"ids": ids, "at": at})
-    }
-    counts = lock_use_counts(session, ids)
-    shares = beneficiaries_of(session, creators)
-    return {
-        model_id: Terms(
-            model_id=model_id,
-            rule=by_model.get(model_id, _DEFAULT_RULE),
-            beneficiaries=shares[model_id],
-            use_count=counts.get(model_id, 0),
-        )
-        for model_id in ids
-    }
-
-
 def rule_versions(
     session: Session, model_ids: Iterable[int]
 ) -> dict[int, list[tuple[datetime, EarningsRule]]]:
     """Every stored rule version of each model as (effective from, rule), oldest first;
     models without a stored rule are absent (they use the default :class:`EarningsRule`).
-    One query. With :func:`rule_at` it answers what :func:`load_terms` does."""
+    One query. :func:`rule_at` picks the version in force."""
     ids = sorted(set(model_ids))
     if not ids:
         return {}
@@ -280,7 +248,6 @@ def lock_use_counts(session: Session, model_ids: Iterable[int]) -> dict[int, int
     found = read.sql.execute(conn, read.params, size=read.size).fetchall()
     counts = {int(m): int(n) for m, n in found}
     if len(counts) < len(ids):
-        query = _STATS_FOR_UPDATE if postgres else _STATS
         conn.execute(
             _INSERT_STATS_PG if postgres else _INSERT_STATS_SQLITE,
             [
@@ -289,9 +256,8 @@ def lock_use_counts(session: Session, model_ids: Iterable[int]) -> dict[int, int
                 if m not in counts
             ],
         )
-        counts = {
-            int(row.model_id): int(row.use_count) for row in conn.execute(query, {"ids": ids})
-        }
+        found = read.sql.execute(conn, read.params, size=read.size).fetchall()
+        counts = {int(m): int(n) for m, n in found}
     return counts
 
 
@@ -307,7 +273,6 @@ def _rule_of(row: Any) -> EarningsRule:
 
 
 _DEFAULT_RULE = EarningsRule()
-_CURRENT_RULES = in_force(rules)
 _ALL_RULES = (
     select(rules)
     .where(rules.c.model_id.in_(bindparam("ids", expanding=True)))
@@ -334,12 +299,6 @@ def _freeze(value: Any) -> Any:
     return value
 
 
-_STATS = (
-    select(stats.c.model_id, stats.c.use_count)
-    .where(stats.c.model_id.in_(bindparam("ids", expanding=True)))
-    .order_by(stats.c.model_id)
-)
-_STATS_FOR_UPDATE = _STATS.with_for_update()
 _STATS_FAST = FastSQL(
     "SELECT model_id, use_count FROM model_stats WHERE model_id IN ({in}) ORDER BY model_id"
 )
@@ -349,21 +308,6 @@ _UPDATE_STATS_FAST = FastSQL(
     " revenue_ucr = revenue_ucr + ?, earnings_ucr = earnings_ucr + ?,"
     " last_used_at = coalesce(?, last_used_at) WHERE model_id = ?"
 )
-
-_UPDATE_STATS = (
-    update(stats)
-    .where(stats.c.model_id == bindparam("m_id"))
-    .values(
-        use_count=stats.c.use_count + bindparam("d_uses"),
-        tokens=stats.c.tokens + bindparam("d_tokens"),
-        revenue_ucr=stats.c.revenue_ucr + bindparam("d_revenue"),
-        earnings_ucr=stats.c.earnings_ucr + bindparam("d_earnings"),
-        last_used_at=func.coalesce(
-            bindparam("d_last", type_=stats.c.last_used_at.type), stats.c.last_used_at
-        ),
-    )
-)
-
 
 EarningRow = tuple[int, int, int, int, int, int, str | None, str | None, int | None]
 """One earning for :func:`record_rows`: (usage id, model id, beneficiary user id, µcr,

@@ -30,7 +30,7 @@ Choices:
   stake are cancelled (oldest kept first).
 
 Locks follow a charge's order (wallets, then the model's aggregate row, which
-:func:`modelbank.earnings.service.load_terms` locks): listing rows first, then the two
+:func:`modelbank.earnings.service.lock_use_counts` locks): listing rows first, then the two
 wallets, then the model. Stake changes of one model are thereby serialised with each other
 and with its charges (a charge that read the stakes just before a sale committed splits by
 those: the stakes of its moment, recorded on each earning).
@@ -178,9 +178,9 @@ def set_stakes(
 
 def _lock_model(session: Session, model: ModelInfo) -> list[Stake]:
     """Lock the model's aggregate row (created when missing; the row every charge of the
-    model locks too) and read its stakes after the lock is held: read before it (as
-    ``load_terms`` reads them), they may predate a sale that committed while we waited."""
-    earnings.load_terms(session, {model.id: model.creator_id})
+    model locks too) and read its stakes after the lock is held: read before it, they may
+    predate a sale that committed while we waited."""
+    earnings.lock_use_counts(session, [model.id])
     return _stakes(session, model)
 
 

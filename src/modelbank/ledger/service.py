@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, func, insert, select, update
+from sqlalchemy import Engine, bindparam, func, insert, select
 from sqlalchemy.orm import Session
 
 from modelbank.db.base import utcnow
@@ -68,15 +68,6 @@ _USER_ACCOUNTS = select(accounts.c.owner_id, accounts.c.id).where(
 _PLATFORM_ACCOUNT = select(accounts.c.id).where(
     accounts.c.code == bindparam("code"), accounts.c.owner_id.is_(None)
 )
-_LOCK_USER_ACCOUNTS = (
-    select(accounts)
-    .where(
-        accounts.c.code == bindparam("code"),
-        accounts.c.owner_id.in_(bindparam("ids", expanding=True)),
-    )
-    .order_by(accounts.c.id)
-)
-_LOCK_USER_ACCOUNTS_PG = _LOCK_USER_ACCOUNTS.with_for_update()
 _LOCK_USER_ACCOUNTS_FAST = FastSQL(
     "SELECT id, code, owner_id, flags, debits_posted, credits_posted, debits_pending,"
     " credits_pending FROM accounts WHERE code = ? AND owner_id IN ({in}) ORDER BY id"
@@ -693,18 +684,6 @@ def _row(spec: NewTransfer, now: datetime, *, flags: TransferFlags) -> dict[str,
         "created_at": now,
         "metadata": dict(spec.metadata) if spec.metadata else None,
     }
-
-
-_UPDATE_TOTALS = (
-    update(accounts)
-    .where(accounts.c.id == bindparam("account_id"))
-    .values(
-        debits_posted=accounts.c.debits_posted + bindparam("d_debits_posted"),
-        credits_posted=accounts.c.credits_posted + bindparam("d_credits_posted"),
-        debits_pending=accounts.c.debits_pending + bindparam("d_debits_pending"),
-        credits_pending=accounts.c.credits_pending + bindparam("d_credits_pending"),
-    )
-)
 
 
 def _apply(

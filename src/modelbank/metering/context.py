@@ -108,32 +108,7 @@ def load(
     wallets (by the caller), the models' aggregate rows, then platform accounts."""
     events = batch.events
     refs = {events[i].model for i in pending}
-    postgres = session.get_bind().dialect.name == "postgresql"
-    # PostgreSQL: the epoch is read once, after the model rows are locked (below), so the
-    # cached snapshot is taken as it is for now. SQLite: nothing changes under BEGIN
-    # IMMEDIATE, so the epoch is read first.
-    snap = (reference.peek(session, refs) if postgres else None) or reference.snapshot(
-        session, refs
-    )
-    models = snap.resolve(refs)
-    model_ids = {info.id for info in models.values()}
-    conn = fast.connection(session)
-    if postgres and not fast.is_read_ahead(
-        conn, earnings.use_counts_read(conn.dialect.name, model_ids)
-    ):
-        # The aggregate rows are locked below, not ahead: the epoch read ahead came before
-        # that lock and must be read again after it.
-        fast.drop_read_ahead(conn, epochs.READ)
-    counts = earnings.lock_use_counts(session, model_ids)
-    if postgres:
-        # A stake sale (or any reference change) that committed while this transaction
-        # waited for the model rows' locks moved the epoch: read it, under the locks.
-        moved = epochs.current(session)
-        if moved != snap.epoch:
-            snap = reference.snapshot(session, refs, epoch=moved)
-            models = snap.resolve(refs)
-            new_ids = {info.id for info in models.values()} - counts.keys()
-            counts.update(earnings.lock_use_counts(session, new_ids))
+    snap, models, counts = _lock_models(session, refs)
     # After the model rows' locks, on every path: the sweep of expired grants locks
     # platform_promotions, and locks are taken in one order (wallets, models, platform
     # accounts) or two batches could deadlock.
@@ -175,6 +150,40 @@ def load(
     )
 
 
+def _lock_models(
+    session: Session, refs: set[int | str]
+) -> tuple[reference.Snapshot, dict[int | str, ModelInfo], dict[int, int]]:
+    """Resolve the models from the reference data, lock their aggregate rows (their use
+    counts) and make sure the reference data is the one in force under those locks."""
+    postgres = session.get_bind().dialect.name == "postgresql"
+    # PostgreSQL: the epoch is read once, after the model rows are locked (below), so the
+    # cached snapshot is taken as it is for now. SQLite: nothing changes under BEGIN
+    # IMMEDIATE, so the epoch is read first.
+    snap = (reference.peek(session, refs) if postgres else None) or reference.snapshot(
+        session, refs
+    )
+    models = snap.resolve(refs)
+    model_ids = {info.id for info in models.values()}
+    conn = fast.connection(session)
+    if postgres and not fast.is_read_ahead(
+        conn, earnings.use_counts_read(conn.dialect.name, model_ids)
+    ):
+        # The aggregate rows are locked below, not ahead: the epoch read ahead came before
+        # that lock and must be read again after it.
+        fast.drop_read_ahead(conn, epochs.READ)
+    counts = earnings.lock_use_counts(session, model_ids)
+    if postgres:
+        # A stake sale (or any reference change) that committed while this transaction
+        # waited for the model rows' locks moved the epoch: read it, under the locks.
+        moved = epochs.current(session)
+        if moved != snap.epoch:
+            snap = reference.snapshot(session, refs, epoch=moved)
+            models = snap.resolve(refs)
+            new_ids = {info.id for info in models.values()} - counts.keys()
+            counts.update(earnings.lock_use_counts(session, new_ids))
+    return snap, models, counts
+
+
 def _rates_and_payers(
     snap: reference.Snapshot,
     models: Mapping[int | str, ModelInfo],
@@ -208,9 +217,3 @@ def _holds(session: Session, batch: Batch, pending: list[int]) -> dict[int, ledg
             except TransferNotFound:
                 continue
     return found
-
-
-def wallet_of(wallets: Mapping[int, ledger.AccountBalance], user_id: int) -> int | None:
-    """The wallet account id of ``user_id`` (None: no such user)."""
-    account = wallets.get(user_id)
-    return None if account is None else account.id

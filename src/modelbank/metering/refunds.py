@@ -112,6 +112,21 @@ def _reverse_earnings(
     return reversed_by, owed
 
 
+def _refund_amount(usage: metering.UsageRecord, before: int, asked: int | None) -> int:
+    """µcr to refund: ``asked``, or all that is left. Raises :class:`InvalidInput`,
+    :class:`RefundExceedsCharge`."""
+    refundable = usage.charge_ucr - before
+    if asked is not None and asked <= 0:
+        raise InvalidInput("amount_ucr must be positive")
+    amount = refundable if asked is None else asked
+    if amount <= 0 or amount > refundable:
+        raise RefundExceedsCharge(
+            f"usage {usage.id}: {refundable} µcr left to refund, {amount} µcr asked",
+            refundable_ucr=refundable,
+        )
+    return amount
+
+
 def refund_usage(
     session: Session,
     usage_id: int,
@@ -136,15 +151,7 @@ def refund_usage(
     # Lock the wallet and the earnings accounts (id order), then read what was refunded.
     locked = ledger.lock_accounts(session, [user.wallet_account_id, *earning_accounts.values()])
     before = refunded_so_far(session, usage_id)
-    refundable = usage.charge_ucr - before
-    if amount_ucr is not None and amount_ucr <= 0:
-        raise InvalidInput("amount_ucr must be positive")
-    amount = refundable if amount_ucr is None else amount_ucr
-    if amount <= 0 or amount > refundable:
-        raise RefundExceedsCharge(
-            f"usage {usage_id}: {refundable} µcr left to refund, {amount} µcr asked",
-            refundable_ucr=refundable,
-        )
+    amount = _refund_amount(usage, before, amount_ucr)
     after = before + amount
     revenue = ledger.platform_account(session, AccountCode.PLATFORM_REVENUE)
     specs = [

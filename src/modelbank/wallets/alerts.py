@@ -23,7 +23,6 @@ from modelbank.db.fast import FastSQL, Read
 from modelbank.db.fast import connection as fast_connection
 from modelbank.errors import InvalidInput
 from modelbank.ledger.codes import AccountCode
-from modelbank.ledger.models import accounts_table as accounts
 from modelbank.money import format_credits
 from modelbank.platform import service as platform
 from modelbank.users import service as users
@@ -36,31 +35,14 @@ DEFAULT_KEY = "low_balance_default_ucr"
 """``platform_settings`` key of the operator's default threshold (µcr)."""
 LOW_BALANCE_EVENT = "wallet.low_balance"
 
-_DEFAULT = platform.value_of(DEFAULT_KEY)
-_STATE = (
-    select(
-        accounts.c.owner_id,
-        (accounts.c.credits_posted - accounts.c.debits_posted - accounts.c.debits_pending).label(
-            "available"
-        ),
-        alerts.c.user_id.label("has_row"),
-        alerts.c.threshold_ucr,
-        alerts.c.alerted,
-        _DEFAULT.label("default"),
-    )
-    .select_from(accounts.outerjoin(alerts, alerts.c.user_id == accounts.c.owner_id))
-    .where(
-        accounts.c.code == AccountCode.USER_WALLET.value,
-        accounts.c.owner_id.in_(bindparam("users", expanding=True)),
-    )
-)
 _STATE_FAST = FastSQL(
     "SELECT a.owner_id, a.credits_posted - a.debits_posted - a.debits_pending, w.user_id,"
     " w.threshold_ucr, w.alerted, (SELECT value FROM platform_settings WHERE key = ?)"
     " FROM accounts a LEFT OUTER JOIN wallet_alerts w ON w.user_id = a.owner_id"
     " WHERE a.code = ? AND a.owner_id IN ({in})"
 )
-"""_STATE on the driver's cursor: every charge runs it (DESIGN §16)."""
+"""Each wallet's available balance beside its alert row and the default threshold, on the
+driver's cursor: every charge runs it (DESIGN §16)."""
 
 
 class _State(NamedTuple):
@@ -146,7 +128,10 @@ def check(session: Session, user_ids: Iterable[int], *, now: datetime | None = N
 def state(session: Session, user_id: int) -> AlertState:
     """The user's alert state. Raises :class:`~modelbank.users.errors.UserNotFound`."""
     users.get_user(session, user_id)
-    row = fast_connection(session).execute(_STATE, {"users": [user_id]}).one()
+    read = state_read([user_id])
+    row = _State._make(
+        read.sql.execute(fast_connection(session), read.params, size=read.size).fetchone()
+    )
     default = DEFAULT_THRESHOLD_UCR if row.default is None else int(row.default)
     at = None
     if row.has_row is not None:

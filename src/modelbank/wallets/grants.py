@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from modelbank.db.base import utcnow
@@ -305,31 +305,9 @@ class _Open:
         return self.amount - self.remaining
 
 
-_OPEN_GRANTS = (
-    select(
-        grants.c.id,
-        grants.c.user_id,
-        grants.c.source,
-        grants.c.amount_ucr,
-        grants.c.remaining_ucr,
-        grants.c.cost_basis_uusd,
-        grants.c.expires_at,
-        grants.c.priority,
-    )
-    .where(
-        grants.c.user_id.in_(bindparam("users", expanding=True)),
-        grants.c.remaining_ucr > 0,
-    )
-    .order_by(grants.c.user_id, grants.c.id)
-)
 _OPEN_GRANTS_FAST = FastSQL(
     "SELECT id, user_id, source, amount_ucr, remaining_ucr, cost_basis_uusd, expires_at,"
     " priority FROM grants WHERE user_id IN ({in}) AND remaining_ucr > 0 ORDER BY user_id, id"
-)
-_SET_REMAINING = (
-    update(grants)
-    .where(grants.c.id == bindparam("grant_id"))
-    .values(remaining_ucr=bindparam("remaining"))
 )
 _SET_REMAINING_FAST = FastSQL("UPDATE grants SET remaining_ucr = ? WHERE id = ?")
 _INSERT_BURNS = BulkInsert(
@@ -578,7 +556,7 @@ def restore(
         )
         consumed = total - remaining
         back = basis_of(consumed - amount, total, basis) - basis_of(consumed, total, basis)
-        conn.execute(_SET_REMAINING, {"grant_id": grant_id, "remaining": remaining + amount})
+        _SET_REMAINING_FAST.executemany(conn, [(remaining + amount, grant_id)])
         burn_rows.append((grant_id, int(row.user_id), row.source, -amount, back, ref_type, ref_id))
     created = db_timestamp(conn.dialect.name, now)
     _INSERT_BURNS.execute(conn, [(*r, created) for r in burn_rows])
