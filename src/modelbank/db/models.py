@@ -19,6 +19,7 @@ from modelbank.ledger.models import Account, Transfer
 from modelbank.metering.models import UsageEventRow
 from modelbank.metering.rollups import CreatorDay, ModelDay, UserDay
 from modelbank.platform.models import PlatformSetting
+from modelbank.pool.models import PoolDebt, Resource, ResourceHealth, ResourceModel, RouteLog
 from modelbank.pricing.models import PriceVersion
 from modelbank.users.models import User
 from modelbank.wallets.models import (
@@ -61,9 +62,14 @@ __all__ = [
     "PaymentEventRow",
     "Payout",
     "PlatformSetting",
+    "PoolDebt",
     "PriceVersion",
     "Purchase",
     "ReferenceEpoch",
+    "Resource",
+    "ResourceHealth",
+    "ResourceModel",
+    "RouteLog",
     "StakeListing",
     "Transfer",
     "UsageEventRow",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Index, String, Table
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, String, Table, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from modelbank.db.base import Base, BigId, UTCDateTime
@@ -43,6 +43,12 @@ class UsageEventRow(Base):
     """Why nothing (or less) was earned: ``self_usage``, ``no_creator``, ``zero``."""
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    resource_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    """The pool resource that served the call (gateway usage; ``resources.id``, no foreign
+    key: metering sits below the pool)."""
+    usage_estimated: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    """True when the counts were estimated (a client left mid-stream before the upstream
+    reported usage; DESIGN §9)."""
     metadata_: Mapped[dict[str, Any] | None] = mapped_column(
         "metadata", JSON(none_as_null=True), nullable=True
     )
