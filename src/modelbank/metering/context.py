@@ -199,10 +199,7 @@ def _rates_and_payers(
         card = ref.card_at(now)
         if card is not None:
             cards[info.id] = card
-        term = earnings.Terms(info.id, ref.rule_at(now), ref.beneficiaries, counts[info.id])
-        payers[info.id] = Payer(
-            term, platform_monetised=snap.monetised, model_monetised=info.monetised
-        )
+        payers[info.id] = ref.payer_at(now, counts[info.id], platform_monetised=snap.monetised)
     return cards, payers
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -29,6 +29,7 @@ from modelbank.catalog import service as catalog
 from modelbank.catalog.service import ModelInfo
 from modelbank.db import epoch as epochs
 from modelbank.earnings import service as earnings
+from modelbank.earnings.payer import Payer
 from modelbank.earnings.rules import EarningsRule
 from modelbank.ledger import service as ledger
 from modelbank.ledger.codes import AccountCode
@@ -54,6 +55,17 @@ class ModelReference:
     def rule_at(self, at: datetime) -> EarningsRule:
         """The earnings rule in force at ``at``."""
         return earnings.rule_at(self.rules, at)
+
+    def payer_at(self, at: datetime, use_count: int, *, platform_monetised: bool) -> Payer:
+        """The earnings :class:`~modelbank.earnings.payer.Payer` of this model for a charge
+        at ``at``: the rule in force then, its beneficiaries, ``use_count`` lifetime uses
+        before, and the monetisation switches (the platform's, the model's). The one
+        builder of payers: the charge path and the price what-if
+        (:mod:`modelbank.analytics.whatif`) both call it."""
+        term = earnings.Terms(self.info.id, self.rule_at(at), self.beneficiaries, use_count)
+        return Payer(
+            term, platform_monetised=platform_monetised, model_monetised=self.info.monetised
+        )
 
 
 @dataclass(slots=True)
@@ -141,22 +153,35 @@ def _load(session: Session, snap: Snapshot, refs: list[int | str]) -> None:
     infos = {info.id: info for info in models.values()}
     if not infos:
         return
-    prices = pricing.price_versions(session, infos)
-    rules = earnings.rule_versions(session, infos)
-    shares = earnings.beneficiaries_of(
-        session, {model_id: info.creator_id for model_id, info in infos.items()}
-    )
-    users = {user for share in shares.values() for user, _ in share}
+    loaded = load_references(session, infos)
+    users = {user for ref in loaded.values() for user, _ in ref.beneficiaries}
     accounts = ledger.user_account_ids(
         session, users - snap.earning_accounts.keys(), AccountCode.USER_EARNINGS
     )
     with _lock:
         snap.earning_accounts.update(accounts)
-        for model_id, info in infos.items():
-            snap.models[model_id] = ModelReference(
-                info=info,
-                prices=tuple(prices.get(model_id, ())),
-                rules=tuple(rules.get(model_id, ())),
-                beneficiaries=shares[model_id],
-            )
-            snap.slugs[info.slug] = model_id
+        for model_id, ref in loaded.items():
+            snap.models[model_id] = ref
+            snap.slugs[ref.info.slug] = model_id
+
+
+def load_references(session: Session, infos: Mapping[int, ModelInfo]) -> dict[int, ModelReference]:
+    """The :class:`ModelReference` of each model of ``infos`` (model id → model, active or
+    not), uncached: three queries (price versions, rule versions, beneficiaries). What a
+    snapshot holds per model, for readers of history (:mod:`modelbank.analytics.whatif`)."""
+    if not infos:
+        return {}
+    prices = pricing.price_versions(session, infos)
+    rules = earnings.rule_versions(session, infos)
+    shares = earnings.beneficiaries_of(
+        session, {model_id: info.creator_id for model_id, info in infos.items()}
+    )
+    return {
+        model_id: ModelReference(
+            info=info,
+            prices=tuple(prices.get(model_id, ())),
+            rules=tuple(rules.get(model_id, ())),
+            beneficiaries=shares[model_id],
+        )
+        for model_id, info in infos.items()
+    }
