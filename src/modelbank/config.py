@@ -100,6 +100,46 @@ class Settings(BaseSettings):
         " or in the working directory for other databases. Back it up apart from the database:"
         " without it the stored secrets cannot be read",
     )
+    # Router and breaker of the resource pool (DESIGN §9; modelbank.pool.scoring/breaker).
+    router_weights: dict[str, float] = Field(
+        default_factory=dict,
+        description='Router score weights as JSON, e.g. {"latency": 2, "cost": 0}; terms: cost,'
+        " latency, ttft, success, load, quota (absent ones keep their defaults)",
+    )
+    router_top_k: int = Field(
+        default=2,
+        ge=1,
+        le=20,
+        description="The first resource is picked at random among the"
+        " best this many (load spreading)",
+    )
+    router_max_attempts: int = Field(
+        default=3, ge=1, le=10, description="Resources tried per request (first + failovers)"
+    )
+    router_deadline_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=600,
+        description="Total seconds the attempts of one request may"
+        " take before the first byte reaches the client",
+    )
+    router_cache_ttl_s: float = Field(
+        default=1.0,
+        ge=0,
+        le=5,
+        description="Seconds a model's candidate list and their health"
+        " are reused in-process before being read again (0: every request)",
+    )
+    breaker_failure_threshold: int = Field(default=5, ge=1, le=1000)
+    breaker_success_rate_floor: float = Field(default=0.5, ge=0, le=1)
+    breaker_min_requests: int = Field(default=20, ge=0)
+    breaker_window: int = Field(default=50, ge=1, le=100_000)
+    breaker_cooldown_s: float = Field(default=30.0, ge=0, le=86_400)
+    redis_url: str | None = Field(
+        default=None,
+        description="redis://host:port/db: the pool's shared health and breaker"
+        " state live there instead of the database (several API processes or hosts)",
+    )
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -15,6 +15,7 @@ app = typer.Typer(
 
 from modelbank.cli import demo, jobs, keys, migrate, replay, serve, verify  # noqa: E402
 from modelbank.cli import export as export_command  # noqa: E402
+from modelbank.cli import fake_upstream as fake_upstream_command  # noqa: E402
 from modelbank.cli import rollups as rollups_command  # noqa: E402
 
 migrate.register(app)
@@ -26,3 +27,4 @@ keys.register(app)
 jobs.register(app)
 rollups_command.register(app)
 export_command.register(app)
+fake_upstream_command.register(app)
