@@ -21,6 +21,7 @@ from modelbank.api.routes import payouts as payout_routes
 from modelbank.api.routes import stakes as stake_routes
 from modelbank.api.routes import wallets as wallet_routes
 from modelbank.api.routes import webhooks as webhook_routes
+from modelbank.api.routes import whatif as whatif_routes
 from modelbank.config import Settings, load_settings
 from modelbank.db.engine import make_engine, read_session_factory, session_factory
 from modelbank.db.migrate import current_revision, head_revision, upgrade
@@ -118,6 +119,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.include_router(webhook_routes.router)
     app.include_router(stake_routes.router)
     app.include_router(export_routes.router)
+    app.include_router(whatif_routes.router)
     from modelbank.web import create_web_app  # imported here: the dashboard imports the API
 
     app.mount("/app", create_web_app(db, app.state.secret_box))

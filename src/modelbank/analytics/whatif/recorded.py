@@ -100,7 +100,7 @@ def recorded_what_if(
     proposal: Proposal,
     *,
     now: datetime | None = None,
-    max_events: int = MAX_EVENTS,
+    max_events: int | None = None,
 ) -> WhatIfReport:
     """Price the usage charged in ``[start, end)`` under today's prices and under
     ``proposal`` (module doc). Reads only; the caller's transaction may be read-only.
@@ -108,8 +108,9 @@ def recorded_what_if(
     Raises :class:`~modelbank.analytics.whatif.proposal.InvalidWhatIf` (empty or reversed
     period, longer than :data:`MAX_DAYS`, a demand naming a model the catalog lacks) and
     :class:`~modelbank.analytics.whatif.proposal.WhatIfTooLarge` (more than ``max_events``
-    events)."""
+    events, default :data:`MAX_EVENTS`)."""
     now = now or utcnow()
+    max_events = MAX_EVENTS if max_events is None else max_events
     if end <= start:
         raise InvalidWhatIf("`to` must be after `from`", start=start.isoformat())
     if end - start > timedelta(days=MAX_DAYS):
