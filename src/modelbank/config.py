@@ -93,6 +93,12 @@ class Settings(BaseSettings):
         " print(Fernet.generate_key().decode())'` makes one. Unset: the key is read from"
         " `secret_key_file`, created on first use",
     )
+    secret_keys_previous: SecretStr | None = Field(
+        default=None,
+        description="Earlier Fernet keys, comma-separated, still accepted to decrypt secrets"
+        " after `secret_key` was rotated; `modelbank pool rotate-keys` re-encrypts the pool's"
+        " provider keys under the current key, after which they can be dropped",
+    )
     secret_key_file: Path | None = Field(
         default=None,
         description="File holding the Fernet key when `secret_key` is unset; created with mode"

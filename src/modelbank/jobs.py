@@ -20,6 +20,7 @@ import httpx
 from sqlalchemy.orm import Session, sessionmaker
 
 from modelbank.db.base import utcnow
+from modelbank.pool import debts as pool_debts
 from modelbank.secrets import SecretBox
 from modelbank.wallets import grants, holds, refunds
 from modelbank.webhooks import delivery
@@ -40,6 +41,8 @@ class JobReport:
     holds_expired: int = 0
     grants_swept: int = 0
     debts_collected_ucr: int = 0
+    pool_debts_collected_ucr: int = 0
+    """µcr of clawback debts collected from depositors' wallets (DESIGN §9)."""
     webhooks_delivered: int = 0
     webhook_attempts_failed: int = 0
     webhooks_given_up: int = 0
@@ -94,6 +97,10 @@ def run_once(
     step("collect owed earnings")
     report.debts_collected_ucr = _until_done(
         factory, lambda s: refunds.settle_debts(s, now=at, limit=BATCH), count_rows=False
+    )
+    step("collect pool debts")
+    report.pool_debts_collected_ucr = _until_done(
+        factory, lambda s: pool_debts.settle_debts(s, now=at, limit=BATCH), count_rows=False
     )
     if deliver:
         step("deliver webhooks")

@@ -9,7 +9,15 @@ The key is ``settings.secret_key`` (``MODELBANK_SECRET_KEY``) or, when that is u
 content of a key file (``settings.secret_key_file``; default ``modelbank.secret.key`` beside
 the SQLite database, or in the working directory) that is created with mode 0600 the first
 time a secret is encrypted or decrypted. Losing the key makes every stored secret unreadable
-(:class:`SecretUndecryptable`); rotate by re-registering the webhooks.
+(:class:`SecretUndecryptable`).
+
+Rotation: set the new key as ``MODELBANK_SECRET_KEY`` and list the old ones in
+``MODELBANK_SECRET_KEYS_PREVIOUS`` (comma-separated): secrets are then decrypted with
+whichever key made them (:class:`cryptography.fernet.MultiFernet`) and encrypted with the new
+one; :meth:`SecretBox.rotate` re-encrypts a token under the new key (``modelbank pool
+rotate-keys`` does it for the pool's provider keys). :meth:`SecretBox.key_id` names the key
+a token was made with (a short digest, stored beside pool keys), so a reader knows which key
+it needs.
 
 Tree::
 
@@ -21,11 +29,13 @@ Tree::
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
-from cryptography.fernet import Fernet, InvalidToken
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from sqlalchemy.engine import make_url
 
 from modelbank.config import Settings
@@ -33,6 +43,16 @@ from modelbank.errors import DomainError
 
 KEY_FILE_NAME = "modelbank.secret.key"
 """Default key file name (beside the SQLite database, or in the working directory)."""
+KEY_ID_LENGTH = 16
+"""Hex characters of a key id (64 bits of SHA-256: enough to tell a handful of keys apart,
+nothing to recover a 256-bit key from)."""
+
+
+def key_id_of(key: str | bytes) -> str:
+    """The id of a Fernet key: the first :data:`KEY_ID_LENGTH` hex characters of the SHA-256
+    of ``modelbank-key-id:`` + the key (domain-separated, so it is no digest used elsewhere)."""
+    raw = key.strip().encode() if isinstance(key, str) else key.strip()
+    return hashlib.sha256(b"modelbank-key-id:" + raw).hexdigest()[:KEY_ID_LENGTH]
 
 
 class InvalidSecretKey(DomainError):
@@ -92,22 +112,45 @@ class SecretBox:
     box never touches the disk. Thread-safe.
     """
 
-    def __init__(self, key: str | bytes | None = None, *, key_file: Path | None = None) -> None:
+    def __init__(
+        self,
+        key: str | bytes | None = None,
+        *,
+        key_file: Path | None = None,
+        previous: Sequence[str | bytes] = (),
+    ) -> None:
         """Use ``key`` (a Fernet key) or the key in ``key_file``; exactly one of them.
-        Raises :class:`InvalidSecretKey` for a malformed ``key``."""
+        ``previous``: older keys, still accepted for decryption (rotation). Raises
+        :class:`InvalidSecretKey` for a malformed key."""
         if (key is None) == (key_file is None):
             raise ValueError("SecretBox needs exactly one of key and key_file")
         self._key_file = key_file
         self._lock = threading.Lock()
-        self._box = None if key is None else _fernet(key, "MODELBANK_SECRET_KEY")
+        self._key: bytes | None = None
+        self._box: Fernet | None = None
+        if key is not None:
+            self._box = _fernet(key, "MODELBANK_SECRET_KEY")
+            self._key = key.strip().encode() if isinstance(key, str) else key.strip()
+        self._previous = [
+            (key_id_of(old), _fernet(old, "MODELBANK_SECRET_KEYS_PREVIOUS"))
+            for old in previous
+            if old.strip()
+        ]
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SecretBox:
         """The box of ``settings.secret_key``, else of ``settings.secret_key_file`` (default
-        :func:`default_key_file`). Raises :class:`InvalidSecretKey` for a malformed key."""
+        :func:`default_key_file`), accepting ``settings.secret_keys_previous`` for
+        decryption. Raises :class:`InvalidSecretKey` for a malformed key."""
+        previous: list[str] = []
+        if settings.secret_keys_previous is not None:
+            previous = settings.secret_keys_previous.get_secret_value().split(",")
         if settings.secret_key is not None:
-            return cls(settings.secret_key.get_secret_value())
-        return cls(key_file=settings.secret_key_file or default_key_file(settings.database_url))
+            return cls(settings.secret_key.get_secret_value(), previous=previous)
+        return cls(
+            key_file=settings.secret_key_file or default_key_file(settings.database_url),
+            previous=previous,
+        )
 
     @staticmethod
     def generate_key() -> str:
@@ -121,7 +164,31 @@ class SecretBox:
                     assert self._key_file is not None
                     key = _read_or_create(self._key_file)
                     self._box = _fernet(key, str(self._key_file))
+                    self._key = key.strip()
         return self._box
+
+    def key_id(self) -> str:
+        """The id (:func:`key_id_of`) of the key this box encrypts with."""
+        self._fernet()
+        assert self._key is not None
+        return key_id_of(self._key)
+
+    def _all(self) -> MultiFernet:
+        return MultiFernet([self._fernet(), *(box for _, box in self._previous)])
+
+    def known_key_ids(self) -> list[str]:
+        """Ids of every key this box can decrypt with: the current one first."""
+        return [self.key_id(), *(kid for kid, _ in self._previous)]
+
+    def rotate(self, token: str) -> str:
+        """``token`` re-encrypted under the current key (same plaintext). Raises
+        :class:`SecretUndecryptable` when no known key decrypts it."""
+        try:
+            return self._all().rotate(token.encode()).decode()
+        except InvalidToken:
+            raise SecretUndecryptable(
+                "a stored secret cannot be decrypted with the configured or previous keys"
+            ) from None
 
     def encrypt(self, plaintext: str) -> str:
         """The Fernet token (url-safe base64 text, ~1.4 × the UTF-8 length + 80 characters)
@@ -130,10 +197,13 @@ class SecretBox:
         return self._fernet().encrypt(plaintext.encode()).decode()
 
     def decrypt(self, token: str) -> str:
-        """The plaintext of a token made by :meth:`encrypt`. Raises
-        :class:`SecretUndecryptable` when it was encrypted with another key (or altered)."""
+        """The plaintext of a token made by :meth:`encrypt` with the current key or one of
+        the previous keys. Raises :class:`SecretUndecryptable` when it was encrypted with
+        another key (or altered)."""
         try:
-            return self._fernet().decrypt(token.encode()).decode()
+            if not self._previous:
+                return self._fernet().decrypt(token.encode()).decode()
+            return self._all().decrypt(token.encode()).decode()
         except InvalidToken:
             raise SecretUndecryptable(
                 "a stored secret cannot be decrypted with the configured secret key"
@@ -146,4 +216,5 @@ __all__ = [
     "SecretBox",
     "SecretUndecryptable",
     "default_key_file",
+    "key_id_of",
 ]

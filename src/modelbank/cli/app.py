@@ -16,6 +16,7 @@ app = typer.Typer(
 from modelbank.cli import demo, jobs, keys, migrate, replay, serve, verify  # noqa: E402
 from modelbank.cli import export as export_command  # noqa: E402
 from modelbank.cli import fake_upstream as fake_upstream_command  # noqa: E402
+from modelbank.cli import pool as pool_command  # noqa: E402
 from modelbank.cli import rollups as rollups_command  # noqa: E402
 
 migrate.register(app)
@@ -27,4 +28,5 @@ keys.register(app)
 jobs.register(app)
 rollups_command.register(app)
 export_command.register(app)
+pool_command.register(app)
 fake_upstream_command.register(app)

@@ -10,12 +10,14 @@ from modelbank.cli.common import DB_OPTION_HELP, cli_errors, console, err_consol
 from modelbank.db.engine import make_engine, session_factory, transaction
 from modelbank.db.migrate import current_revision
 from modelbank.ledger import invariants
+from modelbank.pool import invariants as pool_invariants
 from modelbank.wallets import grants
 
 
 def verify(db: Annotated[str | None, typer.Option(help=DB_OPTION_HELP)] = None) -> None:
     """Check the ledger: balanced, cached totals = transfers, no flagged account negative,
-    holds resolved once, every wallet's grants sum to its balance. Exit 0 when all hold, 1
+    holds resolved once, every wallet's grants sum to its balance, every pool resource's
+    deposit credit = consumed share + clawed back + outstanding. Exit 0 when all hold, 1
     naming the broken invariant otherwise."""
     with cli_errors():
         settings = settings_for(db)
@@ -35,6 +37,7 @@ def verify(db: Annotated[str | None, typer.Option(help=DB_OPTION_HELP)] = None) 
                 else f"grant {v.user_id}: {v.grants_ucr} µcr used but burns do not add up"
                 for v in grants.check(session)
             )
+            violations.extend(pool_invariants.check(session))
         engine.dispose()
     if violations:
         for violation in violations:
@@ -42,7 +45,8 @@ def verify(db: Annotated[str | None, typer.Option(help=DB_OPTION_HELP)] = None) 
         raise typer.Exit(1)
     console.print(
         "[green]ledger ok[/]: balanced, totals match transfers, no negative"
-        " flagged account, holds resolved once, grants sum to wallet balances"
+        " flagged account, holds resolved once, grants sum to wallet balances, pool"
+        " deposits accounted for"
     )
 
 
