@@ -1,0 +1,405 @@
+"""The router: which pool resource serves a gateway request, with bounded failover before the
+first byte (DESIGN §9).
+
+For a model, the candidates are the ``active`` resources that serve it with pool quota left
+(``consumed_uusd < quota_uusd − market_quota_uusd``) and whose breaker admits a request
+(closed; open past its cool-down only as the half-open probe, and only if this process wins
+the claim). They are ranked by :func:`modelbank.pool.scoring.rank` (a random pick among the
+best ``top_k``, then by score), and ``attempt(target)`` is called on each in turn until one
+succeeds:
+
+- the attempt raises :class:`~modelbank.pool.breaker.UpstreamFailure` before the first byte
+  reaches the client; a caller error is re-raised at once (no failover, not counted); a
+  retryable failure moves on to the next candidate, within ``max_attempts`` and the total
+  ``deadline_s`` (an attempt still running at the deadline is cancelled);
+- every attempt is counted in the shared health (:mod:`.health`): in flight while it runs,
+  then its outcome, latency and time to first token (the attempt's value may carry
+  ``latency_ms`` / ``ttft_ms`` attributes; otherwise the router's own clock gives the
+  latency).
+
+Cost per request. Each model's candidate list (with the model's provider cost) and the
+candidates' health are read once per ``router_cache_ttl_s`` (default 1 s) and reused by every
+request of this process in between; the health this process writes (``finish``) replaces its
+cached copy at once, and this process's own in-flight attempts are added to the snapshot's
+counts, so only other processes' activity is up to one TTL stale (a breaker another process
+opened is seen within a second; a resource depleted or withdrawn meanwhile may serve up to a
+second more: the quota booking stays exact). Decrypted provider keys are kept in memory per
+(resource id, encrypted token), so a request decrypts nothing; a rotated or re-deposited key
+has a new token and is decrypted once. Health writes run on worker threads (the event loop
+never waits on the database); a request costs two short health transactions per attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Generic, TypeVar, cast
+
+import anyio
+from sqlalchemy import bindparam, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from modelbank.config import Settings
+from modelbank.db.base import utcnow
+from modelbank.pool import keys
+from modelbank.pool.breaker import Admission, Outcome, UpstreamFailure, admission, claim_probe
+from modelbank.pool.health import Health, HealthStore, Ticket
+from modelbank.pool.models import resource_models_table as rm
+from modelbank.pool.models import resources_table as r
+from modelbank.pool.routing import (
+    AllAttemptsFailed,
+    Attempt,
+    NoRoute,
+    RouteFailed,
+    RouteResult,
+    Target,
+    route_header,
+)
+from modelbank.pool.scoring import Candidate, Scored, Weights, rank
+from modelbank.pricing import service as pricing
+from modelbank.secrets import SecretBox
+
+T = TypeVar("T")
+
+KEY_CACHE_MAX = 10_000
+"""Decrypted keys kept at most (then the cache starts over): far more than a pool holds."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Row:
+    """A candidate resource as loaded (the key still sealed)."""
+
+    resource_id: int
+    owner_id: int | None
+    provider: str
+    base_url: str
+    key_token: str
+    key_id: str
+    upstream_model: str
+    quota_left: float
+    cost_uusd_per_mtok: int
+
+
+@dataclass(slots=True)
+class _Seen:
+    """A resource's health as last read or written, with this process's in-flight count
+    at that moment (to add this process's later attempts to it)."""
+
+    health: Health
+    local_in_flight: int
+
+
+_CANDIDATES = (
+    select(
+        r.c.id,
+        r.c.owner_id,
+        r.c.provider,
+        r.c.base_url,
+        r.c.key_encrypted,
+        r.c.key_id,
+        r.c.quota_uusd,
+        r.c.market_quota_uusd,
+        r.c.consumed_uusd,
+        rm.c.upstream_model,
+    )
+    .select_from(rm.join(r, r.c.id == rm.c.resource_id))
+    .where(
+        rm.c.model_id == bindparam("model_id"),
+        r.c.status == "active",
+        r.c.consumed_uusd < r.c.quota_uusd - r.c.market_quota_uusd,
+    )
+    .order_by(r.c.id)
+)
+
+
+class Router:
+    """Routes requests over the pool. One per process (it holds the caches); async-safe on
+    one event loop."""
+
+    def __init__(
+        self,
+        reads: sessionmaker[Session],
+        health: HealthStore,
+        box: SecretBox,
+        settings: Settings,
+        *,
+        rng: random.Random | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        """``reads``: a session factory for the candidate queries (read-only use);
+        ``health``: the shared health store; ``box``: opens the sealed provider keys;
+        ``settings``: ``router_*`` fields. Raises ``ValueError`` for bad router weights."""
+        self.reads = reads
+        self.health = health
+        self.box = box
+        self.weights = Weights.from_mapping(settings.router_weights)
+        self.top_k = settings.router_top_k
+        self.max_attempts = settings.router_max_attempts
+        self.deadline_s = settings.router_deadline_s
+        self.cache_ttl_s = settings.router_cache_ttl_s
+        self.rng = rng or random.Random()
+        self.clock = clock
+        self._rows: dict[int, tuple[float, list[_Row]]] = {}
+        self._seen: dict[int, _Seen] = {}
+        self._flying: dict[int, int] = {}
+        self._keys: dict[tuple[int, str], str] = {}
+        self._loading: dict[int, asyncio.Lock] = {}
+
+    # -- candidates ----------------------------------------------------------------------
+
+    def _load(self, model_id: int) -> tuple[list[_Row], dict[int, Health]]:
+        """The model's candidate rows and their health (worker thread; two or three
+        queries)."""
+        with self.reads() as session, session.begin():
+            rows = session.execute(_CANDIDATES, {"model_id": model_id}).all()
+            price = pricing.current_prices(session, [model_id]).get(model_id)
+        cost = 0
+        if price is not None:
+            per_mtok = price.cost_uusd.input_per_mtok + price.cost_uusd.output_per_mtok
+            cost = int(per_mtok.to_integral_value()) if isinstance(per_mtok, Decimal) else 0
+        loaded = [
+            _Row(
+                resource_id=row.id,
+                owner_id=row.owner_id,
+                provider=row.provider,
+                base_url=row.base_url,
+                key_token=row.key_encrypted,
+                key_id=row.key_id,
+                upstream_model=row.upstream_model,
+                quota_left=(row.quota_uusd - row.market_quota_uusd - row.consumed_uusd)
+                / (row.quota_uusd - row.market_quota_uusd),
+                cost_uusd_per_mtok=cost,
+            )
+            for row in rows
+        ]
+        health = self.health.snapshot([row.resource_id for row in loaded])
+        return loaded, health
+
+    async def candidates(self, model_id: int) -> list[tuple[_Row, Health]]:
+        """The model's candidates with their health (cached up to ``cache_ttl_s``; this
+        process's in-flight attempts added to the shared counts)."""
+        cached = self._rows.get(model_id)
+        if cached is None or cached[0] <= time.monotonic():
+            lock = self._loading.setdefault(model_id, asyncio.Lock())
+            async with lock:  # one load per model at a time; the others reuse it
+                cached = self._rows.get(model_id)
+                if cached is None or cached[0] <= time.monotonic():
+                    rows, snapshot = await anyio.to_thread.run_sync(self._load, model_id)
+                    for rid, h in snapshot.items():
+                        self._seen[rid] = _Seen(h, self._flying.get(rid, 0))
+                    cached = (time.monotonic() + self.cache_ttl_s, rows)
+                    self._rows[model_id] = cached
+        out = []
+        for row in cached[1]:
+            seen = self._seen.get(row.resource_id) or _Seen(Health(row.resource_id), 0)
+            extra = self._flying.get(row.resource_id, 0) - seen.local_in_flight
+            health = seen.health
+            if extra:
+                health = replace(health, in_flight=max(health.in_flight + extra, 0))
+            out.append((row, health))
+        return out
+
+    def _target(self, row: _Row) -> Target:
+        cache_key = (row.resource_id, row.key_token)
+        api_key = self._keys.get(cache_key)
+        if api_key is None:
+            if len(self._keys) >= KEY_CACHE_MAX:
+                self._keys.clear()
+            api_key = self._keys[cache_key] = keys.reveal(self.box, row.key_token, row.key_id)
+        return Target(
+            resource_id=row.resource_id,
+            base_url=row.base_url,
+            api_key=api_key,
+            upstream_model=row.upstream_model,
+            provider=row.provider,
+            owner_id=row.owner_id,
+        )
+
+    def ranked(
+        self, pairs: Sequence[tuple[_Row, Health]], now: datetime
+    ) -> tuple[list[Scored], dict[int, tuple[_Row, Admission]]]:
+        """Drop the candidates whose breaker refuses, score and rank the rest; a resource
+        due for its half-open probe goes first (the probe is a real request: if it fails,
+        the request fails over like any other), else an open breaker would never be probed
+        while healthier resources serve."""
+        admitted: dict[int, tuple[_Row, Admission]] = {}
+        scoring: list[Candidate] = []
+        for row, health in pairs:
+            verdict = admission(health.breaker, now, self.health.policy)
+            if verdict is Admission.DENY:
+                continue
+            admitted[row.resource_id] = (row, verdict)
+            scoring.append(
+                Candidate(
+                    resource_id=row.resource_id,
+                    cost_uusd_per_mtok=row.cost_uusd_per_mtok,
+                    latency_ms=health.latency_ms,
+                    ttft_ms=health.ttft_ms,
+                    success_rate=health.breaker.success_rate,
+                    in_flight=health.in_flight,
+                    quota_left=row.quota_left,
+                )
+            )
+        order = rank(scoring, self.weights, self.rng, self.top_k)
+        probes = [s for s in order if admitted[s.resource_id][1] is Admission.PROBE]
+        if probes:
+            order = [*probes, *(s for s in order if s not in probes)]
+        return order, admitted
+
+    # -- health --------------------------------------------------------------------------
+
+    async def _begin(self, resource_id: int, probe: bool) -> Ticket | None:
+        # Counted here before the store is: requests ranked meanwhile see the load.
+        self._flying[resource_id] = self._flying.get(resource_id, 0) + 1
+        try:
+            ticket = await anyio.to_thread.run_sync(
+                lambda: self.health.begin(resource_id, probe=probe, now=self.clock())
+            )
+        except BaseException:
+            ticket = None
+            raise
+        finally:
+            if ticket is None:
+                self._flying[resource_id] -= 1
+        return ticket
+
+    async def _finish(
+        self, ticket: Ticket, outcome: Outcome, latency_ms: float, ttft_ms: float | None
+    ) -> None:
+        rid = ticket.resource_id
+        self._flying[rid] = max(self._flying.get(rid, 0) - 1, 0)
+        with anyio.CancelScope(shield=True):  # a cancelled request still ends its count
+            health = await anyio.to_thread.run_sync(
+                lambda: self.health.finish(
+                    ticket, outcome, latency_ms=latency_ms, ttft_ms=ttft_ms, now=self.clock()
+                )
+            )
+        self._seen[rid] = _Seen(health, self._flying.get(rid, 0))
+
+    def _probe_taken(self, resource_id: int) -> None:
+        """Remember that another process holds the probe (until the next snapshot), so
+        this process's requests stop trying to claim it."""
+        seen = self._seen.get(resource_id)
+        if seen is not None:
+            taken = claim_probe(seen.health.breaker, self.clock())
+            self._seen[resource_id] = _Seen(
+                replace(seen.health, breaker=taken), seen.local_in_flight
+            )
+
+    # -- the request ---------------------------------------------------------------------
+
+    async def route(
+        self,
+        model_id: int,
+        attempt: Callable[[Target], Awaitable[T]],
+        *,
+        request_id: str | None = None,
+    ) -> RouteResult[T]:
+        """Serve one request of ``model_id`` with ``attempt`` (module docstring). Returns
+        the :class:`RouteResult`. Raises :class:`NoRoute` (no admissible candidate),
+        :class:`AllAttemptsFailed` (attempts, deadline or candidates exhausted; carries the
+        attempts), the attempt's :class:`UpstreamFailure` when it is a caller error (its
+        ``attempts`` attribute lists the attempts), and whatever else the attempt raises
+        (cancellation included; the attempt is then counted as cancelled)."""
+        pairs = await self.candidates(model_id)
+        order, admitted = self.ranked(pairs, self.clock())
+        if not order:
+            raise NoRoute(f"no resource can serve model {model_id} now", model_id=model_id)
+        attempts: list[Attempt] = []
+        deadline = time.monotonic() + self.deadline_s
+        for scored in order:
+            if len(attempts) >= self.max_attempts or time.monotonic() >= deadline:
+                break
+            row, verdict = admitted[scored.resource_id]
+            ticket = await self._begin(row.resource_id, verdict is Admission.PROBE)
+            if ticket is None:  # another process claimed the probe first
+                self._probe_taken(row.resource_id)
+                continue
+            done = await self._attempt(ticket, self._target(row), attempt, deadline)
+            attempts.append(done.record)
+            if done.record.failure is None:
+                return RouteResult(cast(T, done.value), done.target, attempts, order, request_id)
+            if done.record.failure.caller_error:
+                done.record.failure.attempts = attempts  # type: ignore[attr-defined]
+                raise done.record.failure
+            if not done.record.failure.retryable:
+                break
+        last = attempts[-1].failure if attempts else None
+        error = NoRoute if not attempts else AllAttemptsFailed
+        raise error(
+            f"no upstream served model {model_id}: {len(attempts)} attempt(s)"
+            + ("" if last is None else f", last {last.kind}"),
+            model_id=model_id,
+            attempts=attempts,
+            candidates=order,
+            last=last,
+        )
+
+    async def _attempt(
+        self,
+        ticket: Ticket,
+        target: Target,
+        attempt: Callable[[Target], Awaitable[T]],
+        deadline: float,
+    ) -> _Done[T]:
+        started = time.monotonic()
+        try:
+            with anyio.fail_after(max(deadline - started, 0.0)):
+                value = await attempt(target)
+        except UpstreamFailure as failure:
+            return await self._failed(ticket, target, failure, started)
+        except TimeoutError:
+            late = UpstreamFailure(Outcome.UPSTREAM_FAILURE, "deadline", None, retryable=False)
+            return await self._failed(ticket, target, late, started)
+        except BaseException:
+            await self._finish(ticket, Outcome.CANCELLED, _ms_since(started), None)
+            raise
+        latency = getattr(value, "latency_ms", None)
+        ttft = getattr(value, "ttft_ms", None)
+        latency_ms = float(latency) if isinstance(latency, int | float) else _ms_since(started)
+        ttft_ms = float(ttft) if isinstance(ttft, int | float) else None
+        await self._finish(ticket, Outcome.SUCCESS, latency_ms, ttft_ms)
+        record = Attempt(
+            target.resource_id, Outcome.SUCCESS, latency_ms, ttft_ms, None, ticket.probe
+        )
+        return _Done(record, target, value)
+
+    async def _failed(
+        self, ticket: Ticket, target: Target, failure: UpstreamFailure, started: float
+    ) -> _Done[Any]:
+        latency = _ms_since(started)
+        await self._finish(ticket, failure.outcome, latency, None)
+        return _Done(
+            Attempt(target.resource_id, failure.outcome, latency, None, failure, ticket.probe),
+            target,
+            None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Done(Generic[T]):
+    record: Attempt
+    target: Target
+    value: T | None
+
+
+def _ms_since(started: float) -> float:
+    return (time.monotonic() - started) * 1000
+
+
+__all__ = [
+    "AllAttemptsFailed",
+    "Attempt",
+    "NoRoute",
+    "RouteFailed",
+    "RouteResult",
+    "Router",
+    "Target",
+    "UpstreamFailure",
+    "route_header",
+]
