@@ -24,6 +24,7 @@ from modelbank.db.migrate import upgrade
 from modelbank.db.models import metadata
 from modelbank.ledger import invariants
 from modelbank.ledger import service as ledger
+from modelbank.pool import invariants as pool_invariants
 from modelbank.wallets import grants, packages
 
 POSTGRES_URL = os.environ.get(
@@ -54,11 +55,13 @@ class Db:
             yield session
 
     def violations(self) -> list[object]:
-        """Ledger invariants (DESIGN §3) and the wallets' (grants sum to balances)."""
+        """Ledger invariants (DESIGN §3), the wallets' (grants sum to balances) and the
+        pool's (deposit credit = consumed share + clawed back + outstanding, DESIGN §9)."""
         with self.tx() as session:
             found: list[object] = [*invariants.check(session)]
             if self.check_grants:
                 found.extend(grants.check(session))
+            found.extend(pool_invariants.check(session))
             return found
 
 

@@ -17,7 +17,9 @@ from fastapi.routing import APIRoute
 from modelbank.api import create_app
 from modelbank.config import load_settings
 from modelbank.db.engine import make_engine
-from tests.api.conftest import Api, problem
+from modelbank.pool import service as pool
+from modelbank.secrets import SecretBox
+from tests.api.conftest import TEST_SECRET_KEY, Api, problem
 
 
 def _api_routes(routes: Iterable[Any], prefix: str = "") -> Iterator[tuple[str, APIRoute]]:
@@ -72,6 +74,7 @@ class World:
     hold_id: int = 0
     usage_id: int = 0
     payout_id: int = 0
+    resource_id: int = 0
 
 
 def world(api: Api) -> World:
@@ -111,6 +114,19 @@ def world(api: Api) -> World:
         earned.text + payout.text
     )
     w.payout_id = int(payout.json()["id"])
+    # A's provider key in the pool (registered and activated directly: no probe)
+    with api.db.tx() as session:
+        deposited = pool.register(
+            session,
+            a,
+            provider="openai",
+            base_url="http://127.0.0.1:9/v1",
+            api_key="sk-world-key-0000000000",
+            models=[("public", "gpt-4o")],
+            quota_uusd=1_000_000,
+            box=SecretBox(TEST_SECRET_KEY),
+        )
+        w.resource_id = pool.activate(session, deposited.id).id
     return w
 
 
@@ -137,6 +153,13 @@ def idem(key: str, **kwargs: Any) -> dict[str, Any]:
 
 
 OWN = 404  # another user's resources do not exist for B
+POOL_DEPOSIT = {
+    "provider": "vllm",
+    "base_url": "http://127.0.0.1:9/v1",
+    "api_key": "sk-another-key-000000000",
+    "models": [{"model": "public", "upstream_model": "m"}],
+    "quota_uusd": 1_000_000,
+}
 ADMIN_ONLY = 403
 
 TABLE: dict[tuple[str, str], Case] = {
@@ -503,6 +526,29 @@ TABLE: dict[tuple[str, str], Case] = {
     ("GET", "/api/v1/usage/{usage_id}/earnings"): Case(
         lambda w: (f"/api/v1/usage/{w.usage_id}/earnings", {}), OWN, "user", 200
     ),
+    # --- resource pool: A's deposited key. New deposits point at a closed local port: the
+    # probe's connect error leaves them pending (201) without touching the network.
+    ("POST", "/api/v1/users/{user_id}/resources"): Case(
+        lambda w: (f"/api/v1/users/{w.a}/resources", idem("dep", json=POOL_DEPOSIT)),
+        OWN,
+        "user",
+        201,
+    ),
+    ("GET", "/api/v1/users/{user_id}/resources"): Case(
+        lambda w: (f"/api/v1/users/{w.a}/resources", {}), OWN, "user", 200
+    ),
+    ("GET", "/api/v1/resources/{resource_id}"): Case(
+        lambda w: (f"/api/v1/resources/{w.resource_id}", {}), OWN, "user", 200
+    ),
+    ("POST", "/api/v1/resources/{resource_id}/withdraw"): Case(
+        lambda w: (f"/api/v1/resources/{w.resource_id}/withdraw", idem("wd")), OWN, "user", 200
+    ),
+    ("POST", "/api/v1/admin/resources"): Case(
+        lambda w: ("/api/v1/admin/resources", {"json": POOL_DEPOSIT}), ADMIN_ONLY, "admin", 201
+    ),
+    ("GET", "/api/v1/admin/pool"): Case(
+        lambda w: ("/api/v1/admin/pool", {}), ADMIN_ONLY, "admin", 200
+    ),
     # --- exports: a user key exports its own rows; naming A is a 404 for B
     ("GET", "/api/v1/exports/{kind}.csv"): Case(
         lambda w: ("/api/v1/exports/transfers.csv", {"params": {"user_id": w.a}}), OWN, "user", 200
@@ -571,6 +617,7 @@ def test_isolation(api: Api, method: str, path: str) -> None:
             "payout_not_found": w.payout_id,
             "usage_not_found": w.usage_id,
             "stake_listing_not_found": 999_999,
+            "resource_not_found": w.resource_id,
         }
         assert str(named.get(body["code"], w.a)) in body["detail"]
     elif case.as_other == ADMIN_ONLY:

@@ -3,6 +3,7 @@ PostgreSQL, to the µcr."""
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -368,3 +369,41 @@ def test_withdrawing_a_pending_resource_frees_the_key(db: Db, world: tuple[int, 
         ended = pool.withdraw(s, info.id, now=datetime.now(UTC) + timedelta(seconds=1))
         assert ended.status == "withdrawn" and ended.clawed_back_ucr == 0
         assert s.execute(text("select count(*) from transfers")).scalar() == 0
+
+
+def test_racing_deposits_past_the_check_are_refused_by_the_index(
+    db: Db, world: tuple[int, int]
+) -> None:
+    """Two transactions both pass the pre-check: on PostgreSQL the second insert waits on
+    the partial unique index and, once the first commits, raises the typed
+    :class:`ResourceKeyExists` (not an integrity error). SQLite serialises writers, so the
+    second is refused by the check itself."""
+    dora, model = world
+    with db.tx() as s:
+        otto = factories.user(s, "otto")
+    if db.backend != "postgres":
+        with db.tx() as s:
+            deposit(s, dora, model, activate=False)
+        with pytest.raises(ResourceKeyExists), db.tx() as s:
+            deposit(s, otto, model, activate=False)
+        return
+    first_inserted, outcome = threading.Event(), []
+
+    def second() -> None:
+        first_inserted.wait(5)
+        try:
+            with db.tx() as s:
+                deposit(s, otto, model, activate=False)
+            outcome.append("created")
+        except ResourceKeyExists as exc:
+            outcome.append(exc.code)
+
+    thread = threading.Thread(target=second)
+    with db.tx() as s:
+        deposit(s, dora, model, activate=False)
+        thread.start()
+        first_inserted.set()
+        thread.join(0.5)  # blocked on the index until this commits
+        assert thread.is_alive()
+    thread.join(10)
+    assert outcome == ["resource_key_exists"]

@@ -18,6 +18,7 @@ from modelbank.api.routes import admin, health, models, usage, users
 from modelbank.api.routes import analytics as analytics_routes
 from modelbank.api.routes import exports as export_routes
 from modelbank.api.routes import payouts as payout_routes
+from modelbank.api.routes import pool as pool_routes
 from modelbank.api.routes import stakes as stake_routes
 from modelbank.api.routes import wallets as wallet_routes
 from modelbank.api.routes import webhooks as webhook_routes
@@ -119,6 +120,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.include_router(webhook_routes.router)
     app.include_router(stake_routes.router)
     app.include_router(export_routes.router)
+    app.include_router(pool_routes.router)
     app.include_router(whatif_routes.router)
     from modelbank.web import create_web_app  # imported here: the dashboard imports the API
 

@@ -42,6 +42,9 @@ class Database:
     keys: KeyCache = field(default_factory=lambda: KeyCache(0))
     payment_http_client: Any = None
     """The Stripe SDK's HTTP client (None: the SDK's default); tests put a stub here."""
+    pool_http_client: Any = None
+    """The ``httpx.AsyncClient`` that probes deposited provider keys (None: a fresh client
+    per probe); tests put one on an ``httpx.MockTransport`` here."""
 
     def authenticate(self, token: str) -> Principal:
         """The principal of ``token`` (a database read). Raises ``Unauthenticated``."""

@@ -35,6 +35,11 @@ STATUS_BY_CODE: dict[str, int] = {
     "purchase_state_conflict": 409,
     "refund_exceeds_charge": 409,
     "stake_listing_state": 409,
+    # resource pool: a key already live in the pool, or a resource in the wrong status
+    "resource_key_exists": 409,
+    "resource_state": 409,
+    # the operator's pool rates are out of range: not the depositor's fault
+    "pool_settings_invalid": 500,
     # payouts: a request the caller can fix by asking for less or more (422, not 402: 402
     # means "buy credits" here, and purchased credits can never be paid out)
     "payout_below_minimum": 422,
