@@ -19,6 +19,7 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from modelbank.data import PACKAGED_DATA_DIR, require
 from modelbank.db.engine import make_engine, session_factory
 from modelbank.db.migrate import upgrade
 from modelbank.db.models import metadata
@@ -29,9 +30,6 @@ from modelbank.wallets import grants, packages
 
 POSTGRES_URL = os.environ.get(
     "MODELBANK_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
-)
-DATA_DIR = Path(
-    os.environ.get("MODELBANK_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data")
 )
 
 
@@ -135,8 +133,6 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Db]:
 
 
 def data_file(name: str) -> Path:
-    """A file of ../shared/data (or MODELBANK_DATA_DIR); skips the test when absent."""
-    path = DATA_DIR / name
-    if not path.is_file():
-        pytest.skip(f"real data file {name} not found in {DATA_DIR} (set MODELBANK_DATA_DIR)")
-    return path
+    """A real data file shipped with the package (``modelbank.data``, gzipped); never absent,
+    so a test using it never skips."""
+    return require(PACKAGED_DATA_DIR, name)

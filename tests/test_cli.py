@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import time
 from datetime import UTC, datetime, timedelta
@@ -86,21 +87,6 @@ def test_replay_bad_trace_is_one_line_error(tmp_path: Path) -> None:
     assert not (tmp_path / "x.db").exists()  # nothing was written
 
 
-def test_demo_falls_back_to_synthetic_trace(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'demo.db'}"
-    env = {"MODELBANK_DATA_DIR": str(tmp_path / "nothing-here")}
-    code, out, err = _run("demo", "--db", url, "--json", env=env)
-    assert code == 0, err
-    report = json.loads(out)
-    assert report["synthetic_trace"] is True and "synthetic" in err
-    assert report["events"] == 8_819
-    assert report["charged"] + report["rejected"] == 8_819
-    assert report["ledger_ok"] is True
-    assert any(m["model"] in ("dall-e-3", "ghibli-style") for m in report["top_models"])
-    code, _, _ = _run("verify", "--db", url)
-    assert code == 0
-
-
 def test_verify_names_the_broken_invariant(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'v.db'}"
     code, _, err = _run("migrate", "--db", url)
@@ -167,3 +153,165 @@ def test_domain_errors_keep_their_code_on_the_one_line(tmp_path: Path) -> None:
     code, _, err = _run("export", "usage", "--user", "9999", "--db", url, "--out", "-")
     assert code == 2
     assert err.strip() == "error: no user 9999 [user_not_found]"
+
+
+# --- traces users bring (issue 12) ----------------------------------------------------------
+
+
+def _ids(db: Db) -> dict[str, int]:
+    with db.engine.connect() as conn:
+        return dict(conn.execute(text("select external_id, id from users")).all())  # type: ignore[arg-type]
+
+
+def test_replay_csv_creates_the_users_it_names_and_counts_unknown_models(
+    db: Db, tmp_path: Path
+) -> None:
+    trace = tmp_path / "mine.csv"
+    trace.write_text(
+        "user,model,input_tokens,output_tokens,timestamp\n"
+        "alice0,gpt-4o,1000,100,2024-05-01T00:00:00Z\n"
+        "u7,claude-3-5-haiku,500,50,2024-05-01T00:00:01Z\n"  # not in the catalog: from genai
+        "u7,no-such-model,500,50,2024-05-01T00:00:02Z\n"  # nobody knows it: rejected
+        "u7,no-such-model,10,10,2024-05-01T00:00:03Z\n"
+        ",,500,50,2024-05-01T00:00:04Z\n"  # assigned to user-001 or user-002
+        "alice0,gpt-4o,20,20,2024-05-01T00:00:05Z\n"
+    )
+    report = _replay(db, trace, "--format", "csv", "--users", "2", "--models", "2")
+    assert (report["events"], report["charged"], report["rejected"]) == (6, 4, 2)
+    assert report["rejected_by_reason"] == {"model_not_found": 2}
+    assert report["unknown_models"] == {"no-such-model": 2}
+    assert "claude-3-5-haiku" in report["models_created"]  # type: ignore[operator]
+    assert report["users_created"] == 4  # user-001, user-002, alice0, u7
+    assert set(_ids(db)) == {"user-001", "user-002", "alice0", "u7"}
+    with db.engine.connect() as conn:
+        spent = dict(
+            conn.execute(
+                text(
+                    "select u.external_id, sum(e.charge_ucr) from usage_events e"
+                    " join users u on u.id = e.user_id group by u.external_id"
+                )
+            ).all()
+        )
+        model = conn.execute(
+            text("select provider, mode from models where slug = 'claude-3-5-haiku'")
+        ).one()
+    assert spent["alice0"] > 0 and spent["u7"] > 0
+    assert model.mode == "chat" and model.provider != "platform"  # priced from genai-prices
+    again = _replay(db, trace, "--format", "csv", "--users", "2", "--models", "2")
+    assert again["replayed"] == 4 and again["users_created"] == 0 and again["charged"] == 0
+
+
+def test_replay_unknown_model_with_a_litellm_source_is_rejected_not_a_traceback(
+    db: Db, tmp_path: Path
+) -> None:
+    trace = tmp_path / "t.csv"
+    trace.write_text(
+        "user,model,input_tokens,output_tokens,timestamp\n"
+        "x1,made-up-7b,10,10,2024-05-01T00:00:00Z\n"
+        "x2,gpt-4o-mini,10,10,2024-05-01T00:00:01Z\n"
+    )
+    report = _replay(db, trace, "--prices", "litellm", "--models", "1", "--users", "1")
+    assert report["unknown_models"] == {"made-up-7b": 1} and report["charged"] == 1
+    assert report["prices"] == "litellm:litellm_model_prices_and_context_window.json"
+
+
+def _first_rows(name: str, rows: int, target: Path) -> Path:
+    lines = gzip.decompress(data_file(name).read_bytes()).splitlines()
+    target.write_bytes(
+        gzip.compress(b"\n".join(lines[: rows + (1 if name.endswith("csv") else 0)]))
+    )
+    return target
+
+
+@pytest.mark.parametrize(
+    ("name", "suffix", "users"),
+    [
+        ("AzureLLMInferenceTrace_code.csv", "csv.gz", 1),
+        ("AzureLLMInferenceTrace_code.csv", "csv.gz", 3),
+        ("mooncake_conversation_trace.jsonl", "jsonl.gz", 2),
+    ],
+)
+def test_replay_real_traces_with_few_users(
+    db: Db, tmp_path: Path, name: str, suffix: str, users: int
+) -> None:
+    trace = _first_rows(name, 300, tmp_path / f"head.{suffix}")
+    report = _replay(db, trace, "--users", str(users), "--credits", "100000")
+    assert report["events"] == 300 and report["charged"] == 300
+    assert report["users_created"] == users and report["ledger_ok"] is True
+    assert sorted(_ids(db)) == [f"user-{i:03d}" for i in range(1, users + 1)]
+
+
+def test_replay_top_up_buys_through_the_manual_provider_and_retries(db: Db, tmp_path: Path) -> None:
+    trace = tmp_path / "t.csv"
+    rows = "".join(f"spender,gpt-4o,100000,1000,2024-05-01T00:00:{i:02d}Z\n" for i in range(10))
+    trace.write_text("user,model,input_tokens,output_tokens,timestamp\n" + rows)
+    # gpt-4o: (100,000 × $2.50 + 1,000 × $10) / 1M = $0.26 × 1.5 (MEDIUM) × 100 cr/$ = 39
+    # credits a request. The spender has 5 bonus credits: every request is refused, the
+    # spender buys a Starter package (50 credits) and the refused requests are tried again,
+    # one more package per round while some are still refused, then while under 50 credits.
+    report = _replay(db, trace, "--credits", "0", "--models", "1", "--top-up", "starter")
+    assert (report["rejected"], report["charged"]) == (0, 10)
+    assert report["revenue_ucr"] == 10 * 39_000_000
+    top_ups = report["top_ups"]
+    assert top_ups["users"] == 1 and top_ups["purchases"] == 9  # type: ignore[index]
+    assert top_ups["credits_ucr"] == 9 * 50_000_000  # type: ignore[index]
+    assert top_ups["paid_uusd"] == 9 * 4_990_000  # type: ignore[index]
+    assert report["retried_after_top_up"] == 10
+    with db.engine.connect() as conn:
+        bought = conn.execute(
+            text("select count(*), min(status), min(provider) from purchases")
+        ).one()
+    assert tuple(bought) == (9, "completed", "manual")
+    with db.tx() as session:
+        spender = users.find_by_external_ids(session, ["spender"])["spender"]
+        balance = wallets.balance(session, spender).balance_ucr
+    assert balance == 5_000_000 + 9 * 50_000_000 - 390_000_000  # 65 credits left
+
+
+def test_replay_top_up_of_an_unknown_package_is_one_line(db: Db, tmp_path: Path) -> None:
+    trace = tmp_path / "t.csv"
+    trace.write_text("user,model,input_tokens,output_tokens,timestamp\nu,,1,1,0\n")
+    code, _, err = _run("replay", str(trace), "--db", db.url, "--top-up", "gold")
+    assert code == 2 and "no package 'gold' on sale" in err and "popular" in err
+
+
+# --- help (issue 12) ------------------------------------------------------------------------
+
+
+def _commands() -> list[list[str]]:
+    found: list[list[str]] = [[]]
+    for command in app.registered_commands:
+        found.append([command.name or command.callback.__name__.replace("_", "-")])  # type: ignore[union-attr]
+    for group in app.registered_groups:
+        assert group.name and group.typer_instance
+        found.append([group.name])
+        for command in group.typer_instance.registered_commands:
+            found.append([group.name, command.name or command.callback.__name__])  # type: ignore[union-attr]
+    return found
+
+
+def _continuation_rows(out: str) -> list[str]:
+    """Rows of the Commands panel that continue the previous command's help on a new line."""
+    if "─ Commands " not in out:
+        return []
+    panel = out.split("─ Commands ", 1)[1].split("╰", 1)[0]
+    rows = [row[1:].rstrip(" │") for row in panel.splitlines()[1:] if row.startswith("│")]
+    return [row for row in rows if row.startswith("  ")]
+
+
+@pytest.mark.parametrize("command", _commands(), ids=lambda c: " ".join(c) or "modelbank")
+def test_help_reads_well(command: list[str]) -> None:
+    """Every command's --help, rendered wide: the first paragraph on one line (no break in
+    the middle of a sentence), an example in every command's help, a group's command list
+    one line per command, and no path of the build machine."""
+    result = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "400"})
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert "../shared" not in out and "/work/" not in out
+    lines = [line.strip(" │") for line in out.splitlines()]
+    start = next(i for i, line in enumerate(lines) if line.startswith("Usage:")) + 2
+    first = lines[start : lines.index("", start)]
+    assert len(first) == 1, f"first paragraph broken over lines: {first}"
+    assert _continuation_rows(out) == []
+    if "─ Commands " not in out:
+        assert "Example" in out, f"`modelbank {' '.join(command)} --help` shows no example"

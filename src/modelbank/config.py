@@ -11,18 +11,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from modelbank.data import PACKAGED_DATA_DIR
 from modelbank.money import DEFAULT_CREDITS_PER_USD
-
-
-def _default_data_dir() -> Path:
-    # ../shared/data beside the working directory or the checkout (the project's layout);
-    # elsewhere ./data.
-    here = Path.cwd()
-    checkout = Path(__file__).resolve().parents[3]  # src/modelbank/config.py → checkout's parent
-    for candidate in (here / ".." / "shared" / "data", checkout / "shared" / "data", here / "data"):
-        if candidate.is_dir():
-            return candidate.resolve()
-    return (here / "data").resolve()
 
 
 class Settings(BaseSettings):
@@ -35,8 +25,9 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL: sqlite:///path (default) or postgresql://user@host/db",
     )
     data_dir: Path = Field(
-        default_factory=_default_data_dir,
-        description="Folder with the real traces and price sheet (../shared/data by default)",
+        default=PACKAGED_DATA_DIR,
+        description="Folder with the real traces and price sheet, plain or gzipped (default:"
+        " the data shipped inside the package, src/modelbank/data)",
     )
     credits_per_usd: Decimal = Field(default=DEFAULT_CREDITS_PER_USD, gt=0)
     group_commit: bool = Field(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -12,19 +11,11 @@ import pytest
 
 from modelbank.catalog.costs import CostImport, Mode, PriceSheetError, Skipped
 from modelbank.catalog.pricesheet import load_litellm_sheet
+from modelbank.data import PACKAGED_DATA_DIR, PRICE_SHEET, require
 
-SHEET_NAME = "litellm_model_prices_and_context_window.json"
-DATA_DIR = Path(
-    os.environ.get("MODELBANK_DATA_DIR")
-    or Path(__file__).resolve().parents[2].parent / "shared" / "data"
-)
-SHEET = DATA_DIR / SHEET_NAME
-SHEET_KEYS = 4_553  # 4,552 models + sample_spec (shared/data/README.md §1)
-
-needs_sheet = pytest.mark.skipif(
-    not SHEET.is_file(),
-    reason=f"real LiteLLM sheet not found at {SHEET} (set MODELBANK_DATA_DIR to shared/data)",
-)
+SHEET_NAME = PRICE_SHEET
+SHEET = require(PACKAGED_DATA_DIR, SHEET_NAME)  # shipped gzipped with the package: never absent
+SHEET_KEYS = 4_553  # 4,552 models + sample_spec (modelbank/data/README.md)
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +36,6 @@ def _reasons(result: CostImport) -> dict[str, str]:
 # --- the real sheet ----------------------------------------------------------------------
 
 
-@needs_sheet
 def test_real_gpt_4o_rates_are_exact(real: CostImport) -> None:
     cost = real.costs["gpt-4o"]
     assert cost.input_uusd_per_mtok == 2_500_000
@@ -57,7 +47,6 @@ def test_real_gpt_4o_rates_are_exact(real: CostImport) -> None:
     assert real.source == f"litellm:{SHEET_NAME}"
 
 
-@needs_sheet
 def test_real_gpt_35_turbo_rates(real: CostImport) -> None:
     cost = real.costs["gpt-3.5-turbo"]
     assert (cost.input_uusd_per_mtok, cost.output_uusd_per_mtok) == (500_000, 1_500_000)
@@ -66,13 +55,11 @@ def test_real_gpt_35_turbo_rates(real: CostImport) -> None:
     assert cost.per_unit_uusd is None
 
 
-@needs_sheet
 def test_real_sample_spec_is_skipped_as_documentation(real: CostImport) -> None:
     assert _reasons(real)["sample_spec"] == "documentation entry"
     assert "sample_spec" not in real.costs
 
 
-@needs_sheet
 def test_real_every_key_is_imported_or_skipped_once(real: CostImport) -> None:
     skipped_keys = [skip.key for skip in real.skipped]
     assert len(real.costs) + len(skipped_keys) == SHEET_KEYS
@@ -80,7 +67,6 @@ def test_real_every_key_is_imported_or_skipped_once(real: CostImport) -> None:
     assert not set(skipped_keys) & real.costs.keys()
 
 
-@needs_sheet
 def test_real_modes_skipped_and_mapped(real: CostImport) -> None:
     reasons = _reasons(real)
     # 55 realtime, 39 rerank, 20 ocr entries in this sheet (README §1).
@@ -94,7 +80,6 @@ def test_real_modes_skipped_and_mapped(real: CostImport) -> None:
     assert reasons["azure/speech/azure-tts"].startswith("priced only in units")
 
 
-@needs_sheet
 def test_real_dall_e_3_gets_per_image_cost_from_pixels(real: CostImport) -> None:
     cost = real.costs["azure/hd/1024-x-1024/dall-e-3"]
     assert cost.mode is Mode.IMAGE_GENERATION
@@ -105,13 +90,11 @@ def test_real_dall_e_3_gets_per_image_cost_from_pixels(real: CostImport) -> None
     assert wide.per_unit_uusd == Decimal("7.19343e-08") * 1792 * 1024 * 10**6
 
 
-@needs_sheet
 def test_real_per_image_price(real: CostImport) -> None:
     assert real.costs["aiml/dall-e-3"].per_unit_uusd == 52_000  # $0.052 per image
     assert real.costs["high/1024-x-1024/gpt-image-1"].per_unit_uusd == 167_000
 
 
-@needs_sheet
 def test_real_sheet_imports_in_under_a_second() -> None:
     started = time.perf_counter()
     load_litellm_sheet(SHEET)

@@ -42,6 +42,7 @@ Every value is parsed exactly: the JSON is decoded with ``parse_float=Decimal`` 
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 from collections.abc import Mapping
@@ -111,7 +112,8 @@ class _SkipEntry(Exception):
 
 
 def load_litellm_sheet(path: str | Path) -> CostImport:
-    """Read a LiteLLM price sheet file and import every entry (rules: module docstring).
+    """Read a LiteLLM price sheet file (gunzipped when its name ends in ``.gz``) and import
+    every entry (rules: module docstring).
 
     Returns a :class:`CostImport` whose ``costs`` are keyed by the sheet key, rates in µUSD
     per 1M tokens / per request / per image or second, ``source = "litellm:<file name>"``;
@@ -124,9 +126,12 @@ def load_litellm_sheet(path: str | Path) -> CostImport:
     sheet_path = Path(path)
     try:
         raw = sheet_path.read_bytes()
-    except OSError as exc:
+        if sheet_path.name.lower().endswith(".gz"):  # the sheet shipped in modelbank.data
+            raw = gzip.decompress(raw)
+    except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError
         raise PriceSheetError(
-            f"cannot read price sheet {sheet_path}: {exc.strerror or exc}", path=str(sheet_path)
+            f"cannot read price sheet {sheet_path}: {getattr(exc, 'strerror', None) or exc}",
+            path=str(sheet_path),
         ) from exc
     try:
         sheet = json.loads(raw, parse_float=Decimal)
@@ -139,7 +144,8 @@ def load_litellm_sheet(path: str | Path) -> CostImport:
             f"price sheet {sheet_path} is not a JSON object but {type(sheet).__name__}",
             path=str(sheet_path),
         )
-    return import_litellm_sheet(sheet, source=f"litellm:{sheet_path.name}")
+    name = sheet_path.name.removesuffix(".gz")
+    return import_litellm_sheet(sheet, source=f"litellm:{name}")
 
 
 def import_litellm_sheet(sheet: Mapping[str, object], *, source: str) -> CostImport:

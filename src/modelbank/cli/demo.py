@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -19,90 +20,137 @@ from modelbank.cli.common import (
     settings_for,
 )
 from modelbank.cli.report import emit, progress_bar
+from modelbank.data import AZURE_TRACE, PRICE_SHEET, SOURCES, credit_line, require
 from modelbank.db.engine import session_factory
-from modelbank.demo import DEMO_STARTING_CREDITS, demo_catalog, demo_users
+from modelbank.demo import (
+    DEMO_BATCH_EVENTS,
+    DEMO_STARTING_CREDITS,
+    DEMO_TOP_UP,
+    demo_catalog,
+    demo_users,
+)
 from modelbank.money import UCR_PER_CREDIT
 from modelbank.replay import replay_catalog
 from modelbank.traces.readers import TraceRequest, read_trace, synthetic_azure_trace
 
-AZURE_TRACE = "AzureLLMInferenceTrace_code.csv"
-PRICE_SHEET = "litellm_model_prices_and_context_window.json"
-CREDITS = {
-    AZURE_TRACE: "Azure LLM inference trace 2023, Microsoft Azure Public Dataset"
-    " (https://github.com/Azure/AzurePublicDataset), CC-BY-4.0",
-    PRICE_SHEET: "LiteLLM model price sheet (BerriAI/litellm 1.109.1), MIT",
-    "genai": "genai-prices (pydantic/genai-prices), MIT",
-}
+GENAI_CREDIT = "genai-prices (pydantic/genai-prices, https://github.com/pydantic/genai-prices), MIT"
+SYNTHETIC = (
+    "synthetic trace (--synthetic): 8,819 requests generated from the Azure code trace's"
+    " summary statistics, not real traffic"
+)
+
+
+def describe(path: Path) -> str:
+    """The credit line of a shipped data file (``name`` or ``name.gz``), else the path."""
+    name = path.name.removesuffix(".gz")
+    return credit_line(name) if name in SOURCES else str(path)
 
 
 def demo(
     db: Annotated[str | None, typer.Option(help=DB_OPTION_HELP)] = None,
+    trace: Annotated[
+        Path | None,
+        typer.Option(
+            help="Trace to replay instead of the Azure code trace of the data folder"
+            " (any format `modelbank replay` reads; plain or .gz).",
+            show_default=False,
+        ),
+    ] = None,
+    prices: Annotated[
+        Path | None,
+        typer.Option(
+            help="LiteLLM price sheet JSON (plain or .gz) for the image models' provider"
+            " cost, instead of the data folder's.",
+            show_default=False,
+        ),
+    ] = None,
+    synthetic: Annotated[
+        bool,
+        typer.Option(
+            "--synthetic",
+            help="Replay a synthetic trace shaped like the Azure code trace (no real data).",
+        ),
+    ] = False,
     seed: Annotated[int, typer.Option(help="Seed of the user/model assignment.")] = 0,
     json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Build a catalog of real models (chat models priced from genai-prices provider costs,
-    image models at per-operation prices, creators' models with earnings rules), 40 users
-    and 3 creators, then replay the real Azure LLM code trace from the data folder
-    ($MODELBANK_DATA_DIR, default ../shared/data) through pricing, wallets, charges and
-    earnings, and verify the ledger. Without the trace file, a trace generated from its
-    published statistics is used, and the report says so. Each run is a new replay (its own
-    idempotency keys) into the same database; `modelbank verify` checks it afterwards."""
+    """Run the main job on real data: a catalog of real models, 43 users who top up, and
+    the real Azure LLM code trace charged through pricing, wallets, charges and earnings.
+
+    The catalog: chat models priced from genai-prices provider costs with the tier and
+    demand markups, image models at per-operation prices, and creators' models that earn
+    by rule. 40 users and 3 creators start with 200 purchased credits each; a user who runs
+    low buys the Popular package through the manual payment provider and the demo's
+    operator step confirms it, as an operator without Stripe would.
+
+    The data folder is MODELBANK_DATA_DIR, by default the data shipped inside modelbank
+    (gzipped, with its licences); --trace and --prices replace single files. The report
+    gives revenue per category, provider cost, creator earnings, the platform's margin,
+    top-ups, rejections and where the data came from, then the ledger check. Each run is a
+    new replay (its own idempotency keys) into the same database.
+
+    Example: modelbank demo --json > report.json
+    """
     with cli_errors():
         settings = settings_for(db)
         say = err_console.print if json else console.print
-        trace_path = settings.data_dir / AZURE_TRACE
-        synthetic = not trace_path.is_file()
-        requests: list[TraceRequest]
-        if synthetic:
-            say(
-                f"[yellow]{trace_path} not found: replaying a synthetic trace generated from"
-                " the Azure code trace's published statistics (8,819 requests)[/]"
-            )
-            requests = synthetic_azure_trace(seed=seed)
-        else:
-            requests = read_trace(trace_path)
-            say(f"trace: {CREDITS[AZURE_TRACE]}")
+        requests, trace_name, trace_credit = _trace(settings.data_dir, trace, synthetic, seed)
         costs: CostImport = load_genai_costs()
-        say(f"chat prices: {CREDITS['genai']} ({costs.source}, {len(costs.costs):,} models)")
-        sheet_path = settings.data_dir / PRICE_SHEET
-        image_costs = load_litellm_sheet(sheet_path) if sheet_path.is_file() else costs
-        if sheet_path.is_file():
-            say(f"image costs: {CREDITS[PRICE_SHEET]}")
+        sheet_path = prices or require(settings.data_dir, PRICE_SHEET)
+        image_costs = load_litellm_sheet(sheet_path)
+        sources = [
+            f"trace: {trace_credit}",
+            f"chat prices: {GENAI_CREDIT} ({costs.source}, {len(costs.costs):,} models)",
+            f"image costs: {describe(sheet_path)}",
+        ]
+        say(f"replaying {trace_name} ({len(requests):,} requests)", highlight=False)
         entries = demo_catalog(costs, image_costs)
-        names = demo_users()
         engine = migrated_engine(settings)
-        factory = session_factory(engine)
-        run = f"demo:{time.strftime('%Y%m%dT%H%M%S')}:{time.monotonic_ns() % 1_000_000}"
-        with progress_bar(len(requests), "charging the trace") as advance:
-            report = replay_catalog(
-                factory,
-                requests,
-                entries=entries,
-                user_names=names,
-                credits_ucr=DEMO_STARTING_CREDITS * UCR_PER_CREDIT,
-                seed=seed,
-                key_prefix=run,
-                on_batch=advance,
-                credits_per_usd=settings.credits_per_usd,
-            )
-        engine.dispose()
+        try:
+            factory = session_factory(engine)
+            run = f"demo:{time.strftime('%Y%m%dT%H%M%S')}:{time.monotonic_ns() % 1_000_000}"
+            with progress_bar(len(requests), "charging the trace") as advance:
+                report = replay_catalog(
+                    factory,
+                    requests,
+                    entries=entries,
+                    user_names=demo_users(),
+                    credits_ucr=DEMO_STARTING_CREDITS * UCR_PER_CREDIT,
+                    seed=seed,
+                    key_prefix=run,
+                    on_batch=advance,
+                    credits_per_usd=settings.credits_per_usd,
+                    top_ups=DEMO_TOP_UP,
+                    batch_events=DEMO_BATCH_EVENTS,
+                )
+        finally:
+            engine.dispose()
+    report.sources = sources
     emit(
         report,
         as_json=json,
         extra={
-            "trace": "synthetic (Azure code trace statistics)" if synthetic else str(trace_path),
+            "trace": trace_name,
             "synthetic_trace": synthetic,
             "run": run,
             "database": settings.database_url,
             "models": [e.slug for e in entries],
-            "data_credits": [CREDITS[AZURE_TRACE], CREDITS["genai"]]
-            + ([CREDITS[PRICE_SHEET]] if sheet_path.is_file() else []),
         },
     )
     if not json:
         console.print(f"database: {settings.database_url} (check it with `modelbank verify`)")
     if not report.ledger_ok:
         raise typer.Exit(1)
+
+
+def _trace(
+    data_dir: Path, trace: Path | None, synthetic: bool, seed: int
+) -> tuple[list[TraceRequest], str, str]:
+    """(requests, file name, credit line) of the trace the demo replays."""
+    if synthetic:
+        return synthetic_azure_trace(seed=seed), "synthetic", SYNTHETIC
+    path = trace or require(data_dir, AZURE_TRACE)
+    return read_trace(path), path.name, describe(path)
 
 
 def register(app: typer.Typer) -> None:

@@ -63,12 +63,17 @@ def export(
     ] = None,
     db: Annotated[str | None, typer.Option(help=DB_OPTION_HELP)] = None,
 ) -> None:
-    """Export usage, transfers, earnings or payouts created in [--from, --to) as CSV, in id
-    order, streamed page by page (amounts are integers: *_ucr µcr, *_uusd µUSD). Scope: every
+    """Export usage, transfers, earnings or payouts created in [--from, --to) as CSV.
+
+    Rows come in id order, streamed page by page (amounts are integers: *_ucr µcr, *_uusd
+    µUSD). Scope: every
     user, or one with --user (usage: their events; transfers: those touching their wallet or
     earnings account; earnings: where they are the beneficiary; payouts: theirs). Writes to a
     file with a progress bar on stderr (the file appears complete or not at all), or to stdout
-    with --out -. Bad input exits 2 with a one-line message."""
+    with --out -. Bad input exits 2 with a one-line message.
+
+    Example: modelbank export usage --from 2026-01-01 --to 2026-02-01 --out usage.csv
+    """
     with cli_errors():
         kind_ = exports.parse_kind(kind.strip().lower())
         start, end = parse_when(since, "--from"), parse_when(until, "--to")

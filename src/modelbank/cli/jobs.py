@@ -33,9 +33,14 @@ def run(
     ] = 10.0,
     deliver: Annotated[bool, typer.Option(help="Deliver the webhook outbox")] = True,
 ) -> None:
-    """Run every job once (or forever with --loop): void expired holds, sweep expired grant
-    remainders to platform_promotions, collect earnings owed from refunds, deliver due
-    webhooks with retries. Safe to run concurrently and to interrupt."""
+    """Run every job once, or forever with --loop.
+
+    The jobs: void expired holds, sweep expired grant remainders to platform_promotions,
+    collect earnings owed from refunds, deliver due webhooks with retries. Safe to run
+    concurrently and to interrupt.
+
+    Example: modelbank jobs run --loop --interval 30
+    """
     with cli_errors():
         settings = settings_for(db)
         engine = migrated_engine(settings)

@@ -20,7 +20,10 @@ def create(
     name: Annotated[str, typer.Option(help="A label for the key")] = "",
     db: Annotated[str | None, typer.Option(help=DB_OPTION_HELP)] = None,
 ) -> None:
-    """Create a key and print it as the last line of stdout (shown once; stored hashed)."""
+    """Create a key and print it as the last line of stdout (shown once; stored hashed).
+
+    Example: modelbank keys create --role user --user 41 | tail -1
+    """
     with cli_errors():
         engine = migrated_engine(settings_for(db))
         with transaction(session_factory(engine)) as session:
@@ -39,7 +42,10 @@ def revoke(
     key_id: Annotated[int, typer.Argument(help="The key's id")],
     db: Annotated[str | None, typer.Option(help=DB_OPTION_HELP)] = None,
 ) -> None:
-    """Revoke a key (idempotent)."""
+    """Revoke a key (idempotent).
+
+    Example: modelbank keys revoke 3
+    """
     with cli_errors():
         engine = migrated_engine(settings_for(db))
         with transaction(session_factory(engine)) as session:

@@ -12,7 +12,10 @@ from modelbank.db.migrate import current_revision, head_revision, upgrade
 
 
 def migrate(db: Annotated[str | None, typer.Option(help=DB_OPTION_HELP)] = None) -> None:
-    """Apply every pending migration (alembic upgrade head)."""
+    """Apply every pending migration (alembic upgrade head).
+
+    Example: modelbank migrate --db postgresql://postgres@127.0.0.1:5432/modelbank
+    """
     with cli_errors():
         settings = settings_for(db)
         engine = make_engine(settings.database_url)

@@ -18,9 +18,14 @@ pool_app = typer.Typer(
 
 @pool_app.command("rotate-keys")
 def rotate_keys(db: Annotated[str | None, typer.Option(help=DB_OPTION_HELP)] = None) -> None:
-    """Re-encrypt every provider key under the current MODELBANK_SECRET_KEY. Keys sealed
-    with an older key are read through MODELBANK_SECRET_KEYS_PREVIOUS (comma-separated);
-    once this reports 0 left, the old keys can be removed from that setting. Idempotent."""
+    """Re-encrypt every provider key under the current MODELBANK_SECRET_KEY.
+
+    Keys sealed with an older key are read through MODELBANK_SECRET_KEYS_PREVIOUS
+    (comma-separated); once this reports 0 left, the old keys can be removed from that
+    setting. Idempotent.
+
+    Example: MODELBANK_SECRET_KEYS_PREVIOUS=<old key> modelbank pool rotate-keys
+    """
     with cli_errors():
         settings = settings_for(db)
         box = SecretBox.from_settings(settings)

@@ -39,12 +39,17 @@ def rebuild(
         ),
     ] = False,
 ) -> None:
-    """Recompute rollup_model_day, rollup_user_day and rollup_creator_day from usage_events,
-    earnings and usage_refunds and replace the stored ones in one transaction (readers see
-    the old rows until it commits; charges posted meanwhile wait for it: on SQLite for at
-    most the 30 s busy timeout, so run it when traffic is low on a large database — about a
-    minute per 10 million usage rows). Run it after restoring a backup or when --check
-    reports differences."""
+    """Recompute the daily rollups from the usage rows, or --check them.
+
+    rollup_model_day, rollup_user_day and rollup_creator_day are recomputed from
+    usage_events, earnings and usage_refunds and replace the stored ones in one transaction
+    (readers see the old rows until it commits; charges posted meanwhile wait for it: on
+    SQLite for at most the 30 s busy timeout, so run it when traffic is low on a large
+    database — about a minute per 10 million usage rows). Run it after restoring a backup
+    or when --check reports differences.
+
+    Example: modelbank rollups rebuild --check
+    """
     with cli_errors():
         settings = settings_for(db)
         engine = make_engine(settings.database_url)

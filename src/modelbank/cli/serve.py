@@ -16,8 +16,13 @@ def serve(
     log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
     access_log: Annotated[bool, typer.Option(help="Log every request")] = False,
 ) -> None:
-    """Serve the API (OpenAPI at /openapi.json, docs at /docs). One worker process with
-    uvloop: SQLite has one writer, so more processes would only queue on its lock."""
+    """Serve the API (OpenAPI at /openapi.json, docs at /docs).
+
+    One worker process with uvloop: SQLite has one writer, so more processes would only
+    queue on its lock.
+
+    Example: modelbank serve --port 8000 --db postgresql://postgres@127.0.0.1:5432/modelbank
+    """
     import uvicorn
 
     from modelbank.api.app import SchemaBehind, create_app

@@ -15,10 +15,14 @@ from modelbank.wallets import grants
 
 
 def verify(db: Annotated[str | None, typer.Option(help=DB_OPTION_HELP)] = None) -> None:
-    """Check the ledger: balanced, cached totals = transfers, no flagged account negative,
+    """Check the ledger's invariants: exit 0 when all hold, 1 naming the broken one.
+
+    The invariants: balanced, cached totals = transfers, no flagged account negative,
     holds resolved once, every wallet's grants sum to its balance, every pool resource's
-    deposit credit = consumed share + clawed back + outstanding. Exit 0 when all hold, 1
-    naming the broken invariant otherwise."""
+    deposit credit = consumed share + clawed back + outstanding.
+
+    Example: modelbank verify --db sqlite:///./modelbank.db
+    """
     with cli_errors():
         settings = settings_for(db)
         engine = make_engine(settings.database_url)

@@ -1,6 +1,6 @@
 """Reading LLM request traces into :class:`TraceRequest` rows (DESIGN §15).
 
-Three formats (``/work/shared/data/README.md`` §2–§3 describes the two real ones):
+Three formats (the two real ones ship in :mod:`modelbank.data`, whose README describes them):
 
 * :attr:`TraceFormat.AZURE`: ``TIMESTAMP,ContextTokens,GeneratedTokens``, CRLF, no newline
   after the last row, wall-clock timestamps with 7 fractional digits and no zone (read as UTC,
@@ -12,14 +12,17 @@ Three formats (``/work/shared/data/README.md`` §2–§3 describes the two real 
 
 Invariants of every :class:`TraceRequest` returned: ``occurred_at`` is timezone-aware UTC,
 token counts are ``int`` ≥ 0 and ``cached_input_tokens ≤ input_tokens``. Rows keep file order.
-Anything else in a file raises :class:`TraceFormatError` naming ``file:line``.
+Anything else in a file raises :class:`TraceFormatError` naming ``file:line``. A file whose
+name ends in ``.gz`` is gunzipped on the fly (the format is then that of the name without it).
 
-:func:`synthetic_azure_trace` stands in for the Azure trace on machines without the data.
+:func:`synthetic_azure_trace` is a stand-in for the Azure trace, used only when asked for
+(``modelbank demo --synthetic``).
 """
 
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import json
 import math
@@ -35,7 +38,8 @@ from typing import Any
 from modelbank.errors import InvalidInput
 
 MOONCAKE_BLOCK_TOKENS = 512
-"""Tokens per Mooncake ``hash_ids`` prefix block (README §3); the last block holds the rest."""
+"""Tokens per Mooncake ``hash_ids`` prefix block (the trace's format); the last block holds
+the rest."""
 MOONCAKE_DEFAULT_START = datetime(2024, 1, 1, tzinfo=UTC)
 """Where Mooncake's relative ``timestamp`` 0 lands when ``read_trace`` gets no ``start``."""
 AZURE_COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
@@ -87,10 +91,22 @@ def _fail(path: Path, line: int | None, message: str) -> TraceFormatError:
     return TraceFormatError(f"{where}: {message}", path=str(path), line=line)
 
 
+def _plain_suffix(path: Path) -> str:
+    """The file's suffix, lower case, ignoring a trailing ``.gz`` (``t.jsonl.gz`` → ``.jsonl``)."""
+    name = path.name.lower().removesuffix(".gz")
+    return Path(name).suffix
+
+
 def _read_text(path: Path) -> str:
-    """The whole file as text (UTF-8, optional BOM); raises if unreadable or empty."""
+    """The whole file as text (UTF-8, optional BOM; gunzipped when the name ends in ``.gz``);
+    raises if unreadable, not gzip when it says so, or empty."""
     try:
-        text = path.read_bytes().decode("utf-8-sig")
+        raw = path.read_bytes()
+        if path.name.lower().endswith(".gz"):
+            raw = gzip.decompress(raw)
+        text = raw.decode("utf-8-sig")
+    except (gzip.BadGzipFile, EOFError) as error:
+        raise _fail(path, None, f"not a readable gzip file ({error})") from error
     except OSError as error:
         raise _fail(path, None, f"cannot read trace: {error.strerror or error}") from error
     except UnicodeDecodeError as error:
@@ -101,19 +117,20 @@ def _read_text(path: Path) -> str:
 
 
 def detect_format(path: Path) -> TraceFormat:
-    """Guess the format: ``.jsonl`` suffix or a first line starting with ``{`` → Mooncake; the
-    exact Azure header → Azure; any other comma-separated header → generic CSV.
+    """Guess the format: ``.jsonl`` suffix (``.jsonl.gz`` too) or a first line starting with
+    ``{`` → Mooncake; the exact Azure header → Azure; any other comma-separated header →
+    generic CSV.
 
     Raises :class:`TraceFormatError` for an empty or unrecognisable file.
     """
     path = Path(path)
-    if path.suffix.lower() == ".jsonl":
+    if _plain_suffix(path) == ".jsonl":
         return TraceFormat.MOONCAKE
     return _detect(path, _read_text(path))
 
 
 def _detect(path: Path, text: str) -> TraceFormat:
-    if path.suffix.lower() == ".jsonl":
+    if _plain_suffix(path) == ".jsonl":
         return TraceFormat.MOONCAKE
     lines = text.splitlines()
     line, first = next((n, text) for n, text in enumerate(lines, 1) if text.strip())
@@ -349,8 +366,8 @@ AZURE_CODE_TRACE_STATS = TraceStats(
     output_tokens=TokenStats(mean=Decimal("27.9"), p50=13, p99=251, max=1_899, min=6),
 )
 """Azure LLM inference trace 2023, code service (Azure Public Dataset, CC-BY-4.0;
-Patel et al., "Splitwise", ISCA 2024): the summary statistics in ``shared/data/README.md``,
-"Summary statistics", computed over the whole ``AzureLLMInferenceTrace_code.csv``."""
+Patel et al., "Splitwise", ISCA 2024): summary statistics computed over the whole
+``AzureLLMInferenceTrace_code.csv`` (shipped in :mod:`modelbank.data`)."""
 
 
 def _normal_cdf(z: float) -> float:
