@@ -57,6 +57,27 @@ class Settings(BaseSettings):
         " deliver webhooks) every this many seconds in-process; 0 (default) leaves them to"
         " `modelbank jobs run`",
     )
+    gateway_hold_timeout_s: int = Field(
+        default=3_600,
+        ge=60,
+        le=86_400,
+        description="Life of a gateway request's hold (seconds): longer than any call, streams"
+        " included; a hold never settled (the process died) expires and costs nothing",
+    )
+    gateway_max_output_tokens: int = Field(
+        default=4_096,
+        ge=1,
+        le=1_000_000,
+        description="Output tokens per choice the gateway allows when the caller sets no"
+        " max_tokens (also capped at what the balance covers)",
+    )
+    gateway_first_byte_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=600,
+        description="Seconds an upstream may take to start answering before the attempt"
+        " fails over",
+    )
     migrate_on_start: bool = Field(
         default=True,
         description="`modelbank serve` applies pending migrations on start; when false it"

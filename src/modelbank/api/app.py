@@ -14,6 +14,7 @@ from sqlalchemy import Engine
 from modelbank import __version__
 from modelbank.api import errors
 from modelbank.api.deps import Database, KeyCache
+from modelbank.api.gateway import create_gateway_app
 from modelbank.api.routes import admin, health, models, usage, users
 from modelbank.api.routes import analytics as analytics_routes
 from modelbank.api.routes import exports as export_routes
@@ -26,8 +27,12 @@ from modelbank.api.routes import whatif as whatif_routes
 from modelbank.config import Settings, load_settings
 from modelbank.db.engine import make_engine, read_session_factory, session_factory
 from modelbank.db.migrate import current_revision, head_revision, upgrade
+from modelbank.gateway.service import Gateway, GatewaySettings
+from modelbank.gateway.upstream import Timeouts, Upstream
 from modelbank.jobs import JobRunner
 from modelbank.metering.group import GroupCommitter
+from modelbank.pool.health import health_store
+from modelbank.pool.router import Router
 from modelbank.secrets import SecretBox
 
 DESCRIPTION = """\
@@ -58,6 +63,23 @@ for a configured provider on every request cost ~6 % of a usage request (py-spy,
 http_api). FastAPI versions without the option get nothing."""
 
 
+def build_gateway(db: Database, box: SecretBox) -> Gateway:
+    """The gateway of this process: a router over the pool (health shared through the
+    database, or Redis when configured) and one pooled HTTP client to the upstreams."""
+    settings = db.settings
+    router = Router(db.reads, health_store(settings, db.engine), box, settings)
+    upstream = Upstream(timeouts=Timeouts(first_byte=settings.gateway_first_byte_timeout_s))
+    return Gateway(
+        db.writes,
+        router,
+        upstream,
+        GatewaySettings(
+            hold_timeout_s=settings.gateway_hold_timeout_s,
+            output_cap=settings.gateway_max_output_tokens,
+        ),
+    )
+
+
 def create_app(settings: Settings | None = None, *, engine: Engine | None = None) -> FastAPI:
     """Build the app on ``settings`` (default: from the environment).
 
@@ -83,6 +105,9 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         keys=KeyCache(settings.auth_cache_ttl_s),
     )
 
+    box = SecretBox.from_settings(settings)
+    gateway = build_gateway(db, box)
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if settings.group_commit:
@@ -93,6 +118,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         try:
             yield
         finally:
+            await gateway.upstream.aclose()
             if runner is not None:
                 runner.close()
             if db.committer is not None:
@@ -110,7 +136,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         **_NO_TELEMETRY,
     )
     app.state.db = db
-    app.state.secret_box = SecretBox.from_settings(settings)  # webhook secrets at rest
+    app.state.secret_box = box  # webhook secrets and provider keys at rest
+    app.state.gateway = gateway
     errors.install(app)
     for module in (health, users, models, usage, admin):
         app.include_router(module.router)
@@ -125,6 +152,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     from modelbank.web import create_web_app  # imported here: the dashboard imports the API
 
     app.mount("/app", create_web_app(db, app.state.secret_box))
+    app.mount("/v1", create_gateway_app(db, gateway))
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -134,6 +162,9 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
                     version=app.version,
                     description=app.description,
                     routes=app.routes,
+                    # request bodies in validation mode (a defaulted field is optional),
+                    # responses in serialization mode: typed clients get both right
+                    separate_input_output_schemas=True,
                 )
             )
         return app.openapi_schema
