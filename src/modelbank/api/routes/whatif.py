@@ -21,7 +21,7 @@ def what_if(body: ws.WhatIfIn, caller: Caller, db: DB) -> ws.WhatIfOut:
     """Price the usage charged in ``[from, to)`` under today's prices and under the proposed
     ones (admin; read-only: nothing is written). Per model and in total: revenue, provider
     cost, creator earnings, margin, events no wallet could have paid, and the users who
-    would have run dry. At most 366 days and 500,000 events (else a 422 problem
+    would have run dry. At most 366 days and 200,000 events (else a 422 problem
     ``what_if_too_large``)."""
     caller.require_admin()
     proposal = body.proposal()
