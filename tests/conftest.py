@@ -136,3 +136,31 @@ def data_file(name: str) -> Path:
     """A real data file shipped with the package (``modelbank.data``, gzipped); never absent,
     so a test using it never skips."""
     return require(PACKAGED_DATA_DIR, name)
+
+
+def _skip_reason(report: pytest.TestReport) -> str:
+    longrepr = report.longrepr
+    text = str(longrepr[2]) if isinstance(longrepr, tuple) else str(longrepr)
+    return text.removeprefix("Skipped: ")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say loudly, at the end of the run, which parts of the suite did not run because a tool
+    is missing here: the dashboard's browser tests without Chromium (or Playwright), the
+    PostgreSQL runs without a reachable server."""
+    skipped: list[pytest.TestReport] = terminalreporter.stats.get("skipped", [])
+    missing = {
+        "Chromium / Playwright: the dashboard's browser tests (tests/web/test_browser.py)": [
+            r for r in skipped if any(w in _skip_reason(r) for w in ("Chromium", "playwright"))
+        ],
+        "PostgreSQL: every database test's [postgres] run": [
+            r for r in skipped if "PostgreSQL not reachable" in _skip_reason(r)
+        ],
+    }
+    for what, reports in missing.items():
+        if not reports:
+            continue
+        terminalreporter.write_sep("!", f"NOT TESTED here: {what}", yellow=True, bold=True)
+        terminalreporter.write_line(
+            f"{len(reports)} tests skipped: {_skip_reason(reports[0])}", yellow=True
+        )
