@@ -549,6 +549,9 @@ TABLE: dict[tuple[str, str], Case] = {
     ("GET", "/api/v1/admin/pool"): Case(
         lambda w: ("/api/v1/admin/pool", {}), ADMIN_ONLY, "admin", 200
     ),
+    ("GET", "/api/v1/resources/{resource_id}/route-logs"): Case(
+        lambda w: (f"/api/v1/resources/{w.resource_id}/route-logs", {}), OWN, "user", 200
+    ),
     # --- exports: a user key exports its own rows; naming A is a 404 for B
     ("GET", "/api/v1/exports/{kind}.csv"): Case(
         lambda w: ("/api/v1/exports/transfers.csv", {"params": {"user_id": w.a}}), OWN, "user", 200

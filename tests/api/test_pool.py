@@ -17,7 +17,7 @@ from sqlalchemy import select, update
 
 from modelbank.db.models import metadata
 from modelbank.metering.models import usage_events_table
-from modelbank.pool import invariants
+from modelbank.pool import invariants, routelog
 from tests.api.conftest import Api, problem
 
 KEY = "sk-live-a1b2c3d4e5f6g7h8i9j0-7f3a"
@@ -361,3 +361,43 @@ def test_concurrent_deposits_of_one_key_answer_201_and_409(
         assert sorted(r.status_code for r in responses) == [201, 409], [r.text for r in responses]
         problem(next(r for r in responses if r.status_code == 409), 409, "resource_key_exists")
     _pool_ok(api)
+
+
+def test_route_logs_are_scoped_to_the_resource_and_hide_other_users(
+    api: Api, upstream: Upstream, people: tuple[int, dict[str, str], int, dict[str, str]]
+) -> None:
+    a, a_headers, b, b_headers = people
+    mine = deposit(api, a, a_headers, "dep").json()["id"]
+    with api.db.tx() as s:
+        routelog.write(
+            s,
+            routelog.RouteLogEntry(
+                request_id="req-1",
+                user_id=b,
+                model_id=None,
+                endpoint="chat",
+                outcome="served",
+                candidates=[
+                    {"resource_id": mine, "score": 0.9},
+                    {"resource_id": mine + 1000, "score": 0.5},
+                ],
+                attempts=[
+                    {"resource_id": mine + 1000, "outcome": "upstream_failure", "status": 500},
+                    {"resource_id": mine, "outcome": "success", "status": 200},
+                ],
+                resource_id=mine,
+                charge_ucr=1_234,
+                cost_uusd=56,
+            ),
+        )
+    url = f"{V1}/resources/{mine}/route-logs"
+    own = api.client.get(url, headers=a_headers)
+    assert own.status_code == 200, own.text
+    (row,) = own.json()["items"]
+    assert row["user_id"] is None and row["charge_ucr"] is None and row["hold_id"] is None
+    assert row["cost_uusd"] == 56 and row["outcome"] == "served"
+    assert [c["resource_id"] for c in row["candidates"]] == [mine]
+    assert [x["status"] for x in row["attempts"]] == [200]
+    full = api.client.get(url, headers=api.admin).json()["items"][0]
+    assert full["user_id"] == b and full["charge_ucr"] == 1_234 and len(full["attempts"]) == 2
+    problem(api.client.get(url, headers=b_headers), 404, "resource_not_found")

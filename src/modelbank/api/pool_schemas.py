@@ -6,7 +6,7 @@ goes in (``api_key``) and never comes out: responses show ``key_mask`` and
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -15,6 +15,7 @@ from modelbank.money import format_credits, format_usd
 from modelbank.pool.deposits import MAX_KEY_LENGTH, MAX_MODELS, MAX_QUOTA_UUSD, MAX_URL_LENGTH
 from modelbank.pool.panel import PoolSummary, ResourceLine, Served
 from modelbank.pool.resources import ResourceInfo
+from modelbank.pool.routelog import RouteLogRow
 
 Status = Literal["pending", "active", "depleted", "suspended", "withdrawn", "failed"]
 QuotaUusd = Annotated[
@@ -181,3 +182,63 @@ def panel_out(p: PoolSummary, next_cursor: str | None) -> PoolPanelOut:
         resources=[_line(line) for line in p.resources],
         next_cursor=next_cursor,
     )
+
+
+class RouteLogOut(BaseModel):
+    id: int
+    request_id: str
+    user_id: int | None = Field(description="who asked; hidden from depositors unless it was them")
+    model_id: int | None
+    endpoint: str
+    stream: bool
+    outcome: str
+    resource_id: int | None = Field(description="the resource that served it")
+    candidates: list[dict[str, Any]] = Field(
+        description="the ranked candidates with their scores (a depositor sees its own)"
+    )
+    attempts: list[dict[str, Any]] = Field(
+        description="each attempt's resource, outcome, status and timings (a depositor sees"
+        " its own)"
+    )
+    hold_id: int | None
+    usage_id: int | None
+    charge_ucr: int | None = Field(description="what the caller paid; hidden from depositors")
+    cost_uusd: int = Field(description="provider cost booked against the quota")
+    latency_ms: float | None
+    created_at: datetime
+
+
+def route_log_out(
+    row: RouteLogRow, *, resource_id: int, full: bool, viewer: int | None
+) -> RouteLogOut:
+    """A route log row as ``viewer`` may see it: ``full`` (admin, service) shows it all; a
+    depositor sees its own resource's candidates and attempts and none of another user's
+    identity, hold, usage or charge. Prompts and keys are never stored at all."""
+    mine = full or (viewer is not None and row.user_id == viewer)
+
+    def own(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return items if full else [i for i in items if i.get("resource_id") == resource_id]
+
+    return RouteLogOut(
+        id=row.id,
+        request_id=row.request_id,
+        user_id=row.user_id if mine else None,
+        model_id=row.model_id,
+        endpoint=row.endpoint,
+        stream=row.stream,
+        outcome=row.outcome,
+        resource_id=row.resource_id,
+        candidates=own(row.candidates),
+        attempts=own(row.attempts),
+        hold_id=row.hold_id if mine else None,
+        usage_id=row.usage_id if mine else None,
+        charge_ucr=row.charge_ucr if mine else None,
+        cost_uusd=row.cost_uusd,
+        latency_ms=row.latency_ms,
+        created_at=row.created_at,
+    )
+
+
+class RouteLogPage(BaseModel):
+    items: list[RouteLogOut]
+    next_cursor: str | None

@@ -31,9 +31,9 @@ from modelbank.api.deps import (
     scoped,
 )
 from modelbank.api.errors import COMMON_PROBLEMS, problem_responses
-from modelbank.auth.service import Principal
+from modelbank.auth.service import Principal, Role
 from modelbank.idempotency import service as idempotency
-from modelbank.pool import intake, keys
+from modelbank.pool import intake, keys, routelog
 from modelbank.pool import service as pool
 from modelbank.pool.errors import ResourceNotFound
 from modelbank.pool.resources import LIST_LIMIT, ResourceInfo
@@ -223,3 +223,30 @@ def pool_panel(
         )
     last = found.resources[-1].resource.id if len(found.resources) == limit else None
     return ps.panel_out(found, None if last is None else encode_cursor(last))
+
+
+@router.get("/resources/{resource_id}/route-logs", response_model=ps.RouteLogPage)
+def route_logs(
+    resource_id: PathId,
+    caller: Caller,
+    db: DB,
+    limit: Annotated[int, Query(ge=1, le=routelog.MAX_PAGE, description="page size")] = 50,
+    cursor: Cursor = None,
+) -> ps.RouteLogPage:
+    """The gateway requests this resource served, oldest first, with the router's
+    candidates, scores and attempts (its owner, or an admin; others 404). A depositor sees
+    its own resource's part of each decision and nothing of the users who made the
+    requests; no prompt or key is ever recorded."""
+    full = caller.role in (Role.ADMIN, Role.SERVICE)
+    with db.read() as session:
+        _visible(session, caller, resource_id)
+        rows = routelog.list_for_resource(
+            session, resource_id, after_id=decode_cursor(cursor) or 0, limit=limit
+        )
+    return ps.RouteLogPage(
+        items=[
+            ps.route_log_out(r, resource_id=resource_id, full=full, viewer=caller.user_id)
+            for r in rows
+        ],
+        next_cursor=encode_cursor(rows[-1].id) if len(rows) == limit else None,
+    )
