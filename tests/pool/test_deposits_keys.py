@@ -7,11 +7,13 @@ import hashlib
 
 import httpx
 import pytest
+from sqlalchemy import update
 from typer.testing import CliRunner
 
 from modelbank.cli.app import app as cli
 from modelbank.pool import keys
 from modelbank.pool import service as pool
+from modelbank.pool.models import resources_table
 from modelbank.pool.probe import probe
 from modelbank.secrets import SecretBox, SecretUndecryptable, key_id_of
 from tests import factories
@@ -137,3 +139,27 @@ def test_probe_network_errors_are_unreachable(error: Exception) -> None:
     result = _probe(httpx.MockTransport(fail))
     assert result.outcome == "unreachable" and result.status_code is None
     assert "sk-test" not in result.reason
+
+
+def test_verify_command_checks_the_pool(db: Db) -> None:
+    with db.tx() as s:
+        dora, model = factories.user(s, "dora"), factories.model(s, "gpt-4o")
+        info = deposit(s, dora, model)
+    ok = CliRunner().invoke(cli, ["verify", "--db", db.url])
+    assert ok.exit_code == 0, ok.output
+    column = resources_table.c
+    with db.tx() as s:
+        s.execute(
+            update(resources_table)
+            .where(column.id == info.id)
+            .values(deposit_credit_ucr=column.deposit_credit_ucr + 1)
+        )
+    broken = CliRunner().invoke(cli, ["verify", "--db", db.url])
+    assert broken.exit_code == 1
+    assert "pool_deposit_ledger" in broken.output and f"resource {info.id}" in broken.output
+    with db.tx() as s:
+        s.execute(
+            update(resources_table)
+            .where(column.id == info.id)
+            .values(deposit_credit_ucr=info.deposit_credit_ucr)
+        )
