@@ -163,3 +163,14 @@ def test_verify_command_checks_the_pool(db: Db) -> None:
             .where(column.id == info.id)
             .values(deposit_credit_ucr=info.deposit_credit_ucr)
         )
+
+
+def test_probe_of_a_url_httpx_cannot_encode_is_refused() -> None:
+    async def run() -> pool.ProbeResult:
+        async with httpx.AsyncClient(
+            transport=httpx.MockTransport(lambda r: httpx.Response(200))
+        ) as c:
+            return await probe("https://xn--zz.example/v1", KEY, client=c)
+
+    result = asyncio.run(run())
+    assert (result.outcome, result.status_code) == ("refused", None)

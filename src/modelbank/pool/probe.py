@@ -4,9 +4,9 @@ before a key enters the pool. It runs outside any database transaction.
 Outcomes, and what a deposit does with them:
 
 * ``ok`` (2xx): the key works → activate.
-* ``refused`` (401, 403, another 4xx such as 404 for a wrong base URL, or a redirect):
-  the upstream answered and will not serve this key at this URL → the resource ``failed``,
-  which frees the key for a corrected deposit.
+* ``refused`` (401, 403, another 4xx such as 404 for a wrong base URL, a redirect, or a
+  URL that cannot be requested at all): the upstream will not serve this key at this URL →
+  the resource ``failed``, which frees the key for a corrected deposit.
 * ``unreachable`` (connect error, timeout, 429, 5xx, a broken response): may pass later →
   the resource stays ``pending`` with the reason; retrying the deposit (same
   ``Idempotency-Key``) probes again. Nothing is credited meanwhile.
@@ -88,6 +88,8 @@ async def probe(base_url: str, api_key: str, *, client: httpx.AsyncClient) -> Pr
     except httpx.TransportError as exc:  # connect, read, protocol errors
         kind = type(exc).__name__
         return ProbeResult("unreachable", None, f"probe: network error ({kind})", _since(started))
+    except (httpx.InvalidURL, ValueError):  # a host httpx cannot encode (bad IDNA label)
+        return ProbeResult("refused", None, "probe: the base URL cannot be requested", 0.0)
     latency = _since(started)
     status = response.status_code
     outcome = classify(status)
