@@ -185,6 +185,8 @@ def test_every_attempt_failing_voids_the_hold(
             model="chat-a", messages=[{"role": "user", "content": "x"}], max_tokens=3
         )
     assert caught.value.status_code == 502
+    route = caught.value.response.headers["x-modelbank-route"]
+    assert route.startswith("resource=") and "; attempts=" in route
     assert gw.wallet(user_id) == (CREDITS, 0)
     assert usage_rows(gw) == []
     (log,) = route_logs(gw)

@@ -47,11 +47,15 @@ OPENAI_TYPES: dict[int, str] = {
 }
 
 
-def openai_error(status: int, message: str, code: str, param: str | None = None) -> JSONResponse:
-    """An error in OpenAI's shape."""
+def openai_error(
+    status: int, message: str, code: str, param: str | None = None, route: str | None = None
+) -> JSONResponse:
+    """An error in OpenAI's shape (with ``X-Modelbank-Route`` when routing was tried)."""
     kind = OPENAI_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
     body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+    if route is not None:
+        headers["X-Modelbank-Route"] = route
     return JSONResponse(body, status_code=status, headers=headers)
 
 
@@ -66,13 +70,14 @@ GATEWAY_STATUS = {
 
 def _on_domain(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DomainError)
+    route = getattr(exc, "route_header", None)
     if exc.code == "upstream_rejected":
         status = int(exc.context.get("status") or 400)
-        return openai_error(status, exc.message, exc.code)
+        return openai_error(status, exc.message, exc.code, route=route)
     status = GATEWAY_STATUS.get(exc.code) or status_for(exc)
     if status == 422:
         status = 400  # OpenAI answers invalid requests with 400
-    return openai_error(status, exc.message, exc.code)
+    return openai_error(status, exc.message, exc.code, route=route)
 
 
 def _on_validation(_: Request, exc: Exception) -> JSONResponse:

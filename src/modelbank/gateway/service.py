@@ -321,13 +321,16 @@ class Gateway:
         except RouteFailed as exc:
             call.failures = list(exc.attempts)
             call.outcome = "no_route" if exc.code == "no_route" else "failed"
+            exc.route_header = _failed_header(call)  # type: ignore[attr-defined]
             raise
         except UpstreamFailure as exc:  # the caller's own error: no failover, not counted
             call.failures = list(getattr(exc, "attempts", []))
             call.outcome = "rejected"
-            raise UpstreamRejected(
+            rejected = UpstreamRejected(
                 _caller_message(exc), status=exc.status or 400, upstream_code=exc.kind
-            ) from exc
+            )
+            rejected.route_header = _failed_header(call)  # type: ignore[attr-defined]
+            raise rejected from exc
 
     def _settle_failed(self, call: Call) -> None:
         self.settle(call, None, None, call.outcome, call.failures)
@@ -346,6 +349,13 @@ def _caller_message(failure: UpstreamFailure) -> str:
     except (ValueError, KeyError, TypeError):
         pass
     return f"the upstream refused the request (HTTP {failure.status})"
+
+
+def _failed_header(call: Call) -> str:
+    """``X-Modelbank-Route`` of a request no resource served: the last resource tried (none:
+    ``-``), the attempts made and the request id."""
+    last = call.failures[-1].resource_id if call.failures else "-"
+    return f"resource={last}; attempts={len(call.failures)}; request={call.request_id}"
 
 
 def _is_done(event: bytes) -> bool:
