@@ -203,6 +203,15 @@ def register(
         quota_uusd=quota_uusd,
         market_quota_uusd=market_quota_uusd,
     )
+    resource_id = _insert(session, owner_id, spec, box, now)
+    return get_resource(session, int(resource_id))
+
+
+def _insert(
+    session: Session, owner_id: int | None, spec: NewResource, box: SecretBox, now: datetime
+) -> int:
+    """Seal the key and insert the resource and its models; return its id. Raises
+    :class:`ResourceKeyExists` (the pre-check, or the unique index when deposits race)."""
     fingerprint = keys.fingerprint(spec.api_key)
     existing = live_resource_of(session, fingerprint)
     if existing is not None:
@@ -246,7 +255,7 @@ def register(
             for model_id, upstream in spec.models
         ],
     )
-    return get_resource(session, int(resource_id))
+    return int(resource_id)
 
 
 def deposit_rates(session: Session) -> tuple[int, int]:
