@@ -148,6 +148,14 @@ class Settings(BaseSettings):
         description="Seconds a model's candidate list and their health"
         " are reused in-process before being read again (0: every request)",
     )
+    router_health_flush_s: float = Field(
+        default=0.1,
+        ge=0,
+        le=10,
+        description="Seconds the router gathers attempts' health (in flight, outcomes,"
+        " latencies) in-process before writing them to the shared store in one transaction;"
+        " 0 writes each attempt's begin and end at once (two transactions per attempt)",
+    )
     breaker_failure_threshold: int = Field(default=5, ge=1, le=1000)
     breaker_success_rate_floor: float = Field(default=0.5, ge=0, le=1)
     breaker_min_requests: int = Field(default=20, ge=0)

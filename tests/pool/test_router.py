@@ -25,6 +25,7 @@ from modelbank.pool import keys, routelog
 from modelbank.pool import router as routing
 from modelbank.pool.breaker import BreakerPolicy, Outcome, State, UpstreamFailure, classify
 from modelbank.pool.health import HealthStore
+from modelbank.pool.health_redis import RedisHealthStore
 from modelbank.pool.health_sql import SqlHealthStore
 from modelbank.pool.models import resource_models_table, resources_table, route_logs_table
 from modelbank.pool.router import (
@@ -38,6 +39,7 @@ from modelbank.pool.router import (
 from modelbank.secrets import SecretBox
 from tests import factories
 from tests.conftest import Db
+from tests.pool import test_health
 
 BOX = SecretBox(SecretBox.generate_key())
 T0 = datetime(2026, 12, 6, 3, 0, tzinfo=UTC)
@@ -391,18 +393,23 @@ def test_two_processes_one_probe(pool: Pool) -> None:
     assert sorted(upstreams.hosts) == ["r0.test", "r1.test"]
 
 
-def test_a_cancelled_request_ends_its_count(pool: Pool) -> None:
+@pytest.mark.parametrize("flush_s", [0.0, 0.1])
+def test_a_cancelled_request_ends_its_count(pool: Pool, flush_s: float) -> None:
+    """Written through (flush 0) or behind (0.1 s): in flight while it runs, not after."""
     upstreams = Upstreams({"r0.test": hangs(30)})
-    router = pool.router()
+    router = pool.router(router_health_flush_s=flush_s)
 
     async def scenario() -> None:
         task = asyncio.create_task(router.route(pool.model_id, upstreams.attempt))
         while not upstreams.calls:
             await asyncio.sleep(0.01)
+        await router.flush()
         assert health_of(pool, pool.ids[0]).in_flight == 1
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+
+        await router.aclose()
 
     run(upstreams, scenario())
     health = health_of(pool, pool.ids[0])
@@ -545,3 +552,62 @@ def test_route_log_rows(pool: Pool) -> None:
 def _no_leaked_keys(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
     yield
     assert "sk-router-" not in caplog.text
+
+
+REDIS_URL = test_health.REDIS_URL
+redis_prefix = test_health.redis_prefix  # the fixture: a key prefix, cleaned up after
+
+
+def test_the_breaker_shared_through_redis(pool: Pool, redis_prefix: str) -> None:
+    """Two routers (processes) sharing Redis: one trips the breaker, the other skips it."""
+    store = RedisHealthStore(REDIS_URL, policy=POLICY, prefix=redis_prefix)
+    only_cost = {"cost": 1, "latency": 0, "ttft": 0, "success": 0, "load": 0, "quota": 0}
+    first = pool.router(store, router_weights=only_cost)  # ties: r0 leads every time
+    second = pool.router(RedisHealthStore(REDIS_URL, policy=POLICY, prefix=redis_prefix))
+    upstreams = Upstreams({"r0.test": status(500)})
+
+    async def scenario() -> RouteResult[dict[str, Any]]:
+        for _ in range(POLICY.failure_threshold):
+            await first.route(pool.model_id, upstreams.attempt)
+        await first.flush()
+        return await second.route(pool.model_id, upstreams.attempt)
+
+    result = run(upstreams, scenario())
+    assert result.target.resource_id == pool.ids[1] and len(result.attempts) == 1
+    assert store.snapshot([pool.ids[0]])[pool.ids[0]].breaker.state is State.OPEN
+    store.close()
+
+
+class _AwayStore:
+    """A store whose writes fail until ``back`` is set (the database restarting)."""
+
+    def __init__(self, store: SqlHealthStore) -> None:
+        self.store = store
+        self.policy = store.policy
+        self.back = False
+        self.begin = store.begin
+        self.finish = store.finish
+        self.snapshot = store.snapshot
+
+    def record(self, deltas: Any) -> Any:
+        if not self.back:
+            raise ConnectionError("database away")
+        return self.store.record(deltas)
+
+
+def test_health_written_behind_survives_a_store_outage(pool: Pool) -> None:
+    away = _AwayStore(SqlHealthStore(pool.db.engine, policy=POLICY))
+    router = pool.router(away)
+    upstreams = Upstreams({"r0.test": status(500)})
+
+    async def scenario() -> None:
+        await router.route(pool.model_id, upstreams.attempt)
+        await router.flush()  # fails: kept for later
+        assert health_of(pool, pool.ids[0]).breaker.requests == 0
+        away.back = True
+        await router.flush()
+
+    run(upstreams, scenario())
+    failed, served = health_of(pool, pool.ids[0]), health_of(pool, pool.ids[1])
+    assert (failed.breaker.failures, failed.in_flight) == (1, 0)
+    assert (served.breaker.requests, served.in_flight) == (1, 0)

@@ -22,6 +22,7 @@ weigh on the load term of the score.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
@@ -55,6 +56,27 @@ class Ticket:
     probe: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class Result:
+    """One finished attempt, as :meth:`HealthStore.record` applies it."""
+
+    outcome: Outcome
+    at: datetime
+    latency_ms: float | None = None
+    ttft_ms: float | None = None
+    probe: bool = False
+
+
+@dataclass(slots=True)
+class Delta:
+    """What one process has to add to a resource's shared health since its last flush:
+    ``in_flight`` (+1 per attempt begun, −1 per attempt finished) and the attempts'
+    ``results`` in the order they finished."""
+
+    in_flight: int = 0
+    results: list[Result] = field(default_factory=list)
+
+
 class HealthStore(Protocol):
     """Shared health; every method is one short, self-contained round trip (or two)."""
 
@@ -80,6 +102,13 @@ class HealthStore(Protocol):
     ) -> Health:
         """End the attempt: in flight − 1, and the breaker, success rate and latency EWMAs
         moved by :func:`apply`. Returns the new health."""
+        ...
+
+    def record(self, deltas: Mapping[int, Delta]) -> dict[int, Health]:
+        """Apply a batch of in-flight changes and results (the router's write-behind
+        flush), each result through :func:`apply` in order; returns the new health of each
+        resource. One transaction (database) or one optimistic transaction per resource
+        (Redis)."""
         ...
 
     def snapshot(self, resource_ids: list[int]) -> dict[int, Health]:
@@ -111,6 +140,21 @@ def apply(
     return replace(health, breaker=breaker, latency_ms=latency, ttft_ms=ttft, updated_at=now)
 
 
+def apply_all(health: Health, results: Sequence[Result], policy: BreakerPolicy) -> Health:
+    """:func:`apply` of each result in turn."""
+    for result in results:
+        health = apply(
+            health,
+            result.outcome,
+            latency_ms=result.latency_ms,
+            ttft_ms=result.ttft_ms,
+            now=result.at,
+            policy=policy,
+            probe=result.probe,
+        )
+    return health
+
+
 def breaker_policy(settings: Settings) -> BreakerPolicy:
     """The breaker thresholds of ``settings`` (``MODELBANK_BREAKER_*``)."""
     return BreakerPolicy(
@@ -134,4 +178,14 @@ def health_store(settings: Settings, engine: Engine) -> HealthStore:
     return SqlHealthStore(engine, policy=policy)
 
 
-__all__ = ["Health", "HealthStore", "Ticket", "apply", "breaker_policy", "health_store"]
+__all__ = [
+    "Delta",
+    "Health",
+    "HealthStore",
+    "Result",
+    "Ticket",
+    "apply",
+    "apply_all",
+    "breaker_policy",
+    "health_store",
+]

@@ -14,6 +14,8 @@ one more round trip on loopback (~0.1 ms).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -29,7 +31,7 @@ from modelbank.pool.breaker import (
     admission,
     claim_probe,
 )
-from modelbank.pool.health import Health, Ticket, apply
+from modelbank.pool.health import Delta, Health, Result, Ticket, apply_all
 
 MAX_OPTIMISTIC_RETRIES = 100
 """WATCH/EXEC rounds before giving up (each lost round means another process progressed)."""
@@ -147,41 +149,36 @@ class RedisHealthStore:
         now: datetime | None = None,
     ) -> Health:
         """See :meth:`modelbank.pool.health.HealthStore.finish`."""
-        now = now or utcnow()
-        health_key, flight_key = self._keys(ticket.resource_id)
+        result = Result(outcome, now or utcnow(), latency_ms, ttft_ms, ticket.probe)
+        return self.record({ticket.resource_id: Delta(-1, [result])})[ticket.resource_id]
+
+    def record(self, deltas: Mapping[int, Delta]) -> dict[int, Health]:
+        """See :meth:`modelbank.pool.health.HealthStore.record`: one optimistic
+        transaction per resource."""
+        return {rid: self._record_one(rid, delta) for rid, delta in sorted(deltas.items())}
+
+    def _record_one(self, resource_id: int, delta: Delta) -> Health:
+        health_key, flight_key = self._keys(resource_id)
         with self.client.pipeline() as pipe:
             for _ in range(MAX_OPTIMISTIC_RETRIES):
                 try:
                     pipe.watch(health_key)  # type: ignore[no-untyped-call]
                     fields: dict[str, str] = pipe.hgetall(health_key)  # type: ignore[assignment]
-                    new = apply(
-                        _decode(ticket.resource_id, fields, None),
-                        outcome,
-                        latency_ms=latency_ms,
-                        ttft_ms=ttft_ms,
-                        now=now,
-                        policy=self.policy,
-                        probe=ticket.probe,
-                    )
+                    current = _decode(resource_id, fields, None)
+                    new = apply_all(current, delta.results, self.policy)
                     pipe.multi()
-                    pipe.hset(health_key, mapping=cast(Any, _encode(new)))
-                    pipe.decr(flight_key)
+                    if new != current:
+                        pipe.hset(health_key, mapping=cast(Any, _encode(new)))
+                    pipe.incrby(flight_key, delta.in_flight)
                     results: list[Any] = pipe.execute()
                     flying = int(results[-1])
-                    if flying < 0:  # the counter was reset while this attempt ran
+                    if flying < 0:  # the counter was reset while attempts ran
                         self.client.incrby(flight_key, -flying)
-                    return Health(
-                        new.resource_id,
-                        new.breaker,
-                        max(flying, 0),
-                        new.latency_ms,
-                        new.ttft_ms,
-                        new.updated_at,
-                    )
+                    return replace(new, in_flight=max(flying, 0))
                 except redis.WatchError:
-                    continue
+                    continue  # the hash moved: apply the results again on what it holds now
         raise RuntimeError(
-            f"resource {ticket.resource_id}: health update lost {MAX_OPTIMISTIC_RETRIES} races"
+            f"resource {resource_id}: health update lost {MAX_OPTIMISTIC_RETRIES} races"
         )
 
     def snapshot(self, resource_ids: list[int]) -> dict[int, Health]:

@@ -4,16 +4,18 @@
 Every call runs in its own short transaction on its own session from
 :func:`~modelbank.db.engine.session_factory` (so on SQLite it queues with this process's
 other writers instead of polling the file lock), never inside a caller's transaction.
-Statements are built once per store.
+Statements are built once per store. :meth:`SqlHealthStore.record` applies a whole batch
+(the router's write-behind flush) in one transaction of three statements.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Engine, bindparam, case, select, update
+from sqlalchemy import CursorResult, Engine, bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -28,7 +30,7 @@ from modelbank.pool.breaker import (
     admission,
     claim_probe,
 )
-from modelbank.pool.health import Health, Ticket, apply
+from modelbank.pool.health import Delta, Health, Result, Ticket, apply_all
 from modelbank.pool.models import resource_health_table as t
 
 
@@ -77,7 +79,12 @@ _FRESH = {
 }
 
 _SELECT = select(t).where(t.c.resource_id == bindparam("rid"))
-_SELECT_LOCKED = _SELECT.with_for_update()
+_LOCK_MANY = (
+    select(t)
+    .where(t.c.resource_id.in_(bindparam("ids", expanding=True)))
+    .order_by(t.c.resource_id)
+    .with_for_update()
+)
 _SNAPSHOT = select(t).where(t.c.resource_id.in_(bindparam("ids", expanding=True)))
 _CLAIM = (
     update(t)
@@ -93,13 +100,10 @@ _CLAIM = (
     )
 )
 """Compare-and-set: the claim succeeds only if nobody moved the breaker since it was read."""
-_FINISH = (
+_RECORD = (
     update(t)
     .where(t.c.resource_id == bindparam("rid"))
-    .values(
-        in_flight=case((t.c.in_flight > 0, t.c.in_flight - 1), else_=0),
-        **{name: bindparam(name) for name in [*_FRESH, "updated_at"]},
-    )
+    .values(**{name: bindparam(name) for name in [*_FRESH, "in_flight", "updated_at"]})
 )
 
 
@@ -111,6 +115,13 @@ class SqlHealthStore:
         self._writes = session_factory(engine)
         self._reads = read_session_factory(engine)
         insert = pg_insert if engine.dialect.name == "postgresql" else sqlite_insert
+        self._ensure = (
+            insert(t)
+            .values(
+                resource_id=bindparam("rid"), in_flight=0, updated_at=bindparam("now"), **_FRESH
+            )
+            .on_conflict_do_nothing(index_elements=[t.c.resource_id])
+        )
         self._begin = (
             insert(t)
             .values(
@@ -161,27 +172,30 @@ class SqlHealthStore:
         now: datetime | None = None,
     ) -> Health:
         """See :meth:`modelbank.pool.health.HealthStore.finish`."""
-        now = now or utcnow()
+        result = Result(outcome, now or utcnow(), latency_ms, ttft_ms, ticket.probe)
+        return self.record({ticket.resource_id: Delta(-1, [result])})[ticket.resource_id]
+
+    def record(self, deltas: Mapping[int, Delta]) -> dict[int, Health]:
+        """See :meth:`modelbank.pool.health.HealthStore.record`: one transaction of three
+        statements whatever the batch (create missing rows, lock the rows in id order,
+        update them)."""
+        if not deltas:
+            return {}
+        ids = sorted(deltas)
+        now = utcnow()
+        out: dict[int, Health] = {}
         with self._writes() as session, session.begin():
-            row = session.execute(_SELECT_LOCKED, {"rid": ticket.resource_id}).mappings().one()
-            new = apply(
-                _health(row),
-                outcome,
-                latency_ms=latency_ms,
-                ttft_ms=ttft_ms,
-                now=now,
-                policy=self.policy,
-                probe=ticket.probe,
-            )
-            session.execute(_FINISH, {"rid": ticket.resource_id, **_values(new)})
-        return Health(
-            new.resource_id,
-            new.breaker,
-            max(row["in_flight"] - 1, 0),
-            new.latency_ms,
-            new.ttft_ms,
-            now,
-        )
+            session.execute(self._ensure, [{"rid": rid, "now": now} for rid in ids])
+            rows = session.execute(_LOCK_MANY, {"ids": ids}).mappings().all()
+            updates = []
+            for row in rows:
+                delta = deltas[row["resource_id"]]
+                new = apply_all(_health(row), delta.results, self.policy)
+                new = replace(new, in_flight=max(row["in_flight"] + delta.in_flight, 0))
+                out[new.resource_id] = new
+                updates.append({"rid": new.resource_id, "in_flight": new.in_flight, **_values(new)})
+            session.execute(_RECORD, updates)
+        return out
 
     def snapshot(self, resource_ids: list[int]) -> dict[int, Health]:
         """See :meth:`modelbank.pool.health.HealthStore.snapshot`."""

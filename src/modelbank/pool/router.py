@@ -17,16 +17,18 @@ succeeds:
   ``latency_ms`` / ``ttft_ms`` attributes; otherwise the router's own clock gives the
   latency).
 
-Cost per request. Each model's candidate list (with the model's provider cost) and the
-candidates' health are read once per ``router_cache_ttl_s`` (default 1 s) and reused by every
-request of this process in between; the health this process writes (``finish``) replaces its
-cached copy at once, and this process's own in-flight attempts are added to the snapshot's
-counts, so only other processes' activity is up to one TTL stale (a breaker another process
-opened is seen within a second; a resource depleted or withdrawn meanwhile may serve up to a
-second more: the quota booking stays exact). Decrypted provider keys are kept in memory per
-(resource id, encrypted token), so a request decrypts nothing; a rotated or re-deposited key
-has a new token and is decrypted once. Health writes run on worker threads (the event loop
-never waits on the database); a request costs two short health transactions per attempt.
+Cost per request: no database round trip in the common case. Each model's candidate list
+(with the model's provider cost) and the candidates' health are read once per
+``router_cache_ttl_s`` (default 1 s; one load per model at a time) and reused by every request
+of this process in between. This process's own attempts and outcomes are applied to that view
+at once and written to the shared store behind, every ``router_health_flush_s``
+(:mod:`.recorder`), so only other processes' activity is stale, by up to one TTL plus their
+flush interval (a breaker another process opened is seen within about a second; a resource
+depleted or withdrawn meanwhile may serve up to a second more: the quota booking stays exact).
+Claiming a half-open probe is the one write a request waits for. Decrypted provider keys are
+kept in memory per (resource id, encrypted token), so a request decrypts nothing; a rotated or
+re-deposited key has a new token and is decrypted once. Call :meth:`Router.aclose` at shutdown
+to write the pending health.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Generic, TypeVar, cast
@@ -47,10 +49,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from modelbank.config import Settings
 from modelbank.db.base import utcnow
 from modelbank.pool import keys
-from modelbank.pool.breaker import Admission, Outcome, UpstreamFailure, admission, claim_probe
+from modelbank.pool.breaker import Admission, Outcome, UpstreamFailure, admission
 from modelbank.pool.health import Health, HealthStore, Ticket
 from modelbank.pool.models import resource_models_table as rm
 from modelbank.pool.models import resources_table as r
+from modelbank.pool.recorder import HealthRecorder
 from modelbank.pool.routing import (
     AllAttemptsFailed,
     Attempt,
@@ -83,15 +86,6 @@ class _Row:
     upstream_model: str
     quota_left: float
     cost_uusd_per_mtok: int
-
-
-@dataclass(slots=True)
-class _Seen:
-    """A resource's health as last read or written, with this process's in-flight count
-    at that moment (to add this process's later attempts to it)."""
-
-    health: Health
-    local_in_flight: int
 
 
 _CANDIDATES = (
@@ -144,9 +138,8 @@ class Router:
         self.cache_ttl_s = settings.router_cache_ttl_s
         self.rng = rng or random.Random()
         self.clock = clock
+        self.recorder = HealthRecorder(health, clock, flush_s=settings.router_health_flush_s)
         self._rows: dict[int, tuple[float, list[_Row]]] = {}
-        self._seen: dict[int, _Seen] = {}
-        self._flying: dict[int, int] = {}
         self._keys: dict[tuple[int, str], str] = {}
         self._loading: dict[int, asyncio.Lock] = {}
 
@@ -190,19 +183,10 @@ class Router:
                 cached = self._rows.get(model_id)
                 if cached is None or cached[0] <= time.monotonic():
                     rows, snapshot = await anyio.to_thread.run_sync(self._load, model_id)
-                    for rid, h in snapshot.items():
-                        self._seen[rid] = _Seen(h, self._flying.get(rid, 0))
+                    self.recorder.absorb(snapshot)
                     cached = (time.monotonic() + self.cache_ttl_s, rows)
                     self._rows[model_id] = cached
-        out = []
-        for row in cached[1]:
-            seen = self._seen.get(row.resource_id) or _Seen(Health(row.resource_id), 0)
-            extra = self._flying.get(row.resource_id, 0) - seen.local_in_flight
-            health = seen.health
-            if extra:
-                health = replace(health, in_flight=max(health.in_flight + extra, 0))
-            out.append((row, health))
-        return out
+        return [(row, self.recorder.view(row.resource_id)) for row in cached[1]]
 
     def _target(self, row: _Row) -> Target:
         cache_key = (row.resource_id, row.key_token)
@@ -253,43 +237,13 @@ class Router:
 
     # -- health --------------------------------------------------------------------------
 
-    async def _begin(self, resource_id: int, probe: bool) -> Ticket | None:
-        # Counted here before the store is: requests ranked meanwhile see the load.
-        self._flying[resource_id] = self._flying.get(resource_id, 0) + 1
-        try:
-            ticket = await anyio.to_thread.run_sync(
-                lambda: self.health.begin(resource_id, probe=probe, now=self.clock())
-            )
-        except BaseException:
-            ticket = None
-            raise
-        finally:
-            if ticket is None:
-                self._flying[resource_id] -= 1
-        return ticket
+    async def flush(self) -> None:
+        """Write this process's pending health to the shared store now."""
+        await self.recorder.flush()
 
-    async def _finish(
-        self, ticket: Ticket, outcome: Outcome, latency_ms: float, ttft_ms: float | None
-    ) -> None:
-        rid = ticket.resource_id
-        self._flying[rid] = max(self._flying.get(rid, 0) - 1, 0)
-        with anyio.CancelScope(shield=True):  # a cancelled request still ends its count
-            health = await anyio.to_thread.run_sync(
-                lambda: self.health.finish(
-                    ticket, outcome, latency_ms=latency_ms, ttft_ms=ttft_ms, now=self.clock()
-                )
-            )
-        self._seen[rid] = _Seen(health, self._flying.get(rid, 0))
-
-    def _probe_taken(self, resource_id: int) -> None:
-        """Remember that another process holds the probe (until the next snapshot), so
-        this process's requests stop trying to claim it."""
-        seen = self._seen.get(resource_id)
-        if seen is not None:
-            taken = claim_probe(seen.health.breaker, self.clock())
-            self._seen[resource_id] = _Seen(
-                replace(seen.health, breaker=taken), seen.local_in_flight
-            )
+    async def aclose(self) -> None:
+        """Stop the background health writes and write what is pending (app shutdown)."""
+        await self.recorder.aclose()
 
     # -- the request ---------------------------------------------------------------------
 
@@ -316,10 +270,9 @@ class Router:
             if len(attempts) >= self.max_attempts or time.monotonic() >= deadline:
                 break
             row, verdict = admitted[scored.resource_id]
-            ticket = await self._begin(row.resource_id, verdict is Admission.PROBE)
-            if ticket is None:  # another process claimed the probe first
-                self._probe_taken(row.resource_id)
-                continue
+            ticket = await self.recorder.begin(row.resource_id, probe=verdict is Admission.PROBE)
+            if ticket is None:
+                continue  # another process claimed the probe first
             done = await self._attempt(ticket, self._target(row), attempt, deadline)
             attempts.append(done.record)
             if done.record.failure is None:
@@ -349,7 +302,7 @@ class Router:
     ) -> _Done[T]:
         started = time.monotonic()
         try:
-            with anyio.fail_after(max(deadline - started, 0.0)):
+            async with asyncio.timeout(max(deadline - started, 0.0)):
                 value = await attempt(target)
         except UpstreamFailure as failure:
             return await self._failed(ticket, target, failure, started)
@@ -357,13 +310,13 @@ class Router:
             late = UpstreamFailure(Outcome.UPSTREAM_FAILURE, "deadline", None, retryable=False)
             return await self._failed(ticket, target, late, started)
         except BaseException:
-            await self._finish(ticket, Outcome.CANCELLED, _ms_since(started), None)
+            await self.recorder.finish(ticket, Outcome.CANCELLED, _ms_since(started), None)
             raise
         latency = getattr(value, "latency_ms", None)
         ttft = getattr(value, "ttft_ms", None)
         latency_ms = float(latency) if isinstance(latency, int | float) else _ms_since(started)
         ttft_ms = float(ttft) if isinstance(ttft, int | float) else None
-        await self._finish(ticket, Outcome.SUCCESS, latency_ms, ttft_ms)
+        await self.recorder.finish(ticket, Outcome.SUCCESS, latency_ms, ttft_ms)
         record = Attempt(
             target.resource_id, Outcome.SUCCESS, latency_ms, ttft_ms, None, ticket.probe
         )
@@ -373,7 +326,7 @@ class Router:
         self, ticket: Ticket, target: Target, failure: UpstreamFailure, started: float
     ) -> _Done[Any]:
         latency = _ms_since(started)
-        await self._finish(ticket, failure.outcome, latency, None)
+        await self.recorder.finish(ticket, failure.outcome, latency, None)
         return _Done(
             Attempt(target.resource_id, failure.outcome, latency, None, failure, ticket.probe),
             target,
