@@ -286,3 +286,65 @@ def _model() -> catalog.ModelInfo:
         is_premium=False,
         access_price_ucr=0,
     )
+
+
+_EVENT = st.tuples(
+    st.integers(1, 4),  # user
+    st.integers(0, 200_000),  # input tokens
+    st.integers(0, 50_000),  # output tokens
+    st.sampled_from(["chat", "image_generation", "other"]),
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    events=st.lists(_EVENT, max_size=40),
+    balances=st.dictionaries(st.integers(1, 4), st.integers(0, 3_000_000)),
+    markup=_MARKUP,
+)
+def test_simulated_wallets_never_overdraw_and_refuse_what_they_cannot_pay(
+    events: list[tuple[int, int, int, str]], balances: dict[int, int], markup: Decimal
+) -> None:
+    from datetime import UTC, datetime
+
+    from modelbank.analytics.whatif.simulate import Use, WhatIf
+    from modelbank.earnings.rules import EarningsRule
+    from modelbank.metering.reference import ModelReference
+
+    info = _version(Rates(Decimal(2_500_000), Decimal(10_000_000)))
+    model = _model()
+    rule = EarningsRule(per_use_ucr=10, popularity_tiers=((3, Decimal("1.5")),))
+    ref = ModelReference(
+        info=model,
+        prices=(info,),
+        rules=((info.effective_from, rule),),
+        beneficiaries=((9, 10_000),),
+    )
+    run = WhatIf({1: ref}, True, balances, {})
+    proposed = proposed_price(info, model, Proposal(tiers={Tier.LARGE: markup}))
+    at = datetime(2026, 2, 1, tzinfo=UTC)
+    for user, tokens, output, kind in events:
+        run.price(Use(user, 1, kind, tokens, 0, output, 0, at), info, proposed)
+    for book, price in ((run.now, info), (run.proposed, proposed)):
+        assert book.total.events == len(events)
+        card = rate_card(price)
+        assert book.total.revenue_ucr == sum(
+            card.charge_ucr(tokens, 0, output, 0) for _, tokens, output, _ in events
+        )
+        paid_by: dict[int, int] = {}
+        unfunded = 0
+        dry: set[int] = set()
+        for user, tokens, output, _ in events:
+            charge = card.charge_ucr(tokens, 0, output, 0)
+            left = balances.get(user, 0) - paid_by.get(user, 0)
+            if charge > left:
+                unfunded += 1
+                dry.add(user)
+            else:
+                paid_by[user] = paid_by.get(user, 0) + charge
+        assert book.total.unfunded_events == unfunded
+        for user, left in book.balances.items():
+            assert left == balances.get(user, 0) - paid_by.get(user, 0) >= 0
+        assert book.dry == dry
+    if markup == Decimal("1.4"):
+        assert run.now.total.as_dict() == run.proposed.total.as_dict()

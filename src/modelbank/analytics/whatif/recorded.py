@@ -31,7 +31,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, case, func, select
+from sqlalchemy import RowMapping, and_, case, func, select
 from sqlalchemy.orm import Session
 
 from modelbank.analytics.whatif.proposal import (
@@ -156,7 +156,7 @@ def recorded_what_if(
         if not rows:
             break
         for row in rows:
-            _price_row(run, prices, recorded, row)
+            _price_row(run, prices, recorded, row._mapping)
         after = rows[-1].id
     return build_report(
         run,
@@ -195,8 +195,7 @@ class _Prices:
         return charged, today, proposed
 
 
-def _price_row(run: WhatIf, prices: _Prices, recorded: dict[int, Figures], row: object) -> None:
-    r = row._mapping  # type: ignore[attr-defined]
+def _price_row(run: WhatIf, prices: _Prices, recorded: dict[int, Figures], r: RowMapping) -> None:
     model_id = int(r["model_id"])
     charged, today, proposed = prices.of(model_id, int(r["price_version_id"]))
     fresh = int(r["input_tokens"]) - int(r["cached_input_tokens"])
