@@ -611,3 +611,34 @@ def test_health_written_behind_survives_a_store_outage(pool: Pool) -> None:
     failed, served = health_of(pool, pool.ids[0]), health_of(pool, pool.ids[1])
     assert (failed.breaker.failures, failed.in_flight) == (1, 0)
     assert (served.breaker.requests, served.in_flight) == (1, 0)
+
+
+@pytest.mark.parametrize("flush_s", [0.0, 0.1])
+def test_a_failure_after_the_first_byte_is_reported_not_retried(pool: Pool, flush_s: float) -> None:
+    upstreams = Upstreams({})
+    router = pool.router(router_health_flush_s=flush_s)
+
+    async def scenario() -> RouteResult[dict[str, Any]]:
+        result = await router.route(pool.model_id, upstreams.attempt)
+        # the stream broke mid-way: the gateway reports it; a caller error would count nothing
+        await router.report(result.target.resource_id, classify(error=httpx.ReadError("reset")))
+        await router.report(result.target.resource_id, classify(status=400))
+        await router.aclose()
+        return result
+
+    result = run(upstreams, scenario())
+    assert upstreams.hosts == ["r0.test"]
+    health = health_of(pool, result.target.resource_id)
+    assert (health.breaker.requests, health.breaker.failures, health.in_flight) == (2, 1, 0)
+
+
+def test_route_header_of_refusals(pool: Pool) -> None:
+    upstreams = Upstreams({f"r{n}.test": status(503) for n in range(3)})
+    with pytest.raises(AllAttemptsFailed) as raised:
+        run(upstreams, pool.router().route(pool.model_id, upstreams.attempt))
+    assert route_header(raised.value, "req-9") == "resource=none; attempts=3; request=req-9"
+    assert route_header(NoRoute("none", model_id=1)) == "resource=none; attempts=0"
+    upstreams = Upstreams({"r0.test": status(422)})
+    with pytest.raises(UpstreamFailure) as caller:
+        run(upstreams, pool.router().route(pool.model_id, upstreams.attempt))
+    assert route_header(caller.value) == "resource=none; attempts=1"

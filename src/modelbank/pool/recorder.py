@@ -145,6 +145,23 @@ class HealthRecorder:
             )
         self.absorb(fresh)
 
+    async def note(self, resource_id: int, outcome: Outcome) -> None:
+        """Record a verdict on the resource outside any attempt (no in-flight change):
+        applied to this process's view now and written behind (``flush_s`` 0: at once)."""
+        result = Result(outcome, self.clock())
+        if self.flush_s > 0:
+            self._ensure_flusher()
+            self._delta(resource_id).results.append(result)
+            seen = self._seen.get(resource_id) or _Seen(Health(resource_id), 0)
+            health = apply_all(seen.health, [result], self.store.policy)
+            self._seen[resource_id] = _Seen(health, seen.local_in_flight)
+            return
+        with anyio.CancelScope(shield=True):
+            fresh = await anyio.to_thread.run_sync(
+                lambda: self.store.record({resource_id: Delta(0, [result])})
+            )
+        self.absorb(fresh)
+
     def _delta(self, resource_id: int) -> Delta:
         delta = self._pending.get(resource_id)
         if delta is None:

@@ -237,6 +237,12 @@ class Router:
 
     # -- health --------------------------------------------------------------------------
 
+    async def report(self, resource_id: int, failure: UpstreamFailure) -> None:
+        """Count a failure that came after the route was returned (a stream the upstream
+        broke after its first byte: no failover then, but the resource's health should
+        know). Caller errors count nothing. Written behind like every result."""
+        await self.recorder.note(resource_id, failure.outcome)
+
     async def flush(self) -> None:
         """Write this process's pending health to the shared store now."""
         await self.recorder.flush()

@@ -108,10 +108,22 @@ class AllAttemptsFailed(RouteFailed):
     code = "upstream_unavailable"
 
 
-def route_header(result: RouteResult[Any]) -> str:
-    """The ``X-Modelbank-Route`` value: ``resource=12; attempts=2; request=<id>``."""
-    value = f"resource={result.target.resource_id}; attempts={len(result.attempts)}"
-    return value if result.request_id is None else f"{value}; request={result.request_id}"
+def route_header(
+    result: RouteResult[Any] | RouteFailed | UpstreamFailure, request_id: str | None = None
+) -> str:
+    """The ``X-Modelbank-Route`` value: ``resource=12; attempts=2; request=<id>`` for a
+    served request; for a refused one (:class:`RouteFailed`, or a caller error raised by
+    :meth:`Router.route` with its ``attempts``) the resource is ``none`` (nothing served
+    it). ``request_id`` defaults to the result's own."""
+    if isinstance(result, RouteResult):
+        resource: object = result.target.resource_id
+        attempts = len(result.attempts)
+        request_id = request_id or result.request_id
+    else:
+        resource = "none"
+        attempts = len(getattr(result, "attempts", ()))
+    value = f"resource={resource}; attempts={attempts}"
+    return value if request_id is None else f"{value}; request={request_id}"
 
 
 __all__ = [
