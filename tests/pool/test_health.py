@@ -14,7 +14,7 @@ from sqlalchemy import insert
 
 from modelbank.db.engine import make_engine
 from modelbank.pool.breaker import BreakerPolicy, Outcome, State
-from modelbank.pool.health import Health, HealthStore, health_store
+from modelbank.pool.health import Delta, Health, HealthStore, Result, health_store
 from modelbank.pool.health_redis import RedisHealthStore
 from modelbank.pool.health_sql import SqlHealthStore
 from modelbank.pool.models import resources_table
@@ -253,3 +253,20 @@ def test_health_store_follows_the_settings(db: Db) -> None:
         redis_store = health_store(Settings(redis_url=REDIS_URL), db.engine)
         assert isinstance(redis_store, RedisHealthStore)
         redis_store.close()
+
+
+def test_record_applies_a_batch_in_order(store: HealthStore, db: Db) -> None:
+    """The router's write-behind flush: in-flight deltas and results of several resources
+    (rows never written before included), results applied in the order they finished."""
+    a, b = add_resources(db, 2)
+    fail = Result(Outcome.UPSTREAM_FAILURE, T0, latency_ms=9.0)
+    ok = Result(Outcome.SUCCESS, T0, latency_ms=100.0, ttft_ms=20.0)
+    fresh = store.record({a: Delta(2, [fail, fail, ok]), b: Delta(0, [fail] * 3)})
+    assert fresh == store.snapshot([a, b])
+    assert (fresh[a].in_flight, fresh[a].breaker.requests, fresh[a].breaker.failures) == (2, 3, 2)
+    assert (fresh[a].breaker.state, fresh[a].breaker.consecutive_failures) == (State.CLOSED, 0)
+    assert (fresh[a].latency_ms, fresh[a].ttft_ms) == (100.0, 20.0)
+    assert (fresh[b].breaker.state, fresh[b].breaker.opened_at) == (State.OPEN, T0)
+    after = store.record({a: Delta(-3, [])})
+    assert after[a].in_flight == 0  # never below zero
+    assert store.record({}) == {}
