@@ -27,6 +27,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "insufficient_funds": 402,
     "idempotency_key_reused": 409,
     "model_exists": 409,
+    "character_in_use": 409,
     "user_exists": 409,
     "hold_not_pending": 409,
     "hold_expired": 409,

@@ -78,6 +78,7 @@ def model(
         is_premium=info.is_premium,
         access_price_ucr=info.access_price_ucr,
         access_price=format_credits(info.access_price_ucr),
+        character_id=info.character_id,
         price=price(price_info),
         purchased=purchased,
         owned=owned,

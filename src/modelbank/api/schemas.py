@@ -15,6 +15,7 @@ from pydantic import (
     ConfigDict,
     Field,
     field_validator,
+    model_validator,
 )
 
 from modelbank.catalog.costs import Mode
@@ -236,6 +237,17 @@ class EarningsRuleIn(Strict):
     ) = None
 
 
+CharacterId = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=200,
+        pattern=r"^[^\s\x00]([^\x00]*[^\s\x00])?$",
+        description="the operator's character id (1–200 characters, no surrounding spaces)",
+    ),
+]
+
+
 class ModelIn(Strict):
     slug: str = Field(min_length=1, max_length=200)
     name: str = Field(min_length=1, max_length=200)
@@ -248,6 +260,11 @@ class ModelIn(Strict):
     creator_id: int | None = Field(default=None, ge=1, le=MAX_ID)
     is_premium: bool = False
     access_price_ucr: Ucr = 0
+    character_id: CharacterId | None = Field(
+        default=None,
+        description="the character this model answers as: usage may then be charged by"
+        " character id; unique among active models (409 character_in_use)",
+    )
     price: PriceIn | None = None
     cost: CostIn | None = None
     earnings_rule: EarningsRuleIn | None = None
@@ -261,6 +278,11 @@ class ModelPatch(Strict):
     is_premium: bool | None = None
     access_price_ucr: Ucr | None = None
     is_active: bool | None = None
+    character_id: CharacterId | None = Field(
+        default=None,
+        description="link to this character (409 character_in_use when another active model"
+        " has it); an explicit null unlinks; absent leaves the link as it is",
+    )
     price: PriceIn | None = Field(default=None, description="a new explicit price version")
     earnings_rule: EarningsRuleIn | None = Field(
         default=None, description="a new earnings rule version"
@@ -293,6 +315,9 @@ class EarningsRuleOut(BaseModel):
 
 
 class ModelOut(BaseModel):
+    # Every field is always sent: the response schema lists them all as required.
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
+
     id: int
     slug: str
     name: str
@@ -307,6 +332,7 @@ class ModelOut(BaseModel):
     is_premium: bool
     access_price_ucr: int
     access_price: str
+    character_id: str | None = Field(description="the character linked to this model")
     price: PriceOut | None
     purchased: bool = Field(description="the caller bought access (premium models)")
     owned: bool = Field(description="the caller created the model")
@@ -338,10 +364,18 @@ class AccessOut(BaseModel):
 # --- usage ----------------------------------------------------------------------------------
 
 
+ModelRef = Id | Annotated[str, Field(min_length=1, max_length=200)]
+"""A model by id or slug."""
+
+
 class UsageIn(Strict):
+    """One usage event; the model is named by ``model`` (id or slug) or by ``character_id``
+    (the active model linked to that character), exactly one of the two."""
+
     user_id: Id
-    model: Id | Annotated[str, Field(min_length=1, max_length=200)] = Field(
-        description="model id or slug"
+    model: ModelRef | None = Field(default=None, description="model id or slug")
+    character_id: CharacterId | None = Field(
+        default=None, description="instead of model: charge the active model of this character"
     )
     usage_type: str = Field(default="chat", min_length=1, max_length=32)
     input_tokens: Count = 0
@@ -350,6 +384,12 @@ class UsageIn(Strict):
     units: Count = 0
     occurred_at: Timestamp | None = None
     metadata: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _one_model_reference(self) -> UsageIn:
+        if (self.model is None) == (self.character_id is None):
+            raise ValueError("give exactly one of model and character_id")
+        return self
 
 
 class BatchEventIn(UsageIn):

@@ -7,10 +7,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from modelbank.api.schemas import (
     NO_NUL,
+    CharacterId,
     Count,
     Id,
     PositiveUcr,
@@ -201,15 +202,28 @@ class GrantPage(BaseModel):
     next_cursor: str | None
 
 
-class HoldIn(Strict):
+class _ModelOrCharacter(Strict):
+    """A body naming its model by ``model`` or ``character_id``, at most one of the two."""
+
+    model: Id | Annotated[str, Field(min_length=1, max_length=200, pattern=NO_NUL)] | None = None
+    character_id: CharacterId | None = Field(
+        default=None, description="instead of model: the active model of this character"
+    )
+
+    @model_validator(mode="after")
+    def _at_most_one_model_reference(self) -> _ModelOrCharacter:
+        if self.model is not None and self.character_id is not None:
+            raise ValueError("give model or character_id, not both")
+        return self
+
+
+class HoldIn(_ModelOrCharacter):
     amount_ucr: PositiveUcr
     timeout_s: int = Field(ge=1, le=7 * 24 * 3600, description="seconds until it expires")
-    model: Id | Annotated[str, Field(min_length=1, max_length=200, pattern=NO_NUL)] | None = None
 
 
-class CaptureIn(Strict):
+class CaptureIn(_ModelOrCharacter):
     amount_ucr: Ucr = Field(description="µcr to charge, ≤ the held amount; the rest is released")
-    model: Id | Annotated[str, Field(min_length=1, max_length=200, pattern=NO_NUL)] | None = None
     usage_type: Annotated[str, Field(min_length=1, max_length=32, pattern=NO_NUL)] = "other"
     input_tokens: Count = 0
     output_tokens: Count = 0

@@ -27,3 +27,16 @@ class NotPremium(InvalidInput):
     """Access was bought for a model that is free to use."""
 
     code = "model_not_premium"
+
+
+class CharacterNotFound(NotFound):
+    """No active model is linked to that character id."""
+
+    code = "character_not_found"
+
+
+class CharacterInUse(InvalidInput):
+    """Another active model is already linked to that character id (one model per
+    character among active models)."""
+
+    code = "character_in_use"

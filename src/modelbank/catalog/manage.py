@@ -12,7 +12,14 @@ from sqlalchemy.orm import Session
 
 from modelbank.catalog.costs import Mode
 from modelbank.catalog.models import models_table as models
-from modelbank.catalog.service import ModelInfo, get_model, resolve_models
+from modelbank.catalog.service import (
+    ModelInfo,
+    check_character_id,
+    get_model,
+    refuse_taken,
+    resolve_models,
+    unique_guard,
+)
 from modelbank.catalog.tiers import Tier
 from modelbank.errors import InvalidInput
 
@@ -31,15 +38,36 @@ class ModelChanges:
     access_price_ucr: int | None = None
     creator_id: int | None = None
     is_active: bool | None = None
+    character_id: str | None = None
+    """Link the model to this character (unique among active models)."""
+    unlink_character: bool = False
+    """Remove the model's character link (``character_id`` must then be None)."""
 
 
 def update_model(session: Session, model_id: int, changes: ModelChanges) -> ModelInfo:
     """Apply ``changes`` to a model; return it as it now is.
 
-    Raises :class:`~modelbank.catalog.errors.ModelNotFound`, :class:`InvalidInput` (bad
-    demand, negative access price, empty name).
+    Raises :class:`~modelbank.catalog.errors.ModelNotFound`,
+    :class:`~modelbank.catalog.errors.CharacterInUse` (the model would be active and
+    linked to a character another active model has: a new link, or a reactivation),
+    :class:`InvalidInput` (bad demand, negative access price, empty name, bad character id).
     """
-    get_model(session, model_id)
+    current = get_model(session, model_id)
+    values = _values(changes)
+    if values:
+        active = bool(values.get("is_active", current.is_active))
+        character = values.get("character_id", current.character_id)
+        linked = character if active and isinstance(character, str) else None
+        refuse_taken(session, slug=None, character_id=linked, model_id=model_id)
+        with unique_guard(session, slug=None, character_id=linked, model_id=model_id):
+            session.connection().execute(
+                update(models).where(models.c.id == model_id).values(values)
+            )
+    return get_model(session, model_id)
+
+
+def _values(changes: ModelChanges) -> dict[str, object]:
+    """The column values ``changes`` sets, checked. Raises :class:`InvalidInput`."""
     values: dict[str, object] = {}
     if changes.name is not None:
         if not changes.name.strip():
@@ -63,9 +91,13 @@ def update_model(session: Session, model_id: int, changes: ModelChanges) -> Mode
         values["creator_id"] = changes.creator_id
     if changes.is_active is not None:
         values["is_active"] = changes.is_active
-    if values:
-        session.connection().execute(update(models).where(models.c.id == model_id).values(values))
-    return get_model(session, model_id)
+    if changes.unlink_character:
+        if changes.character_id is not None:
+            raise InvalidInput("give character_id or unlink it, not both")
+        values["character_id"] = None
+    elif changes.character_id is not None:
+        values["character_id"] = check_character_id(changes.character_id)
+    return values
 
 
 def deactivate_model(session: Session, model_id: int) -> ModelInfo:

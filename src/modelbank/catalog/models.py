@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import cast
 
-from sqlalchemy import BigInteger, ForeignKey, String, Table, true
+from sqlalchemy import BigInteger, ForeignKey, Index, String, Table, text, true
 from sqlalchemy.orm import Mapped, mapped_column
 
 from modelbank.db.base import Base, BigId, UTCDateTime
@@ -13,7 +13,9 @@ from modelbank.db.base import Base, BigId, UTCDateTime
 
 class CatalogModel(Base):
     """A model in the catalog (DESIGN §4). ``creator_id`` NULL: a platform model that earns
-    nobody anything. ``access_price_ucr``: what a premium model's access costs, in µcr."""
+    nobody anything. ``access_price_ucr``: what a premium model's access costs, in µcr.
+    ``character_id``: the operator's character this model answers as (chat platforms charge
+    by character); unique among active models."""
 
     __tablename__ = "models"
 
@@ -34,6 +36,18 @@ class CatalogModel(Base):
     monetised: Mapped[bool] = mapped_column(default=True, server_default=true())
     """Whether usage of this model earns its beneficiaries anything (DESIGN §7)."""
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        # One active model per character (migration 0008): usage sent with a character id
+        # resolves to exactly one model. Inactive models keep their link as history.
+        Index(
+            "uq_models_active_character",
+            "character_id",
+            unique=True,
+            sqlite_where=text("is_active AND character_id IS NOT NULL"),
+            postgresql_where=text("is_active AND character_id IS NOT NULL"),
+        ),
+    )
 
 
 class ModelAccess(Base):

@@ -151,6 +151,7 @@ def create_model(body: s.ModelIn, caller: Caller, db: DB) -> s.ModelOut:
             creator_id=body.creator_id,
             is_premium=body.is_premium,
             access_price_ucr=body.access_price_ucr,
+            character_id=body.character_id,
         ),
         explicit_ucr=price_rates(body.price) if body.price else None,
         cost_uusd=cost_rates(body.cost) if body.cost else None,
@@ -164,8 +165,11 @@ def create_model(body: s.ModelIn, caller: Caller, db: DB) -> s.ModelOut:
 @router.patch("/models/{model_id}", response_model=s.ModelOut)
 def edit_model(model_id: PathId, body: s.ModelPatch, caller: Caller, db: DB) -> s.ModelOut:
     """Edit a model (admin). ``price`` makes a new explicit price version and
-    ``earnings_rule`` a new rule version; history is kept."""
+    ``earnings_rule`` a new rule version; history is kept. ``character_id`` links the model
+    to a character (409 ``character_in_use`` when another active model has it, also on
+    reactivation); an explicit ``null`` unlinks it."""
     caller.require_admin()
+    unlink = "character_id" in body.model_fields_set and body.character_id is None
     with db.write() as session:
         info = manage.update_model(
             session,
@@ -178,6 +182,8 @@ def edit_model(model_id: PathId, body: s.ModelPatch, caller: Caller, db: DB) -> 
                 is_premium=body.is_premium,
                 access_price_ucr=body.access_price_ucr,
                 is_active=body.is_active,
+                character_id=body.character_id,
+                unlink_character=unlink,
             ),
         )
         price = (

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from sqlalchemy.orm import Session
 
 from modelbank.api import schemas as s
-from modelbank.api.deps import DB, IDEMPOTENCY_HIT, Caller, IdemKey, scoped
+from modelbank.api.deps import DB, IDEMPOTENCY_HIT, Caller, Database, IdemKey, scoped
 from modelbank.api.errors import COMMON_PROBLEMS, problem_responses
 from modelbank.auth.service import Principal
+from modelbank.catalog import service as catalog
+from modelbank.catalog.errors import CharacterNotFound
+from modelbank.catalog.service import ModelInfo
 from modelbank.metering import service as metering
+from modelbank.metering.events import rejected
 from modelbank.metering.service import ChargeResult, UsageEvent
 from modelbank.money import format_credits, format_usd
 
@@ -27,11 +33,15 @@ def metering_key(caller: Principal, key: str) -> str:
     return key if caller.user_id is None else f"u{caller.user_id}:{key}"
 
 
-def event_of(body: s.UsageIn, key: str) -> UsageEvent:
+def event_of(body: s.UsageIn, key: str, model: int | str | None = None) -> UsageEvent:
+    """The metering event of ``body``; ``model`` (the id a character resolved to) replaces
+    ``body.model``. The idempotency fingerprint then binds the key to the resolved model."""
+    resolved = model if model is not None else body.model
+    assert resolved is not None  # UsageIn: exactly one of model and character_id
     return UsageEvent(
         idempotency_key=key,
         user_id=body.user_id,
-        model=body.model,
+        model=resolved,
         usage_type=body.usage_type,
         input_tokens=body.input_tokens,
         output_tokens=body.output_tokens,
@@ -66,25 +76,41 @@ def usage_out(result: ChargeResult) -> s.UsageOut:
 )
 async def charge(body: s.UsageIn, key: IdemKey, caller: Caller, db: DB) -> JSONResponse:
     """Charge one usage event: admin and service keys for any user, a user key for itself.
-    The ``Idempotency-Key`` identifies the event: a retry returns the first result with
-    ``Idempotency-Hit: true``. Premium models need bought access."""
+    The model is ``model`` (id or slug) or the active model linked to ``character_id``
+    (404 ``character_not_found`` when none is). The ``Idempotency-Key`` identifies the
+    event: a retry returns the first result with ``Idempotency-Hit: true``. Premium models
+    need bought access."""
     scoped(caller, body.user_id)
-    result = await db.charge(event_of(body, metering_key(caller, key)))
+    model = None
+    if body.character_id is not None:
+        model = await run_in_threadpool(character_model, db, body.character_id)
+    result = await db.charge(event_of(body, metering_key(caller, key), model))
     hit = "true" if result.status == "replayed" else "false"
     return JSONResponse(
         usage_out(result).model_dump(mode="json"), status_code=201, headers={IDEMPOTENCY_HIT: hit}
     )
 
 
+def character_model(db: Database, character_id: str) -> int:
+    """The id of the active model linked to ``character_id``. Raises
+    :class:`~modelbank.catalog.errors.CharacterNotFound`."""
+    with db.read() as session:
+        return catalog.model_for_character(session, character_id).id
+
+
 @router.post("/usage/batch", response_model=s.BatchOut)
 def charge_batch(body: s.BatchIn, caller: Caller, db: DB) -> s.BatchOut:
     """Charge up to 1,000 events (admin and service keys), each with its own
-    ``idempotency_key``, in one transaction. Each event succeeds or is rejected on its own;
-    the results come back in order."""
+    ``idempotency_key``, in one transaction. Each event names its model by ``model`` or
+    ``character_id``; one whose character has no active model is rejected with
+    ``character_not_found``. Each event succeeds or is rejected on its own; the results come
+    back in order."""
     caller.require_admin_or_service()
-    events = [event_of(e, e.idempotency_key) for e in body.events]
     with db.write() as session:
-        results = metering.charge_batch(session, events)
+        characters = catalog.resolve_characters(
+            session, [e.character_id for e in body.events if e.character_id is not None]
+        )
+        results = _charge_resolved(session, body.events, characters)
     out = []
     for r in results:
         out.append(
@@ -106,3 +132,23 @@ def charge_batch(body: s.BatchIn, caller: Caller, db: DB) -> s.BatchOut:
         rejected=sum(r.status == "rejected" for r in results),
         results=out,
     )
+
+
+def _charge_resolved(
+    session: Session, events: list[s.BatchEventIn], characters: dict[str, ModelInfo]
+) -> list[ChargeResult]:
+    """Charge the events whose model is known in one batch; an event whose character has no
+    active model is rejected (``character_not_found``) in its place. Results in order."""
+    results: list[ChargeResult | None] = []
+    todo: list[UsageEvent] = []
+    for e in events:
+        if e.character_id is None or e.character_id in characters:
+            model = None if e.character_id is None else characters[e.character_id].id
+            todo.append(event_of(e, e.idempotency_key, model))
+            results.append(None)
+        else:
+            unknown = f"no active model for character {e.character_id!r}"
+            event = UsageEvent(idempotency_key=e.idempotency_key, user_id=e.user_id, model=0)
+            results.append(rejected(event, CharacterNotFound.code, unknown))
+    charged = iter(metering.charge_batch(session, todo) if todo else [])
+    return [r if r is not None else next(charged) for r in results]

@@ -25,6 +25,7 @@ from modelbank.api.deps import (
 from modelbank.api.errors import COMMON_PROBLEMS, problem_responses
 from modelbank.api.schemas import Timestamp
 from modelbank.auth.service import Principal
+from modelbank.catalog import service as catalog
 from modelbank.db.base import utcnow
 from modelbank.metering import refunds
 from modelbank.metering.capture import capture
@@ -272,6 +273,20 @@ def list_grants(
 # ---------------------------------------------------------------- holds
 
 
+def model_of(session: Session, body: ws.HoldIn | ws.CaptureIn) -> int | str | None:
+    """The body's ``model``, or the id of the active model of its ``character_id``
+    (:class:`~modelbank.catalog.errors.CharacterNotFound` when none)."""
+    if body.character_id is not None:
+        return catalog.model_for_character(session, body.character_id).id
+    return body.model
+
+
+def fingerprinted(body: ws.HoldIn | ws.CaptureIn) -> dict[str, Any]:
+    """The body an idempotency key is bound to; ``character_id`` only when given, so keys
+    stored before it existed still replay."""
+    return body.model_dump(mode="json", exclude=None if body.character_id else {"character_id"})
+
+
 def _visible_hold(session: Session, caller: Principal, hold_id: int) -> holds.HoldInfo:
     found = holds.get_hold(session, hold_id)
     if not caller.can_act_for(found.user_id):
@@ -298,12 +313,12 @@ def place_hold(
             user_id,
             body.amount_ucr,
             timeout_s=body.timeout_s,
-            model=body.model,
+            model=model_of(session, body),
             idempotency_key=f"api:{caller.scope}:{key}",
         )
         return 201, ws.hold_out(hold).model_dump(mode="json")
 
-    return db.idempotent(caller, key, f"/users/{user_id}/holds", body.model_dump(mode="json"), run)
+    return db.idempotent(caller, key, f"/users/{user_id}/holds", fingerprinted(body), run)
 
 
 @router.get("/users/{user_id}/holds", response_model=ws.HoldList)
@@ -349,7 +364,7 @@ def capture_hold(
             session,
             hold_id,
             body.amount_ucr,
-            model=body.model,
+            model=model_of(session, body),
             usage_type=body.usage_type,
             input_tokens=body.input_tokens,
             output_tokens=body.output_tokens,
@@ -358,9 +373,7 @@ def capture_hold(
         )
         return 200, ws.capture_out(hold, result).model_dump(mode="json")
 
-    return db.idempotent(
-        caller, key, f"/holds/{hold_id}/capture", body.model_dump(mode="json"), run
-    )
+    return db.idempotent(caller, key, f"/holds/{hold_id}/capture", fingerprinted(body), run)
 
 
 @router.post("/holds/{hold_id}/void", response_model=ws.HoldOut)
