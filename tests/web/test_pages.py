@@ -141,7 +141,12 @@ def test_posts_without_the_right_csrf_token_are_403_and_change_nothing(
     data = {"package_id": str(package_id)} | ({} if token is None else {"csrf_token": token})
     for path in POST_ROUTES:
         url = path.format(
-            user_id=uid, model_id=premium["id"], purchase_id=1, package_id=package_id, payout_id=1
+            user_id=uid,
+            model_id=premium["id"],
+            purchase_id=1,
+            package_id=package_id,
+            payout_id=1,
+            resource_id=1,
         )
         r = client.post(url, data=data, follow_redirects=False)
         assert r.status_code == 403, (url, r.status_code, r.text[:300])

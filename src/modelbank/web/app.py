@@ -22,7 +22,17 @@ from modelbank.api.deps import Database
 from modelbank.api.errors import status_for
 from modelbank.errors import DomainError
 from modelbank.secrets import SecretBox
-from modelbank.web import admin, admin_platform, analytics, auth_pages, earnings, wallet, whatif
+from modelbank.web import (
+    admin,
+    admin_platform,
+    analytics,
+    auth_pages,
+    earnings,
+    pool,
+    pool_admin,
+    wallet,
+    whatif,
+)
 from modelbank.web.render import STATIC_DIR, back_url, flash_redirect, redirect, render
 from modelbank.web.session import (
     SESSION_COOKIE,
@@ -172,6 +182,16 @@ def create_web_app(db: Database, box: SecretBox) -> FastAPI:
         viewer = _optional_viewer(request)
         return redirect(auth_pages.landing(viewer) if viewer else "/app/sign-in")
 
-    for module in (auth_pages, wallet, analytics, earnings, admin, admin_platform, whatif):
+    for module in (
+        auth_pages,
+        wallet,
+        analytics,
+        earnings,
+        admin,
+        admin_platform,
+        whatif,
+        pool,
+        pool_admin,
+    ):
         app.include_router(module.router)
     return app
