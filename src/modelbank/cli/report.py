@@ -80,7 +80,8 @@ def _summary_rows(report: ReplayReport) -> list[tuple[str, str]]:
         ("rejected", f"{report.rejected:,} ({share})" + (f": {rejected}" if rejected else "")),
         ("users created", f"{report.users_created:,}"),
         ("models created", f"{len(report.models_created):,}"),
-        ("top-ups", _top_ups(report)),
+        ("top-ups (manual, confirmed)", _top_ups(report)),
+        ("refused, charged after a top-up", f"{report.retried:,}"),
         ("revenue", format_credits(report.revenue_ucr, 2)),
         ("provider cost", format_usd(report.provider_cost_uusd)),
         ("creator earnings", format_credits(report.creator_earnings_ucr, 2)),
@@ -103,10 +104,9 @@ def _top_ups(report: ReplayReport) -> str:
     if not report.top_ups:
         return "none"
     return (
-        f"{report.top_ups:,} packages by {report.top_up_users:,} users:"
+        f"{report.top_ups:,} by {report.top_up_users:,} users:"
         f" {format_credits(report.top_up_credits_ucr, 0)} for"
-        f" {format_usd(report.top_up_paid_uusd)} ({report.retried:,} refused requests"
-        " charged after paying)"
+        f" {format_usd(report.top_up_paid_uusd)}"
     )
 
 
