@@ -118,6 +118,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         try:
             yield
         finally:
+            await gateway.router.aclose()  # writes the health still pending
             await gateway.upstream.aclose()
             if runner is not None:
                 runner.close()

@@ -43,7 +43,7 @@ from modelbank.metering import service as metering
 from modelbank.metering.models import usage_events_table
 from modelbank.pool import routelog
 from modelbank.pool import service as pool
-from modelbank.pool.breaker import UpstreamFailure
+from modelbank.pool.breaker import UpstreamFailure, classify
 from modelbank.pool.router import Attempt, RouteFailed, Router, RouteResult, Target, route_header
 from modelbank.pricing.errors import NoPrice
 from modelbank.pricing.ratecard import RateCard
@@ -451,8 +451,9 @@ class StreamReply:
             async for chunk in stream.rest():
                 for event in self._relay(chunk):
                     yield await self._before_sending(event)
-        except httpx.HTTPError:
+        except httpx.HTTPError as exc:
             self.broken = True  # mid-stream: no failover after the first byte
+            await self.gateway.router.report(self.route.target.resource_id, classify(error=exc))
             await self.finish()
             return
         self.completed = True
