@@ -13,6 +13,7 @@ from sqlalchemy import text
 from typer.testing import CliRunner
 
 from modelbank.cli import app
+from modelbank.cli.helptext import prose
 from modelbank.db.engine import make_engine
 from modelbank.users import service as users
 from modelbank.wallets import holds
@@ -315,3 +316,20 @@ def test_help_reads_well(command: list[str]) -> None:
     assert _continuation_rows(out) == []
     if "─ Commands " not in out:
         assert "Example" in out, f"`modelbank {' '.join(command)} --help` shows no example"
+
+
+def test_prose_joins_each_paragraph_and_keeps_indented_blocks() -> None:
+    text = """First line of a
+    sentence that goes on.
+
+    A second
+    paragraph.
+
+    Examples:
+      modelbank demo
+      modelbank demo --json
+    """
+    assert prose(text) == (
+        "First line of a sentence that goes on.\n\nA second paragraph.\n\n"
+        "Examples:\n  modelbank demo\n  modelbank demo --json"
+    )

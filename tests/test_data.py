@@ -79,7 +79,7 @@ def test_locate_prefers_the_plain_file_and_require_names_what_is_missing(tmp_pat
 
 def test_no_absolute_machine_paths_in_code_or_docs() -> None:
     tracked = subprocess.run(
-        ["git", "ls-files", "src", "README.md", "bench", ".ci"],
+        ["git", "ls-files", "src", "README.md", ".ci"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -88,6 +88,8 @@ def test_no_absolute_machine_paths_in_code_or_docs() -> None:
     pattern = re.compile(r"/work/|/home/\w|\.\./shared")
     offenders = []
     for name in tracked:
+        if name == ".ci/fresh-clone-demo":  # it checks that no ../shared is beside the clone
+            continue
         path = ROOT / name
         if path.suffix in {".gz", ".png", ".ico"} or not path.is_file():
             continue

@@ -1,8 +1,9 @@
 """Import provider costs from a LiteLLM ``model_prices_and_context_window.json`` sheet.
 
 The sheet is one JSON object: key = model name as LiteLLM routes it (``gpt-4o``,
-``azure/gpt-4o``, ``1024-x-1024/dall-e-2``), value = an object of fields (see
-``shared/data/README.md`` §1). Rules, in the order they apply to each entry:
+``azure/gpt-4o``, ``1024-x-1024/dall-e-2``), value = an object of fields (the copy shipped
+in :mod:`modelbank.data` and its README describe them). Rules, in the order they apply to
+each entry:
 
 1. ``sample_spec`` is documentation: skipped, reason ``"documentation entry"``.
 2. A value that is not an object: skipped (``"not an object: list"``).
