@@ -41,6 +41,8 @@ from modelbank.db.engine import make_engine
 from modelbank.earnings import payouts
 from modelbank.earnings import service as earnings
 from modelbank.earnings.rules import EarningsRule
+from modelbank.gateway.fake_upstream import FakeUpstreamConfig
+from modelbank.gateway.fake_upstream import create_app as create_fake
 from modelbank.ledger import invariants
 from modelbank.ledger import service as ledger
 from modelbank.ledger.codes import AccountCode
@@ -54,6 +56,7 @@ from modelbank.wallets.grants import GrantSource
 from modelbank.web import views
 from tests.api.conftest import TEST_SECRET_KEY
 from tests.factories import GPT4O_COST, user
+from tests.gateway.conftest import serving
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -776,3 +779,40 @@ def test_screenshots_of_every_page(chromium: Any, world: World) -> None:
         _shoot_both(tab, "admin-purchases")
     finally:
         tab.close()
+
+
+POOL_KEY = "sk-browser-pool-key-0123456789-a1b2"
+
+
+def test_pool_page_deposits_a_key_and_withdraws_it(tab: Tab) -> None:
+    """The depositor's pool page in a browser: the nav link, the deposit form against a
+    real fake upstream (credited 90 % of the pool part), the key never in the page, the
+    withdrawal's confirmation, and no sideways scrolling at phone width."""
+    w, page = tab.world, tab.page
+    before = w.available(w.alice)
+    tab.sign_in(w.alice_key)
+    page.click("nav >> text=Pool")
+    assert page.url.endswith(f"/app/users/{w.alice}/pool")
+    with serving(
+        create_fake(FakeUpstreamConfig(api_keys=frozenset({POOL_KEY}))), lifespan="off"
+    ) as url:
+        page.fill("#d-provider", "fake")
+        page.fill("#d-url", f"{url}/v1")
+        page.fill("#d-key", POOL_KEY)
+        page.fill("#d-quota", "5")
+        page.fill("#d-market", "1")
+        page.fill("#d-model-0", "gpt-4o")
+        page.fill("#d-up-0", "gpt-4o-mini")
+        page.click("#deposit-form button[type=submit]")
+        page.wait_for_load_state()
+    assert "is active: 360.00 credits were added" in tab.flash()  # 90 % of $4 × 100
+    row = page.locator("#resources tbody tr").first
+    assert row.get_attribute("data-status") == "active"
+    assert POOL_KEY not in page.content()
+    assert w.available(w.alice) == before + 360 * CREDIT
+    _shoot_both(tab, "user-pool")
+    row.locator("button:has-text('Withdraw')").click()  # confirm() is accepted by the tab
+    page.wait_for_load_state()
+    assert "withdrawn: 360.00 credits" in tab.flash()
+    assert page.locator("#resources tbody tr").first.get_attribute("data-status") == "withdrawn"
+    assert w.available(w.alice) == before and w.violations() == []

@@ -148,6 +148,7 @@ def pool_page(request: Request, user_id: PathId, viewer: SignedIn) -> Response:
     with db.read() as session:
         user = users.get_user(session, user_id)
         choices = [m.slug for m in manage.list_models(session, limit=MODEL_CHOICES)]
+        credit_bps, fee_bps = pool.deposit_rates(session)
     lines = reports.owner_reports(
         db.read, user_id, pool_health(request), credits_per_usd=db.settings.credits_per_usd
     )
@@ -166,6 +167,8 @@ def pool_page(request: Request, user_id: PathId, viewer: SignedIn) -> Response:
             "choices": choices,
             "model_rows": MODEL_ROWS,
             "rate": views.decimal_text(db.settings.credits_per_usd),
+            "credit_bps": credit_bps,
+            "fee_bps": fee_bps,
         },
     )
 

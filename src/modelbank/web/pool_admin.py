@@ -16,6 +16,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 from sqlalchemy.orm import Session
+from starlette.datastructures import FormData
 from starlette.responses import Response
 
 from modelbank.api.deps import PathId
@@ -57,6 +58,8 @@ def overview(request: Request, viewer: SignedIn) -> Response:
     found = reports.panel(
         db.read, pool_health(request), credits_per_usd=db.settings.credits_per_usd, limit=1
     )
+    with db.read() as session:
+        _, fee_bps = pool.deposit_rates(session)
     s = found.summary
     return render(
         request,
@@ -69,6 +72,7 @@ def overview(request: Request, viewer: SignedIn) -> Response:
             "revenue_ucr": s.served.spread_ucr + s.fee_ucr,
             "used_bps": reports.ratio_bps(s.consumed_uusd, s.quota_uusd - s.market_quota_uusd),
             "rate": views.decimal_text(db.settings.credits_per_usd),
+            "fee_bps": fee_bps,
         },
     )
 
@@ -125,7 +129,7 @@ def logs_tab(request: Request, viewer: SignedIn, before: Cursor = None) -> Respo
     )
 
 
-def _back(form: Form) -> str:
+def _back(form: FormData) -> str:
     back = text_field(form, "back")
     return back if back.startswith("/app/admin/pool") else "/app/admin/pool/resources"
 
