@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import itertools
 import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -404,6 +406,12 @@ def test_admin_panel_tabs_show_the_figures_and_suspend_resume(api: Api) -> None:
     assert 'data-status="suspended"' in _row(html, mine.id)
     html = _post(admin, f"{page}/{mine.id}/resume", page, _form(admin, page))
     assert _flash(html) == ("ok", f"Resource #{mine.id} resumed: active.")
+    html = _post(admin, f"{page}/{platform.id}/withdraw", page, _form(admin, page))
+    assert _flash(html) == (
+        "ok",
+        f"Resource #{platform.id} withdrawn: 0.00 credits of deposit credit clawed back.",
+    )
+    assert 'data-status="withdrawn"' in _row(html, platform.id)
 
     html = admin.get("/app/admin/pool/logs").text
     rows = re.findall(r'<tr data-log-id="\d+">.*?</tr>', html, re.S)
@@ -452,3 +460,28 @@ def test_suspension_rules(api: Api) -> None:
         resumed = suspension.resume(s, info.id)
         assert (resumed.status, resumed.consumed_uusd) == ("depleted", 8_000_000)
         assert suspension.resume(s, info.id).status == "depleted"
+
+
+def test_two_deposits_of_one_key_at_once_give_one_resource(api: Api) -> None:
+    """Two browsers of the same user post the same key at the same moment: one deposit
+    is active and credited once, the other is told the key is in the pool (never a 500)."""
+    api.model("gpt-4o")
+    a, headers = api.user(f"racer-{next(_ids)}")
+    a_client, second = signed_in(api, headers), signed_in(api, headers)
+    page = f"/app/users/{a}/pool"
+    fake = create_fake(FakeUpstreamConfig(api_keys=frozenset({KEY})))
+    with serving(fake, lifespan="off") as url:
+        forms = [_form(c, page, **_deposit_data(f"{url}/v1")) for c in (a_client, second)]
+        barrier = threading.Barrier(2)
+
+        def post(client: TestClient, data: dict[str, Any]) -> str:
+            barrier.wait()
+            return _post(client, f"{page}/deposits", page, data)
+
+        with ThreadPoolExecutor(2) as pool_:
+            pages = list(pool_.map(post, (a_client, second), forms))
+    flashes = sorted(_flash(html)[0] for html in pages)
+    assert flashes == ["error", "ok"], [_flash(html) for html in pages]
+    refused = next(_flash(html)[1] for html in pages if _flash(html)[0] == "error")
+    assert refused == "this provider key is already in the pool"
+    assert _resources(api) == 1 and _wallet(api, a) == 742_500_000
