@@ -171,12 +171,9 @@ def gw_settings() -> dict[str, Any]:
 
 @pytest.fixture
 def gw(db: Db, gw_settings: dict[str, Any]) -> Iterator[Gw]:
+    defaults = {"router_cache_ttl_s": 0, "gateway_first_byte_timeout_s": 2}
     settings = load_settings(
-        database_url=db.url,
-        secret_key=TEST_SECRET_KEY,
-        router_cache_ttl_s=0,
-        gateway_first_byte_timeout_s=2,
-        **gw_settings,
+        database_url=db.url, secret_key=TEST_SECRET_KEY, **{**defaults, **gw_settings}
     )
     app = create_app(settings, engine=db.engine)
     with db.tx() as session:
