@@ -76,7 +76,7 @@ def stats(url: str) -> dict[str, object]:
 
 def wait_for(url: str, check: str, expected: int) -> dict[str, object]:
     """Poll the stats until ``check`` (``streams.cancelled`` …) reaches ``expected``."""
-    deadline = time.monotonic() + 3
+    deadline = time.monotonic() + 10  # generous: the machine may be shared
     while True:
         current = stats(url)
         value: object = current
@@ -296,27 +296,28 @@ def test_latency_and_ttft(fake: tuple[str, FakeUpstream]) -> None:
     stream = chat_once(
         url,
         stream=True,
-        max_tokens=3,
+        max_tokens=8,
         extra_headers={
             "X-Fake-Latency-Ms": "0",
             "X-Fake-Ttft-Ms": "120",
             "X-Fake-Tokens-Per-S": "20",
         },
     )
-    first = None
-    for chunk in stream:
-        if first is None and chunk.choices and chunk.choices[0].delta.content:
-            first = time.monotonic() - started
-    total = time.monotonic() - started
-    assert first is not None and 0.12 <= first < 0.3
-    assert total >= 0.12 + 2 / 20
+    arrivals = [
+        time.monotonic() - started
+        for chunk in stream
+        if chunk.choices and chunk.choices[0].delta.content
+    ]
+    assert len(arrivals) == 8
+    assert arrivals[0] >= 0.12  # the first token waits ttft_ms
+    assert arrivals[-1] - arrivals[0] >= 7 / 20 - 0.01  # then one token per 1/20 s
 
 
 def test_client_cancel_is_seen(fake: tuple[str, FakeUpstream]) -> None:
     url, app = fake
     app.config = FakeUpstreamConfig(tokens_per_s=50)
     with client(url).chat.completions.create(
-        model="m", messages=[{"role": "user", "content": "x"}], max_tokens=100, stream=True
+        model="m", messages=[{"role": "user", "content": "x"}], max_tokens=1000, stream=True
     ) as stream:
         for n, _ in enumerate(stream):
             if n == 2:
