@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
@@ -41,6 +41,7 @@ from modelbank.users import service as users
 from modelbank.users.errors import UserNotFound
 from tests import factories
 from tests.conftest import Db
+from tests.pool.helpers import deposit
 
 CR = 1_000_000
 T0 = (datetime.now(UTC) + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
@@ -236,8 +237,10 @@ def expected(
                             "earnings_note",
                             "price_version_id",
                             "idempotency_key",
+                            "resource_id",
                         )
                     },
+                    "usage_estimated": "true" if r.usage_estimated else "false",
                 }
             )
         elif kind is ExportKind.EARNINGS:
@@ -348,6 +351,38 @@ def test_every_kind_and_scope_matches_the_database(db: Db) -> None:
         "pending",
         "failed",
         "completed",
+    ]
+
+
+def test_gateway_usage_names_its_resource_and_whether_it_was_estimated(db: Db) -> None:
+    """Usage the gateway charged carries the pool resource that served it and the estimate
+    flag (the gateway sets both on the usage row in its capture transaction); usage reported
+    through the API has neither."""
+    w = scenario(db)
+    with db.tx() as s:
+        served = deposit(s, None, "carols", api_key="sk-export-test-key-0123456789")
+        keys = ["ev-2", "ev-5"]
+        for key, estimated in zip(keys, (False, True), strict=True):
+            s.execute(
+                update(usage_events_table)
+                .where(usage_events_table.c.idempotency_key == key)
+                .values(resource_id=served.id, usage_estimated=estimated)
+            )
+    header, rows = parse(export_text(db, "usage"))
+    assert header[-2:] == ["resource_id", "usage_estimated"]
+    assert [(r["idempotency_key"], r["resource_id"], r["usage_estimated"]) for r in rows] == [
+        ("ev-0", "", "false"),
+        ("ev-1", "", "false"),
+        ("ev-2", str(served.id), "false"),
+        ("ev-3", "", "false"),
+        ("ev-4", "", "false"),
+        ("ev-5", str(served.id), "true"),
+    ]
+    assert rows == expected(db, ExportKind.USAGE)
+    _, bobs = parse(export_text(db, "usage", user_id=w.bob))
+    assert [(r["idempotency_key"], r["resource_id"]) for r in bobs] == [
+        ("ev-2", str(served.id)),
+        ("ev-5", str(served.id)),
     ]
 
 

@@ -17,12 +17,17 @@ from sqlalchemy.orm import Session
 
 from modelbank.analytics import exports
 from modelbank.analytics.exports import ExportKind
+from modelbank.gateway.fake_upstream import FakeUpstreamConfig, prompt_text_for
+from modelbank.gateway.fake_upstream import create_app as create_fake
 from tests.api.conftest import Api, problem
+from tests.gateway.conftest import serving
 
 V1 = "/api/v1"
 CR = 1_000_000
 RULE = {"share_bps": 2_000, "popularity_tiers": [], "type_multipliers": {"chat": 1}}
 """Creators earn exactly 20 % of a chat charge."""
+EXPORT_KEY = "sk-export-upstream-key-0123456789abcdef"
+"""The provider key of the pool resource the gateway test deposits."""
 
 
 @dataclass
@@ -196,3 +201,46 @@ def test_export_is_in_the_openapi_schema(api: Api) -> None:
     assert kind["in"] == "path"
     names = {p["name"] for p in op["parameters"]}
     assert {"kind", "user_id", "from", "to"} <= names
+
+
+def test_gateway_usage_is_listed_with_the_resource_that_served_it(api: Api) -> None:
+    """A chat through the gateway (DESIGN §9) is in usage.csv like any other usage, with the
+    pool resource that served it and ``usage_estimated`` false (the upstream reported it);
+    usage reported through the API has no resource."""
+    w = world(api)
+    api.model("pooled")  # 1 µcr per input token, 2 per output token
+    with serving(create_fake(FakeUpstreamConfig(api_keys=(EXPORT_KEY,))), lifespan="off") as up:
+        r = api.client.post(
+            f"{V1}/admin/resources",
+            json={
+                "provider": "fake",
+                "base_url": f"{up}/v1",
+                "api_key": EXPORT_KEY,
+                "models": [{"model": "pooled", "upstream_model": "fake-chat"}],
+                "quota_uusd": 1_000_000,
+            },
+            headers={**api.admin, "Idempotency-Key": "export-resource"},
+        )
+        assert r.status_code == 201, r.text
+        resource = r.json()["id"]
+        chat = api.client.post(
+            "/v1/chat/completions",
+            json={
+                "model": "pooled",
+                "messages": [{"role": "user", "content": prompt_text_for(106)}],
+                "max_tokens": 7,
+            },
+            headers=w.bob_h,
+        )
+        assert chat.status_code == 200, chat.text
+        assert chat.json()["usage"]["prompt_tokens"] == 106
+    rows = rows_of(api.client.get(url("usage"), headers=w.bob_h))
+    assert [(x["model"], x["resource_id"], x["usage_estimated"]) for x in rows] == [
+        ("meter", "", "false"),
+        ("pooled", str(resource), "false"),
+    ]
+    gateway = rows[1]
+    assert (gateway["input_tokens"], gateway["output_tokens"]) == ("106", "7")
+    assert gateway["charge_ucr"] == str(106 * 1 + 7 * 2)
+    assert gateway["charge"] == "0.000120 cr"
+    assert EXPORT_KEY not in api.client.get(url("usage"), headers=api.admin).text

@@ -6,7 +6,10 @@ streamer pages through it in id order with keyset pagination, one short read tra
 page of :data:`PAGE_SIZE` rows, and yields CSV text (header first). A scope is every row
 (``user_id`` None: the caller must be an admin; enforced by the caller) or one user's:
 
-* ``usage``: the user's usage events;
+* ``usage``: the user's usage events; gateway usage (DESIGN §9) like any other, with the pool
+  resource that served it (``resource_id``, empty for usage reported through the API) and
+  ``usage_estimated`` (``true`` when a client left mid-stream and the upstream reported no
+  usage, so the tokens were estimated from the streamed text; else ``false``);
 * ``transfers``: transfers debiting or crediting the user's wallet or earnings account, holds
   (``pending``) and their resolutions (``post`` / ``void``) included;
 * ``earnings``: earning lines whose beneficiary is the user;
@@ -102,6 +105,10 @@ def format_ucr(amount_ucr: int) -> str:
     return f"{'-' if amount_ucr < 0 else ''}{whole:,}.{frac:06d} cr"
 
 
+def _flag(value: bool | None) -> str:
+    return "true" if value else "false"
+
+
 def _transfer_kind(flags: int) -> str:
     if flags & TransferFlags.PENDING:
         return "pending"
@@ -168,6 +175,8 @@ _SPECS: dict[ExportKind, _Spec] = {
             _col("earnings_note", usage.c.earnings_note),
             _col("price_version_id", usage.c.price_version_id),
             _col("idempotency_key", usage.c.idempotency_key),
+            _col("resource_id", usage.c.resource_id),
+            _col("usage_estimated", usage.c.usage_estimated, _flag),
         ),
     ),
     ExportKind.TRANSFERS: _Spec(
