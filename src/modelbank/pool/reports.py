@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from modelbank.catalog import service as catalog
 from modelbank.money import DEFAULT_CREDITS_PER_USD
 from modelbank.pool.health import Health, HealthStore
+from modelbank.pool.lifecycle import ENDED
 from modelbank.pool.models import route_logs_table as logs
 from modelbank.pool.panel import PoolSummary, Served, served_by, summary
 from modelbank.pool.resources import (
@@ -34,7 +35,6 @@ from modelbank.pool.routelog import MAX_PAGE, RouteLogRow
 
 Reader = Callable[[], AbstractContextManager[Session]]
 """Opens one read transaction: ``Database.read``."""
-ENDED = ("withdrawn", "failed")
 
 
 def ratio_bps(part: int, whole: int) -> int | None:
@@ -198,6 +198,7 @@ def recent_logs(
 
 
 __all__ = [
+    "ENDED",
     "LogPage",
     "PanelPage",
     "ResourceReport",
