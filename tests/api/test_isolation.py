@@ -278,6 +278,15 @@ TABLE: dict[tuple[str, str], Case] = {
     ("POST", "/api/v1/admin/pricing/recalculate"): Case(
         lambda w: ("/api/v1/admin/pricing/recalculate", {"json": {}}), ADMIN_ONLY, "admin", 200
     ),
+    ("POST", "/api/v1/admin/pricing/what-if"): Case(
+        lambda w: (
+            "/api/v1/admin/pricing/what-if",
+            {"json": {"from": "2026-01-01T00:00:00Z", "to": "2026-02-01T00:00:00Z"}},
+        ),
+        ADMIN_ONLY,
+        "admin",
+        200,
+    ),
     ("GET", "/api/v1/admin/stats"): Case(
         lambda w: ("/api/v1/admin/stats", {}), ADMIN_ONLY, "admin", 200
     ),
