@@ -16,6 +16,7 @@ from modelbank.catalog import service as catalog
 from modelbank.catalog.costs import Mode
 from modelbank.catalog.errors import CharacterInUse, CharacterNotFound
 from modelbank.catalog.models import models_table
+from modelbank.metering.models import usage_events_table
 from tests.api.conftest import Api, problem
 from tests.conftest import Db
 
@@ -234,11 +235,13 @@ def test_batch_mixes_model_and_character_references(api: Api) -> None:
     assert results[2]["error"]["code"] == "character_not_found"
     assert results[2]["usage_id"] is None
     assert balance(api, user_id) == CR - 473 == results[3]["balance_ucr"]
-    usage = api.client.get(f"{V1}/users/{user_id}/usage", headers=api.admin)
-    if usage.status_code == 200:  # the usage listing names each row's model
-        assert sorted(u["model_id"] for u in usage.json()["items"]) == sorted(
-            [cheap["id"], dear["id"], dear["id"]]
+    with api.db.tx() as session:  # each usage row names the model its reference resolved to
+        rows = dict(
+            session.execute(
+                select(usage_events_table.c.idempotency_key, usage_events_table.c.model_id)
+            ).all()
         )
+    assert rows == {"b1": cheap["id"], "b2": dear["id"], "b4": dear["id"]}
     # the same batch again: replays, and the unknown character still rejected
     again = api.client.post(f"{V1}/usage/batch", json={"events": events}, headers=api.service)
     assert (again.json()["replayed"], again.json()["rejected"]) == (3, 1)
