@@ -75,8 +75,7 @@ class Settings(BaseSettings):
         default=60.0,
         gt=0,
         le=600,
-        description="Seconds an upstream may take to start answering before the attempt"
-        " fails over",
+        description="Seconds an upstream may take to start answering before the attempt fails over",
     )
     migrate_on_start: bool = Field(
         default=True,
