@@ -15,7 +15,6 @@ from modelbank.catalog import service as catalog
 from modelbank.catalog.errors import CharacterNotFound
 from modelbank.catalog.service import ModelInfo
 from modelbank.metering import service as metering
-from modelbank.metering.events import rejected
 from modelbank.metering.service import ChargeResult, UsageEvent
 from modelbank.money import format_credits, format_usd
 
@@ -147,8 +146,13 @@ def _charge_resolved(
             todo.append(event_of(e, e.idempotency_key, model))
             results.append(None)
         else:
-            unknown = f"no active model for character {e.character_id!r}"
-            event = UsageEvent(idempotency_key=e.idempotency_key, user_id=e.user_id, model=0)
-            results.append(rejected(event, CharacterNotFound.code, unknown))
+            results.append(
+                ChargeResult(
+                    idempotency_key=e.idempotency_key,
+                    status="rejected",
+                    error_code=CharacterNotFound.code,
+                    error_message=f"no active model for character {e.character_id!r}",
+                )
+            )
     charged = iter(metering.charge_batch(session, todo) if todo else [])
     return [r if r is not None else next(charged) for r in results]
