@@ -19,6 +19,7 @@ from modelbank.cli.common import (
     migrated_engine,
     settings_for,
 )
+from modelbank.cli.demo_gateway import gateway_demo
 from modelbank.cli.report import emit, progress_bar
 from modelbank.data import AZURE_TRACE, PRICE_SHEET, SOURCES, credit_line, require
 from modelbank.db.engine import session_factory
@@ -29,6 +30,7 @@ from modelbank.demo import (
     demo_catalog,
     demo_users,
 )
+from modelbank.demo_gateway.run import DEFAULT_EVENTS
 from modelbank.money import UCR_PER_CREDIT
 from modelbank.replay import replay_catalog
 from modelbank.traces.readers import TraceRequest, read_trace, synthetic_azure_trace
@@ -73,6 +75,19 @@ def demo(
     ] = False,
     seed: Annotated[int, typer.Option(help="Seed of the user/model assignment.")] = 0,
     json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    gateway: Annotated[
+        bool,
+        typer.Option(
+            "--gateway",
+            help="Run the request path instead: fake upstreams (steady, slow, flaky), keys"
+            " deposited by users, the trace sent through /v1 with the official openai client;"
+            " without --db on a fresh SQLite database in a temporary folder.",
+        ),
+    ] = False,
+    events: Annotated[
+        int,
+        typer.Option(help="With --gateway: trace requests to send (default: about 45 s)."),
+    ] = DEFAULT_EVENTS,
 ) -> None:
     """Run the main job on real data: a catalog of real models, 43 users who top up, and
     the real Azure LLM code trace charged through pricing, wallets, charges and earnings.
@@ -89,8 +104,24 @@ def demo(
     top-ups, rejections and where the data came from, then the ledger check. Each run is a
     new replay (its own idempotency keys) into the same database.
 
+    With --gateway the demo runs the request path (DESIGN §9) instead: three fake
+    upstreams in-process (steady, slow, flaky: 20 % HTTP 500), modelbank served on loopback,
+    three users depositing the upstreams' keys (earning 90 % of their quota's credit value)
+    beside the platform's own key, and the first --events requests of the trace sent through
+    /v1 by 12 callers with the official openai client (prompts of the trace's input tokens,
+    capped at 4,096; max_tokens = its output tokens; every third streamed). The report gives
+    requests served, failed and refused, routing share, failovers and breaker state per
+    resource, depositors' credits and quota used, the platform's spread and fees, the total
+    charged and the ledger check.
+
     Example: modelbank demo --json > report.json
+
+    Example: modelbank demo --gateway --events 300
     """
+    if gateway:
+        with cli_errors():
+            gateway_demo(db, events, seed, json, trace)
+        return
     with cli_errors():
         settings = settings_for(db)
         say = err_console.print if json else console.print
