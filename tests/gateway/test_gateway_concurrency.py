@@ -205,6 +205,84 @@ def test_mixed_streamed_and_whole_requests_race_without_overdraft(
     assert balance >= 0 and pending_total(gw) == 0
 
 
+def test_requests_without_max_tokens_race_for_what_the_balance_covers(
+    gw: Gw, upstream: tuple[str, FakeUpstream]
+) -> None:
+    """No ``max_tokens``: each hold is what the balance still covers when it is placed (the
+    wallet locked), so a later request gets what is left, never more: never overdrawn."""
+    url, _ = upstream
+    httpx.post(f"{url}/_fake/config", json={"ttft_ms": 1_000}).raise_for_status()
+    gw.model("chat-a")
+    gw.resource(url, {"chat-a": "up-chat-a"})
+    body = json.dumps(
+        {"model": "chat-a", "messages": [{"role": "user", "content": "hi"}], "stream": True},
+        separators=(",", ":"),
+    ).encode()
+    credits = 10 * len(body) + 600  # ten prompt bounds and 300 output tokens in all
+    user_id, secret = gw.user("open-ended", credits)
+    with WalletWatch(gw, user_id) as watch:
+        results = asyncio.run(many([gw.url], secret, [body] * 60))
+    statuses = Counter(status for status, _, _ in results)
+    assert set(statuses) <= {200, 402}, statuses
+    assert 1 <= statuses[200] <= 10
+    assert min(balance - pending for balance, pending in watch.samples) >= 0
+    asked = [r["max_tokens"] for r in httpx.get(f"{url}/_fake/stats").json()["recent"]]
+    assert len(asked) == statuses[200] and all(isinstance(m, int) and m >= 1 for m in asked)
+    balance, pending = gw.wallet(user_id)
+    assert (balance, pending) == (credits - sum(usage_charges(gw)), 0) and balance >= 0
+
+
+async def leave_early(
+    client: httpx.AsyncClient, base: str, secret: str, body: bytes, n: int
+) -> int:
+    """Stream, and leave after ``n`` content events (0: right after the headers)."""
+    headers = {"Authorization": f"Bearer {secret}", "Content-Type": "application/json"}
+    seen = 0
+    async with client.stream(
+        "POST", f"{base}/v1/chat/completions", content=body, headers=headers
+    ) as response:
+        if response.status_code != 200:
+            await response.aread()
+            return response.status_code
+        async for line in response.aiter_lines():
+            if seen >= n:
+                break
+            seen += line.startswith("data: {")
+    return 200
+
+
+def test_many_clients_leaving_mid_stream_leave_no_hold_and_pay_what_they_saw(
+    gw: Gw, upstream: tuple[str, FakeUpstream]
+) -> None:
+    url, _ = upstream
+    httpx.post(f"{url}/_fake/config", json={"tokens_per_s": 40}).raise_for_status()
+    gw.model("chat-a")
+    gw.resource(url, {"chat-a": "up-chat-a"})
+    body = chat_body(stream=True, max_tokens=200)
+    credits = 100 * hold_of(body, 200)
+    user_id, secret = gw.user("leaver", credits)
+
+    async def run() -> list[int]:
+        async with httpx.AsyncClient(timeout=60) as client:
+            return await asyncio.gather(
+                *(leave_early(client, gw.url, secret, body, i % 7) for i in range(60))
+            )
+
+    statuses = Counter(asyncio.run(run()))
+    assert statuses == {200: 60}
+    deadline = time.monotonic() + 20
+    while gw.wallet(user_id)[1] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    balance, pending = gw.wallet(user_id)
+    assert pending == 0 and pending_total(gw) == 0  # every hold settled
+    charges = usage_charges(gw)
+    assert balance == credits - sum(charges)
+    assert all(0 <= c < hold_of(body, 200) for c in charges)
+    with gw.db.tx() as session:
+        outcomes = Counter(session.execute(select(route_logs_table.c.outcome)).scalars())
+    assert sum(outcomes.values()) == 60 and set(outcomes) <= {"disconnected", "served"}, outcomes
+
+
 # -- two server processes on one PostgreSQL database -----------------------------------------
 
 

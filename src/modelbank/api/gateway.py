@@ -110,6 +110,7 @@ class ChatRequest(_Open):
     max_completion_tokens: int | None = Field(default=None, ge=1, le=10_000_000)
     n: int | None = Field(default=None, ge=1, le=128)
     stream: bool | None = None
+    stream_options: dict[str, Any] | None = None
 
 
 class EmbeddingsRequest(_Open):
