@@ -62,6 +62,8 @@ def gateway_demo(
         f"callers and models assigned from seed {seed} (Zipf, as `modelbank demo`);"
         f" {' and '.join(sorted(TRIAL_CALLERS))} hold 0.01 credit, so their requests are"
         " refused with 402 before any upstream call",
+        "the demo's resources are suspended at the end (their fake upstreams stop with it),"
+        " so nothing later routes to them; their deposit credit stays",
     ]
     emit_report(
         report,

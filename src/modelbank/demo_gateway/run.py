@@ -35,6 +35,7 @@ from modelbank.errors import DomainError, InvalidInput
 from modelbank.gateway.fake_upstream import create_app as create_fake
 from modelbank.gateway.fake_upstream import prompt_text_for
 from modelbank.money import UCR_PER_CREDIT
+from modelbank.pool import suspension
 from modelbank.replay import CatalogEntry, chat_catalog, ensure_models
 from modelbank.traces.assign import Assigner
 from modelbank.traces.readers import TraceRequest
@@ -73,6 +74,12 @@ DEPOSITS = (("dep-lena", "slow", 5_000_000), ("dep-omar", "flaky", 5_000_000),
 credit value as a deposit grant; the platform keeps 10 % as fees."""
 PLATFORM_QUOTA_UUSD = 20_000_000
 """The operator's own key on the steady upstream (a platform resource, no deposit credit)."""
+
+
+RETIRED = "gateway demo ended: its fake upstream stopped with it"
+"""Why the demo's resources are suspended when it ends: a later run or ``modelbank serve`` on
+the same database must not route to upstreams that are gone (suspension keeps the deposit
+credit; withdrawal would claw it back)."""
 
 
 class OpenAIClientMissing(DomainError):
@@ -245,6 +252,7 @@ def run_gateway_demo(
     ``requests``: the trace slice to replay; ``costs``: the price source of the chat catalog
     (:func:`~modelbank.replay.chat_catalog`, :data:`MODELS` models). ``on_call`` is called
     once per finished request (a progress bar), ``on_stage`` with a line per setup step.
+    The demo's resources are suspended at the end (:data:`RETIRED`).
     Raises :class:`OpenAIClientMissing`, :class:`DemoSetupFailed` when modelbank refuses a
     setup step, :class:`~modelbank.demo_gateway.servers.ServerDidNotStart`, ``InvalidInput``
     for an empty trace or a worker count below 1."""
@@ -291,7 +299,7 @@ def run_gateway_demo(
         calls = _replay(url, secrets_of, todo, workers, on_call or (lambda: None))
         elapsed = time.perf_counter() - start
     # servers stopped: the router's write-behind health is flushed, every route log written
-    return collect(
+    report = collect(
         engine,
         settings,
         cast,
@@ -302,3 +310,7 @@ def run_gateway_demo(
         prompt_capped=todo.capped,
         workers=workers,
     )
+    with transaction(factory) as session:
+        for resource in cast.resources:
+            suspension.suspend(session, resource.id, RETIRED)
+    return report
