@@ -310,7 +310,8 @@ def test_latency_and_ttft(fake: tuple[str, FakeUpstream]) -> None:
     ]
     assert len(arrivals) == 8
     assert arrivals[0] >= 0.12  # the first token waits ttft_ms
-    assert arrivals[-1] - arrivals[0] >= 7 / 20 - 0.01  # then one token per 1/20 s
+    assert arrivals[-1] >= 0.12 + 7 / 20  # then one token per 1/20 s (lower bounds only:
+    # a loaded machine may deliver late, never early)
 
 
 def test_client_cancel_is_seen(fake: tuple[str, FakeUpstream]) -> None:

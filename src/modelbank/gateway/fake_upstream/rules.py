@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter, deque
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
@@ -34,8 +35,9 @@ class FakeUpstreamConfig:
     """How the fake upstream behaves. Times in ms, rates in tokens/s, ``error_rate`` in [0, 1],
     ``error_kind`` one of :data:`ERROR_KINDS`, ``hang_s`` the longest a ``timeout`` hangs.
 
-    ``api_keys`` ``None`` accepts any key (or none); ``revoked_keys`` always get a 401;
-    ``models`` ``None`` accepts any model name (and lists :data:`DEFAULT_MODELS`).
+    Key and model collections may be any iterable (stored as frozensets, models as a
+    tuple). ``api_keys`` ``None`` accepts any key (or none); ``revoked_keys`` always get a
+    401; ``models`` ``None`` accepts any model name (and lists :data:`DEFAULT_MODELS`).
     ``default_completion_tokens`` is the completion length of a chat without ``max_tokens``;
     ``max_completion_tokens`` caps any chat's. Raises :class:`~modelbank.errors.InvalidInput`
     for a value out of range.
@@ -47,15 +49,21 @@ class FakeUpstreamConfig:
     error_rate: float = 0.0
     error_kind: str = "500"
     seed: int = 0
-    api_keys: frozenset[str] | None = None
-    revoked_keys: frozenset[str] = frozenset()
-    models: tuple[str, ...] | None = None
+    api_keys: Collection[str] | None = None
+    revoked_keys: Collection[str] = frozenset()
+    models: Collection[str] | None = None
     default_completion_tokens: int = 16
     max_completion_tokens: int = 4096
     embedding_dimensions: int = 16
     hang_s: float = 3600.0
 
     def __post_init__(self) -> None:
+        # Any collection in, a frozenset (O(1) membership) or an ordered tuple stored.
+        if self.api_keys is not None:
+            object.__setattr__(self, "api_keys", frozenset(self.api_keys))
+        object.__setattr__(self, "revoked_keys", frozenset(self.revoked_keys))
+        if self.models is not None:
+            object.__setattr__(self, "models", tuple(self.models))
         for name in ("latency_ms", "ttft_ms", "tokens_per_s", "hang_s"):
             value = getattr(self, name)
             if not isinstance(value, int | float) or not value >= 0:
