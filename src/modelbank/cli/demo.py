@@ -62,7 +62,7 @@ def demo(
         Path | None,
         typer.Option(
             help="LiteLLM price sheet JSON (plain or .gz) for the image models' provider"
-            " cost, instead of the data folder's.",
+            " cost (with --gateway: the chat models' prices), instead of the data folder's.",
             show_default=False,
         ),
     ] = None,
@@ -120,7 +120,7 @@ def demo(
     """
     if gateway:
         with cli_errors():
-            gateway_demo(db, events, seed, json, trace)
+            gateway_demo(db, events, seed, json, trace, prices)
         return
     with cli_errors():
         settings = settings_for(db)

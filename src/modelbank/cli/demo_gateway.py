@@ -19,10 +19,17 @@ from modelbank.traces.readers import read_trace
 
 
 def gateway_demo(
-    db: str | None, events: int, seed: int, as_json: bool, trace: Path | None = None
+    db: str | None,
+    events: int,
+    seed: int,
+    as_json: bool,
+    trace: Path | None = None,
+    prices: Path | None = None,
 ) -> None:
     """Run the gateway demo on ``db`` (default: a fresh SQLite database in a temporary folder,
-    removed afterwards) and print its report; exit 1 when the ledger check fails."""
+    removed afterwards) with the first ``events`` requests of ``trace`` and the chat prices
+    of the LiteLLM sheet ``prices`` (defaults: the data folder's), and print its report;
+    exit 1 when the ledger check fails."""
     if events < 1:
         raise InvalidInput(f"--events must be at least 1, got {events}")
     with tempfile.TemporaryDirectory(prefix="modelbank-gateway-demo-") as folder:
@@ -30,7 +37,7 @@ def gateway_demo(
         settings = settings_for(url)
         say = err_console.print if as_json else console.print
         trace_path = trace or require(settings.data_dir, AZURE_TRACE)
-        sheet_path = require(settings.data_dir, PRICE_SHEET)
+        sheet_path = prices or require(settings.data_dir, PRICE_SHEET)
         requests = read_trace(trace_path)[:events]
         costs = load_litellm_sheet(sheet_path)
         say(f"replaying the first {len(requests):,} requests of {trace_path.name} through the"
@@ -52,7 +59,7 @@ def gateway_demo(
     name = trace_path.name.removesuffix(".gz")
     report.sources = [
         f"trace: {credit_line(name) if name == AZURE_TRACE else trace_path}",
-        f"chat prices and provider cost: {credit_line(PRICE_SHEET)}",
+        f"chat prices and provider cost: {prices or credit_line(PRICE_SHEET)}",
     ]
     report.notes = [
         f"prompts of exactly the trace's input tokens, cut at {PROMPT_CAP_TOKENS:,} tokens"
