@@ -446,3 +446,17 @@ def test_an_answer_without_usage_is_charged_an_estimate(gw: Gw, crlf_url: str) -
     (row,) = usage_rows(gw)
     assert row["usage_estimated"] is True and int(row["charge_ucr"]) > 0  # type: ignore[call-overload]
     assert gw.wallet(user_id)[0] < CREDITS
+
+
+def test_every_routed_answer_carries_the_route_header(
+    setup: tuple[Gw, int, str, str],
+) -> None:
+    gw, _, secret, url = setup
+    gw.model("orphan")
+    answers = [post(gw, secret, "/chat/completions", json=chat(max_tokens=2))]
+    answers.append(post(gw, secret, "/chat/completions", json=chat(model="orphan", max_tokens=2)))
+    httpx.post(f"{url}/_fake/config", json={"error_rate": 1}).raise_for_status()
+    answers.append(post(gw, secret, "/chat/completions", json=chat(max_tokens=2)))
+    assert [r.status_code for r in answers] == [200, 503, 502]
+    for r in answers:  # the request id too, so a failure can be found in the route logs
+        assert "; request=" in r.headers.get("x-modelbank-route", ""), dict(r.headers)

@@ -429,3 +429,61 @@ def test_transport_errors_carry_no_key() -> None:
     for failure in asyncio.run(_failures(upstream)):
         assert not leaked(_text(failure)), _text(failure)
         assert failure.__cause__ is None and failure.__suppress_context__
+
+
+# -- a 403 the caller provoked ----------------------------------------------------------------
+
+
+async def _moderated_chat(request: Request) -> Response:
+    """OpenRouter's answer to a prompt its moderation flags: 403 with code 403."""
+    body = await request.json()
+    if "FLAGGED" in json.dumps(body):
+        error = {
+            "code": 403,
+            "message": "Input was flagged by moderation",
+            "metadata": {"reasons": ["harassment"], "flagged_input": "FLAGGED"},
+        }
+        return JSONResponse({"error": error}, status_code=403)
+    usage = {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}
+    message = {"role": "assistant", "content": "ok"}
+    choice = {"index": 0, "message": message, "finish_reason": "stop"}
+    return JSONResponse(
+        {"id": "m", "object": "chat.completion", "choices": [choice], "usage": usage}
+    )
+
+
+@pytest.fixture(scope="module")
+def moderated_url() -> Iterator[str]:
+    app = Starlette(
+        routes=[
+            Route("/v1/models", _echo_models),
+            Route("/v1/chat/completions", _moderated_chat, methods=["POST"]),
+        ]
+    )
+    with serving(app, lifespan="off") as url:
+        yield url
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="gateway/service.py _fail_refused_keys() ends a resource (status failed, deposit"
+    " clawed back, irreversible) on ONE 401/403 that pool/breaker.py classify() marks"
+    " permanent; DESIGN §9 says 'auth errors past the breaker'. Any caller can provoke a 403"
+    " (OpenRouter answers flagged prompts with 403): one request kills a depositor's key and"
+    " takes back their credit — the one-api #1276 complaint the issue cites",
+)
+def test_one_403_a_caller_provoked_does_not_end_a_deposited_resource(
+    gw: Gw, moderated_url: str, seen: Seen
+) -> None:
+    gw.model("chat-a")
+    depositor, _ = gw.user("depositor")
+    _, secret = gw.user("griefer", CREDITS)
+    a = deposit(seen, depositor, moderated_url, UPSTREAM_KEY, ["chat-a"]).json()
+    assert a["status"] == "active", a
+    r = seen.v1(
+        "/chat/completions", secret, chat(messages=[{"role": "user", "content": "FLAGGED"}])
+    )
+    assert r.status_code >= 400
+    assert status_of(gw, int(a["id"]))[0] == "active"
+    assert gw.wallet(depositor) == (a["deposit_credit_ucr"], 0)
+    assert seen.v1("/chat/completions", secret, chat()).status_code == 200
