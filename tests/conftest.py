@@ -28,6 +28,10 @@ from modelbank.ledger import service as ledger
 from modelbank.pool import invariants as pool_invariants
 from modelbank.wallets import grants, packages
 
+# The tests' fake upstreams listen on loopback: users may deposit keys pointing there. The
+# guard itself is tested with the setting off (tests/pool/test_deposits.py).
+os.environ.setdefault("MODELBANK_POOL_PRIVATE_UPSTREAMS", "true")
+
 POSTGRES_URL = os.environ.get(
     "MODELBANK_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )

@@ -77,6 +77,13 @@ class Settings(BaseSettings):
         le=600,
         description="Seconds an upstream may take to start answering before the attempt fails over",
     )
+    pool_private_upstreams: bool = Field(
+        default=False,
+        description="Let users deposit keys whose base URL is localhost or a private or"
+        " link-local address (self-hosted upstreams, demos); off, such deposits are refused"
+        " so that the gateway never calls into the operator's network for a user. Platform"
+        " resources (admin) may always name any host",
+    )
     migrate_on_start: bool = Field(
         default=True,
         description="`modelbank serve` applies pending migrations on start; when false it"

@@ -407,3 +407,59 @@ def test_racing_deposits_past_the_check_are_refused_by_the_index(
         assert thread.is_alive()
     thread.join(10)
     assert outcome == ["resource_key_exists"]
+
+
+@pytest.mark.parametrize(
+    "base_url",
+    [
+        "http://localhost:8000/v1",
+        "http://api.localhost/v1",
+        "http://127.0.0.1:11434/v1",
+        "http://10.0.0.7/v1",
+        "http://192.168.1.2/v1",
+        "http://169.254.169.254/latest",
+        "http://[::1]:8000/v1",
+        "http://0.0.0.0/v1",
+    ],
+)
+def test_a_users_deposit_must_name_a_public_host(db: Db, base_url: str) -> None:
+    """Server-side request forgery: a user's key must not make the gateway call into the
+    operator's network; platform resources and an operator's opt-in may."""
+    box = BOX
+    with db.tx() as session:
+        user_id = factories.user(session, "mallory")
+        model = factories.model(session, "ssrf-model")
+    with db.tx() as session, pytest.raises(InvalidResource, match="public host"):
+        pool.register(
+            session,
+            user_id,
+            provider="x",
+            base_url=base_url,
+            api_key="sk-ssrf-0123456789",
+            models=[(model, "up")],
+            quota_uusd=1_000_000,
+            box=box,
+        )
+    with db.tx() as session:
+        allowed = pool.register(
+            session,
+            user_id,
+            provider="x",
+            base_url=base_url,
+            api_key="sk-ssrf-0123456789",
+            models=[(model, "up")],
+            quota_uusd=1_000_000,
+            box=box,
+            private_hosts=True,
+        )
+        platform = pool.register(
+            session,
+            None,
+            provider="x",
+            base_url=base_url,
+            api_key="sk-ssrf-platform-0123456789",
+            models=[(model, "up")],
+            quota_uusd=1_000_000,
+            box=box,
+        )
+    assert allowed.status == platform.status == "pending"

@@ -287,7 +287,9 @@ def run_gateway_demo(
             )
             for role in roles
         }
-        app = create_app(settings, engine=engine)
+        # the demo's depositors point at its own upstreams on loopback
+        local = settings.model_copy(update={"pool_private_upstreams": True})
+        app = create_app(local, engine=engine)
         url = stack.enter_context(serving(app, "modelbank"))
         say(f"modelbank at {url}; upstreams: " + ", ".join(f"{k} {v}" for k, v in urls.items()))
         http = stack.enter_context(

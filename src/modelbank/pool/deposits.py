@@ -12,6 +12,7 @@ resource (``ref_type='resource'``) and is keyed by it (``pool:deposit:<id>``,
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -97,6 +98,36 @@ def clean_base_url(base_url: str) -> str:
     return url
 
 
+def check_public_host(base_url: str) -> None:
+    """Refuse a ``base_url`` whose host is this machine or a private network: ``localhost``
+    (and ``*.localhost``), and IP literals that are loopback, private (RFC 1918, fc00::/7),
+    link-local (169.254.0.0/16: cloud metadata endpoints), unspecified, reserved or
+    multicast. A user's deposit must not make the gateway call into the operator's network
+    (server-side request forgery); the operator allows it with
+    ``MODELBANK_POOL_PRIVATE_UPSTREAMS=true`` (self-hosted vLLM or Ollama, demos). Host
+    names are not resolved here: a public name that resolves to a private address is not
+    caught (keep the gateway's egress firewalled for that). Raises
+    :class:`InvalidResource`."""
+    host = (urlsplit(base_url).hostname or "").rstrip(".").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        raise InvalidResource("base_url must be a public host: localhost is not allowed")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return
+    if (
+        address.is_loopback
+        or address.is_private
+        or address.is_link_local
+        or address.is_unspecified
+        or address.is_reserved
+        or address.is_multicast
+    ):
+        raise InvalidResource(
+            f"base_url must be a public host: {host} is a private or local address"
+        )
+
+
 def _check_key(api_key: str) -> str:
     key = api_key.strip()
     if not key or len(key) > MAX_KEY_LENGTH:
@@ -180,6 +211,7 @@ def register(
     quota_uusd: int,
     market_quota_uusd: int = 0,
     box: SecretBox,
+    private_hosts: bool = False,
     now: datetime | None = None,
 ) -> ResourceInfo:
     """Record a deposited key as ``pending`` (sealed under ``box``'s key) and the models it
@@ -190,10 +222,13 @@ def register(
     ``market_quota_uusd`` (0…quota) is for marketplace listings. Raises
     :class:`~modelbank.users.errors.UserNotFound`, :class:`InvalidResource`,
     :class:`ResourceKeyExists` (the key is live in the pool already, also when two deposits
-    race: the partial unique index decides)."""
+    race: the partial unique index decides). A user's deposit must name a public host
+    (:func:`check_public_host`) unless ``private_hosts``; platform resources may name any."""
     now = now or utcnow()
     if owner_id is not None:
         users.get_user(session, owner_id)
+        if not private_hosts:
+            check_public_host(clean_base_url(base_url))
     spec = _check(
         session,
         provider=provider,

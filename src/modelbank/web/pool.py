@@ -225,7 +225,13 @@ def deposit(request: Request, user_id: PathId, viewer: Posted, form: Form) -> Re
 
     def run(transaction: forms.Transaction) -> Done:
         with transaction() as session:
-            info = pool.register(session, user_id, box=web.sessions.box, **fields)
+            info = pool.register(
+                session,
+                user_id,
+                box=web.sessions.box,
+                private_hosts=db.settings.pool_private_upstreams,
+                **fields,
+            )
             registered["resource_id"] = info.id
         settled = anyio.from_thread.run(
             functools.partial(

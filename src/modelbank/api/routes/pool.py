@@ -89,6 +89,7 @@ def _register_once(
             quota_uusd=body.quota_uusd,
             market_quota_uusd=body.market_quota_uusd,
             box=box,
+            private_hosts=db.settings.pool_private_upstreams,
         )
         if key is not None:
             out = ps.resource_out(info).model_dump(mode="json")
