@@ -32,7 +32,7 @@ from modelbank.ledger.models import accounts_table
 from modelbank.metering.models import usage_events_table
 from modelbank.pool.models import route_logs_table
 from tests.api.conftest import TEST_SECRET_KEY
-from tests.gateway.conftest import UPSTREAM_KEY, Gw
+from tests.gateway.conftest import SECOND_KEY, UPSTREAM_KEY, Gw
 
 STREAMS = 200
 ADMITTED = 50
@@ -281,6 +281,38 @@ def test_many_clients_leaving_mid_stream_leave_no_hold_and_pay_what_they_saw(
     with gw.db.tx() as session:
         outcomes = Counter(session.execute(select(route_logs_table.c.outcome)).scalars())
     assert sum(outcomes.values()) == 60 and set(outcomes) <= {"disconnected", "served"}, outcomes
+
+
+def test_a_key_revoked_under_load_ends_its_resource_once_and_every_request_is_served(
+    gw: Gw, upstream: tuple[str, FakeUpstream], second: tuple[str, FakeUpstream]
+) -> None:
+    """Many requests meet the revoked key at once: each fails over, the resource is ended
+    (its deposit clawed back) once, every hold settles; the db fixture checks the pool's
+    invariant (deposit = consumed share + clawed back + outstanding)."""
+    (url_a, _), (url_b, _) = upstream, second
+    gw.model("chat-a", cost={"input_uusd_per_mtok": 500_000, "output_uusd_per_mtok": 1_000_000})
+    depositor, _ = gw.user("depositor")
+    deposit = {
+        "provider": "fake",
+        "base_url": f"{url_a}/v1",
+        "api_key": UPSTREAM_KEY,
+        "models": [{"model": "chat-a", "upstream_model": "up-a"}],
+        "quota_uusd": 10_000_000,
+    }
+    a = gw.post(f"/api/v1/users/{depositor}/resources", deposit, key="deposit-a")
+    gw.resource(url_b, {"chat-a": "up-b"}, api_key=SECOND_KEY)
+    httpx.post(f"{url_a}/_fake/config", json={"latency_ms": 200}).raise_for_status()
+    httpx.post(f"{url_a}/_fake/config", json={"revoked_keys": [UPSTREAM_KEY]}).raise_for_status()
+    user_id, secret = gw.user("caller", 100_000_000)
+    bodies = [chat_body(stream=bool(i % 2)) for i in range(40)]
+    results = asyncio.run(many([gw.url], secret, bodies))
+    assert Counter(status for status, _, _ in results) == {200: 40}
+    ended = gw.http.get(f"{gw.url}/api/v1/resources/{a['id']}", headers=gw.admin).json()
+    assert ended["status"] == "failed"
+    assert ended["clawed_back_ucr"] == a["deposit_credit_ucr"]  # nothing was consumed
+    assert gw.wallet(depositor) == (0, 0)
+    balance, pending = gw.wallet(user_id)
+    assert pending == 0 and balance == 100_000_000 - sum(usage_charges(gw))
 
 
 # -- two server processes on one PostgreSQL database -----------------------------------------
