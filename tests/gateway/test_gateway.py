@@ -150,7 +150,7 @@ def test_a_wallet_short_of_the_hold_gets_402_and_nothing_reaches_the_upstream(
     body = caught.value.body
     assert isinstance(body, dict) and body["code"] == "insufficient_funds"
     assert gw.wallet(user_id) == (50, 0)
-    assert httpx.get(f"{url}/_fake/stats").json()["requests"].get("chat", 0) == 0
+    assert httpx.get(f"{url}/_fake/stats").json()["requests"].get("chat.completions", 0) == 0
 
 
 def test_unknown_model_and_bad_body_answer_in_openai_shape(setup: tuple[Gw, int, str, int]) -> None:
