@@ -4,7 +4,7 @@ alone and against LiteLLM's proxy, in one run, on loopback.
 Run by hand (see bench/README.md)::
 
     .venv/bin/python bench/gateway.py [--duration 10] [--rate 200] [--connections 64]
-        [--litellm /work/litellm-venv/bin/litellm] [--postgres URL] [--json]
+        [--litellm ../litellm-venv/bin/litellm] [--postgres URL] [--json]
 
 One ``modelbank fake-upstream`` process (latency 0, 16 completion tokens per chat) serves
 three targets, measured one after the other (only one proxy process runs at a time):
@@ -1019,7 +1019,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rss-interval", type=float, default=1.0, help="seconds between samples")
     parser.add_argument(
         "--litellm",
-        default="/work/litellm-venv/bin/litellm",
+        default=str(Path(__file__).resolve().parents[2] / "litellm-venv" / "bin" / "litellm"),
         help="LiteLLM's `litellm` binary in its own venv (skipped when absent)",
     )
     parser.add_argument(
