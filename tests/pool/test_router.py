@@ -8,12 +8,14 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import threading
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 from sqlalchemy import insert, select, update
@@ -642,3 +644,43 @@ def test_route_header_of_refusals(pool: Pool) -> None:
     with pytest.raises(UpstreamFailure) as caller:
         run(upstreams, pool.router().route(pool.model_id, upstreams.attempt))
     assert route_header(caller.value) == "resource=none; attempts=1"
+
+
+class _SlowStore(_AwayStore):
+    """Writes wait for ``release`` (a flush caught in the middle of its transaction)."""
+
+    def __init__(self, store: SqlHealthStore) -> None:
+        super().__init__(store)
+        self.back = True
+        self.writing = threading.Event()
+        self.release = threading.Event()
+
+    def record(self, deltas: Any) -> Any:
+        self.writing.set()
+        assert self.release.wait(10)
+        return super().record(deltas)
+
+
+def test_a_snapshot_never_misses_results_being_written(pool: Pool) -> None:
+    """A snapshot read while a flush is being written would see neither the results taken
+    out of the pending deltas nor (before the commit) the store's copy of them: reads wait
+    for the write, so a breaker this process tripped stays open in its view."""
+    slow = _SlowStore(SqlHealthStore(pool.db.engine, policy=POLICY))
+    only_cost = {"cost": 1, "latency": 0, "ttft": 0, "success": 0, "load": 0, "quota": 0}
+    router = pool.router(slow, router_weights=only_cost)
+    upstreams = Upstreams({"r0.test": status(500)})
+
+    async def scenario() -> State:
+        for _ in range(POLICY.failure_threshold):
+            await router.route(pool.model_id, upstreams.attempt)
+        flushing = asyncio.create_task(router.flush())
+        await anyio.to_thread.run_sync(slow.writing.wait)
+        reading = asyncio.create_task(router.candidates(pool.model_id))
+        await asyncio.sleep(0.05)
+        assert not reading.done()  # waits for the write
+        slow.release.set()
+        await flushing
+        pairs = await reading
+        return {row.resource_id: h for row, h in pairs}[pool.ids[0]].breaker.state
+
+    assert run(upstreams, scenario()) is State.OPEN

@@ -32,8 +32,9 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime
+from typing import TypeVar
 
 import anyio
 
@@ -42,22 +43,20 @@ from modelbank.pool.health import Delta, Health, HealthStore, Result, Ticket, ap
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 MAX_PENDING_RESULTS = 1_000
 """Results kept per resource while the store cannot be written (the oldest are dropped:
 health is advisory, and memory must stay bounded while the database is away)."""
 
 
-@dataclass(slots=True)
-class _Seen:
-    """A resource's health as last read or written, with this process's in-flight count at
-    that moment (this process's later attempts are added to it)."""
-
-    health: Health
-    local_in_flight: int
-
-
 class HealthRecorder:
-    """Reads and writes the shared health for one router (module docstring)."""
+    """Reads and writes the shared health for one router (module docstring).
+
+    The view of a resource is the health last read from or written to the store, with this
+    process's results since applied on top, and its in-flight count corrected by how many
+    of this process's attempts the store does not know of yet (begun or ended since its
+    last write)."""
 
     def __init__(
         self, store: HealthStore, clock: Callable[[], datetime], *, flush_s: float = 0.1
@@ -65,40 +64,49 @@ class HealthRecorder:
         self.store = store
         self.clock = clock
         self.flush_s = flush_s
-        self._seen: dict[int, _Seen] = {}
+        self._seen: dict[int, Health] = {}
         self._flying: dict[int, int] = {}
+        """This process's attempts under way, per resource."""
+        self._told: dict[int, int] = {}
+        """How many of them the store counts (its in-flight includes these)."""
         self._pending: dict[int, Delta] = {}
         self._flusher: asyncio.Task[None] | None = None
+        self._io: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
+        """Held while a flush is written or a snapshot read (see :meth:`load`)."""
 
     # -- the view ------------------------------------------------------------------------
 
     def absorb(self, fresh: Mapping[int, Health]) -> None:
-        """Take ``fresh`` health (a snapshot or the store's answer to a flush) as the view,
+        """Take ``fresh`` health (a snapshot or the store's answer to a write) as the view,
         with this process's results not yet written applied on top."""
         for rid, health in fresh.items():
             pending = self._pending.get(rid)
             if pending is not None and pending.results:
                 health = apply_all(health, pending.results, self.store.policy)
-            self._seen[rid] = _Seen(health, self._flying.get(rid, 0))
+            self._seen[rid] = health
 
     def view(self, resource_id: int) -> Health:
-        """The resource's health as this process knows it: the last snapshot or write, its
-        own results since, and its own attempts in flight since."""
-        seen = self._seen.get(resource_id) or _Seen(Health(resource_id), 0)
-        extra = self._flying.get(resource_id, 0) - seen.local_in_flight
+        """The resource's health as this process knows it (class docstring)."""
+        health = self._seen.get(resource_id) or Health(resource_id)
+        extra = self._flying.get(resource_id, 0) - self._told.get(resource_id, 0)
         if not extra:
-            return seen.health
-        return replace(seen.health, in_flight=max(seen.health.in_flight + extra, 0))
+            return health
+        return replace(health, in_flight=max(health.in_flight + extra, 0))
 
     def probe_taken(self, resource_id: int) -> None:
         """Another process holds the probe: stop trying to claim it until the next
         snapshot."""
-        seen = self._seen.get(resource_id)
-        if seen is not None:
-            taken = claim_probe(seen.health.breaker, self.clock())
-            self._seen[resource_id] = _Seen(
-                replace(seen.health, breaker=taken), seen.local_in_flight
-            )
+        health = self._seen.get(resource_id)
+        if health is not None:
+            taken = claim_probe(health.breaker, self.clock())
+            self._seen[resource_id] = replace(health, breaker=taken)
+
+    def _local(self, resource_id: int, result: Result) -> None:
+        health = self._seen.get(resource_id) or Health(resource_id)
+        self._seen[resource_id] = apply_all(health, [result], self.store.policy)
+
+    def _tell(self, resource_id: int, in_flight: int) -> None:
+        self._told[resource_id] = self._told.get(resource_id, 0) + in_flight
 
     # -- attempts ------------------------------------------------------------------------
 
@@ -121,6 +129,8 @@ class HealthRecorder:
                 self._flying[resource_id] -= 1
         if ticket is None:
             self.probe_taken(resource_id)
+        else:
+            self._tell(resource_id, 1)
         return ticket
 
     async def finish(
@@ -130,36 +140,28 @@ class HealthRecorder:
         interrupted by cancellation."""
         rid = ticket.resource_id
         self._flying[rid] = max(self._flying.get(rid, 0) - 1, 0)
-        result = Result(outcome, self.clock(), latency_ms, ttft_ms, ticket.probe)
-        if self.flush_s > 0:
-            delta = self._delta(rid)
-            delta.in_flight -= 1
-            delta.results.append(result)
-            seen = self._seen.get(rid) or _Seen(Health(rid), self._flying[rid])
-            health = apply_all(seen.health, [result], self.store.policy)
-            self._seen[rid] = _Seen(health, seen.local_in_flight)
-            return
-        with anyio.CancelScope(shield=True):  # a cancelled request still ends its count
-            fresh = await anyio.to_thread.run_sync(
-                lambda: self.store.record({rid: Delta(-1, [result])})
-            )
-        self.absorb(fresh)
+        await self._result(
+            rid, -1, Result(outcome, self.clock(), latency_ms, ttft_ms, ticket.probe)
+        )
 
     async def note(self, resource_id: int, outcome: Outcome) -> None:
         """Record a verdict on the resource outside any attempt (no in-flight change):
         applied to this process's view now and written behind (``flush_s`` 0: at once)."""
-        result = Result(outcome, self.clock())
+        await self._result(resource_id, 0, Result(outcome, self.clock()))
+
+    async def _result(self, resource_id: int, in_flight: int, result: Result) -> None:
         if self.flush_s > 0:
             self._ensure_flusher()
-            self._delta(resource_id).results.append(result)
-            seen = self._seen.get(resource_id) or _Seen(Health(resource_id), 0)
-            health = apply_all(seen.health, [result], self.store.policy)
-            self._seen[resource_id] = _Seen(health, seen.local_in_flight)
+            delta = self._delta(resource_id)
+            delta.in_flight += in_flight
+            delta.results.append(result)
+            self._local(resource_id, result)
             return
-        with anyio.CancelScope(shield=True):
+        with anyio.CancelScope(shield=True):  # a cancelled request still ends its count
             fresh = await anyio.to_thread.run_sync(
-                lambda: self.store.record({resource_id: Delta(0, [result])})
+                lambda: self.store.record({resource_id: Delta(in_flight, [result])})
             )
+        self._tell(resource_id, in_flight)
         self.absorb(fresh)
 
     def _delta(self, resource_id: int) -> Delta:
@@ -181,37 +183,54 @@ class HealthRecorder:
                 await self.flush()
         finally:
             # cancelled (shutdown, or the event loop ending): write what is left, here
-            self._write(self._take())
+            batch = self._take()
+            if batch:
+                self._written(batch, self._record(batch))
 
     def _take(self) -> dict[int, Delta]:
         batch, self._pending = self._pending, {}
         return batch
 
-    def _write(self, batch: dict[int, Delta]) -> None:
-        """:meth:`flush` on this thread (the flusher's last act, at shutdown)."""
-        if not batch:
-            return
+    def _record(self, batch: dict[int, Delta]) -> dict[int, Health] | None:
+        """The store's answer to ``batch``; None when it could not be written."""
         try:
-            fresh = self.store.record(batch)
+            return self.store.record(batch)
         except Exception as exc:  # the store is away: keep the batch for the next flush
             log.warning("pool health not written (%s); retrying", type(exc).__name__)
+            return None
+
+    def _written(self, batch: dict[int, Delta], fresh: dict[int, Health] | None) -> None:
+        if fresh is None:
             self._restore(batch)
             return
+        for rid, delta in batch.items():
+            self._tell(rid, delta.in_flight)
         self.absorb(fresh)
 
     async def flush(self) -> None:
         """Write the pending deltas now (a worker thread; one store transaction)."""
-        batch = self._take()
-        if not batch:
+        if not self._pending:
             return
         with anyio.CancelScope(shield=True):
-            try:
-                fresh = await anyio.to_thread.run_sync(self.store.record, batch)
-            except Exception as exc:  # the store is away: keep the batch for the next flush
-                log.warning("pool health not written (%s); retrying", type(exc).__name__)
-                self._restore(batch)
-                return
-        self.absorb(fresh)
+            async with self._io_lock():
+                batch = self._take()
+                fresh = await anyio.to_thread.run_sync(self._record, batch)
+                self._written(batch, fresh)
+
+    def _io_lock(self) -> asyncio.Lock:
+        loop = asyncio.get_running_loop()
+        if self._io is None or self._io[0] is not loop:  # a lock serves one event loop
+            self._io = (loop, asyncio.Lock())
+        return self._io[1]
+
+    async def load(self, read: Callable[[], T]) -> T:
+        r"""Run ``read`` (a snapshot of the store, on a worker thread) while no flush is
+        being written, so that every result and in-flight change this process took out of
+        its pending deltas is already in the store when it is read. The caller then
+        :meth:`absorb`\ s the snapshot (before its next await): exact, nothing missed or
+        applied twice."""
+        async with self._io_lock():
+            return await anyio.to_thread.run_sync(read)
 
     def _restore(self, batch: dict[int, Delta]) -> None:
         for rid, old in batch.items():

@@ -42,7 +42,6 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Generic, TypeVar, cast
 
-import anyio
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -142,6 +141,7 @@ class Router:
         self._rows: dict[int, tuple[float, list[_Row]]] = {}
         self._keys: dict[tuple[int, str], str] = {}
         self._loading: dict[int, asyncio.Lock] = {}
+        self._loading_loop: asyncio.AbstractEventLoop | None = None
 
     # -- candidates ----------------------------------------------------------------------
 
@@ -178,11 +178,14 @@ class Router:
         process's in-flight attempts added to the shared counts)."""
         cached = self._rows.get(model_id)
         if cached is None or cached[0] <= time.monotonic():
+            loop = asyncio.get_running_loop()
+            if self._loading_loop is not loop:  # locks serve one event loop
+                self._loading_loop, self._loading = loop, {}
             lock = self._loading.setdefault(model_id, asyncio.Lock())
             async with lock:  # one load per model at a time; the others reuse it
                 cached = self._rows.get(model_id)
                 if cached is None or cached[0] <= time.monotonic():
-                    rows, snapshot = await anyio.to_thread.run_sync(self._load, model_id)
+                    rows, snapshot = await self.recorder.load(lambda: self._load(model_id))
                     self.recorder.absorb(snapshot)
                     cached = (time.monotonic() + self.cache_ttl_s, rows)
                     self._rows[model_id] = cached
