@@ -21,8 +21,10 @@ from starlette.routing import Route
 from modelbank import jobs
 from modelbank.gateway.fake_upstream import FakeUpstream
 from modelbank.ledger.models import accounts_table
+from modelbank.secrets import SecretBox
 from modelbank.wallets import holds
 from modelbank.wallets.models import holds_table
+from tests.api.conftest import TEST_SECRET_KEY
 from tests.gateway.conftest import Gw, serving
 from tests.gateway.test_gateway import CREDITS, route_logs, usage_rows
 
@@ -143,14 +145,6 @@ def test_unicode_prompts_are_held_by_bytes_and_charged_what_the_upstream_reports
 # -- values that validate loosely -------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason='api/gateway.py validates `stream` with Pydantic\'s lax bool ("false", "no", 0, 1'
-    " pass) but gateway/service.py admit() reads bool(body.get('stream')) on the raw body and"
-    ' forwards the raw value: "stream": "false" is streamed by the gateway (bool(\'false\')'
-    " is True) while the upstream answers one JSON object; the relay finds no SSE usage, the"
-    " estimate is 0 and the hold is voided: the answer is free",
-)
 def test_a_loosely_typed_stream_flag_is_still_charged(setup: tuple[Gw, int, str, str]) -> None:
     gw, user_id, secret, _ = setup
     served = 0
@@ -176,12 +170,6 @@ def test_stream_options_that_are_not_an_object_are_refused_without_a_hold_left(
         assert holds_placed(gw) == 0 and gw.wallet(user_id) == (CREDITS, 0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gateway/service.py: `stream` on /v1/embeddings (and images) makes the gateway"
-    " open an SSE stream to the upstream, which answers a JSON object; the relay sees no"
-    " SSE usage, estimates 0 from 0 streamed text bytes and voids the hold: embeddings free",
-)
 def test_embeddings_asked_as_a_stream_are_charged_or_refused(
     setup: tuple[Gw, int, str, str],
 ) -> None:
@@ -290,14 +278,6 @@ def acting_for_nobody(gw: Gw, who: str, url: str) -> None:
 # -- holds and usage ---------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gateway/service.py settle(): metering.charge raises HoldExpired (409) for a hold"
-    " that expired during the call instead of returning status 'rejected', so the docstring's"
-    " 'logged as unbilled, never raised' does not happen: the caller gets 409 hold_expired"
-    " for an answer the upstream gave (a stream is cut before [DONE]), no route log is"
-    " written and the hold stays pending until the jobs sweep it",
-)
 @pytest.mark.parametrize("stream", [False, True])
 def test_a_hold_that_expires_during_the_call_bills_nothing_and_is_swept(
     setup: tuple[Gw, int, str, str], monkeypatch: pytest.MonkeyPatch, stream: bool
@@ -315,7 +295,7 @@ def test_a_hold_that_expires_during_the_call_bills_nothing_and_is_swept(
     assert not stream or "data: [DONE]" in r.text, r.text
     (log,) = route_logs(gw)
     assert log["outcome"] == "unbilled" and usage_rows(gw) == []
-    jobs.run_once(gw.db.factory, None)  # type: ignore[arg-type]
+    jobs.run_once(gw.db.factory, box=SecretBox(TEST_SECRET_KEY), deliver=False)
     assert gw.wallet(user_id) == (CREDITS, 0) and pending_total(gw) == 0
 
 
@@ -411,12 +391,6 @@ def crlf_url() -> Iterator[str]:
         yield url
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gateway/usage.py StreamTally.feed splits events on b'\\n\\n' only; SSE also ends"
-    " events with CRLF CRLF: such a stream is never parsed (nothing relayed until its end, no"
-    " usage read, an estimate of 0 from 0 text bytes) and the call is free",
-)
 def test_a_stream_with_crlf_line_endings_is_charged_its_reported_usage(
     gw: Gw, crlf_url: str
 ) -> None:
@@ -430,13 +404,6 @@ def test_a_stream_with_crlf_line_endings_is_charged_its_reported_usage(
     assert gw.wallet(user_id) == (CREDITS - 9 - 2 * 3, 0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="policy gap, gateway/service.py handle(): a non-streamed answer without `usage` is"
-    " settled with None → the hold is voided and the answer is free, while a stream without"
-    " usage is charged an estimate (usage_estimated); an upstream that omits usage (several"
-    " OpenAI-compatible servers do unless asked) serves the pool for nothing",
-)
 def test_an_answer_without_usage_is_charged_an_estimate(gw: Gw, crlf_url: str) -> None:
     gw.model("chat-a")
     gw.resource(crlf_url, {"chat-a": "greedy"})

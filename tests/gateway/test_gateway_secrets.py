@@ -360,12 +360,6 @@ def test_a_revoked_key_with_nowhere_to_fail_over_voids_the_hold(
     seen.check()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="upstream.scrub replaces the key in the raw error text before it is parsed, so a"
-    " key written with JSON escapes (\\u0073k-…) survives and service._caller_message passes"
-    " the parsed message, the key in clear, to the caller",
-)
 def test_a_key_echoed_with_json_escapes_is_scrubbed_too(gw: Gw, echo_url: str, seen: Seen) -> None:
     gw.model("echo-a")
     gw.resource(echo_url, {"echo-a": "echo"}, api_key=ECHO_KEY)
@@ -464,14 +458,6 @@ def moderated_url() -> Iterator[str]:
         yield url
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gateway/service.py _fail_refused_keys() ends a resource (status failed, deposit"
-    " clawed back, irreversible) on ONE 401/403 that pool/breaker.py classify() marks"
-    " permanent; DESIGN §9 says 'auth errors past the breaker'. Any caller can provoke a 403"
-    " (OpenRouter answers flagged prompts with 403): one request kills a depositor's key and"
-    " takes back their credit — the one-api #1276 complaint the issue cites",
-)
 def test_one_403_a_caller_provoked_does_not_end_a_deposited_resource(
     gw: Gw, moderated_url: str, seen: Seen
 ) -> None:

@@ -150,7 +150,13 @@ async def _read_body(request: Request, schema: type[_Open]) -> tuple[dict[str, A
         raise InvalidInput("the body is not JSON") from None
     if not isinstance(body, dict):
         raise InvalidInput("the body must be a JSON object")
-    schema.model_validate(body)
+    checked = schema.model_validate(body)
+    # One reading of the flags for the gateway and the upstream: "stream": "false" (lax
+    # JSON) must not be streamed by one and answered whole by the other.
+    if "stream" in body:
+        if not isinstance(checked, ChatRequest):
+            raise InvalidInput("stream is only supported on chat completions", param="stream")
+        body["stream"] = bool(checked.stream)
     return body, len(raw)
 
 

@@ -14,6 +14,7 @@ pipeline, or **void** the hold when no upstream answered.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
@@ -30,7 +31,7 @@ from modelbank.catalog import access
 from modelbank.catalog.errors import ModelNotFound
 from modelbank.catalog.service import ModelInfo
 from modelbank.db.base import utcnow
-from modelbank.errors import InvalidInput
+from modelbank.errors import DomainError, InvalidInput
 from modelbank.gateway import estimate, usage
 from modelbank.gateway.errors import UpstreamRejected
 from modelbank.gateway.estimate import Bound
@@ -133,6 +134,18 @@ class Gateway:
         slug = body.get("model")
         if not isinstance(slug, str) or not slug:
             raise InvalidInput("model is required")
+        # Everything that can refuse the request is checked before the hold: nothing may
+        # raise between the hold's commit and the Call that settles it.
+        stream = body.get("stream") is True
+        if stream and endpoint != "chat":
+            raise InvalidInput(f"stream is not supported on {endpoint}", param="stream")
+        options = body.get("stream_options")
+        if options is not None and not isinstance(options, dict):
+            raise InvalidInput("stream_options must be an object", param="stream_options")
+        wants_usage = isinstance(options, dict) and options.get("include_usage") is True
+        upstream_body = dict(body)
+        if stream:
+            upstream_body["stream_options"] = {**(options or {}), "include_usage": True}
         with self.writes() as session, session.begin():
             now = utcnow()
             info, card = _price(session, slug, now)
@@ -149,12 +162,6 @@ class Gateway:
                 model=info.id,
                 now=now,
             )
-        upstream_body = dict(body)
-        stream = bool(body.get("stream"))
-        options = body.get("stream_options")
-        wants_usage = isinstance(options, dict) and options.get("include_usage") is True
-        if stream:
-            upstream_body["stream_options"] = {**(options or {}), "include_usage": True}
         if bound.max_tokens is not None:
             upstream_body["max_tokens"] = bound.max_tokens
         return Call(
@@ -211,14 +218,25 @@ class Gateway:
             now = utcnow()
             result = None
             if used is None or _nothing(used):
-                holds.void(session, call.hold_id, now=now)
+                self._release(session, call, now)
             else:
-                result = self._capture(session, call, route, used, now)
-                if result.status == "rejected":
+                try:
+                    with session.begin_nested():
+                        result = self._capture(session, call, route, used, now)
+                except DomainError:  # the hold expired (or was voided) during the call
+                    result = None
+                if result is None or result.status == "rejected":
                     outcome = "unbilled"
                     result = None
+                    self._release(session, call, now)
             routelog.write(session, _log_entry(call, route, attempts, outcome, result))
             return result
+
+    def _release(self, session: Session, call: Call, now: datetime) -> None:
+        """Void the call's hold if it is still pending (an expired or already voided hold is
+        left to what ended it: the jobs void expired ones)."""
+        with contextlib.suppress(DomainError), session.begin_nested():
+            holds.void(session, call.hold_id, now=now)
 
     def _fail_refused_keys(self, attempts: list[Attempt]) -> None:
         """Mark the resources whose key the provider refused as failed (clawback included),
@@ -226,7 +244,10 @@ class Gateway:
         taken in two orders)."""
         for attempt in attempts:
             failure = attempt.failure
-            if failure is not None and failure.permanent:
+            # Only an unambiguous 401 (the key itself refused) ends a resource: a 403 can be
+            # the provider's moderation answering one caller's prompt (one-api #1276), and
+            # must not let a caller end someone's deposit; it counts in the breaker instead.
+            if failure is not None and failure.permanent and failure.status == 401:
                 with self.writes() as session, session.begin():
                     pool.fail(session, attempt.resource_id, f"key refused ({failure.kind})")
 
@@ -292,11 +313,7 @@ class Gateway:
                 return StreamReply(self, call, route)
             answer_route = await self._route(call, self._call_whole)
             answer = answer_route.value
-            used = (
-                usage.of_images(answer.body)
-                if endpoint == "images"
-                else usage.from_report(answer.body.get("usage"))
-            )
+            used = usage.of_answer(endpoint, answer.body, body_bytes)
             settled = True
             await anyio.to_thread.run_sync(self.settle, call, answer_route, used, "served")
             headers = _headers(call, answer_route)

@@ -13,6 +13,7 @@ upstream text passed on to the caller and never appears in an exception's messag
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -84,9 +85,24 @@ def _headers(target: Target) -> dict[str, str]:
     return {"Authorization": f"Bearer {target.api_key}", "Content-Type": "application/json"}
 
 
+def _scrub_json(value: Any, secret: str) -> Any:
+    """``value`` (parsed JSON) with ``secret`` redacted from every string in it."""
+    if isinstance(value, str):
+        return scrub(value, secret)
+    if isinstance(value, list):
+        return [_scrub_json(item, secret) for item in value]
+    if isinstance(value, dict):
+        return {scrub(str(k), secret): _scrub_json(v, secret) for k, v in value.items()}
+    return value
+
+
 def _failure_of_status(target: Target, status: int, content: bytes) -> UpstreamFailure:
-    text = scrub(content[:4_000].decode("utf-8", "replace"), target.api_key)
-    return classify(status=status, body=text)
+    """The failure of an error answer, its text redacted of the resource's key both as sent
+    and once JSON escapes are decoded (``\\u0073k-…`` is the key too)."""
+    text = content[:65_536].decode("utf-8", "replace")
+    with contextlib.suppress(ValueError):
+        text = json.dumps(_scrub_json(json.loads(text), target.api_key))
+    return classify(status=status, body=scrub(text, target.api_key)[:4_000])
 
 
 def _failure_of_error(exc: Exception) -> UpstreamFailure:

@@ -15,9 +15,14 @@ row is marked ``usage_estimated``. A stream that produced no text costs nothing.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+_EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
+"""An SSE event ends at a blank line; lines end in CRLF, LF or CR (the SSE specification)."""
+_LINE_END = re.compile(rb"\r\n|\n|\r")
 
 BYTES_PER_TOKEN = 4
 """The estimate's bytes per token (see the module docstring)."""
@@ -72,6 +77,32 @@ def estimate(request_bytes: int, streamed_text_bytes: int) -> Usage:
     )
 
 
+def answer_text_bytes(answer: Mapping[str, Any]) -> int:
+    """UTF-8 bytes of the text a non-streamed chat answer carries (every choice's message
+    content, refusal and tool calls)."""
+    total = 0
+    for choice in answer.get("choices") or []:
+        message = choice.get("message") if isinstance(choice, dict) else None
+        if isinstance(message, dict):
+            total += _text_bytes([{"delta": message}])
+    return total
+
+
+def of_answer(endpoint: str, answer: Mapping[str, Any], request_bytes: int) -> Usage:
+    """The usage of a whole (non-streamed) answer: images by count; chat and embeddings as
+    the upstream reported, else estimated like a cut stream (chat: from the answer's text;
+    embeddings: the request's bytes), marked ``estimated``: an answer is never free for
+    lack of a usage report."""
+    if endpoint == "images":
+        return of_images(answer)
+    reported = from_report(answer.get("usage"))
+    if reported is not None:
+        return reported
+    if endpoint == "embeddings":
+        return Usage(input_tokens=-(-request_bytes // BYTES_PER_TOKEN), estimated=True)
+    return estimate(request_bytes, answer_text_bytes(answer))
+
+
 @dataclass(slots=True)
 class StreamTally:
     """Reads a chat completion's SSE stream event by event: the usage chunk when it comes,
@@ -90,10 +121,10 @@ class StreamTally:
         self._buffer += chunk
         out: list[tuple[bytes, bool]] = []
         while True:
-            cut = self._buffer.find(b"\n\n")
-            if cut < 0:
+            end = _EVENT_END.search(self._buffer)
+            if end is None:
                 return out
-            event, self._buffer = self._buffer[: cut + 2], self._buffer[cut + 2 :]
+            event, self._buffer = self._buffer[: end.end()], self._buffer[end.end() :]
             out.append((event, self._read(event)))
 
     def rest(self) -> bytes:
@@ -104,7 +135,7 @@ class StreamTally:
     def _read(self, event: bytes) -> bool:
         self.events += 1
         usage_only = False
-        for line in event.split(b"\n"):
+        for line in _LINE_END.split(event):
             if not line.startswith(b"data:"):
                 continue
             data = line[5:].strip()
