@@ -120,7 +120,7 @@ def world(api: Api) -> World:
             session,
             a,
             provider="openai",
-            base_url="http://127.0.0.1:9/v1",
+            base_url="https://api.example.com/v1",
             api_key="sk-world-key-0000000000",
             models=[("public", "gpt-4o")],
             quota_uusd=1_000_000,
