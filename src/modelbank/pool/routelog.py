@@ -29,9 +29,10 @@ MAX_PAGE = 500
 """Most rows one list call returns (a page of the API)."""
 
 OUTCOMES = ("served", "failed", "no_route", "rejected", "disconnected", "broken", "unbilled")
-"""served; failed (every attempt); no_route; rejected (hold refused, or the upstream refused
-the caller's request); disconnected (the client left mid-stream); broken (the upstream failed
-mid-stream); unbilled (served, but the capture was refused: the hold had expired)."""
+"""served; failed (every attempt); no_route; rejected (the upstream refused the caller's own
+request); disconnected (the client left mid-stream); broken (the upstream failed
+mid-stream); unbilled (served, but the capture was refused: the hold had expired). A request
+refused before routing (no hold: 402, 403, 404) writes no row."""
 
 
 @dataclass(frozen=True, slots=True)
