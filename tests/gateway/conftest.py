@@ -3,23 +3,21 @@ port in a thread, so the official ``openai`` SDK talks real HTTP to both (DESIGN
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager as ContextManager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import openai
 import pytest
-import uvicorn
 from sqlalchemy import func, select
 
 from modelbank.api import create_app
 from modelbank.auth import service as auth
 from modelbank.config import load_settings
+from modelbank.demo_gateway.servers import serving as demo_serving
 from modelbank.gateway.fake_upstream import FakeUpstream, FakeUpstreamConfig
 from modelbank.gateway.fake_upstream import create_app as create_fake
 from modelbank.ledger.codes import AccountCode
@@ -33,25 +31,10 @@ UPSTREAM_KEY = "sk-upstream-secret-key-0123456789abcdef"
 SECOND_KEY = "sk-second-upstream-key-fedcba9876543210"
 
 
-@contextmanager
-def serving(app: Any, *, lifespan: str = "on") -> Iterator[str]:
-    """Serve ``app`` with uvicorn on a free loopback port in a thread; yield its base URL."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan=lifespan))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
+def serving(app: Any, *, lifespan: Literal["on", "off"] = "on") -> ContextManager[str]:
+    """Serve ``app`` with uvicorn on a free loopback port in a thread; yield its base URL
+    (the demo's server helper, :func:`modelbank.demo_gateway.servers.serving`)."""
+    return demo_serving(app, "test", lifespan=lifespan)
 
 
 @pytest.fixture(scope="module")

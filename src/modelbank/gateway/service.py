@@ -15,6 +15,7 @@ pipeline, or **void** the hold when no upstream answered.
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
@@ -39,6 +40,7 @@ from modelbank.gateway.upstream import Answer, OpenStream, Upstream
 from modelbank.gateway.usage import StreamTally, Usage
 from modelbank.ledger import service as ledger
 from modelbank.ledger.codes import AccountCode
+from modelbank.ledger.errors import InsufficientFunds
 from modelbank.metering import reference
 from modelbank.metering import service as metering
 from modelbank.metering.models import usage_events_table
@@ -356,8 +358,6 @@ class Gateway:
 def _caller_message(failure: UpstreamFailure) -> str:
     """The upstream's own error message for a request it refused (already scrubbed of the
     resource's key), else a generic one."""
-    import json
-
     try:
         parsed = json.loads(failure.body or "")
         message = parsed["error"]["message"]
@@ -395,8 +395,6 @@ def _price(session: Session, slug: str, now: datetime) -> tuple[ModelInfo, RateC
 
 
 def _short_of_funds(user_id: int, card: RateCard, bound: Bound) -> Exception:
-    from modelbank.ledger.errors import InsufficientFunds
-
     needed = card.charge_ucr(bound.input_tokens, 0, 1, 0)
     return InsufficientFunds(
         f"wallet of user {user_id} cannot cover this request's prompt and one output token",
