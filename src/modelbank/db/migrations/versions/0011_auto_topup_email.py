@@ -1,0 +1,24 @@
+"""auto top-up and email notices (issue 13)
+
+(Reserved in order so that work on several issues can proceed in parallel; a revision
+with nothing in it is a no-op.)
+
+Revision ID: 0011
+Revises: 0010
+Create Date: 2026-12-06 06:00:00
+"""
+
+from __future__ import annotations
+
+revision = "0011"
+down_revision = "0010"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass

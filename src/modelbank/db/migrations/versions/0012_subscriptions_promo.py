@@ -1,0 +1,24 @@
+"""subscription plans, referral and promo codes (issue 13)
+
+(Reserved in order so that work on several issues can proceed in parallel; a revision
+with nothing in it is a no-op.)
+
+Revision ID: 0012
+Revises: 0011
+Create Date: 2026-12-06 06:00:00
+"""
+
+from __future__ import annotations
+
+revision = "0012"
+down_revision = "0011"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass

@@ -1,0 +1,24 @@
+"""rate limits, partitioning, row-level security (issue 16)
+
+(Reserved in order so that work on several issues can proceed in parallel; a revision
+with nothing in it is a no-op.)
+
+Revision ID: 0015
+Revises: 0014
+Create Date: 2026-12-06 06:00:00
+"""
+
+from __future__ import annotations
+
+revision = "0015"
+down_revision = "0014"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass
