@@ -172,6 +172,24 @@ class Settings(BaseSettings):
         description="redis://host:port/db: the pool's shared health and breaker"
         " state live there instead of the database (several API processes or hosts)",
     )
+    # Email notices (issue 13; modelbank.notices). Unset host: no email is sent.
+    smtp_host: str | None = Field(
+        default=None, description="SMTP server for email notices; unset sends no email"
+    )
+    smtp_port: int = Field(default=587, ge=1, le=65535, description="SMTP server port")
+    smtp_username: str | None = Field(default=None, description="SMTP login (unset: none)")
+    smtp_password: SecretStr | None = Field(default=None, description="SMTP password")
+    smtp_from: str = Field(
+        default="modelbank@localhost", description="From address of email notices"
+    )
+    smtp_starttls: bool = Field(
+        default=True,
+        description="Upgrade the SMTP connection with STARTTLS (when the server offers it,"
+        " required when a login is set)",
+    )
+    smtp_timeout_s: float = Field(
+        default=10.0, gt=0, le=120, description="Seconds to wait for the SMTP server"
+    )
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -1,5 +1,6 @@
 """Background jobs (DESIGN §13 ``jobs.py``): expire holds, sweep expired grants, collect owed
-earnings, deliver the webhook outbox.
+earnings, run after-commit tasks (auto top-up purchases, email notices; :mod:`modelbank.tasks`),
+deliver the webhook outbox.
 
 Each step is idempotent and works in bounded batches, each batch its own short transaction,
 so a run can be interrupted at any point and run again (by ``modelbank jobs run``, by cron,
@@ -17,12 +18,17 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import httpx
+import stripe
 from sqlalchemy.orm import Session, sessionmaker
 
+from modelbank.config import Settings
 from modelbank.db.base import utcnow
+from modelbank.notices import sender
+from modelbank.notices.service import EMAIL_TASK
 from modelbank.pool import debts as pool_debts
 from modelbank.secrets import SecretBox
-from modelbank.wallets import grants, holds, refunds
+from modelbank.tasks import service as tasks
+from modelbank.wallets import autotopup, autotopup_run, grants, holds, refunds
 from modelbank.webhooks import delivery
 
 BATCH = 500
@@ -31,6 +37,8 @@ MAX_BATCHES = 1_000
 """Upper bound on batches per step in one run (a run always ends)."""
 DELIVERY_BATCH = 100
 """Webhook deliveries sent per round."""
+TASK_BATCH = 50
+"""Tasks run per round: each may call a payment provider or a mail server (seconds each)."""
 
 
 @dataclass
@@ -46,6 +54,9 @@ class JobReport:
     webhooks_delivered: int = 0
     webhook_attempts_failed: int = 0
     webhooks_given_up: int = 0
+    tasks_done: int = 0
+    """After-commit tasks run to completion (auto top-ups started, emails sent)."""
+    task_attempts_failed: int = 0
 
 
 def _until_done(
@@ -69,10 +80,15 @@ def run_once(
     now: datetime | None = None,
     deliver: bool = True,
     on_step: Callable[[str], None] | None = None,
+    settings: Settings | None = None,
+    payment_http_client: stripe.HTTPClient | None = None,
 ) -> JobReport:
     """Run every job once, to completion (bounded). ``now`` fixes the clock (tests);
     ``client`` sends webhooks (a fresh one with a 10 s timeout when None); ``deliver`` False
-    skips the outbox. ``on_step`` is told each step's name as it starts (progress display).
+    skips the outbox and the tasks. ``on_step`` is told each step's name as it starts
+    (progress display). ``settings`` choose the auto top-up's payment provider and the SMTP
+    server (default: from the environment); ``payment_http_client`` is the Stripe SDK's
+    HTTP client (tests).
     Raises :class:`~modelbank.secrets.SecretUndecryptable` when webhook secrets cannot be
     decrypted with the configured key (the other steps have run by then)."""
     report = JobReport()
@@ -103,6 +119,10 @@ def run_once(
         factory, lambda s: pool_debts.settle_debts(s, now=at, limit=BATCH), count_rows=False
     )
     if deliver:
+        step("run tasks")
+        report.tasks_done, report.task_attempts_failed = run_tasks(
+            factory, settings or Settings(), now=now, payment_http_client=payment_http_client
+        )
         step("deliver webhooks")
         own = client is None
         http = client or httpx.Client(timeout=10.0)
@@ -120,6 +140,31 @@ def run_once(
     return report
 
 
+def run_tasks(
+    factory: sessionmaker[Session],
+    settings: Settings,
+    *,
+    now: datetime | None = None,
+    payment_http_client: stripe.HTTPClient | None = None,
+) -> tuple[int, int]:
+    """Run the due after-commit tasks (auto top-ups, then emails: a top-up's notice is
+    queued by the top-up). Returns (done, failed attempts)."""
+    handlers = {
+        autotopup.TASK: autotopup_run.handler(
+            factory, settings, http_client=payment_http_client, now=now
+        ),
+        EMAIL_TASK: sender.handler(settings),
+    }
+    done = failed = 0
+    for _ in range(MAX_BATCHES):
+        result = tasks.run_due(factory, handlers, now=now, limit=TASK_BATCH)
+        done += result.done
+        failed += result.failed_attempts
+        if result.done + result.failed_attempts < TASK_BATCH:
+            break
+    return done, failed
+
+
 log = logging.getLogger(__name__)
 
 
@@ -128,9 +173,16 @@ class JobRunner:
     with ``MODELBANK_JOBS_INTERVAL_S`` > 0. A failing run is logged and retried next time.
     :meth:`close` stops it (waiting for a run in progress)."""
 
-    def __init__(self, factory: sessionmaker[Session], box: SecretBox, interval_s: float) -> None:
+    def __init__(
+        self,
+        factory: sessionmaker[Session],
+        box: SecretBox,
+        interval_s: float,
+        settings: Settings | None = None,
+    ) -> None:
         self._factory = factory
         self._box = box
+        self._settings = settings
         self._interval_s = interval_s
         self._stop = threading.Event()
         self._client = httpx.Client(timeout=10.0)
@@ -140,7 +192,7 @@ class JobRunner:
     def _loop(self) -> None:
         while not self._stop.wait(self._interval_s):
             try:
-                run_once(self._factory, box=self._box, client=self._client)
+                run_once(self._factory, box=self._box, client=self._client, settings=self._settings)
             except Exception:  # a bad run must not kill the server's job thread
                 log.exception("background jobs failed; retrying in %s s", self._interval_s)
 

@@ -17,6 +17,7 @@ from modelbank.api.deps import Database, KeyCache
 from modelbank.api.gateway import create_gateway_app
 from modelbank.api.routes import admin, health, models, usage, users
 from modelbank.api.routes import analytics as analytics_routes
+from modelbank.api.routes import autotopup as autotopup_routes
 from modelbank.api.routes import exports as export_routes
 from modelbank.api.routes import payouts as payout_routes
 from modelbank.api.routes import pool as pool_routes
@@ -114,7 +115,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
             db.committer = GroupCommitter(db.writes, max_wait_s=settings.group_commit_wait_s)
         runner = None
         if settings.jobs_interval_s > 0:
-            runner = JobRunner(db.writes, app.state.secret_box, settings.jobs_interval_s)
+            runner = JobRunner(db.writes, app.state.secret_box, settings.jobs_interval_s, settings)
         try:
             yield
         finally:
@@ -143,6 +144,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     for module in (health, users, models, usage, admin):
         app.include_router(module.router)
     app.include_router(wallet_routes.router)
+    app.include_router(autotopup_routes.router)
     app.include_router(analytics_routes.router)
     app.include_router(payout_routes.router)
     app.include_router(webhook_routes.router)

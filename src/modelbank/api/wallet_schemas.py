@@ -118,6 +118,9 @@ class PurchaseOut(BaseModel):
     refunded_uusd: int
     created_at: datetime
     completed_at: datetime | None
+    origin: Literal["checkout", "auto_topup"] = Field(
+        description="checkout: the user started it; auto_topup: auto top-up did"
+    )
 
 
 def purchase_out(p: PurchaseInfo) -> PurchaseOut:
@@ -139,6 +142,7 @@ def purchase_out(p: PurchaseInfo) -> PurchaseOut:
         refunded_uusd=p.refunded_uusd,
         created_at=p.created_at,
         completed_at=p.completed_at,
+        origin="auto_topup" if p.origin == "auto_topup" else "checkout",
     )
 
 

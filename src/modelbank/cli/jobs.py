@@ -36,8 +36,8 @@ def run(
     """Run every job once, or forever with --loop.
 
     The jobs: void expired holds, sweep expired grant remainders to platform_promotions,
-    collect earnings owed from refunds, deliver due webhooks with retries. Safe to run
-    concurrently and to interrupt.
+    collect earnings owed from refunds, start auto top-ups and send email notices, deliver
+    due webhooks with retries. Safe to run concurrently and to interrupt.
 
     Example: modelbank jobs run --loop --interval 30
     """
@@ -53,6 +53,7 @@ def run(
                         factory,
                         box=box,
                         deliver=deliver,
+                        settings=settings,
                         on_step=lambda name: status.update(f"jobs: {name}…"),
                     )
                 console.print(
@@ -61,7 +62,9 @@ def run(
                     f" · pool debts collected {report.pool_debts_collected_ucr} µcr"
                     f" · webhooks delivered {report.webhooks_delivered},"
                     f" failed attempts {report.webhook_attempts_failed},"
-                    f" given up {report.webhooks_given_up}",
+                    f" given up {report.webhooks_given_up}"
+                    f" · tasks done {report.tasks_done},"
+                    f" failed attempts {report.task_attempts_failed}",
                     highlight=False,
                 )
                 if not loop:

@@ -18,11 +18,14 @@ from modelbank.idempotency.models import IdempotentRequest
 from modelbank.ledger.models import Account, Transfer
 from modelbank.metering.models import UsageEventRow
 from modelbank.metering.rollups import CreatorDay, ModelDay, UserDay
+from modelbank.notices.models import NoticeRecipient
 from modelbank.platform.models import PlatformSetting
 from modelbank.pool.models import PoolDebt, Resource, ResourceHealth, ResourceModel, RouteLog
 from modelbank.pricing.models import PriceVersion
+from modelbank.tasks.models import Task
 from modelbank.users.models import User
 from modelbank.wallets.models import (
+    AutoTopup,
     CreditPackage,
     EarningsDebt,
     Grant,
@@ -45,6 +48,7 @@ metadata = Base.metadata
 __all__ = [
     "Account",
     "ApiKey",
+    "AutoTopup",
     "Beneficiary",
     "CatalogModel",
     "CreatorDay",
@@ -58,6 +62,7 @@ __all__ = [
     "ModelAccess",
     "ModelDay",
     "ModelStats",
+    "NoticeRecipient",
     "OutboxEvent",
     "PaymentEventRow",
     "Payout",
@@ -71,6 +76,7 @@ __all__ = [
     "ResourceModel",
     "RouteLog",
     "StakeListing",
+    "Task",
     "Transfer",
     "UsageEventRow",
     "UsageRefund",

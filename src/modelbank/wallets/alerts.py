@@ -24,8 +24,10 @@ from modelbank.db.fast import connection as fast_connection
 from modelbank.errors import InvalidInput
 from modelbank.ledger.codes import AccountCode
 from modelbank.money import format_credits
+from modelbank.notices import service as notices
 from modelbank.platform import service as platform
 from modelbank.users import service as users
+from modelbank.wallets import autotopup
 from modelbank.wallets.models import alerts_table as alerts
 from modelbank.webhooks import service as webhooks
 
@@ -37,12 +39,14 @@ LOW_BALANCE_EVENT = "wallet.low_balance"
 
 _STATE_FAST = FastSQL(
     "SELECT a.owner_id, a.credits_posted - a.debits_posted - a.debits_pending, w.user_id,"
-    " w.threshold_ucr, w.alerted, (SELECT value FROM platform_settings WHERE key = ?)"
+    " w.threshold_ucr, w.alerted, (SELECT value FROM platform_settings WHERE key = ?),"
+    " t.enabled, t.threshold_ucr, t.triggered_at"
     " FROM accounts a LEFT OUTER JOIN wallet_alerts w ON w.user_id = a.owner_id"
+    " LEFT OUTER JOIN auto_topups t ON t.user_id = a.owner_id"
     " WHERE a.code = ? AND a.owner_id IN ({in})"
 )
-"""Each wallet's available balance beside its alert row and the default threshold, on the
-driver's cursor: every charge runs it (DESIGN §16)."""
+"""Each wallet's available balance beside its alert row, the default threshold and its auto
+top-up's state, on the driver's cursor: every charge runs it (DESIGN §16)."""
 
 
 class _State(NamedTuple):
@@ -52,6 +56,9 @@ class _State(NamedTuple):
     threshold_ucr: int | None
     alerted: bool | None
     default: int | None
+    topup_enabled: bool | None
+    topup_threshold_ucr: int | None
+    topup_triggered_at: object | None
 
 
 _SET = (
@@ -83,8 +90,10 @@ def state_read(user_ids: Iterable[int]) -> Read:
 def check(session: Session, user_ids: Iterable[int], *, now: datetime | None = None) -> int:
     """Compare the users' available balances with their thresholds, in the caller's
     transaction (after the balance change): emit ``wallet.low_balance`` for each wallet that
-    crossed downward, clear the mark of each that recovered. One query when nothing changes.
-    Returns how many alerts were emitted."""
+    crossed downward (and queue its low-balance email, :mod:`modelbank.notices`), clear the
+    mark of each that recovered, and hand each balance to its auto top-up
+    (:func:`modelbank.wallets.autotopup.on_balance`: a crossing queues a top-up). One query
+    when nothing changes. Returns how many alerts were emitted."""
     read = state_read(user_ids)
     if not read.size:
         return 0
@@ -93,6 +102,15 @@ def check(session: Session, user_ids: Iterable[int], *, now: datetime | None = N
     emitted = 0
     found = read.sql.execute(conn, read.params, size=read.size).fetchall()
     for row in map(_State._make, found):
+        autotopup.on_balance(
+            session,
+            int(row.owner_id),
+            int(row.available),
+            row.topup_enabled,
+            row.topup_threshold_ucr,
+            row.topup_triggered_at,
+            now=now,
+        )
         default = DEFAULT_THRESHOLD_UCR if row.default is None else int(row.default)
         threshold = default if row.threshold_ucr is None else int(row.threshold_ucr)
         available = int(row.available)
@@ -117,6 +135,13 @@ def check(session: Session, user_ids: Iterable[int], *, now: datetime | None = N
                     "threshold_ucr": threshold,
                     "threshold": format_credits(threshold),
                 },
+                now=now,
+            )
+            notices.notify(
+                session,
+                user_id,
+                "low_balance",
+                {"available_ucr": available, "threshold_ucr": threshold},
                 now=now,
             )
             emitted += 1

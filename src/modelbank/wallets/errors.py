@@ -64,3 +64,10 @@ class RefundExceedsCharge(DomainError):
     """More refunded than is left of the charge. Context: ``refundable_ucr``."""
 
     code = "refund_exceeds_charge"
+
+
+class PaymentMethodRequired(DomainError):
+    """Auto top-up through Stripe needs a saved card: save one first (a Checkout Session in
+    setup mode, ``POST /users/{user_id}/auto-topup/payment-method``). Context: ``user_id``."""
+
+    code = "payment_method_required"

@@ -66,6 +66,8 @@ class Purchase(Base):
     grant_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     refunded_ucr: Mapped[int] = mapped_column(BigInteger, default=0)
     refunded_uusd: Mapped[int] = mapped_column(BigInteger, default=0)
+    origin: Mapped[str] = mapped_column(String(16), default="checkout", server_default="checkout")
+    """``checkout`` (the user started it) or ``auto_topup`` (started by auto top-up)."""
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
@@ -74,6 +76,14 @@ class Purchase(Base):
         Index("uq_purchases_provider_external", "provider", "external_id", unique=True),
         Index("ix_purchases_user", "user_id", "id"),
         Index("ix_purchases_payment_reference", "payment_reference"),
+        # At most one auto top-up in flight per user (issue 13): the database refuses a second.
+        Index(
+            "uq_purchases_auto_topup_in_flight",
+            "user_id",
+            unique=True,
+            sqlite_where=text("origin = 'auto_topup' AND status = 'pending'"),
+            postgresql_where=text("origin = 'auto_topup' AND status = 'pending'"),
+        ),
     )
 
 
@@ -191,6 +201,42 @@ class WalletAlert(Base):
     alerted_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
+class AutoTopup(Base):
+    """A user's auto top-up (issue 13): when ``enabled`` and the available balance falls
+    below ``threshold_ucr``, package ``package_id`` is bought, at most ``monthly_cap_count``
+    times and ``monthly_cap_uusd`` µUSD per calendar month (UTC).
+
+    ``triggered_at`` is set when a crossing queued a top-up task (one per crossing) and
+    cleared when the balance is back at or above the threshold or the top-up failed.
+    ``consecutive_failures`` resets on a completed top-up; at the configured limit the
+    top-up switches itself off (``disabled_reason``). ``stripe_customer_id`` and
+    ``stripe_payment_method_id`` are the card saved by a Checkout Session in setup mode."""
+
+    __tablename__ = "auto_topups"
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    enabled: Mapped[bool] = mapped_column(default=False)
+    threshold_ucr: Mapped[int] = mapped_column(BigInteger, default=0)
+    package_id: Mapped[int | None] = mapped_column(ForeignKey("credit_packages.id"), nullable=True)
+    monthly_cap_count: Mapped[int] = mapped_column(BigInteger, default=0)
+    monthly_cap_uusd: Mapped[int] = mapped_column(BigInteger, default=0)
+    triggered_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    consecutive_failures: Mapped[int] = mapped_column(default=0)
+    last_error: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    disabled_reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    stripe_customer_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    stripe_payment_method_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        CheckConstraint(
+            "threshold_ucr >= 0 AND monthly_cap_count >= 0 AND monthly_cap_uusd >= 0",
+            name="auto_topup_amounts",
+        ),
+    )
+
+
 class UsageRefund(Base):
     """A (partial) refund of a usage charge: ``amount_ucr`` back to the wallet,
     ``earnings_reversed_ucr`` taken back from creators (``earnings_owed_ucr`` of it could
@@ -250,3 +296,4 @@ holds_table = cast(Table, WalletHold.__table__)
 alerts_table = cast(Table, WalletAlert.__table__)
 refunds_table = cast(Table, UsageRefund.__table__)
 debts_table = cast(Table, EarningsDebt.__table__)
+auto_topups_table = cast(Table, AutoTopup.__table__)

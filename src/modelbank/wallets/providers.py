@@ -19,8 +19,8 @@ Money here is in **cents** (the provider edge, DESIGN §2); credits in µcr.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -109,6 +109,10 @@ class PaymentEventKind(StrEnum):
     """Money went back to the buyer; ``amount_cents`` is the cumulative refunded amount."""
     IGNORED = "ignored"
     """Nothing to do (an unpaid completion awaiting an async payment, or an unrelated type)."""
+    FAILED = "failed"
+    """An off-session payment (auto top-up) was declined: close the purchase as failed."""
+    PAYMENT_METHOD_SAVED = "payment_method_saved"
+    """A setup session saved a card: ``user_id``, ``customer_id``, ``payment_method_id``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +127,8 @@ class PaymentEvent:
     ``amount_cents``: amount paid (COMPLETED; ``amount_total``) or refunded so far in total
     (REFUNDED; the charge's ``amount_refunded``, cumulative, not this refund's delta); ``None``
     otherwise. ``created``: the event's Unix time in seconds, for ordering out-of-order
-    deliveries.
+    deliveries. ``user_id``, ``customer_id``, ``payment_method_id``: the card a setup session
+    saved (PAYMENT_METHOD_SAVED); ``reason``: why a payment failed (FAILED).
     """
 
     provider: str
@@ -134,6 +139,10 @@ class PaymentEvent:
     payment_reference: str | None
     amount_cents: int | None
     created: int | None
+    user_id: int | None = None
+    customer_id: str | None = None
+    payment_method_id: str | None = None
+    reason: str | None = None
 
 
 class PaymentProvider(Protocol):
@@ -286,6 +295,91 @@ class StripeProvider:
             )
         return Checkout(provider=self.name, external_id=session_id, checkout_url=url)
 
+    def create_setup_session(
+        self,
+        user_id: int,
+        customer_id: str | None,
+        *,
+        currency: str,
+        success_url: str,
+        cancel_url: str,
+    ) -> tuple[str, str, str]:
+        """Start saving a card for off-session auto top-ups: a Stripe Customer for the user
+        (made once, idempotency key ``modelbank-customer-<user_id>``, unless ``customer_id``
+        is given) and a Checkout Session in ``setup`` mode for payments in ``currency``
+        (the package's; Stripe offers the methods that can pay it) whose SetupIntent carries
+        ``metadata.user_id``; ``setup_intent.succeeded`` then names the saved card.
+        Returns ``(customer_id, session_id, url)``. Raises :class:`PaymentProviderError`."""
+        try:
+            if customer_id is None:
+                customer = self._stripe().v1.customers.create(
+                    params={"metadata": {"user_id": str(user_id)}},
+                    options={"idempotency_key": f"modelbank-customer-{user_id}"},
+                )
+                customer_id = str(customer.id)
+            session = self._stripe().v1.checkout.sessions.create(
+                params={
+                    "mode": "setup",
+                    "customer": customer_id,
+                    "currency": currency,
+                    "client_reference_id": f"user-{user_id}",
+                    "metadata": {"user_id": str(user_id), "purpose": "auto_topup"},
+                    "setup_intent_data": {
+                        "metadata": {"user_id": str(user_id), "purpose": "auto_topup"}
+                    },
+                    "success_url": success_url,
+                    "cancel_url": cancel_url,
+                }
+            )
+        except stripe.StripeError as exc:
+            raise _provider_error(exc, user_id=user_id) from None
+        url = getattr(session, "url", None)
+        if not isinstance(url, str) or not isinstance(getattr(session, "id", None), str):
+            raise PaymentProviderError(
+                "Stripe answered without a setup session id or URL", provider="stripe"
+            )
+        return customer_id, str(session.id), url
+
+    def charge_saved(
+        self, request: CheckoutRequest, customer_id: str, payment_method_id: str
+    ) -> Checkout:
+        """Charge a saved card off-session for an auto top-up: a PaymentIntent, confirmed at
+        once (``off_session``), idempotency key ``modelbank-autotopup-<purchase_id>``, with
+        the purchase's metadata and ``origin=auto_topup``. The credits still arrive only with
+        the signed ``payment_intent.succeeded`` webhook. Returns the PaymentIntent id as
+        ``external_id``. Raises :class:`PaymentProviderError` (a decline: ``provider_code``
+        ``card_declined``, ``authentication_required`` …)."""
+        if request.price_cents <= 0:
+            raise InvalidInput("a Stripe payment needs a price > 0 cents")
+        metadata = {
+            "purchase_id": str(request.purchase_id),
+            "user_id": str(request.user_id),
+            "credits_ucr": str(request.credits_ucr),
+            "origin": "auto_topup",
+        }
+        try:
+            intent = self._stripe().v1.payment_intents.create(
+                params={
+                    "amount": request.price_cents,
+                    "currency": request.currency,
+                    "customer": customer_id,
+                    "payment_method": payment_method_id,
+                    "off_session": True,
+                    "confirm": True,
+                    "description": f"Auto top-up: {request.package_name}",
+                    "metadata": metadata,
+                },
+                options={"idempotency_key": f"modelbank-autotopup-{request.purchase_id}"},
+            )
+        except stripe.StripeError as exc:
+            raise _provider_error(exc, purchase_id=request.purchase_id) from None
+        intent_id = getattr(intent, "id", None)
+        if not isinstance(intent_id, str) or not intent_id:
+            raise PaymentProviderError(
+                "Stripe answered without a PaymentIntent id", provider="stripe"
+            )
+        return Checkout(provider=self.name, external_id=intent_id, checkout_url=None)
+
     def parse_webhook(self, payload: bytes, signature_header: str | None) -> PaymentEvent:
         """Verify a webhook delivery (raw body + ``Stripe-Signature`` header) and map it.
 
@@ -353,6 +447,8 @@ def _map_event(data: Mapping[str, Any]) -> PaymentEvent:
             created=created,
         )
 
+    if event_type.startswith("checkout.session.") and obj.get("mode") == "setup":
+        return event(PaymentEventKind.IGNORED)  # a card saved: setup_intent.succeeded says which
     if event_type.startswith("checkout.session."):
         session = {
             "external_id": _str(obj, "id"),
@@ -370,6 +466,8 @@ def _map_event(data: Mapping[str, Any]) -> PaymentEvent:
         if event_type in ("checkout.session.expired", "checkout.session.async_payment_failed"):
             return event(PaymentEventKind.EXPIRED, **session)
         return event(PaymentEventKind.IGNORED, **session)
+    if event_type.startswith(("payment_intent.", "setup_intent.")):
+        return _map_saved_card(event_type, obj, event)
     if event_type == "charge.refunded":
         return event(
             PaymentEventKind.REFUNDED,
@@ -378,6 +476,47 @@ def _map_event(data: Mapping[str, Any]) -> PaymentEvent:
             amount_cents=_int(obj, "amount_refunded"),
         )
     return event(PaymentEventKind.IGNORED)
+
+
+def _map_saved_card(
+    event_type: str, obj: Mapping[str, Any], event: Callable[..., PaymentEvent]
+) -> PaymentEvent:
+    """Auto top-up's events: ``payment_intent.succeeded`` / ``payment_failed`` of an
+    off-session top-up (``metadata.origin == "auto_topup"``; other PaymentIntents, such as a
+    Checkout's, are IGNORED: their session's events complete them) and
+    ``setup_intent.succeeded`` of a card saved for auto top-up."""
+    metadata = obj.get("metadata")
+    meta: Mapping[str, Any] = metadata if isinstance(metadata, Mapping) else {}
+    if event_type.startswith("setup_intent."):
+        user = meta.get("user_id")
+        if event_type != "setup_intent.succeeded" or meta.get("purpose") != "auto_topup":
+            return event(PaymentEventKind.IGNORED)
+        if not (isinstance(user, str) and user.isascii() and user.isdigit()):
+            return event(PaymentEventKind.IGNORED)
+        return replace(
+            event(PaymentEventKind.PAYMENT_METHOD_SAVED),
+            user_id=int(user),
+            customer_id=_ref(obj, "customer"),
+            payment_method_id=_ref(obj, "payment_method"),
+        )
+    if meta.get("origin") != "auto_topup":
+        return event(PaymentEventKind.IGNORED)
+    fields = {
+        "external_id": _str(obj, "id"),
+        "purchase_id": _purchase_id(obj),
+        "payment_reference": _str(obj, "id"),
+    }
+    if event_type == "payment_intent.succeeded":
+        return event(
+            PaymentEventKind.COMPLETED, amount_cents=_int(obj, "amount_received"), **fields
+        )
+    if event_type == "payment_intent.payment_failed":
+        error = obj.get("last_payment_error")
+        reason = "the payment was declined"
+        if isinstance(error, Mapping):
+            reason = _scrub(str(error.get("code") or error.get("message") or reason))[:200]
+        return replace(event(PaymentEventKind.FAILED, **fields), reason=reason)
+    return event(PaymentEventKind.IGNORED, **fields)
 
 
 def _str(obj: Mapping[str, Any], key: str) -> str | None:

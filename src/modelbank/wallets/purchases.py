@@ -30,7 +30,7 @@ from modelbank.errors import InvalidInput
 from modelbank.ledger import service as ledger
 from modelbank.ledger.codes import AccountCode, TransferCode
 from modelbank.users import service as users
-from modelbank.wallets import alerts, grants, packages
+from modelbank.wallets import alerts, autotopup, grants, packages
 from modelbank.wallets.errors import PaymentProviderError, PurchaseNotFound, PurchaseState
 from modelbank.wallets.grants import GrantSource
 from modelbank.wallets.models import payment_events_table as payment_events
@@ -74,6 +74,8 @@ class PurchaseInfo:
     refunded_uusd: int
     created_at: datetime
     completed_at: datetime | None
+    origin: str = "checkout"
+    """``checkout`` (the user started it) or ``auto_topup``."""
 
 
 def _info(row: Any) -> PurchaseInfo:
@@ -94,6 +96,7 @@ def _info(row: Any) -> PurchaseInfo:
         refunded_uusd=int(row.refunded_uusd),
         created_at=row.created_at,
         completed_at=row.completed_at,
+        origin=row.origin,
     )
 
 
@@ -159,27 +162,7 @@ def start(
         package = packages.get_package(session, package_id)
         if not package.is_active:
             raise InvalidInput(f"package {package.slug!r} is not on sale", package_id=package_id)
-        now = utcnow()
-        purchase_id = int(
-            session.connection()
-            .execute(
-                insert(purchases).returning(purchases.c.id),
-                {
-                    "user_id": user_id,
-                    "package_id": package_id,
-                    "provider": provider.name,
-                    "status": PENDING,
-                    "credits_ucr": package.credits_ucr,
-                    "price_uusd": package.price_uusd,
-                    "currency": package.currency,
-                    "refunded_ucr": 0,
-                    "refunded_uusd": 0,
-                    "created_at": now,
-                    "updated_at": now,
-                },
-            )
-            .scalar_one()
-        )
+        purchase_id = record_pending(session, user_id, package, provider.name, now=utcnow())
         if on_recorded is not None:
             on_recorded(session, purchase_id)
     request = CheckoutRequest(
@@ -208,6 +191,50 @@ def start(
         return get_purchase(session, purchase_id)
 
 
+def record_pending(
+    session: Session,
+    user_id: int,
+    package: packages.PackageInfo,
+    provider: str,
+    *,
+    origin: str = "checkout",
+    now: datetime,
+) -> int:
+    """Insert a pending purchase of ``package`` (its amounts copied); return its id. A second
+    pending ``auto_topup`` purchase of one user raises ``IntegrityError`` (the unique partial
+    index ``uq_purchases_auto_topup_in_flight``)."""
+    return int(
+        session.connection()
+        .execute(
+            insert(purchases).returning(purchases.c.id),
+            {
+                "user_id": user_id,
+                "package_id": package.id,
+                "provider": provider,
+                "status": PENDING,
+                "credits_ucr": package.credits_ucr,
+                "price_uusd": package.price_uusd,
+                "currency": package.currency,
+                "refunded_ucr": 0,
+                "refunded_uusd": 0,
+                "origin": origin,
+                "created_at": now,
+                "updated_at": now,
+            },
+        )
+        .scalar_one()
+    )
+
+
+def set_external(session: Session, purchase_id: int, external_id: str) -> None:
+    """Store the provider's id of a started purchase (a PaymentIntent's id is also its
+    payment reference)."""
+    values: dict[str, Any] = {"external_id": external_id}
+    if external_id.startswith("pi_"):
+        values["payment_reference"] = external_id
+    _set(session, purchase_id, **values)
+
+
 def _set(session: Session, purchase_id: int, **values: Any) -> None:
     values["updated_at"] = utcnow()
     session.connection().execute(
@@ -226,13 +253,17 @@ def complete(
     basis = price paid) and emit ``purchase.completed``. Returns (purchase, newly completed).
 
     Idempotent: a completed or refunded purchase is returned unchanged. An expired purchase
-    can still be completed (the money arrived). Raises :class:`PurchaseNotFound`,
-    :class:`PurchaseState` (a failed purchase)."""
+    can still be completed (the money arrived), and so can a failed one that reached the
+    provider (a decline reported before a later success). A purchase auto top-up started
+    resets its failure count (:func:`~modelbank.wallets.autotopup.record_success`).
+    Raises :class:`PurchaseNotFound`, :class:`PurchaseState` (a purchase that failed to
+    start)."""
     now = now or utcnow()
     purchase = get_purchase(session, purchase_id, lock=True)
     if purchase.status in (COMPLETED, REFUNDED):
         return purchase, False
-    if purchase.status == FAILED:
+    started = purchase.external_id is not None or purchase.origin == autotopup.ORIGIN
+    if purchase.status == FAILED and not started:
         raise PurchaseState(
             f"purchase {purchase_id} failed to start and cannot be completed", status=FAILED
         )
@@ -255,7 +286,27 @@ def complete(
     _set(session, purchase_id, **values)
     done = get_purchase(session, purchase_id)
     webhooks.emit(session, "purchase.completed", _payload(done), now=now)
+    if done.origin == autotopup.ORIGIN:
+        autotopup.record_success(session, done.user_id, _payload(done), now=now)
     alerts.check(session, [purchase.user_id], now=now)
+    return done, True
+
+
+def fail(
+    session: Session, purchase_id: int, reason: str, *, now: datetime | None = None
+) -> tuple[PurchaseInfo, bool]:
+    """Mark a pending (or expired) purchase failed: the provider declined the payment.
+    Returns (purchase, newly failed); any other status is kept (a completion that arrived
+    first wins). A purchase auto top-up started counts as a failure of it
+    (:func:`~modelbank.wallets.autotopup.record_failure`), once. Raises
+    :class:`PurchaseNotFound`."""
+    purchase = get_purchase(session, purchase_id, lock=True)
+    if purchase.status not in (PENDING, EXPIRED):
+        return purchase, False
+    _set(session, purchase_id, status=FAILED)
+    done = get_purchase(session, purchase_id)
+    if done.origin == autotopup.ORIGIN:
+        autotopup.record_failure(session, done.user_id, reason, _payload(done), now=now)
     return done, True
 
 
@@ -363,13 +414,14 @@ def _payload(p: PurchaseInfo) -> dict[str, Any]:
         "credits_ucr": p.credits_ucr,
         "price_uusd": p.price_uusd,
         "refunded_ucr": p.refunded_ucr,
+        "origin": p.origin,
     }
 
 
 def apply_event(session: Session, event: PaymentEvent, *, now: datetime | None = None) -> str:
     """Apply a verified payment-provider event; return what happened: ``duplicate`` (this
     event id was applied before), ``ignored``, ``unknown_purchase``, ``completed``,
-    ``already_completed``, ``expired``, ``refunded``.
+    ``already_completed``, ``expired``, ``failed``, ``refunded``, ``payment_method_saved``.
 
     Safe to receive twice and out of order (see the module doc). Raises nothing for events
     about purchases this installation does not know: they are recorded and ignored."""
@@ -397,12 +449,23 @@ def apply_event(session: Session, event: PaymentEvent, *, now: datetime | None =
     )
     if event.kind is PaymentEventKind.IGNORED:
         return "ignored"
+    if event.kind is PaymentEventKind.PAYMENT_METHOD_SAVED:
+        if event.user_id is None or not event.customer_id or not event.payment_method_id:
+            return "ignored"
+        users.get_user(session, event.user_id)
+        autotopup.save_payment_method(
+            session, event.user_id, event.customer_id, event.payment_method_id, now=now
+        )
+        return "payment_method_saved"
     if purchase is None:
         return "unknown_purchase"
     if event.kind is PaymentEventKind.EXPIRED:
         after = expire(session, purchase.id, now=now)
         return "expired" if after.status == EXPIRED else "already_completed"
-    if purchase.status in (PENDING, EXPIRED):
+    if event.kind is PaymentEventKind.FAILED:
+        after, _ = fail(session, purchase.id, event.reason or "payment declined", now=now)
+        return "failed" if after.status == FAILED else "already_completed"
+    if purchase.status in (PENDING, EXPIRED, FAILED):
         _, new = complete(session, purchase.id, payment_reference=event.payment_reference, now=now)
         if event.kind is PaymentEventKind.COMPLETED:
             return "completed" if new else "already_completed"

@@ -12,6 +12,7 @@ from modelbank.errors import InvalidInput
 
 EVENT_TYPES: tuple[str, ...] = (
     "wallet.low_balance",
+    "wallet.auto_topup_failed",
     "purchase.completed",
     "purchase.refunded",
     "usage.refunded",
