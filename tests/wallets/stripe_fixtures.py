@@ -251,7 +251,8 @@ class FakeStripeHTTP(stripe.HTTPClient):
 
     ``POST /v1/checkout/sessions`` returns a canned Checkout Session built from the request
     (id ``cs_test_<n>``, ``url`` ``https://checkout.stripe.com/c/pay/cs_test_<n>``, amount,
-    currency, metadata echoed). Like Stripe, a repeated ``Idempotency-Key`` with the same body
+    currency, metadata echoed); ``POST /v1/customers`` a customer ``cus_test_<n>``;
+    ``POST /v1/payment_intents`` a ``succeeded`` PaymentIntent ``pi_test_<n>``. Like Stripe, a repeated ``Idempotency-Key`` with the same body
     replays the first answer and with a different body answers 400 ``idempotency_error``.
     Queue other answers with :meth:`fail_next` (error JSON) or :meth:`respond_next`. Every
     request is kept in ``requests``; retries do not sleep.
@@ -330,9 +331,16 @@ class FakeStripeHTTP(stripe.HTTPClient):
                 }
             }
             return json.dumps(conflict), 400, response_headers
+        made: dict[str, Any] | None = None
         if method == "post" and url.endswith("/v1/checkout/sessions"):
+            made = self._session(recorded.form)
+        elif method == "post" and url.endswith("/v1/customers"):
+            made = {"id": f"cus_test_{len(self.requests)}", "object": "customer"}
+        elif method == "post" and url.endswith("/v1/payment_intents"):
+            made = self._intent(recorded.form)
+        if made is not None:
             answer: tuple[str, int, Mapping[str, str]] = (
-                json.dumps(self._session(recorded.form)),
+                json.dumps(made),
                 200,
                 response_headers,
             )
@@ -359,6 +367,24 @@ class FakeStripeHTTP(stripe.HTTPClient):
 
     def _sleep_time_seconds(self, num_retries: int) -> float:
         return 0.0
+
+    def _intent(self, form: Mapping[str, str]) -> dict[str, Any]:
+        """A PaymentIntent confirmed off-session at once (``succeeded``), metadata echoed."""
+        metadata = {
+            key.removeprefix("metadata[").removesuffix("]"): value
+            for key, value in form.items()
+            if key.startswith("metadata[")
+        }
+        return {
+            "id": f"pi_test_{len(self.requests)}",
+            "object": "payment_intent",
+            "amount": int(form.get("amount", "0")),
+            "currency": form.get("currency"),
+            "customer": form.get("customer"),
+            "payment_method": form.get("payment_method"),
+            "metadata": metadata,
+            "status": "succeeded",
+        }
 
     def _session(self, form: Mapping[str, str]) -> dict[str, Any]:
         self.sessions_created += 1

@@ -41,6 +41,7 @@ from modelbank.earnings.models import payouts_table as payouts
 from modelbank.earnings.payout_adapters import AdapterResult, ManualAdapter, PayoutAdapter
 from modelbank.errors import InvalidInput
 from modelbank.ledger import service as ledger
+from modelbank.notices import service as notices
 from modelbank.ledger.codes import AccountCode, TransferCode
 from modelbank.money import DEFAULT_CREDITS_PER_USD, UCR_PER_CREDIT, round_half_even
 from modelbank.platform import service as platform
@@ -323,6 +324,13 @@ def complete(
     )
     done = get_payout(session, payout_id)
     webhooks.emit(session, "payout.completed", _payload(done), now=now)
+    notices.notify(
+        session,
+        done.user_id,
+        "payout_completed",
+        {"payout_id": payout_id, "amount_ucr": done.amount_ucr, "amount_uusd": done.amount_uusd},
+        now=now,
+    )
     return done
 
 

@@ -9,7 +9,8 @@ held while the provider is called:
    anyway), the package on sale, the month's count and µUSD within the caps (purchases not
    failed or expired, since the first of the month UTC); then insert the pending purchase
    (``origin = "auto_topup"``). A purchase of an earlier attempt that never reached the
-   provider is resumed instead (same purchase id: the provider's idempotency key replays).
+   provider is resumed once that attempt's lease ran out (same purchase id: the provider's
+   idempotency key replays).
 2. **Pay**: Stripe charges the saved card off-session (a PaymentIntent; the signed
    ``payment_intent.succeeded`` webhook grants the credits); the manual provider records a
    purchase an admin confirms, as any manual purchase.
@@ -20,7 +21,7 @@ held while the provider is called:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import stripe
@@ -30,7 +31,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from modelbank.config import Settings
 from modelbank.db.base import utcnow
-from modelbank.tasks.service import Handler
+from modelbank.tasks.service import LEASE_S, Handler
 from modelbank.wallets import autotopup, packages, purchases
 from modelbank.wallets.errors import PaymentProviderError
 from modelbank.wallets.models import purchases_table
@@ -42,6 +43,9 @@ from modelbank.wallets.providers import (
     stripe_from_settings,
 )
 
+RESUME_AFTER_S = LEASE_S
+"""A pending top-up that never reached the provider is resumed only once the task lease of
+the runner that made it has run out (that runner died); before, it is in flight."""
 COUNTED = ("pending", "completed", "refunded")
 """Purchase statuses that count against the monthly caps (money taken or being taken)."""
 
@@ -94,7 +98,8 @@ def _decide(
         return "disabled", None, info
     flying = _in_flight(session, user_id)
     if flying is not None:
-        resume = flying.external_id is None and flying.provider == provider.name
+        stale = flying.created_at <= now - timedelta(seconds=RESUME_AFTER_S)
+        resume = flying.external_id is None and flying.provider == provider.name and stale
         return ("resume" if resume else "in_flight"), flying, info
     package = packages.get_package(session, info.package_id)
     count, spent = month_usage(session, user_id, now)

@@ -111,7 +111,7 @@ class PaymentEventKind(StrEnum):
     """Nothing to do (an unpaid completion awaiting an async payment, or an unrelated type)."""
     FAILED = "failed"
     """An off-session payment (auto top-up) was declined: close the purchase as failed."""
-    PAYMENT_METHOD_SAVED = "payment_method_saved"
+    PAYMENT_METHOD_SAVED = "card_saved"
     """A setup session saved a card: ``user_id``, ``customer_id``, ``payment_method_id``."""
 
 
