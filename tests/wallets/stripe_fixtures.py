@@ -252,8 +252,9 @@ class FakeStripeHTTP(stripe.HTTPClient):
     ``POST /v1/checkout/sessions`` returns a canned Checkout Session built from the request
     (id ``cs_test_<n>``, ``url`` ``https://checkout.stripe.com/c/pay/cs_test_<n>``, amount,
     currency, metadata echoed); ``POST /v1/customers`` a customer ``cus_test_<n>``;
-    ``POST /v1/payment_intents`` a ``succeeded`` PaymentIntent ``pi_test_<n>``. Like Stripe, a repeated ``Idempotency-Key`` with the same body
-    replays the first answer and with a different body answers 400 ``idempotency_error``.
+    ``POST /v1/payment_intents`` a ``succeeded`` PaymentIntent ``pi_test_<n>``. Like Stripe,
+    a repeated ``Idempotency-Key`` with the same body replays the first answer and with a
+    different body answers 400 ``idempotency_error``.
     Queue other answers with :meth:`fail_next` (error JSON) or :meth:`respond_next`. Every
     request is kept in ``requests``; retries do not sleep.
     """
