@@ -463,6 +463,43 @@ TABLE: dict[tuple[str, str], Case] = {
     ("GET", "/api/v1/users/{user_id}/statement.csv"): Case(
         lambda w: (f"/api/v1/users/{w.a}/statement.csv", {}), OWN, "user", 200
     ),
+    # --- auto top-up and email notices (issue 13)
+    ("GET", "/api/v1/users/{user_id}/auto-topup"): Case(
+        lambda w: (f"/api/v1/users/{w.a}/auto-topup", {}), OWN, "user", 200
+    ),
+    ("PUT", "/api/v1/users/{user_id}/auto-topup"): Case(
+        lambda w: (
+            f"/api/v1/users/{w.a}/auto-topup",
+            {
+                "json": {
+                    "enabled": False,
+                    "threshold_ucr": 1_000,
+                    "package_id": w.package_id,
+                    "monthly_cap_count": 1,
+                    "monthly_cap_uusd": 5_000_000,
+                }
+            },
+        ),
+        OWN,
+        "user",
+        200,
+    ),
+    ("POST", "/api/v1/users/{user_id}/auto-topup/payment-method"): Case(
+        lambda w: (f"/api/v1/users/{w.a}/auto-topup/payment-method", {}),
+        OWN,
+        "user",
+        422,
+        note="Stripe is not configured in this World: payment_provider_not_configured",
+    ),
+    ("GET", "/api/v1/users/{user_id}/email-notices"): Case(
+        lambda w: (f"/api/v1/users/{w.a}/email-notices", {}), OWN, "user", 200
+    ),
+    ("PUT", "/api/v1/users/{user_id}/email-notices"): Case(
+        lambda w: (f"/api/v1/users/{w.a}/email-notices", {"json": {"email": "a@example.com"}}),
+        OWN,
+        "user",
+        200,
+    ),
     # --- creator economy: stakes in A's model, rules, monetisation, a usage explained. The
     # World has no stake listing: listing 999999 does not exist, so buying or cancelling it
     # gets past auth to a 404 (B names A as buyer: 404 user_not_found first).

@@ -41,9 +41,9 @@ from modelbank.earnings.models import payouts_table as payouts
 from modelbank.earnings.payout_adapters import AdapterResult, ManualAdapter, PayoutAdapter
 from modelbank.errors import InvalidInput
 from modelbank.ledger import service as ledger
-from modelbank.notices import service as notices
 from modelbank.ledger.codes import AccountCode, TransferCode
 from modelbank.money import DEFAULT_CREDITS_PER_USD, UCR_PER_CREDIT, round_half_even
+from modelbank.notices import service as notices
 from modelbank.platform import service as platform
 from modelbank.users import service as users
 from modelbank.wallets import refunds
