@@ -1,5 +1,5 @@
-"""User — wallet: balance and low-balance warning, holds, grants, buying credits,
-transaction history with filters and the CSV statement (DESIGN §5)."""
+"""User — wallet: balance and low-balance warning, holds, grants, buying credits, auto
+top-up, transaction history with filters and the CSV statement (DESIGN §5, issue 13)."""
 
 from __future__ import annotations
 
@@ -15,12 +15,13 @@ from modelbank.errors import InvalidInput
 from modelbank.ledger.codes import TransferCode
 from modelbank.ledger.queries import list_transfers
 from modelbank.ledger.service import get_balance
+from modelbank.money import UUSD_PER_USD, mul
 from modelbank.users import service as users
-from modelbank.wallets import alerts, grants, holds, packages, providers, purchases
+from modelbank.wallets import alerts, autotopup, grants, holds, packages, providers, purchases
 from modelbank.wallets import service as wallets
 from modelbank.wallets.statement import statement_csv
 from modelbank.web import forms, views
-from modelbank.web.forms import Done, Form, int_field
+from modelbank.web.forms import Done, Form, checkbox, credits_amount, decimal_field, int_field
 from modelbank.web.render import render
 from modelbank.web.session import Viewer, signed_in, signed_in_post, state_of
 
@@ -65,6 +66,7 @@ def wallet_page(
         balance = wallets.balance(session, user_id)
         earned = get_balance(session, user.earnings_account_id)
         alert = alerts.state(session, user_id)
+        topup = autotopup.get(session, user_id)
         pending_holds = holds.list_holds(session, user_id, status="pending", limit=HOLDS_SHOWN)
         open_grants = grants.list_grants(session, user_id, open_only=True, limit=GRANTS_SHOWN)
         on_sale = packages.list_packages(session)
@@ -94,6 +96,8 @@ def wallet_page(
             "balance": balance,
             "earnings_ucr": earned.balance,
             "alert": alert,
+            "topup": topup,
+            "topup_provider": _provider_name(db.settings),
             "low_balance": views.low_balance(alert),
             "holds": pending_holds.items,
             "hold_models": {m.id: m.name for m in held_for.values()},
@@ -163,6 +167,43 @@ def buy_credits(request: Request, user_id: PathId, viewer: Posted, form: Form) -
         recorded=lambda _session: dict(started),
         replay=replay,
     )
+
+
+def _provider_name(settings: Any) -> str:
+    return "stripe" if settings.stripe_secret_key is not None else "manual"
+
+
+@router.post("/users/{user_id}/auto-topup")
+def set_auto_topup(request: Request, user_id: PathId, viewer: Posted, form: Form) -> Response:
+    """Save the auto top-up form: on/off, threshold (credits), package, monthly caps (count,
+    dollars). The rules are :func:`modelbank.wallets.autotopup.configure`'s."""
+    scoped(viewer.principal, user_id)
+    threshold = credits_amount(forms.optional_text(form, "threshold"), "threshold") or 0
+    cap_usd = decimal_field(forms.optional_text(form, "monthly_cap_usd"), "monthly cap ($)")
+    cap_uusd = mul(cap_usd or 0, UUSD_PER_USD)
+    if cap_uusd != cap_uusd.to_integral_value():
+        raise InvalidInput("monthly cap ($) has more than 6 decimals")
+    count_text = forms.optional_text(form, "monthly_cap_count") or "0"
+    if not count_text.isdigit() or int(count_text) > autotopup.MAX_CAP_COUNT:
+        raise InvalidInput(f"top-ups per month: a whole number up to {autotopup.MAX_CAP_COUNT}")
+    settings = state_of(request).db.settings
+    page = f"/app/users/{user_id}/wallet"
+
+    def run(session: Any) -> Done:
+        info = autotopup.configure(
+            session,
+            user_id,
+            enabled=checkbox(form, "enabled"),
+            threshold_ucr=threshold,
+            package_id=int_field(form, "package_id", "package"),
+            monthly_cap_count=int(count_text),
+            monthly_cap_uusd=int(cap_uusd),
+            provider=_provider_name(settings),
+        )
+        state = "on" if info.enabled else "off"
+        return Done(page, f"Auto top-up saved: {state}.")
+
+    return forms.submit_once(request, viewer, form, run)
 
 
 def _started(info: purchases.PurchaseInfo, page: str) -> Done:
