@@ -42,7 +42,15 @@ def test_demo_replays_the_shipped_azure_trace_with_top_ups(db: Db, packaged: Non
     assert 0 < report["rejected"] < 0.01 * 8_819
     assert set(report["rejected_by_reason"]) == {"insufficient_funds"}
     top_ups = report["top_ups"]
-    assert top_ups["purchases"] >= 20 and top_ups["users"] >= 5
+    assert top_ups["purchases"] >= 10 and top_ups["users"] >= 5
+    # half the users have auto top-up (issue 13): their charges start the purchases
+    auto = report["auto_top_ups"]
+    assert auto["purchases"] >= 10 and auto["users"] >= 3
+    with db.engine.connect() as conn:
+        origins = dict(
+            conn.execute(text("select origin, count(*) from purchases group by origin")).all()
+        )
+    assert origins == {"checkout": top_ups["purchases"], "auto_topup": auto["purchases"]}
     with db.engine.connect() as conn:
         rows = conn.execute(
             text(
@@ -53,16 +61,17 @@ def test_demo_replays_the_shipped_azure_trace_with_top_ups(db: Db, packaged: Non
             )
         ).one()
     assert tuple(rows) == (
-        top_ups["purchases"],
-        top_ups["credits_ucr"],
-        top_ups["paid_uusd"],
+        top_ups["purchases"] + auto["purchases"],
+        top_ups["credits_ucr"] + auto["credits_ucr"],
+        top_ups["paid_uusd"] + auto["paid_uusd"],
         "manual",
         "manual",
         "completed",
         "completed",
-        top_ups["purchases"],
+        top_ups["purchases"] + auto["purchases"],
     )
     assert top_ups["credits_ucr"] == top_ups["purchases"] * 200_000_000  # Popular: 200 credits
+    assert auto["credits_ucr"] == auto["purchases"] * 200_000_000
     # revenue per category adds up; the margin is after provider cost and creator earnings
     categories = report["by_category"]
     assert {c["category"] for c in categories} >= {"General", "Anime", "Realistic", "Fantasy"}

@@ -94,9 +94,11 @@ def demo(
 
     The catalog: chat models priced from genai-prices provider costs with the tier and
     demand markups, image models at per-operation prices, and creators' models that earn
-    by rule. 40 users and 3 creators start with 200 purchased credits each; a user who runs
-    low buys the Popular package through the manual payment provider and the demo's
-    operator step confirms it, as an operator without Stripe would.
+    by rule. 40 users and 3 creators start with 200 purchased credits each; half of them
+    have auto top-up on (the Popular package below 50 credits: their charges start the
+    purchase), the others buy it by hand when they run low; either way through the manual
+    payment provider, and the demo's operator step confirms it, as an operator without
+    Stripe would.
 
     The data folder is MODELBANK_DATA_DIR, by default the data shipped inside modelbank
     (gzipped, with its licences); --trace and --prices replace single files. The report

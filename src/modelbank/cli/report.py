@@ -81,6 +81,7 @@ def _summary_rows(report: ReplayReport) -> list[tuple[str, str]]:
         ("users created", f"{report.users_created:,}"),
         ("models created", f"{len(report.models_created):,}"),
         ("top-ups (manual, confirmed)", _top_ups(report)),
+        ("auto top-ups (confirmed)", _auto_top_ups(report)),
         ("refused, charged after a top-up", f"{report.retried:,}"),
         ("revenue", format_credits(report.revenue_ucr, 2)),
         ("provider cost", format_usd(report.provider_cost_uusd)),
@@ -98,6 +99,16 @@ def _summary_rows(report: ReplayReport) -> list[tuple[str, str]]:
         ("throughput", f"{report.events_per_s:,} events/s"),
         ("ledger", "[green]ok[/]" if report.ledger_ok else "[red]BROKEN[/]"),
     ]
+
+
+def _auto_top_ups(report: ReplayReport) -> str:
+    if not report.auto_top_ups:
+        return "none"
+    return (
+        f"{report.auto_top_ups:,} by {report.auto_top_up_users:,} users:"
+        f" {format_credits(report.auto_top_up_credits_ucr, 0)} for"
+        f" {format_usd(report.auto_top_up_paid_uusd)}"
+    )
 
 
 def _top_ups(report: ReplayReport) -> str:

@@ -66,6 +66,12 @@ class ReplayReport:
     top_up_users: int = 0
     top_up_credits_ucr: int = 0
     top_up_paid_uusd: int = 0
+    auto_top_ups: int = 0
+    """Auto top-ups completed (issue 13: started by the users' auto top-up, manual provider,
+    confirmed by the operator step)."""
+    auto_top_up_users: int = 0
+    auto_top_up_credits_ucr: int = 0
+    auto_top_up_paid_uusd: int = 0
     retried: int = 0
     """Requests rejected for insufficient funds and charged again after their user topped up."""
     sources: list[str] = field(default_factory=list)
@@ -157,6 +163,12 @@ class ReplayReport:
                 "users": self.top_up_users,
                 "credits_ucr": self.top_up_credits_ucr,
                 "paid_uusd": self.top_up_paid_uusd,
+            },
+            "auto_top_ups": {
+                "purchases": self.auto_top_ups,
+                "users": self.auto_top_up_users,
+                "credits_ucr": self.auto_top_up_credits_ucr,
+                "paid_uusd": self.auto_top_up_paid_uusd,
             },
             "users_created": self.users_created,
             "models_created": self.models_created,

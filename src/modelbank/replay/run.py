@@ -17,6 +17,7 @@ from modelbank.catalog.costs import IMAGE_MODES, CostImport
 from modelbank.db.engine import transaction
 from modelbank.ledger import invariants
 from modelbank.metering import service as metering
+from modelbank.replay.autotopups import AutoTopUps
 from modelbank.replay.cast import StartingCredits, admit_users
 from modelbank.replay.catalog import CatalogEntry, ensure_models, entry_from_source
 from modelbank.replay.report import ReplayReport
@@ -101,6 +102,14 @@ class _TopUps:
         self.key_prefix = key_prefix
         self.package = package_id(factory, policy.package)
         self.bought: Counter[int] = Counter()  # user id → packages bought in this replay
+        self.auto = AutoTopUps(
+            factory,
+            percent=policy.auto_percent,
+            package=self.package,
+            threshold_ucr=policy.low_balance_ucr,
+            max_per_month=policy.max_per_user,
+            key_prefix=key_prefix,
+        )
 
     def settle(
         self,
@@ -112,6 +121,7 @@ class _TopUps:
         refused events once more; ``results`` is updated in place. Repeats while a retry is
         refused again and its user may still buy."""
         pending: Sequence[int] = range(len(events))
+        self.auto.enrol(e.user_id for e in events)
         while True:
             refused = [i for i in pending if results[i].error_code == INSUFFICIENT_FUNDS]
             low = [
@@ -120,8 +130,13 @@ class _TopUps:
                 if results[i].status == "charged"
                 and (results[i].balance_ucr or 0) < self.policy.low_balance_ucr
             ]
-            buyers = dict.fromkeys(events[i].user_id for i in sorted([*refused, *low]))
+            buyers = dict.fromkeys(
+                events[i].user_id
+                for i in sorted([*refused, *low])
+                if events[i].user_id not in self.auto.users
+            )
             paid = {user for user in buyers if self._buy(user, report)}
+            paid |= self.auto.settle(report)
             retry = [i for i in refused if events[i].user_id in paid]
             if not retry:
                 return

@@ -31,8 +31,14 @@ class TopUpPolicy:
     package: str = "pro"
     low_balance_ucr: int = 50 * UCR_PER_CREDIT
     max_per_user: int = 6
+    auto_percent: int = 0
+    """Share of users (%, deterministic by id) who turn auto top-up on instead of buying by
+    hand: the same package, threshold and count, through the real auto top-up path
+    (:mod:`modelbank.replay.autotopups`)."""
 
     def __post_init__(self) -> None:
+        if not 0 <= self.auto_percent <= 100:
+            raise InvalidInput("auto_percent must be 0–100", auto_percent=self.auto_percent)
         if self.low_balance_ucr < 0 or self.max_per_user < 0:
             raise InvalidInput(
                 "top-up threshold and count must be ≥ 0",
