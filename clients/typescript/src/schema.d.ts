@@ -1099,6 +1099,53 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/users/{user_id}/auto-topup": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Auto Topup
+         * @description The user's auto top-up (off with zero amounts when never set).
+         */
+        get: operations["get_auto_topup_api_v1_users__user_id__auto_topup_get"];
+        /**
+         * Put Auto Topup
+         * @description Set the user's auto top-up. With Stripe a saved card is needed first (409
+         *     ``payment_method_required``); with the manual provider each top-up waits for an admin's
+         *     confirmation. Enabling below the threshold starts a top-up at once (after the commit).
+         */
+        put: operations["put_auto_topup_api_v1_users__user_id__auto_topup_put"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/users/{user_id}/auto-topup/payment-method": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Save Payment Method
+         * @description Start saving a card for auto top-ups (Stripe only): a Checkout Session in setup mode;
+         *     the card is recorded when Stripe's signed ``setup_intent.succeeded`` arrives.
+         */
+        post: operations["save_payment_method_api_v1_users__user_id__auto_topup_payment_method_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/users/{user_id}/creator-analytics": {
         parameters: {
             query?: never;
@@ -1136,6 +1183,30 @@ export interface paths {
          */
         get: operations["earnings_api_v1_users__user_id__earnings_get"];
         put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/users/{user_id}/email-notices": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Email Notices
+         * @description Where the user's email notices go (low balance, auto top-up, payouts).
+         */
+        get: operations["get_email_notices_api_v1_users__user_id__email_notices_get"];
+        /**
+         * Put Email Notices
+         * @description Set the user's notice address (``enabled: false`` stops every notice).
+         */
+        put: operations["put_email_notices_api_v1_users__user_id__email_notices_put"];
         post?: never;
         delete?: never;
         options?: never;
@@ -1550,6 +1621,73 @@ export interface components {
              */
             top_creators: components["schemas"]["CreatorFiguresOut"][];
             totals: components["schemas"]["modelbank__api__analytics_schemas__FiguresOut"];
+        };
+        /**
+         * AutoTopupIn
+         * @description Auto top-up: buy ``package_id`` when the available balance falls below
+         *     ``threshold_ucr``, at most ``monthly_cap_count`` times and ``monthly_cap_uusd`` µUSD per
+         *     calendar month (UTC).
+         */
+        AutoTopupIn: {
+            /** Enabled */
+            enabled: boolean;
+            /** Monthly Cap Count */
+            monthly_cap_count: number;
+            /**
+             * Monthly Cap Uusd
+             * @description micro-dollars (1 USD = 10⁶ µUSD)
+             */
+            monthly_cap_uusd: number;
+            /** Package Id */
+            package_id: number;
+            /**
+             * Threshold Ucr
+             * @description micro-credits (1 credit = 10⁶ µcr)
+             */
+            threshold_ucr: number;
+        };
+        /** AutoTopupOut */
+        AutoTopupOut: {
+            /** Consecutive Failures */
+            consecutive_failures: number;
+            /**
+             * Disabled Reason
+             * @description failures: it switched itself off
+             */
+            disabled_reason: string | null;
+            /** Enabled */
+            enabled: boolean;
+            /**
+             * Has Payment Method
+             * @description a card is saved with Stripe
+             */
+            has_payment_method: boolean;
+            /** Last Error */
+            last_error: string | null;
+            /** Monthly Cap */
+            monthly_cap: string;
+            /** Monthly Cap Count */
+            monthly_cap_count: number;
+            /** Monthly Cap Uusd */
+            monthly_cap_uusd: number;
+            /** Package Id */
+            package_id: number | null;
+            /**
+             * Pending
+             * @description a crossing asked for a top-up not yet settled
+             */
+            pending: boolean;
+            /**
+             * Provider
+             * @description the payment provider top-ups use: stripe or manual
+             */
+            provider: string;
+            /** Threshold */
+            threshold: string;
+            /** Threshold Ucr */
+            threshold_ucr: number;
+            /** User Id */
+            user_id: number;
         };
         /** BatchError */
         BatchError: {
@@ -2232,6 +2370,27 @@ export interface components {
                 [key: string]: number | string;
             } | null;
         };
+        /** EmailNoticesIn */
+        EmailNoticesIn: {
+            /** Email */
+            email: string;
+            /**
+             * Enabled
+             * @default true
+             */
+            enabled?: boolean;
+        };
+        /** EmailNoticesOut */
+        EmailNoticesOut: {
+            /** Email */
+            email: string | null;
+            /** Enabled */
+            enabled: boolean;
+            /** Updated At */
+            updated_at: string | null;
+            /** User Id */
+            user_id: number;
+        };
         /**
          * ExportKind
          * @description What an export lists.
@@ -2774,6 +2933,16 @@ export interface components {
             /** Sort Order */
             sort_order?: number | null;
         };
+        /** PaymentMethodSetupOut */
+        PaymentMethodSetupOut: {
+            /**
+             * Checkout Url
+             * @description Stripe Checkout (setup mode): the user saves a card
+             */
+            checkout_url: string;
+            /** Session Id */
+            session_id: string;
+        };
         /** PayoutIn */
         PayoutIn: {
             /**
@@ -3011,6 +3180,12 @@ export interface components {
             grant_id: number | null;
             /** Id */
             id: number;
+            /**
+             * Origin
+             * @description checkout: the user started it; auto_topup: auto top-up did
+             * @enum {string}
+             */
+            origin: "checkout" | "auto_topup";
             /** Package Id */
             package_id: number;
             /** Price */
@@ -3945,7 +4120,7 @@ export interface components {
             description?: string | null;
             /**
              * Events
-             * @description event types to receive: wallet.low_balance, purchase.completed, purchase.refunded, usage.refunded, hold.expired, payout.requested, payout.completed, payout.failed, payout.cancelled; or a family wildcard such as `payout.*`, or `*` for all
+             * @description event types to receive: wallet.low_balance, wallet.auto_topup_failed, purchase.completed, purchase.refunded, usage.refunded, hold.expired, payout.requested, payout.completed, payout.failed, payout.cancelled; or a family wildcard such as `payout.*`, or `*` for all
              * @example [
              *       "wallet.low_balance",
              *       "payout.*"
@@ -9191,6 +9366,250 @@ export interface operations {
             };
         };
     };
+    get_auto_topup_api_v1_users__user_id__auto_topup_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description an id (64-bit) */
+                user_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AutoTopupOut"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or an unknown or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's role may not do this, or a premium model without access */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown, or another user's (not revealed) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Idempotency-Key reused with another body, or a duplicate */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: nothing was written */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    put_auto_topup_api_v1_users__user_id__auto_topup_put: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description an id (64-bit) */
+                user_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["AutoTopupIn"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AutoTopupOut"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or an unknown or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's role may not do this, or a premium model without access */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown, or another user's (not revealed) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Idempotency-Key reused with another body, or a duplicate */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: nothing was written */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    save_payment_method_api_v1_users__user_id__auto_topup_payment_method_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description an id (64-bit) */
+                user_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PaymentMethodSetupOut"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or an unknown or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's role may not do this, or a premium model without access */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown, or another user's (not revealed) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Idempotency-Key reused with another body, or a duplicate */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: nothing was written */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The payment provider failed or refused the request: nothing was granted */
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     creator_analytics_api_v1_users__user_id__creator_analytics_get: {
         parameters: {
             query?: {
@@ -9294,6 +9713,164 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["EarningsOut"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or an unknown or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's role may not do this, or a premium model without access */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown, or another user's (not revealed) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Idempotency-Key reused with another body, or a duplicate */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: nothing was written */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    get_email_notices_api_v1_users__user_id__email_notices_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description an id (64-bit) */
+                user_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["EmailNoticesOut"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or an unknown or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's role may not do this, or a premium model without access */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown, or another user's (not revealed) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Idempotency-Key reused with another body, or a duplicate */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: nothing was written */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    put_email_notices_api_v1_users__user_id__email_notices_put: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description an id (64-bit) */
+                user_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["EmailNoticesIn"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["EmailNoticesOut"];
                 };
             };
             /** @description Malformed request (e.g. a body that is not UTF-8) */
