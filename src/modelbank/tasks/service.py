@@ -140,7 +140,9 @@ def run_due(
     limit: int = 100,
 ) -> TaskReport:
     """Run up to ``limit`` due tasks whose kind has a handler in ``handlers`` (others wait).
-    Each handler runs outside any transaction; its outcome is recorded at once."""
+    Each handler runs outside any transaction; its outcome is recorded at once (``now``
+    fixes the clock for tests; by default each outcome is stamped when it happens)."""
+    fixed = now
     now = now or utcnow()
     done = failed = given_up = 0
     for row in _claim(factory, sorted(handlers), now, limit):
@@ -151,7 +153,7 @@ def run_due(
         except Exception as exc:  # any failure is retried; the log says which
             error = f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
             log.warning("task %s (%s) attempt %s failed: %s", row.id, row.kind, attempt, error)
-        status = _record(factory, row.id, attempt, error, utcnow() if now is None else now)
+        status = _record(factory, row.id, attempt, error, fixed or utcnow())
         if error is None:
             done += 1
         else:
