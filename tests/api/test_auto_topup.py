@@ -238,6 +238,21 @@ def save_card(api: Api, fake: FakeStripeHTTP, user_id: int, headers: dict[str, s
         f"evt_setup_{user_id}",
     )
     assert r.status_code == 200 and r.json()["result"] == "payment_method_saved", r.text
+    # a card saved for some other Stripe customer is not taken for this user
+    r = deliver(
+        api,
+        "setup_intent.succeeded",
+        {
+            "id": "seti_2",
+            "object": "setup_intent",
+            "customer": "cus_someone_else",
+            "payment_method": "pm_other",
+            "status": "succeeded",
+            "metadata": {"user_id": str(user_id), "purpose": "auto_topup"},
+        },
+        f"evt_setup_other_{user_id}",
+    )
+    assert r.json()["result"] == "ignored"
 
 
 def intent(p: dict[str, Any], status: str, **extra: Any) -> dict[str, Any]:

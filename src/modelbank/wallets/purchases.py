@@ -453,6 +453,9 @@ def apply_event(session: Session, event: PaymentEvent, *, now: datetime | None =
         if event.user_id is None or not event.customer_id or not event.payment_method_id:
             return "ignored"
         users.get_user(session, event.user_id)
+        known = autotopup.get(session, event.user_id).stripe_customer_id
+        if known is not None and known != event.customer_id:
+            return "ignored"  # a card saved for another customer than the one we made
         autotopup.save_payment_method(
             session, event.user_id, event.customer_id, event.payment_method_id, now=now
         )
