@@ -159,6 +159,8 @@ class Purchase(Out):
     refunded_uusd: int
     created_at: datetime
     completed_at: datetime | None
+    origin: str = "checkout"
+    """``checkout`` (the user started it) or ``auto_topup``."""
 
 
 class PurchasePage(Out):
