@@ -208,6 +208,7 @@ def test_wallet_story(story_api: Api, receiver: Receiver) -> None:
         "credits_ucr": 200 * CR,
         "price_uusd": 17_990_000,
         "refunded_ucr": 0,
+        "origin": "checkout",
     }
     assert by_type["usage.refunded"] == {
         "refund_id": refund["id"],
