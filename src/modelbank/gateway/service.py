@@ -86,6 +86,8 @@ class Call:
     body_bytes: int
     bound: Bound
     hold_id: int
+    limited_key_id: int | None = None
+    """The caller's API key with a spend limit: the hold is reserved on it."""
     started: float = field(default_factory=time.perf_counter)
     failures: list[Attempt] = field(default_factory=list)
     outcome: str = "failed"
@@ -126,12 +128,21 @@ class Gateway:
 
     # -- steps on worker threads -------------------------------------------------------
 
-    def admit(self, user_id: int, endpoint: str, body: dict[str, Any], body_bytes: int) -> Call:
-        """Price the request and hold its upper bound, in one transaction. Raises
-        :class:`~modelbank.catalog.errors.ModelNotFound`,
+    def admit(
+        self,
+        user_id: int,
+        endpoint: str,
+        body: dict[str, Any],
+        body_bytes: int,
+        limited_key_id: int | None = None,
+    ) -> Call:
+        """Price the request and hold its upper bound, in one transaction; with
+        ``limited_key_id`` (the caller's key has a spend limit) the hold is reserved on the
+        key too. Raises :class:`~modelbank.catalog.errors.ModelNotFound`,
         :class:`~modelbank.catalog.errors.AccessRequired`,
         :class:`~modelbank.pricing.errors.NoPrice`, :class:`InvalidInput`,
-        :class:`~modelbank.ledger.errors.InsufficientFunds` (nothing held)."""
+        :class:`~modelbank.ledger.errors.InsufficientFunds`,
+        :class:`~modelbank.auth.errors.KeyLimitReached` (nothing held)."""
         request_id = uuid.uuid4().hex
         slug = body.get("model")
         if not isinstance(slug, str) or not slug:
@@ -163,6 +174,7 @@ class Gateway:
                 idempotency_key=f"gw:{request_id}",
                 model=info.id,
                 now=now,
+                limited_key_id=limited_key_id,
             )
         if bound.max_tokens is not None:
             upstream_body["max_tokens"] = bound.max_tokens
@@ -178,6 +190,7 @@ class Gateway:
             body_bytes=body_bytes,
             bound=bound,
             hold_id=hold.id,
+            limited_key_id=limited_key_id,
         )
 
     def _bound(
@@ -281,6 +294,7 @@ class Gateway:
                 # user pays at most what was held.
                 charge_ucr=None if priced <= call.bound.hold_ucr else call.bound.hold_ucr,
                 hold_id=call.hold_id,
+                limited_key_id=call.limited_key_id,
             ),
             now=now,
         )
@@ -299,14 +313,22 @@ class Gateway:
     # -- the request ---------------------------------------------------------------------
 
     async def handle(
-        self, user_id: int, endpoint: str, body: dict[str, Any], body_bytes: int
+        self,
+        user_id: int,
+        endpoint: str,
+        body: dict[str, Any],
+        body_bytes: int,
+        limited_key_id: int | None = None,
     ) -> Reply | StreamReply:
-        """Serve one request: a :class:`Reply` (non-streamed) or a :class:`StreamReply`.
-        Raises what :meth:`admit` raises (nothing held),
+        """Serve one request: a :class:`Reply` (non-streamed) or a :class:`StreamReply`;
+        ``limited_key_id``: the caller's key when it has a spend limit (the hold and the
+        charge count against it). Raises what :meth:`admit` raises (nothing held),
         :class:`~modelbank.pool.router.NoRoute`,
         :class:`~modelbank.pool.router.AllAttemptsFailed`, :class:`UpstreamRejected` (the
         hold voided, the user paid nothing)."""
-        call = await anyio.to_thread.run_sync(self.admit, user_id, endpoint, body, body_bytes)
+        call = await anyio.to_thread.run_sync(
+            self.admit, user_id, endpoint, body, body_bytes, limited_key_id
+        )
         settled = False
         try:
             if call.stream:
