@@ -243,11 +243,24 @@ _STATE = select(
 ).where(keys.c.id == _KEY)
 
 
-def _limit_reached(conn: Connection, key_id: int, needed_ucr: int, now: datetime) -> Exception:
+def state(conn: Connection, key_id: int, now: datetime) -> KeyUsage:
+    """The limit state of limited key ``key_id`` at ``now`` (a plain read: a bound for an
+    estimate, never the check; the conditional UPDATEs above are)."""
     row = conn.execute(_STATE, {"key_id": key_id}).first()
-    state = None if row is None else usage_of(row, now)
-    if state is None:  # not a limited key: a programmer error upstream
-        raise AssertionError(f"key {key_id} has no spend limit")
+    found = None if row is None else usage_of(row, now)
+    assert found is not None, f"key {key_id} has no spend limit"
+    return found
+
+
+def _limit_reached(
+    conn: Connection, key_id: int, needed_ucr: int, now: datetime
+) -> KeyLimitReached:
+    return limit_reached(state(conn, key_id, now), key_id, needed_ucr)
+
+
+def limit_reached(state: KeyUsage, key_id: int, needed_ucr: int) -> KeyLimitReached:
+    """The :class:`KeyLimitReached` error of key ``key_id`` in ``state`` for a charge or hold
+    of ``needed_ucr`` µcr."""
     resets = state.resets_at
     when = "never resets" if resets is None else f"resets at {resets.isoformat()}"
     return KeyLimitReached(

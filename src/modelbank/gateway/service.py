@@ -28,6 +28,7 @@ import httpx
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
+from modelbank.auth import limits as key_limits
 from modelbank.catalog import access
 from modelbank.catalog.errors import ModelNotFound
 from modelbank.catalog.service import ModelInfo
@@ -163,8 +164,14 @@ class Gateway:
             now = utcnow()
             info, card = _price(session, slug, now)
             access.require_access(session, user_id, info)
-            bound = self._bound(session, user_id, endpoint, card, body, body_bytes)
+            key = None
+            if limited_key_id is not None:
+                key = key_limits.state(session.connection(), limited_key_id, now)
+            bound = self._bound(session, user_id, endpoint, card, body, body_bytes, key)
             if bound.max_tokens == 0:
+                needed = card.charge_ucr(bound.input_tokens, 0, 1, 0)
+                if key is not None and limited_key_id is not None and key.left_ucr < needed:
+                    raise key_limits.limit_reached(key, limited_key_id, needed)
                 raise _short_of_funds(user_id, card, bound)
             hold = holds.place(
                 session,
@@ -201,7 +208,10 @@ class Gateway:
         card: RateCard,
         body: Mapping[str, Any],
         body_bytes: int,
+        key: key_limits.KeyUsage | None = None,
     ) -> Bound:
+        """The request's upper bound. A chat without ``max_tokens`` gets as many as the
+        wallet's available balance covers, and the key's limit left (``key``) too."""
         if endpoint == "embeddings":
             return estimate.embeddings_bound(card, body, body_bytes)
         if endpoint == "images":
@@ -210,6 +220,8 @@ class Gateway:
         if estimate.requested_output(body) is None:
             wallet = ledger.lock_user_accounts(session, [user_id], AccountCode.USER_WALLET)
             available = wallet[user_id].available if user_id in wallet else 0
+            if key is not None:
+                available = min(available, key.left_ucr)
         return estimate.chat_bound(
             card, body, body_bytes, available_ucr=available, output_cap=self.settings.output_cap
         )
