@@ -328,3 +328,21 @@ def test_creating_a_limit_validates(db: Db) -> None:
     assert new.limit_period is limits.LimitPeriod.NEVER
     with db.tx() as s:
         assert auth.authenticate(s, new.secret).limited_key_id == new.id
+
+
+def test_the_cli_creates_a_limited_key(db: Db) -> None:
+    from typer.testing import CliRunner
+
+    from modelbank.cli import app
+
+    with db.tx() as s:
+        user = factories.user(s, "dave")
+    args = ["keys", "create", "--role", "user", "--user", str(user), "--db", db.url]
+    result = CliRunner().invoke(app, [*args, "--limit-ucr", "5000", "--limit-period", "week"])
+    assert result.exit_code == 0, result.stderr
+    secret = result.stdout.strip().splitlines()[-1]
+    with db.tx() as s:
+        who = auth.authenticate(s, secret)
+        (info,) = auth.list_user_keys(s, user, now=MONDAY)
+    assert who.limited and info.usage is not None
+    assert (info.usage.limit_ucr, info.usage.period) == (5_000, limits.LimitPeriod.WEEK)
