@@ -346,3 +346,29 @@ def test_the_cli_creates_a_limited_key(db: Db) -> None:
         (info,) = auth.list_user_keys(s, user, now=MONDAY)
     assert who.limited and info.usage is not None
     assert (info.usage.limit_ucr, info.usage.period) == (5_000, limits.LimitPeriod.WEEK)
+
+
+def test_a_batch_decided_again_takes_back_what_it_counted(
+    db: Db, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When posting finds keys another transaction took meanwhile, the pipeline decides the
+    batch again (:meth:`BatchContext.restart`): the first decision's key counts are undone,
+    so each charge counts once."""
+    from modelbank.metering import pipeline
+
+    user, key_id = _setup(db, limit_ucr=2 * CHARGE)
+    real_post = pipeline.post
+    calls = []
+
+    def post_once_interrupted(session: object, ctx: object, lines: list[object]) -> object:
+        calls.append(len(lines))
+        if len(calls) == 1:
+            return list(lines)  # as if their keys had been taken: nothing written
+        return real_post(session, ctx, lines)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pipeline, "post", post_once_interrupted)
+    with db.tx() as s:
+        results = metering.charge_batch(s, [_event(f"r{k}", user, key_id) for k in range(2)])
+    assert calls == [2, 2]
+    assert [r.status for r in results] == ["charged", "charged"]
+    assert _usage(db, user, MONDAY).spent_ucr == 2 * CHARGE
