@@ -2447,10 +2447,16 @@ export interface components {
              * @description the secret: shown once, store it now
              */
             key: string;
-            /** Limit Period */
-            limit_period?: string | null;
-            /** Limit Ucr */
-            limit_ucr?: number | null;
+            /**
+             * Limit Period
+             * @description day, week, month or never; null: no limit
+             */
+            limit_period: string | null;
+            /**
+             * Limit Ucr
+             * @description the spend limit per period (µcr); null: none
+             */
+            limit_ucr: number | null;
             /** Name */
             name: string;
             /** Prefix */

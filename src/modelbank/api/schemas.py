@@ -160,8 +160,8 @@ class KeyOut(BaseModel):
     prefix: str
     key: str = Field(description="the secret: shown once, store it now")
     created_at: datetime
-    limit_ucr: int | None = None
-    limit_period: str | None = None
+    limit_ucr: int | None = Field(description="the spend limit per period (µcr); null: none")
+    limit_period: str | None = Field(description="day, week, month or never; null: no limit")
 
 
 class KeyLimitOut(BaseModel):
