@@ -116,7 +116,8 @@ def apply_referral(
 ) -> ReferralInfo:
     """Record that ``user_id`` signed up with referral ``code``. Raises
     :class:`ReferralCodeNotFound`, :class:`ReferralNotAllowed` (``reason``: ``self`` — the
-    user's own code; ``already_referred``; ``already_purchased`` — only new users are
+    user's own code; ``mutual`` — the code's owner was referred by this user;
+    ``already_referred``; ``already_purchased`` — only new users are
     referred)."""
     now = now or utcnow()
     users.get_user(session, user_id)
@@ -128,6 +129,16 @@ def apply_referral(
         raise ReferralCodeNotFound("no user has that referral code")
     if int(referrer) == user_id:
         raise ReferralNotAllowed("a user cannot refer themselves", reason="self")
+    mutual = conn.execute(
+        select(referrals.c.referred_user_id).where(
+            referrals.c.referred_user_id == int(referrer), referrals.c.referrer_user_id == user_id
+        )
+    ).first()
+    if mutual is not None:
+        raise ReferralNotAllowed(
+            "two users cannot refer each other (the referrer was referred by this user)",
+            reason="mutual",
+        )
     if conn.execute(select(referrals).where(referrals.c.referred_user_id == user_id)).first():
         raise ReferralNotAllowed(f"user {user_id} was already referred", reason="already_referred")
     bought = conn.execute(
