@@ -28,6 +28,7 @@ from modelbank.web import (
     analytics,
     auth_pages,
     earnings,
+    plans,
     pool,
     pool_admin,
     wallet,
@@ -185,6 +186,7 @@ def create_web_app(db: Database, box: SecretBox) -> FastAPI:
     for module in (
         auth_pages,
         wallet,
+        plans,
         analytics,
         earnings,
         admin,
