@@ -172,3 +172,34 @@ def test_credits_in_equal_burned_expired_rolled_and_balance(
     assert int(burn_basis.get("rollover", 0)) == sum(
         int(r.cost_basis_uusd) for r in rows if r.transfer_id is None
     )
+
+
+def test_a_spend_after_the_period_rolls_over_first_and_may_use_the_rolled_credits(db: Db) -> None:
+    """No job ran: the first spend after the period's end sweeps lazily (as every charge
+    does), the rollover included, and the same transaction can spend the rolled credits."""
+    with db.tx() as session:
+        user_id = users.create_user(session, "lazy").id
+        plan = plans.create_plan(
+            session, slug="lazy", name="L", price_uusd=30_000, credits_ucr=1_000, rollover_bps=5_000
+        )
+    sub = subscriptions.start(
+        db.tx, ManualBilling(), user_id, plan.id, success_url="https://e/", cancel_url="https://e/"
+    )
+    end = subscriptions.add_month(START)
+    with db.tx() as session:
+        period, _ = subscriptions.record_period(
+            session, sub.id, "inv", period_start=START, period_end=end, now=START
+        )
+    spend(db, user_id, 400, START + timedelta(days=1))  # 600 left: 300 roll over
+    spend(db, user_id, 300, end + timedelta(seconds=1))  # all of the rolled credits
+    with db.tx() as session:
+        wallet = ledger.get_balance(session, users.get_user(session, user_id).wallet_account_id)
+        rows = session.execute(
+            select(grants_t.c.amount_ucr, grants_t.c.remaining_ucr, grants_t.c.cost_basis_uusd)
+            .where(grants_t.c.user_id == user_id)
+            .order_by(grants_t.c.id)
+        ).all()
+    assert wallet.balance == 0
+    # 1,000 µcr for 30,000 µUSD: 400 burned carry 12,000, the 300 rolled carry 9,000
+    assert [tuple(r) for r in rows] == [(1_000, 0, 30_000), (300, 0, 9_000)]
+    assert period.grant_id is not None

@@ -251,7 +251,14 @@ def deactivate_promo(promo_id: PathId, caller: Caller, db: DB) -> ps.PromoOut:
     "/users/{user_id}/promo-redemptions",
     status_code=201,
     response_model=ps.RedemptionOut,
-    responses=problem_responses(409),
+    responses={
+        200: {
+            "model": ps.RedemptionOut,
+            "description": "Already redeemed by this user (a once-per-user code): the first"
+            " redemption, replayed",
+        },
+        **problem_responses(409),
+    },
 )
 def redeem(user_id: PathId, body: ps.RedemptionIn, caller: Caller, db: DB) -> JSONResponse:
     """Redeem a promo code: a bonus grant. Idempotent for once-per-user codes: redeeming
