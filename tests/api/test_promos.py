@@ -18,6 +18,7 @@ from modelbank.ledger.models import accounts_table as accounts
 from modelbank.wallets import promos
 from modelbank.wallets.billing_errors import PromoCodeUnavailable
 from modelbank.wallets.billing_models import redemptions_table as redemptions
+from modelbank.wallets.models import grants_table
 from tests import factories
 from tests.api.conftest import Api
 from tests.conftest import Db
@@ -290,3 +291,54 @@ def test_promo_limit_and_per_user_once_hold_under_concurrency(db: Db) -> None:
             select(redemptions.c.user_id, func.count()).group_by(redemptions.c.user_id)
         ).all()
     assert len(rows) == 3 and all(count == 1 for _, count in rows)
+
+
+def test_a_user_is_referred_and_rewarded_once_under_concurrency(db: Db) -> None:
+    """PostgreSQL threads: 8 referrers' codes applied to one new user at once (one wins, the
+    others are refused as already referred), then 8 of that user's purchases completed at
+    once (one reward each side)."""
+    if db.backend != "postgres":
+        pytest.skip("row-lock concurrency is a PostgreSQL test (SQLite serialises writers)")
+    from modelbank.wallets import purchases
+    from modelbank.wallets.billing_errors import ReferralNotAllowed
+    from modelbank.wallets.providers import ManualProvider
+
+    with db.tx() as session:
+        new_user = factories.user(session, "newbie")
+        referrers = [factories.user(session, f"ref{i}") for i in range(8)]
+        codes = [promos.referral_code(session, r) for r in referrers]
+    start = threading.Barrier(8)
+
+    def refer(code: str) -> str:
+        start.wait()
+        try:
+            with db.tx() as session:
+                promos.apply_referral(session, new_user, code)
+            return "referred"
+        except ReferralNotAllowed as exc:
+            return str(exc.context["reason"])
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        outcomes = list(pool.map(refer, codes))
+    assert sorted(outcomes) == ["already_referred"] * 7 + ["referred"], outcomes
+
+    bought = [
+        purchases.start(db.tx, ManualProvider(), new_user, 1, success_url="x", cancel_url="x").id
+        for _ in range(8)
+    ]
+    again = threading.Barrier(8)
+
+    def complete(purchase_id: int) -> None:
+        again.wait()
+        with db.tx() as session:
+            purchases.complete(session, purchase_id)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(complete, bought))
+    with db.tx() as session:
+        referral = promos.referral_of(session, new_user)
+        assert referral is not None and referral.rewarded_at is not None
+        bonus = session.execute(
+            select(func.count()).select_from(grants_table).where(grants_table.c.source == "bonus")
+        ).scalar()
+    assert bonus == 2  # one for the new user, one for the referrer

@@ -31,6 +31,7 @@ from modelbank.db.base import utcnow
 from modelbank.errors import InvalidInput
 from modelbank.platform import service as platform
 from modelbank.users import service as users
+from modelbank.users.models import users_table
 from modelbank.wallets import grants
 from modelbank.wallets.billing_errors import (
     PromoCodeNotFound,
@@ -122,6 +123,9 @@ def apply_referral(
     now = now or utcnow()
     users.get_user(session, user_id)
     conn = session.connection()
+    # Serialise referrals of one user (two codes applied at once: one wins, the other is
+    # refused as already referred, never an integrity error).
+    conn.execute(select(users_table.c.id).where(users_table.c.id == user_id).with_for_update())
     referrer = conn.execute(
         select(referral_codes.c.user_id).where(referral_codes.c.code == normalize(code))
     ).scalar()
