@@ -327,7 +327,7 @@ def create_promo(
         raise InvalidInput("expires_at must be a future time with a time zone")
     conn = session.connection()
     if conn.execute(select(promo_codes.c.id).where(promo_codes.c.code == code)).first():
-        raise InvalidInput(f"promo code {code!r} exists", code=code)
+        raise InvalidInput(f"promo code {code!r} exists", promo_code=code)
     new_id = conn.execute(
         insert(promo_codes).returning(promo_codes.c.id),
         {
