@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from modelbank.db.base import utcnow
 from modelbank.pool import debts as pool_debts
 from modelbank.secrets import SecretBox
-from modelbank.wallets import grants, holds, refunds, subscriptions
+from modelbank.wallets import grants, holds, refunds, subscription_periods
 from modelbank.webhooks import delivery
 
 BATCH = 500
@@ -91,7 +91,7 @@ def run_once(
         # Before the sweep, so a renewed period's rollover happens in the same run.
         step("renew manual subscriptions")
         report.subscriptions_renewed = _until_done(
-            factory, lambda s: subscriptions.renew_manual_due(s, now=at, limit=BATCH)
+            factory, lambda s: subscription_periods.renew_manual_due(s, now=at, limit=BATCH)
         )
     step("expire holds")
     report.holds_expired = _until_done(factory, lambda s: holds.expire_due(s, now=at, limit=BATCH))

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 
 from modelbank.ledger.codes import AccountCode
 from modelbank.ledger.models import accounts_table as accounts
-from modelbank.wallets import promos
+from modelbank.wallets import promos, referrals
 from modelbank.wallets.billing_errors import PromoCodeUnavailable
 from modelbank.wallets.billing_models import redemptions_table as redemptions
 from modelbank.wallets.models import grants_table
@@ -306,14 +306,14 @@ def test_a_user_is_referred_and_rewarded_once_under_concurrency(db: Db) -> None:
     with db.tx() as session:
         new_user = factories.user(session, "newbie")
         referrers = [factories.user(session, f"ref{i}") for i in range(8)]
-        codes = [promos.referral_code(session, r) for r in referrers]
+        codes = [referrals.referral_code(session, r) for r in referrers]
     start = threading.Barrier(8)
 
     def refer(code: str) -> str:
         start.wait()
         try:
             with db.tx() as session:
-                promos.apply_referral(session, new_user, code)
+                referrals.apply_referral(session, new_user, code)
             return "referred"
         except ReferralNotAllowed as exc:
             return str(exc.context["reason"])
@@ -336,7 +336,7 @@ def test_a_user_is_referred_and_rewarded_once_under_concurrency(db: Db) -> None:
     with ThreadPoolExecutor(max_workers=8) as pool:
         list(pool.map(complete, bought))
     with db.tx() as session:
-        referral = promos.referral_of(session, new_user)
+        referral = referrals.referral_of(session, new_user)
         assert referral is not None and referral.rewarded_at is not None
         bonus = session.execute(
             select(func.count()).select_from(grants_table).where(grants_table.c.source == "bonus")

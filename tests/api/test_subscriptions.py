@@ -376,3 +376,42 @@ def test_stripe_subscription_events_of_strangers_are_ignored(
     )
     problem(r, 400, "webhook_signature_invalid")
     assert api.ledger_state() == before
+
+
+def test_stripe_cancel_refused_changes_nothing_and_an_expired_checkout_cancels(
+    stripe_api: tuple[Api, FakeStripeHTTP],
+) -> None:
+    api, fake = stripe_api
+    user_id, user = api.user("quinn")
+    plan = make_plan(api)
+    sub = subscribe(api, user_id, user, plan["id"]).json()
+    now = datetime.now(UTC).replace(microsecond=0)
+    assert deliver(api, "invoice.paid", invoice(sub["id"], "in_q1", now), "evt_q1") == (
+        "period_granted"
+    )
+    fake.fail_next(500, error_type="api_error", message="boom")
+    fake.fail_next(500, error_type="api_error", message="boom")
+    fake.fail_next(500, error_type="api_error", message="boom")
+    api.rejects(
+        "POST",
+        f"{V1}/subscriptions/{sub['id']}/cancel",
+        502,
+        "payment_provider_error",
+        headers=user,
+    )
+    status = api.client.get(f"{V1}/subscriptions/{sub['id']}", headers=user).json()
+    assert status["status"] == "active" and status["cancel_at_period_end"] is False
+
+    # another user's pending checkout that expires is cancelled; its credits never came
+    other_id, other = api.user("rita")
+    pending = subscribe(api, other_id, other, plan["id"]).json()
+    expired = {
+        "id": "cs_x",
+        "object": "checkout.session",
+        "mode": "subscription",
+        "metadata": {"subscription_id": str(pending["id"])},
+    }
+    assert deliver(api, "checkout.session.expired", expired, "evt_q2") == "cancelled"
+    status = api.client.get(f"{V1}/subscriptions/{pending['id']}", headers=other).json()
+    assert status["status"] == "cancelled" and balance(api, other_id) == 0
+    assert [e["subscription_id"] for e in events(api, "subscription.cancelled")] == [pending["id"]]

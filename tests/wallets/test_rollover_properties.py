@@ -22,7 +22,7 @@ from sqlalchemy import func, select
 from modelbank.ledger import service as ledger
 from modelbank.ledger.codes import AccountCode, TransferCode
 from modelbank.users import service as users
-from modelbank.wallets import grants, plans, subscriptions
+from modelbank.wallets import grants, plans, subscription_periods, subscriptions
 from modelbank.wallets.billing import ManualBilling
 from modelbank.wallets.grants import basis_of
 from modelbank.wallets.models import burns_table as burns
@@ -100,7 +100,7 @@ def test_credits_in_equal_burned_expired_rolled_and_balance(
     for index, share in enumerate(spends):
         end = subscriptions.add_month(start)
         with db.tx() as session:
-            period, _ = subscriptions.record_period(
+            period, _ = subscription_periods.record_period(
                 session, sub.id, f"inv-{index}", period_start=start, period_end=end, now=start
             )
         with db.tx() as session:
@@ -187,7 +187,7 @@ def test_a_spend_after_the_period_rolls_over_first_and_may_use_the_rolled_credit
     )
     end = subscriptions.add_month(START)
     with db.tx() as session:
-        period, _ = subscriptions.record_period(
+        period, _ = subscription_periods.record_period(
             session, sub.id, "inv", period_start=START, period_end=end, now=START
         )
     spend(db, user_id, 400, START + timedelta(days=1))  # 600 left: 300 roll over

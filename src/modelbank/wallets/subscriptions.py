@@ -23,7 +23,7 @@ import calendar
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import insert, select, update
@@ -31,32 +31,20 @@ from sqlalchemy.orm import Session
 
 from modelbank.db.base import utcnow
 from modelbank.users import service as users
-from modelbank.wallets import alerts, grants, plans, promos
+from modelbank.wallets import plans
 from modelbank.wallets.billing import (
     SubscriptionCheckoutRequest,
-    SubscriptionEvent,
-    SubscriptionEventKind,
     SubscriptionProvider,
 )
 from modelbank.wallets.billing_errors import SubscriptionNotFound, SubscriptionState
 from modelbank.wallets.billing_models import periods_table as periods
 from modelbank.wallets.billing_models import subscriptions_table as subscriptions
-from modelbank.wallets.errors import PaymentProviderError
-from modelbank.wallets.grants import GrantSource
-from modelbank.wallets.models import payment_events_table as payment_events
-from modelbank.wallets.packages import UUSD_PER_CENT
+from modelbank.wallets.errors import PaymentProviderError, PaymentProviderNotConfigured
 from modelbank.webhooks import service as webhooks
 
 PENDING, ACTIVE, PAST_DUE, CANCELLED = "pending", "active", "past_due", "cancelled"
 LIVE = (ACTIVE, PAST_DUE)
 """Statuses of a subscription that still renews (a user has at most one)."""
-
-LATE_PAYMENT_GRACE = timedelta(hours=1)
-"""A period paid after its end (a late webhook) grants credits that expire this long after
-the payment was recorded rather than already expired."""
-
-RENEW_BATCH = 200
-"""Manual subscriptions renewed per call of :func:`renew_manual_due`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +83,8 @@ class PeriodInfo:
     bonus_grant_id: int | None
 
 
-def _info(row: Any) -> SubscriptionInfo:
+def info_of(row: Any) -> SubscriptionInfo:
+    """A ``subscriptions`` row as a :class:`SubscriptionInfo`."""
     return SubscriptionInfo(
         id=int(row.id),
         user_id=int(row.user_id),
@@ -114,7 +103,8 @@ def _info(row: Any) -> SubscriptionInfo:
     )
 
 
-def _period(row: Any) -> PeriodInfo:
+def period_info(row: Any) -> PeriodInfo:
+    """A ``subscription_periods`` row as a :class:`PeriodInfo`."""
     return PeriodInfo(
         id=int(row.id),
         subscription_id=int(row.subscription_id),
@@ -149,7 +139,7 @@ def get_subscription(
         raise SubscriptionNotFound(
             f"no subscription {subscription_id}", subscription_id=subscription_id
         )
-    return _info(row)
+    return info_of(row)
 
 
 def list_subscriptions(session: Session, user_id: int) -> list[SubscriptionInfo]:
@@ -160,7 +150,7 @@ def list_subscriptions(session: Session, user_id: int) -> list[SubscriptionInfo]
         .order_by(subscriptions.c.id.desc())
         .limit(100)
     )
-    return [_info(row) for row in rows]
+    return [info_of(row) for row in rows]
 
 
 def current(session: Session, user_id: int) -> SubscriptionInfo | None:
@@ -176,10 +166,13 @@ def list_periods(session: Session, subscription_id: int) -> list[PeriodInfo]:
     rows = session.connection().execute(
         select(periods).where(periods.c.subscription_id == subscription_id).order_by(periods.c.id)
     )
-    return [_period(row) for row in rows]
+    return [period_info(row) for row in rows]
 
 
-def _set(session: Session, subscription_id: int, now: datetime, **values: Any) -> None:
+def update_subscription(
+    session: Session, subscription_id: int, now: datetime, **values: Any
+) -> None:
+    """Set columns of a subscription (and ``updated_at``), in the caller's transaction."""
     session.connection().execute(
         update(subscriptions)
         .where(subscriptions.c.id == subscription_id)
@@ -254,10 +247,10 @@ def start(
         checkout = provider.create_checkout(request)
     except PaymentProviderError:
         with transaction() as session:
-            _set(session, new_id, utcnow(), status=CANCELLED, cancelled_at=utcnow())
+            update_subscription(session, new_id, utcnow(), status=CANCELLED, cancelled_at=utcnow())
         raise
     with transaction() as session:
-        _set(
+        update_subscription(
             session,
             new_id,
             utcnow(),
@@ -267,179 +260,48 @@ def start(
         return get_subscription(session, new_id)
 
 
-def record_period(
-    session: Session,
-    subscription_id: int,
-    invoice_ref: str,
-    *,
-    period_start: datetime,
-    period_end: datetime,
-    price_uusd: int | None = None,
-    now: datetime | None = None,
-) -> tuple[PeriodInfo, bool]:
-    """Grant one paid period's credits, once per ``invoice_ref``; return (period, new).
-
-    Under the subscription's lock: an invoice already recorded returns its period unchanged.
-    Otherwise the plan's current credits are granted (``purchased``, cost basis
-    ``price_uusd`` — the amount paid, default the plan's price — expiring at ``period_end``,
-    or :data:`LATE_PAYMENT_GRACE` after ``now`` if that has passed), with the plan's rollover
-    rule; the first paid period adds the plan's bonus (``bonus``, same expiry, no rollover)
-    and counts as a first purchase for referral rewards. The subscription becomes active
-    (a cancelled one stays cancelled: the money arrived, so the period is still granted),
-    its current period moves forward (never back: reordered invoices), and
-    ``subscription.period_paid`` is emitted. Raises :class:`SubscriptionNotFound`."""
-    now = now or utcnow()
-    sub = get_subscription(session, subscription_id, lock=True)
-    conn = session.connection()
-    found = conn.execute(
-        select(periods).where(
-            periods.c.subscription_id == subscription_id, periods.c.invoice_ref == invoice_ref
-        )
-    ).first()
-    if found is not None:
-        return _period(found), False
-    plan = plans.get_plan(session, sub.plan_id)
-    first = sub.periods_paid == 0
-    paid = plan.price_uusd if price_uusd is None else price_uusd
-    bonus = plan.first_period_bonus_ucr if first else 0
-    period_id = int(
-        conn.execute(
-            insert(periods).returning(periods.c.id),
-            {
-                "subscription_id": subscription_id,
-                "user_id": sub.user_id,
-                "invoice_ref": invoice_ref,
-                "period_start": period_start,
-                "period_end": period_end,
-                "credits_ucr": plan.credits_ucr,
-                "bonus_ucr": bonus,
-                "price_uusd": paid,
-                "created_at": now,
-            },
-        ).scalar_one()
-    )
-    expires = max(period_end, now + LATE_PAYMENT_GRACE)
-    wallet_id = users.get_user(session, sub.user_id).wallet_account_id
-    grant = grants.issue(
-        session,
-        sub.user_id,
-        wallet_id,
-        plan.credits_ucr,
-        source=GrantSource.PURCHASED,
-        idempotency_key=f"subscription_period:{period_id}",
-        cost_basis_uusd=paid,
-        expires_at=expires,
-        ref=("subscription_period", period_id),
-        metadata={"subscription_id": subscription_id, "provider": sub.provider},
-        now=now,
-    )
-    if plan.rollover_bps > 0:
-        grants.set_rollover(
-            session,
-            grant.id,
-            rollover_bps=plan.rollover_bps,
-            rolled_expires_at=expires + (period_end - period_start),
-        )
-    values: dict[str, Any] = {"grant_id": grant.id}
-    if bonus > 0:
-        values["bonus_grant_id"] = grants.issue(
-            session,
-            sub.user_id,
-            wallet_id,
-            bonus,
-            source=GrantSource.BONUS,
-            idempotency_key=f"subscription_bonus:{period_id}",
-            expires_at=expires,
-            ref=("subscription_period", period_id),
-            metadata={"subscription_id": subscription_id, "first_period_bonus": True},
-            now=now,
-        ).id
-    conn.execute(update(periods).where(periods.c.id == period_id).values(**values))
-    changes: dict[str, Any] = {"periods_paid": sub.periods_paid + 1}
-    if sub.status != CANCELLED:
-        changes["status"] = ACTIVE
-    if sub.current_period_end is None or period_end > sub.current_period_end:
-        changes.update(current_period_start=period_start, current_period_end=period_end)
-    _set(session, subscription_id, now, **changes)
-    period = _period(conn.execute(select(periods).where(periods.c.id == period_id)).one())
-    webhooks.emit(session, "subscription.period_paid", _payload(period, sub), now=now)
-    if first:
-        promos.reward_referral(session, sub.user_id, reason=f"subscription:{sub.id}", now=now)
-    alerts.check(session, [sub.user_id], now=now)
-    return period, True
-
-
-def _payload(period: PeriodInfo, sub: SubscriptionInfo) -> dict[str, Any]:
-    return {
-        "subscription_id": sub.id,
-        "user_id": sub.user_id,
-        "plan_id": sub.plan_id,
-        "invoice_ref": period.invoice_ref,
-        "credits_ucr": period.credits_ucr,
-        "bonus_ucr": period.bonus_ucr,
-        "price_uusd": period.price_uusd,
-        "period_end": period.period_end.isoformat(),
-    }
-
-
-def confirm_manual_period(
-    session: Session, subscription_id: int, *, now: datetime | None = None
-) -> PeriodInfo:
-    """Record the next period of a ``manual`` subscription as paid (an admin confirms the
-    payment): period n+1 runs from the current period's end (or ``now`` when there is none
-    or it lapsed) for one month. Raises :class:`SubscriptionNotFound`,
-    :class:`SubscriptionState` (not manual, or cancelled)."""
-    now = now or utcnow()
-    sub = get_subscription(session, subscription_id, lock=True)
-    if sub.provider != "manual":
-        raise SubscriptionState(
-            f"subscription {subscription_id} is paid through {sub.provider}: its periods are"
-            " granted when the provider confirms the payment",
-            status=sub.status,
-        )
-    if sub.status == CANCELLED:
-        raise SubscriptionState(f"subscription {subscription_id} is cancelled", status=CANCELLED)
-    end = sub.current_period_end
-    start_at = end if end is not None and end > now else now
-    period, _ = record_period(
-        session,
-        subscription_id,
-        f"manual:{sub.periods_paid + 1}",
-        period_start=start_at,
-        period_end=add_month(start_at),
-        now=now,
-    )
-    return period
-
-
 def cancel(
-    session: Session,
+    transaction: Transaction,
     subscription_id: int,
     provider: SubscriptionProvider | None,
     *,
-    now: datetime | None = None,
+    check: Callable[[SubscriptionInfo], None] | None = None,
 ) -> SubscriptionInfo:
     """Stop a subscription renewing. Stripe with a known subscription: cancel at the
     period's end at Stripe (``cancel_at_period_end``; ``customer.subscription.deleted``
-    makes it cancelled); otherwise it is cancelled now. Granted credits stay until their
-    expiry. Idempotent. Emits ``subscription.cancelled`` when it becomes cancelled.
+    makes it cancelled), with no database lock held while Stripe is called; otherwise it is
+    cancelled now. Granted credits stay until their expiry. Idempotent. Emits
+    ``subscription.cancelled`` when it becomes cancelled. ``check(subscription)`` runs first
+    (the caller's visibility rule: it raises to refuse).
     Raises :class:`SubscriptionNotFound`, :class:`PaymentProviderError` (Stripe refused;
-    nothing changes)."""
-    now = now or utcnow()
-    sub = get_subscription(session, subscription_id, lock=True)
-    if sub.status == CANCELLED or sub.cancel_at_period_end:
-        return sub
-    if sub.provider == "stripe" and sub.external_id and sub.status in LIVE:
-        assert provider is not None, "cancelling a Stripe subscription needs its provider"
-        provider.cancel(sub.external_id, subscription_id=sub.id)
-        _set(session, sub.id, now, cancel_at_period_end=True)
+    nothing changes), :class:`PaymentProviderNotConfigured` (a Stripe subscription without
+    Stripe settings)."""
+    with transaction() as session:
+        sub = get_subscription(session, subscription_id, lock=True)
+        if check is not None:
+            check(sub)
+        if sub.status == CANCELLED or sub.cancel_at_period_end:
+            return sub
+        if not (sub.provider == "stripe" and sub.external_id and sub.status in LIVE):
+            end_now(session, sub, utcnow())
+            return get_subscription(session, sub.id)
+    if provider is None:
+        raise PaymentProviderNotConfigured(
+            "Stripe is not configured (MODELBANK_STRIPE_SECRET_KEY): a Stripe subscription"
+            " cannot be cancelled",
+            provider="stripe",
+            setting="stripe_secret_key",
+        )
+    assert sub.external_id is not None
+    provider.cancel(sub.external_id, subscription_id=sub.id)
+    with transaction() as session:
+        update_subscription(session, sub.id, utcnow(), cancel_at_period_end=True)
         return get_subscription(session, sub.id)
-    _end(session, sub, now)
-    return get_subscription(session, sub.id)
 
 
-def _end(session: Session, sub: SubscriptionInfo, now: datetime) -> None:
-    _set(session, sub.id, now, status=CANCELLED, cancelled_at=now)
+def end_now(session: Session, sub: SubscriptionInfo, now: datetime) -> None:
+    """Cancel ``sub`` now and emit ``subscription.cancelled``."""
+    update_subscription(session, sub.id, now, status=CANCELLED, cancelled_at=now)
     webhooks.emit(
         session,
         "subscription.cancelled",
@@ -453,7 +315,7 @@ def renewal_failed(session: Session, sub: SubscriptionInfo, *, now: datetime) ->
     ``subscription.renewal_failed`` is emitted (the hook an email notice hangs on: the outbox
     event carries the user, plan and period end)."""
     if sub.status != CANCELLED:
-        _set(session, sub.id, now, status=PAST_DUE)
+        update_subscription(session, sub.id, now, status=PAST_DUE)
     webhooks.emit(
         session,
         "subscription.renewal_failed",
@@ -467,130 +329,3 @@ def renewal_failed(session: Session, sub: SubscriptionInfo, *, now: datetime) ->
         },
         now=now,
     )
-
-
-def renew_manual_due(
-    session: Session, *, now: datetime | None = None, limit: int = RENEW_BATCH
-) -> int:
-    """The jobs' step for ``manual`` subscriptions whose period has ended: those set to
-    cancel at the period's end are cancelled; the others are renewed (next period granted,
-    invoice ``manual:<n>``: idempotent). Run only when the operator turned automatic manual
-    renewals on. Returns how many were handled."""
-    now = now or utcnow()
-    rows = session.connection().execute(
-        select(subscriptions.c.id)
-        .where(
-            subscriptions.c.provider == "manual",
-            subscriptions.c.status == ACTIVE,
-            subscriptions.c.current_period_end <= now,
-        )
-        .order_by(subscriptions.c.id)
-        .limit(limit)
-    )
-    done = 0
-    for sub_id in [int(r) for r in rows.scalars()]:
-        sub = get_subscription(session, sub_id, lock=True)
-        end = sub.current_period_end
-        if sub.status != ACTIVE or end is None or end > now:
-            continue
-        if sub.cancel_at_period_end:
-            _end(session, sub, now)
-        else:
-            record_period(
-                session,
-                sub.id,
-                f"manual:{sub.periods_paid + 1}",
-                period_start=end,
-                period_end=add_month(end),
-                now=now,
-            )
-        done += 1
-    return done
-
-
-def _find(session: Session, event: SubscriptionEvent) -> SubscriptionInfo | None:
-    conn = session.connection()
-    if event.subscription_id is not None:
-        row = conn.execute(
-            select(subscriptions).where(subscriptions.c.id == event.subscription_id)
-        ).first()
-        if row is not None and row.provider == event.provider:
-            return _info(row)
-    for column, value in (
-        (subscriptions.c.external_id, event.external_id),
-        (subscriptions.c.checkout_id, event.checkout_id),
-    ):
-        if value:
-            row = conn.execute(
-                select(subscriptions).where(
-                    subscriptions.c.provider == event.provider, column == value
-                )
-            ).first()
-            if row is not None:
-                return _info(row)
-    return None
-
-
-def apply_event(session: Session, event: SubscriptionEvent, *, now: datetime | None = None) -> str:
-    """Apply a verified subscription event once; return what happened: ``duplicate``,
-    ``ignored``, ``unknown_subscription``, ``period_granted``, ``period_already_granted``,
-    ``linked``, ``cancelled``, ``renewal_failed``. Safe twice and in any order: the event id
-    is recorded (``payment_events``), periods are unique per invoice, and the provider's
-    subscription id is stored from whichever event names it first."""
-    now = now or utcnow()
-    found = _find(session, event)
-    if found is not None:
-        found = get_subscription(session, found.id, lock=True)
-    conn = session.connection()
-    seen = conn.execute(
-        select(payment_events.c.id).where(
-            payment_events.c.provider == event.provider,
-            payment_events.c.event_id == event.event_id,
-        )
-    ).first()
-    if seen is not None:
-        return "duplicate"
-    conn.execute(
-        insert(payment_events).values(
-            provider=event.provider,
-            event_id=event.event_id,
-            kind=f"sub_{event.kind.value}"[:16],
-            purchase_id=None,
-            received_at=now,
-        )
-    )
-    if event.kind is SubscriptionEventKind.IGNORED:
-        return "ignored"
-    if found is None:
-        return "unknown_subscription"
-    if event.external_id and found.external_id is None:
-        _set(session, found.id, now, external_id=event.external_id)
-    kind = event.kind
-    if kind is SubscriptionEventKind.CHECKOUT_COMPLETED:
-        return "linked"
-    if kind is SubscriptionEventKind.CHECKOUT_EXPIRED:
-        if found.status == PENDING:
-            _end(session, found, now)
-            return "cancelled"
-        return "ignored"
-    if kind is SubscriptionEventKind.DELETED:
-        if found.status != CANCELLED:
-            _end(session, found, now)
-        return "cancelled"
-    if kind is SubscriptionEventKind.PAYMENT_FAILED:
-        renewal_failed(session, found, now=now)
-        return "renewal_failed"
-    assert kind is SubscriptionEventKind.PERIOD_PAID
-    start_at = event.period_start or now
-    end_at = event.period_end or add_month(start_at)
-    paid = None if event.amount_cents is None else event.amount_cents * UUSD_PER_CENT
-    _, new = record_period(
-        session,
-        found.id,
-        event.invoice_id or event.event_id,
-        period_start=start_at,
-        period_end=end_at,
-        price_uusd=paid,
-        now=now,
-    )
-    return "period_granted" if new else "period_already_granted"

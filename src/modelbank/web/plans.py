@@ -12,7 +12,7 @@ from starlette.responses import Response
 
 from modelbank.api.deps import PathId, scoped
 from modelbank.users import service as users
-from modelbank.wallets import billing, plans, promos, subscriptions
+from modelbank.wallets import billing, plans, promos, referrals, subscriptions
 from modelbank.wallets.billing_errors import SubscriptionNotFound
 from modelbank.web import forms, views
 from modelbank.web.forms import Done, Form, int_field, submit_once, text_field
@@ -39,10 +39,10 @@ def plans_page(request: Request, user_id: PathId, viewer: SignedIn) -> Response:
         on_sale = plans.list_plans(session)
         mine = subscriptions.current(session, user_id)
         plan_names = {p.id: p.name for p in plans.list_plans(session, include_inactive=True)}
-        code = promos.referral_code(session, user_id)
-        referred, rewarded = promos.referred_by(session, user_id)
+        code = referrals.referral_code(session, user_id)
+        referred, rewarded = referrals.referred_by(session, user_id)
         redeemed = promos.list_redemptions(session, user_id)
-        bonus = promos.settings(session)
+        bonus = referrals.settings(session)
     return render(
         request,
         "plans.html",
@@ -106,20 +106,21 @@ def _started(info: subscriptions.SubscriptionInfo, page: str) -> Done:
 def cancel(
     request: Request, user_id: PathId, subscription_id: PathId, viewer: Posted, form: Form
 ) -> Response:
-    """Stop the user's subscription renewing (another user's: 404)."""
+    """Stop the user's subscription renewing (another user's: 404); Stripe is called with
+    no database lock held."""
     scoped(viewer.principal, user_id)
     db = state_of(request).db
+    settings = db.settings
+    provider = None
+    if settings.stripe_secret_key is not None:
+        provider = billing.billing_for("stripe", settings, http_client=db.payment_http_client)
 
-    def run(session: Session) -> Done:
-        found = subscriptions.get_subscription(session, subscription_id)
+    def mine(found: subscriptions.SubscriptionInfo) -> None:
         if found.user_id != user_id:
             raise SubscriptionNotFound(f"no subscription {subscription_id}")
-        provider = None
-        if found.provider == "stripe":
-            provider = billing.billing_for(
-                "stripe", db.settings, http_client=db.payment_http_client
-            )
-        done = subscriptions.cancel(session, subscription_id, provider)
+
+    def run(transaction: forms.Transaction) -> Done:
+        done = subscriptions.cancel(transaction, subscription_id, provider, check=mine)
         text = (
             f"Subscription #{done.id} ends with its current period."
             if done.cancel_at_period_end
@@ -127,7 +128,10 @@ def cancel(
         )
         return Done(_page(user_id), text)
 
-    return submit_once(request, viewer, form, run)
+    def replay(_body: dict[str, Any]) -> Done:
+        return Done(_page(user_id), "This cancellation was already sent.")
+
+    return forms.start_once(request, viewer, form, run, recorded=lambda _s: {}, replay=replay)
 
 
 @router.post("/users/{user_id}/promo-redemptions")

@@ -15,7 +15,14 @@ from modelbank.api import plan_schemas as ps
 from modelbank.api.deps import DB, Caller, Database, IdemKey, PathId, scoped
 from modelbank.api.errors import COMMON_PROBLEMS, problem_responses
 from modelbank.auth.service import Principal
-from modelbank.wallets import billing, plans, promos, subscriptions
+from modelbank.wallets import (
+    billing,
+    plans,
+    promos,
+    referrals,
+    subscription_periods,
+    subscriptions,
+)
 from modelbank.wallets.billing_errors import SubscriptionNotFound
 
 router = APIRouter(
@@ -138,13 +145,17 @@ async def cancel_subscription(
     """Stop renewing (idempotent). Stripe: at the end of the paid period; manual or unpaid:
     now. Credits already granted last until their period ends."""
 
-    def run() -> subscriptions.SubscriptionInfo:
-        with db.write() as session:
-            found = _visible(session, caller, subscription_id)
-            provider = _billing(db, found.provider) if found.provider == "stripe" else None
-            return subscriptions.cancel(session, subscription_id, provider)
+    def visible(found: subscriptions.SubscriptionInfo) -> None:
+        if not caller.can_act_for(found.user_id):
+            raise SubscriptionNotFound(
+                f"no subscription {subscription_id}", subscription_id=subscription_id
+            )
 
-    return ps.subscription_out(await run_in_threadpool(run))
+    provider = _billing(db, "stripe") if db.settings.stripe_secret_key is not None else None
+    info = await run_in_threadpool(
+        subscriptions.cancel, db.write, subscription_id, provider, check=visible
+    )
+    return ps.subscription_out(info)
 
 
 @router.post(
@@ -159,7 +170,7 @@ def confirm_period(subscription_id: PathId, key: IdemKey, caller: Caller, db: DB
     caller.require_admin()
 
     def run(session: Session) -> tuple[int, dict[str, Any]]:
-        period = subscriptions.confirm_manual_period(session, subscription_id)
+        period = subscription_periods.confirm_manual_period(session, subscription_id)
         return 201, ps.period_out(period).model_dump(mode="json")
 
     return db.idempotent(caller, key, f"/admin/subscriptions/{subscription_id}/periods", {}, run)
@@ -174,9 +185,9 @@ def referral(user_id: PathId, caller: Caller, db: DB) -> ps.ReferralOut:
     they referred (and were rewarded for)."""
     scoped(caller, user_id)
     with db.write() as session:
-        code = promos.referral_code(session, user_id)
-        mine = promos.referral_of(session, user_id)
-        referred, rewarded = promos.referred_by(session, user_id)
+        code = referrals.referral_code(session, user_id)
+        mine = referrals.referral_of(session, user_id)
+        referred, rewarded = referrals.referred_by(session, user_id)
     return ps.ReferralOut(
         user_id=user_id,
         code=code,
@@ -197,7 +208,7 @@ def apply_referral(user_id: PathId, body: ps.ReferralIn, caller: Caller, db: DB)
     already bought credits."""
     scoped(caller, user_id)
     with db.write() as session:
-        promos.apply_referral(session, user_id, body.code)
+        referrals.apply_referral(session, user_id, body.code)
     return referral(user_id, caller, db)
 
 
@@ -206,7 +217,7 @@ def referral_settings(caller: Caller, db: DB) -> ps.ReferralSettings:
     """The referral bonuses (µcr) and their lifetime (admin)."""
     caller.require_admin()
     with db.read() as session:
-        return ps.ReferralSettings(**promos.settings(session))
+        return ps.ReferralSettings(**referrals.settings(session))
 
 
 @router.put("/admin/referral-settings", response_model=ps.ReferralSettings)
@@ -216,7 +227,7 @@ def set_referral_settings(
     """Change the referral bonuses and lifetime (admin; null keeps a value)."""
     caller.require_admin()
     with db.write() as session:
-        return ps.ReferralSettings(**promos.set_settings(session, **body.model_dump()))
+        return ps.ReferralSettings(**referrals.set_settings(session, **body.model_dump()))
 
 
 # ---------------------------------------------------------------- promo codes

@@ -19,7 +19,7 @@ from modelbank.ledger.queries import list_transfers
 from modelbank.ledger.service import get_balance
 from modelbank.money import format_credits
 from modelbank.users import service as users
-from modelbank.wallets import promos
+from modelbank.wallets import referrals
 from modelbank.wallets import service as wallets
 
 router = APIRouter(
@@ -50,7 +50,7 @@ def create_user(body: s.UserIn, caller: Caller, db: DB) -> s.UserOut:
     with db.write() as session:
         made = users.create_user(session, body.external_id, body.display_name)
         if body.referral_code is not None:
-            promos.apply_referral(session, made.id, body.referral_code)
+            referrals.apply_referral(session, made.id, body.referral_code)
         return _user(made)
 
 

@@ -38,7 +38,7 @@ from modelbank.wallets import (
     packages,
     providers,
     purchases,
-    subscriptions,
+    subscription_events,
 )
 from modelbank.wallets.errors import HoldNotFound, PurchaseNotFound, PurchaseState
 from modelbank.wallets.statement import statement_csv
@@ -252,7 +252,7 @@ async def stripe_webhook(request: Request, db: DB) -> ws.StripeWebhookOut:
 
         def apply_subscription() -> str:
             with db.write() as session:
-                return subscriptions.apply_event(session, sub_event)
+                return subscription_events.apply_event(session, sub_event)
 
         return ws.StripeWebhookOut(result=await run_in_threadpool(apply_subscription))
     provider = providers.stripe_from_settings(db.settings, http_client=db.payment_http_client)
