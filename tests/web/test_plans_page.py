@@ -75,3 +75,44 @@ def test_subscribe_redeem_and_cancel_through_the_pages(api: Api) -> None:
 
     html = _post(client, f"/app/users/{user_id}/subscriptions/{sub['id']}/cancel", page)
     assert _flash(html) == f"Subscription #{sub['id']} is cancelled."
+
+
+def test_admin_creates_plans_and_codes_and_confirms_manual_months(api: Api) -> None:
+    user_id, headers = api.user("sam")
+    admin = signed_in(api, api.admin)
+    page = "/app/admin/offers"
+    html = _post(
+        admin,
+        "/app/admin/plans",
+        page,
+        slug="team",
+        name="Team",
+        price_usd="19.99",
+        credits="250",
+        rollover_percent="12.5",
+        bonus="25",
+    )
+    assert _flash(html) == "Plan Team created: 250.00 credits."
+    (plan,) = api.client.get("/api/v1/plans", headers=headers).json()["items"]
+    assert (plan["price_uusd"], plan["credits_ucr"], plan["rollover_bps"]) == (
+        19_990_000,
+        250 * CREDIT,
+        1_250,
+    )
+    assert plan["first_period_bonus_ucr"] == 25 * CREDIT
+    html = _post(admin, "/app/admin/promo-codes", page, code="team10", bonus="10", use_limit="5")
+    assert _flash(html) == "Promo code TEAM10 created."
+    r = api.client.post(
+        f"/api/v1/users/{user_id}/subscriptions",
+        json={"plan_id": plan["id"], "provider": "manual"},
+        headers=headers,
+    )
+    assert r.status_code == 201, r.text
+    html = admin.get(page).text
+    assert f'data-subscription-id="{r.json()["id"]}"' in html
+    html = _post(admin, f"/app/admin/subscriptions/{r.json()['id']}/confirm", page)
+    assert "275.00 credits granted" in _flash(html)
+    wallet = api.client.get(f"/api/v1/users/{user_id}/wallet", headers=headers).json()
+    assert wallet["balance_ucr"] == 275 * CREDIT
+    user = signed_in(api, headers)
+    assert user.get(page).status_code == 403

@@ -153,6 +153,25 @@ def list_subscriptions(session: Session, user_id: int) -> list[SubscriptionInfo]
     return [info_of(row) for row in rows]
 
 
+def list_manual(session: Session, *, limit: int = 200) -> list[SubscriptionInfo]:
+    """``manual`` subscriptions that are pending or renewing (an admin confirms their
+    periods), those whose period ends first first, then the newest pending ones."""
+    rows = session.connection().execute(
+        select(subscriptions)
+        .where(
+            subscriptions.c.provider == "manual",
+            subscriptions.c.status.in_([PENDING, *LIVE]),
+        )
+        .order_by(
+            subscriptions.c.current_period_end.is_(None),
+            subscriptions.c.current_period_end,
+            subscriptions.c.id,
+        )
+        .limit(limit)
+    )
+    return [info_of(row) for row in rows]
+
+
 def current(session: Session, user_id: int) -> SubscriptionInfo | None:
     """The user's live (active or past-due) subscription, else the newest one, else None."""
     found = list_subscriptions(session, user_id)

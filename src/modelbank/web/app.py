@@ -24,6 +24,7 @@ from modelbank.errors import DomainError
 from modelbank.secrets import SecretBox
 from modelbank.web import (
     admin,
+    admin_offers,
     admin_platform,
     analytics,
     auth_pages,
@@ -190,6 +191,7 @@ def create_web_app(db: Database, box: SecretBox) -> FastAPI:
         analytics,
         earnings,
         admin,
+        admin_offers,
         admin_platform,
         whatif,
         pool,
