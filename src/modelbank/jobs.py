@@ -28,7 +28,14 @@ from modelbank.notices.service import EMAIL_TASK
 from modelbank.pool import debts as pool_debts
 from modelbank.secrets import SecretBox
 from modelbank.tasks import service as tasks
-from modelbank.wallets import autotopup, autotopup_run, grants, holds, refunds
+from modelbank.wallets import (
+    autotopup,
+    autotopup_run,
+    grants,
+    holds,
+    refunds,
+    subscription_periods,
+)
 from modelbank.webhooks import delivery
 
 BATCH = 500
@@ -57,6 +64,8 @@ class JobReport:
     tasks_done: int = 0
     """After-commit tasks run to completion (auto top-ups started, emails sent)."""
     task_attempts_failed: int = 0
+    subscriptions_renewed: int = 0
+    """Manual subscriptions renewed or ended at their period's end (when turned on)."""
 
 
 def _until_done(
@@ -82,13 +91,15 @@ def run_once(
     on_step: Callable[[str], None] | None = None,
     settings: Settings | None = None,
     payment_http_client: stripe.HTTPClient | None = None,
+    renew_manual_subscriptions: bool = False,
 ) -> JobReport:
     """Run every job once, to completion (bounded). ``now`` fixes the clock (tests);
     ``client`` sends webhooks (a fresh one with a 10 s timeout when None); ``deliver`` False
-    skips the outbox and the tasks. ``on_step`` is told each step's name as it starts
-    (progress display). ``settings`` choose the auto top-up's payment provider and the SMTP
-    server (default: from the environment); ``payment_http_client`` is the Stripe SDK's
-    HTTP client (tests).
+    skips the outbox and the tasks; ``renew_manual_subscriptions`` renews ``manual``
+    subscriptions whose period ended (``MODELBANK_MANUAL_SUBSCRIPTIONS_AUTO_RENEW``).
+    ``on_step`` is told each step's name as it starts (progress display). ``settings``
+    choose the auto top-up's payment provider and the SMTP server (default: from the
+    environment); ``payment_http_client`` is the Stripe SDK's HTTP client (tests).
     Raises :class:`~modelbank.secrets.SecretUndecryptable` when webhook secrets cannot be
     decrypted with the configured key (the other steps have run by then)."""
     report = JobReport()
@@ -98,6 +109,12 @@ def run_once(
             on_step(name)
 
     at = now or utcnow()
+    if renew_manual_subscriptions:
+        # Before the sweep, so a renewed period's rollover happens in the same run.
+        step("renew manual subscriptions")
+        report.subscriptions_renewed = _until_done(
+            factory, lambda s: subscription_periods.renew_manual_due(s, now=at, limit=BATCH)
+        )
     step("expire holds")
     report.holds_expired = _until_done(factory, lambda s: holds.expire_due(s, now=at, limit=BATCH))
     step("sweep expired grants")

@@ -54,6 +54,7 @@ def run(
                         box=box,
                         deliver=deliver,
                         settings=settings,
+                        renew_manual_subscriptions=settings.manual_subscriptions_auto_renew,
                         on_step=lambda name: status.update(f"jobs: {name}…"),
                     )
                 console.print(

@@ -24,6 +24,16 @@ from modelbank.pool.models import PoolDebt, Resource, ResourceHealth, ResourceMo
 from modelbank.pricing.models import PriceVersion
 from modelbank.tasks.models import Task
 from modelbank.users.models import User
+from modelbank.wallets.billing_models import (
+    GrantRollover,
+    Plan,
+    PromoCode,
+    PromoRedemption,
+    Referral,
+    ReferralCode,
+    Subscription,
+    SubscriptionPeriod,
+)
 from modelbank.wallets.models import (
     AutoTopup,
     CreditPackage,
@@ -58,6 +68,7 @@ __all__ = [
     "EarningsRuleVersion",
     "Grant",
     "GrantBurn",
+    "GrantRollover",
     "IdempotentRequest",
     "ModelAccess",
     "ModelDay",
@@ -66,16 +77,23 @@ __all__ = [
     "OutboxEvent",
     "PaymentEventRow",
     "Payout",
+    "Plan",
     "PlatformSetting",
     "PoolDebt",
     "PriceVersion",
+    "PromoCode",
+    "PromoRedemption",
     "Purchase",
     "ReferenceEpoch",
+    "Referral",
+    "ReferralCode",
     "Resource",
     "ResourceHealth",
     "ResourceModel",
     "RouteLog",
     "StakeListing",
+    "Subscription",
+    "SubscriptionPeriod",
     "Task",
     "Transfer",
     "UsageEventRow",

@@ -30,7 +30,7 @@ from modelbank.errors import InvalidInput
 from modelbank.ledger import service as ledger
 from modelbank.ledger.codes import AccountCode, TransferCode
 from modelbank.users import service as users
-from modelbank.wallets import alerts, autotopup, grants, packages
+from modelbank.wallets import alerts, autotopup, grants, packages, referrals
 from modelbank.wallets.errors import PaymentProviderError, PurchaseNotFound, PurchaseState
 from modelbank.wallets.grants import GrantSource
 from modelbank.wallets.models import payment_events_table as payment_events
@@ -288,6 +288,7 @@ def complete(
     webhooks.emit(session, "purchase.completed", _payload(done), now=now)
     if done.origin == autotopup.ORIGIN:
         autotopup.record_success(session, done.user_id, _payload(done), now=now)
+    referrals.reward_referral(session, purchase.user_id, reason=f"purchase:{purchase_id}", now=now)
     alerts.check(session, [purchase.user_id], now=now)
     return done, True
 

@@ -20,8 +20,18 @@ from modelbank.ledger.queries import list_transfers
 from modelbank.ledger.service import get_balance
 from modelbank.money import UUSD_PER_USD, mul
 from modelbank.users import service as users
-from modelbank.wallets import alerts, autotopup, grants, holds, packages, providers, purchases
+from modelbank.wallets import (
+    alerts,
+    autotopup,
+    grants,
+    holds,
+    packages,
+    plans,
+    providers,
+    purchases,
+)
 from modelbank.wallets import service as wallets
+from modelbank.wallets import subscriptions as subs
 from modelbank.wallets.statement import statement_csv
 from modelbank.web import forms, views
 from modelbank.web.forms import Done, Form, checkbox, credits_amount, decimal_field, int_field
@@ -85,6 +95,8 @@ def wallet_page(
             before_id=before,
             limit=HISTORY_PAGE,
         )
+        subscription = subs.current(session, user_id)
+        plan = None if subscription is None else plans.get_plan(session, subscription.plan_id)
         api_keys = auth.list_user_keys(session, user_id)
         held_for = catalog.resolve_models(
             session, [h.model_id for h in pending_holds.items if h.model_id], active_only=False
@@ -108,6 +120,8 @@ def wallet_page(
             "grants": open_grants,
             "packages": on_sale,
             "pending_purchases": waiting,
+            "subscription": subscription,
+            "plan": plan,
             "package_names": package_names,
             "history": history,
             "accounts": {
