@@ -16,6 +16,14 @@ from modelbank.earnings.models import (
 )
 from modelbank.idempotency.models import IdempotentRequest
 from modelbank.ledger.models import Account, Transfer
+from modelbank.marketplace.models import (
+    MarketAllocation,
+    MarketAllocationUse,
+    MarketBundleItem,
+    MarketDispute,
+    MarketListing,
+    MarketOrder,
+)
 from modelbank.metering.models import UsageEventRow
 from modelbank.metering.rollups import CreatorDay, ModelDay, UserDay
 from modelbank.platform.models import PlatformSetting
@@ -55,6 +63,12 @@ __all__ = [
     "Grant",
     "GrantBurn",
     "IdempotentRequest",
+    "MarketAllocation",
+    "MarketAllocationUse",
+    "MarketBundleItem",
+    "MarketDispute",
+    "MarketListing",
+    "MarketOrder",
     "ModelAccess",
     "ModelDay",
     "ModelStats",

@@ -17,6 +17,7 @@ flight at the end) is not added to ``consumed_uusd``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 
 from sqlalchemy import case, insert, select, update
@@ -37,6 +38,11 @@ from modelbank.wallets.models import grants_table
 
 ENDED = ("withdrawn", "failed")
 """Statuses after which a resource's accounting is closed."""
+END_HOOKS: list[Callable[[Session, int, str, datetime], object]] = []
+"""Called as ``hook(session, resource_id, status, now)`` when a live resource is about to end
+(``withdrawn`` or ``failed``), in the same transaction, before the depositor's wallet and the
+resource are locked (so the hook's locks come first, in the marketplace's order). Upper layers
+register here (the marketplace returns its allocations' escrow); the pool imports none."""
 BOOKABLE = ("active", "depleted", "suspended")
 """Statuses in which provider spend is booked against the quota (a suspended resource may
 still finish requests in flight)."""
@@ -97,7 +103,11 @@ def fail(
 def _end(
     session: Session, resource_id: int, status: str, reason: str | None, now: datetime
 ) -> ResourceInfo:
-    owner = get_resource(session, resource_id).owner_id
+    current = get_resource(session, resource_id)
+    owner = current.owner_id
+    if current.status not in ENDED:
+        for hook in END_HOOKS:
+            hook(session, resource_id, status, now)
     wallet = None
     if owner is not None:  # lock order: the wallet, then the resource (as captures do)
         wallet_id = users.get_user(session, owner).wallet_account_id

@@ -20,6 +20,9 @@ EVENT_TYPES: tuple[str, ...] = (
     "payout.completed",
     "payout.failed",
     "payout.cancelled",
+    "marketplace.order.filled",
+    "marketplace.allocation.exhausted",
+    "marketplace.escrow.returned",
 )
 """Every event type modelbank emits (``<family>.<what happened>``)."""
 
