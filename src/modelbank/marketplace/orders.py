@@ -127,7 +127,46 @@ def buy(
             )
     paid = price_of(row.kind, quantity, int(row.unit_price_ucr))
     bps = commission_bps(session)
-    order_id = _insert_order(session, row, buyer_id, quantity, paid, bps, idempotency_key, now)
+    # A savepoint: a refusal past this point (insufficient funds, a stake gone) leaves
+    # nothing written even when the caller goes on and commits.
+    with session.begin_nested():
+        order_id = _fill(session, row, buyer_id, quantity, items, paid, bps, idempotency_key, now)
+    order = views.get_order(session, order_id)
+    allocated = views.allocations_of_order(session, order_id)
+    webhooks.emit(
+        session,
+        "marketplace.order.filled",
+        {
+            "order_id": order.id,
+            "listing_id": order.listing_id,
+            "kind": order.kind,
+            "buyer_id": order.buyer_id,
+            "seller_id": order.seller_id,
+            "quantity": order.quantity,
+            "paid_ucr": order.paid_ucr,
+            "commission_bps": order.commission_bps,
+            "allocation_ids": [a.id for a in allocated],
+        },
+        now=now,
+    )
+    return BuyResult(order, allocated, replayed=False)
+
+
+def _fill(
+    session: Session,
+    row: Any,
+    buyer_id: int,
+    quantity: int,
+    items: list[tuple[int, int]],
+    paid: int,
+    bps: int,
+    key: str,
+    now: datetime,
+) -> int:
+    """Insert the order, pay into escrow, fill (stake or allocations), update the listing;
+    return the order's id."""
+    listing_id = int(row.id)
+    order_id = _insert_order(session, row, buyer_id, quantity, paid, bps, key, now)
     transfer_id, basis = escrow.pay_in(
         session,
         order_id,
@@ -156,25 +195,7 @@ def buy(
             closed_at=now if filled == int(row.quantity) else None,
         )
     )
-    order = views.get_order(session, order_id)
-    allocated = views.allocations_of_order(session, order_id)
-    webhooks.emit(
-        session,
-        "marketplace.order.filled",
-        {
-            "order_id": order.id,
-            "listing_id": order.listing_id,
-            "kind": order.kind,
-            "buyer_id": order.buyer_id,
-            "seller_id": order.seller_id,
-            "quantity": order.quantity,
-            "paid_ucr": order.paid_ucr,
-            "commission_bps": order.commission_bps,
-            "allocation_ids": [a.id for a in allocated],
-        },
-        now=now,
-    )
-    return BuyResult(order, allocated, replayed=False)
+    return order_id
 
 
 def _replay(

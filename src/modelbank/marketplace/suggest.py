@@ -12,6 +12,7 @@ the seller's 85 % buys back the dollar of spend they sell. Rounded half-even onc
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from decimal import Decimal
 
@@ -61,7 +62,7 @@ def suggest_price(
         if cost > 0:
             ratios.append(price / cost * QUOTA_PRICE_UNIT_UUSD)
     floor_exact = Decimal(credits_per_usd) * QUOTA_PRICE_UNIT_UUSD * BPS / max(BPS - commission, 1)
-    floor = int(-(-floor_exact // 1))
+    floor = math.ceil(floor_exact)
     platform = round_half_even(min(ratios)) if ratios else None
     undercut_price = (
         None if platform is None else round_half_even(Decimal(platform) * (BPS - undercut) / BPS)
