@@ -432,3 +432,19 @@ def test_price_suggestion_and_reputation(db: Db) -> None:
         assert [v.id for v in page.items] == [listing]
         assert market.browse_listings(s, max_price_ucr_per_mtok=1).items == []
         assert market.browse_listings(s, model_id=factories.model(s, "other")).items == []
+
+
+def test_jobs_return_expired_allocations(db: Db) -> None:
+    from modelbank import jobs
+    from tests.pool.helpers import BOX
+
+    w = _setup(db)
+    listing = _list(db, w, allocation_days=2)
+    with db.tx() as s:
+        alloc = market.buy(s, listing, w.buyer, 1_000_000, idempotency_key="k").allocations[0]
+    report = jobs.run_once(db.factory, box=BOX, deliver=False, now=utcnow() + timedelta(days=3))
+    assert report.marketplace_expired == 1
+    with db.tx() as s:
+        assert market.get_allocation(s, alloc.id).status == "expired"
+        assert balance(s, w.buyer) == 1_000 * CREDITS
+        assert escrow(s) == 0
