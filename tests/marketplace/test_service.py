@@ -448,3 +448,17 @@ def test_jobs_return_expired_allocations(db: Db) -> None:
         assert market.get_allocation(s, alloc.id).status == "expired"
         assert balance(s, w.buyer) == 1_000 * CREDITS
         assert escrow(s) == 0
+
+
+def test_an_open_breaker_sends_calls_the_normal_way(db: Db) -> None:
+    w = _setup(db)
+    listing = _list(db, w)
+    with db.tx() as s:
+        market.buy(s, listing, w.buyer, 1_000_000, idempotency_key="k")
+        assert allocations.find(s, w.buyer, w.model) is not None
+        s.execute(
+            resource_health_table.insert().values(
+                resource_id=w.resource, breaker="open", opened_at=utcnow(), updated_at=utcnow()
+            )
+        )
+        assert allocations.find(s, w.buyer, w.model) is None

@@ -39,6 +39,7 @@ from modelbank.marketplace.models import allocations_table as allocations
 from modelbank.marketplace.models import orders_table as orders
 from modelbank.marketplace.models import uses_table as uses
 from modelbank.marketplace.records import AllocationTarget, UseResult, payload
+from modelbank.pool.models import resource_health_table as health
 from modelbank.pool.models import resource_models_table as served
 from modelbank.pool.models import resources_table as resources
 from modelbank.webhooks import service as webhooks
@@ -51,8 +52,10 @@ def find(
     session: Session, buyer_id: int, model_id: int, *, now: datetime | None = None
 ) -> AllocationTarget | None:
     """The buyer's allocation that serves ``model_id`` first (oldest), or None: active, not
-    expired, on a resource that is active (or pool-depleted) and serves the model, with
-    µUSD free (quantity − consumed − held > 0). No lock (the gateway reserves under one)."""
+    expired, on a resource that is active (or pool-depleted), serves the model and whose
+    breaker is not open (a key the router would skip: the call then goes the normal way
+    rather than failing), with µUSD free (quantity − consumed − held > 0). No lock (the
+    gateway reserves under one)."""
     now = now or utcnow()
     free = allocations.c.quantity_uusd - allocations.c.consumed_uusd - allocations.c.held_uusd
     row = (
@@ -60,9 +63,9 @@ def find(
         .execute(
             select(allocations.c.id, allocations.c.resource_id, free.label("free"))
             .select_from(
-                allocations.join(resources, resources.c.id == allocations.c.resource_id).join(
-                    served, served.c.resource_id == allocations.c.resource_id
-                )
+                allocations.join(resources, resources.c.id == allocations.c.resource_id)
+                .join(served, served.c.resource_id == allocations.c.resource_id)
+                .outerjoin(health, health.c.resource_id == allocations.c.resource_id)
             )
             .where(
                 allocations.c.buyer_id == buyer_id,
@@ -70,6 +73,7 @@ def find(
                 or_(allocations.c.expires_at.is_(None), allocations.c.expires_at > now),
                 resources.c.status.in_(SERVING),
                 served.c.model_id == model_id,
+                or_(health.c.breaker.is_(None), health.c.breaker != "open"),
                 free > 0,
             )
             .order_by(allocations.c.id)
