@@ -57,6 +57,11 @@ def _resource(api: Api, owner: int, key: str, *, market_uusd: int = 2_000_000) -
 
 @pytest.fixture
 def market(api: Api) -> Market:
+    """The marketplace's cast (:func:`make_market`)."""
+    return make_market(api)
+
+
+def make_market(api: Api) -> Market:
     """gpt-4o priced at 2,000 credits and costing $10 per 1M input + 1M output tokens (the
     platform charges 200 credits per USD of spend); a seller with a deposited key ($2 of
     market part; 720 credits of deposit credit for the $8 pool part) and a buyer with 100

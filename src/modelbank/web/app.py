@@ -28,6 +28,8 @@ from modelbank.web import (
     analytics,
     auth_pages,
     earnings,
+    marketplace,
+    marketplace_admin,
     pool,
     pool_admin,
     wallet,
@@ -192,6 +194,8 @@ def create_web_app(db: Database, box: SecretBox) -> FastAPI:
         whatif,
         pool,
         pool_admin,
+        marketplace,
+        marketplace_admin,
     ):
         app.include_router(module.router)
     return app
