@@ -28,7 +28,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from modelbank.db.base import utcnow
@@ -48,6 +48,30 @@ SERVING = ("active", "depleted")
 """Resource statuses in which an allocation serves calls."""
 
 
+_FREE = allocations.c.quantity_uusd - allocations.c.consumed_uusd - allocations.c.held_uusd
+_FIND = (
+    select(allocations.c.id, allocations.c.resource_id, _FREE.label("free"))
+    .select_from(
+        allocations.join(resources, resources.c.id == allocations.c.resource_id)
+        .join(served, served.c.resource_id == allocations.c.resource_id)
+        .outerjoin(health, health.c.resource_id == allocations.c.resource_id)
+    )
+    .where(
+        allocations.c.buyer_id == bindparam("buyer_id"),
+        allocations.c.status == "active",
+        or_(allocations.c.expires_at.is_(None), allocations.c.expires_at > bindparam("now")),
+        resources.c.status.in_(SERVING),
+        served.c.model_id == bindparam("model_id"),
+        or_(health.c.breaker.is_(None), health.c.breaker != "open"),
+        _FREE > 0,
+    )
+    .order_by(allocations.c.id)
+    .limit(1)
+)
+"""Built once: :func:`find` runs on every gateway request (DESIGN §16: a statement built
+per call costs ~100 µs, a prebuilt one ~23 µs). Served by ``ix_marketplace_allocations_buyer``."""
+
+
 def find(
     session: Session, buyer_id: int, model_id: int, *, now: datetime | None = None
 ) -> AllocationTarget | None:
@@ -55,30 +79,10 @@ def find(
     expired, on a resource that is active (or pool-depleted), serves the model and whose
     breaker is not open (a key the router would skip: the call then goes the normal way
     rather than failing), with µUSD free (quantity − consumed − held > 0). No lock (the
-    gateway reserves under one)."""
-    now = now or utcnow()
-    free = allocations.c.quantity_uusd - allocations.c.consumed_uusd - allocations.c.held_uusd
+    gateway reserves under one). One indexed query."""
     row = (
         session.connection()
-        .execute(
-            select(allocations.c.id, allocations.c.resource_id, free.label("free"))
-            .select_from(
-                allocations.join(resources, resources.c.id == allocations.c.resource_id)
-                .join(served, served.c.resource_id == allocations.c.resource_id)
-                .outerjoin(health, health.c.resource_id == allocations.c.resource_id)
-            )
-            .where(
-                allocations.c.buyer_id == buyer_id,
-                allocations.c.status == "active",
-                or_(allocations.c.expires_at.is_(None), allocations.c.expires_at > now),
-                resources.c.status.in_(SERVING),
-                served.c.model_id == model_id,
-                or_(health.c.breaker.is_(None), health.c.breaker != "open"),
-                free > 0,
-            )
-            .order_by(allocations.c.id)
-            .limit(1)
-        )
+        .execute(_FIND, {"buyer_id": buyer_id, "model_id": model_id, "now": now or utcnow()})
         .first()
     )
     if row is None:
