@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
 from modelbank.api import marketplace_schemas as ms
+from modelbank.api import marketplace_trade_schemas as ts
 from modelbank.api.deps import (
     DB,
     IDEMPOTENCY_HIT,
@@ -176,7 +177,7 @@ def cancel_listing(listing_id: PathId, caller: Caller, db: DB) -> ms.ListingOut:
 @router.post(
     "/marketplace/listings/{listing_id}/buy",
     status_code=201,
-    response_model=ms.BuyOut,
+    response_model=ts.BuyOut,
     responses=problem_responses(402),
 )
 def buy(listing_id: PathId, body: ms.BuyIn, key: IdemKey, caller: Caller, db: DB) -> JSONResponse:
@@ -195,7 +196,7 @@ def buy(listing_id: PathId, body: ms.BuyIn, key: IdemKey, caller: Caller, db: DB
     buyer = _acting_user(caller, body.buyer_id, "buyer_id")
     with db.write() as session:
         result = market.buy(session, listing_id, buyer, body.quantity, idempotency_key=key)
-        out = ms.buy_out(result).model_dump(mode="json")
+        out = ts.buy_out(result).model_dump(mode="json")
     return JSONResponse(
         out,
         status_code=201,
@@ -222,7 +223,7 @@ def pricing_suggestion(
 # ---------------------------------------------------------------- orders and allocations
 
 
-@router.get("/users/{user_id}/orders", response_model=ms.OrderPage)
+@router.get("/users/{user_id}/orders", response_model=ts.OrderPage)
 def list_orders(
     user_id: PathId,
     caller: Caller,
@@ -230,7 +231,7 @@ def list_orders(
     role: Role = "any",
     limit: Limit = 50,
     cursor: Cursor = None,
-) -> ms.OrderPage:
+) -> ts.OrderPage:
     """The user's marketplace orders, oldest first: what they paid, what escrow released to
     the seller and the platform, returned, and still holds."""
     scoped(caller, user_id)
@@ -238,28 +239,28 @@ def list_orders(
         found = market.list_orders(
             session, user_id, role=role, after_id=decode_cursor(cursor) or 0, limit=limit
         )
-    return ms.OrderPage(
-        items=[ms.order_out(o) for o in found], next_cursor=_next([o.id for o in found], limit)
+    return ts.OrderPage(
+        items=[ts.order_out(o) for o in found], next_cursor=_next([o.id for o in found], limit)
     )
 
 
-@router.get("/marketplace/orders/{order_id}", response_model=ms.OrderOut)
-def get_order(order_id: PathId, caller: Caller, db: DB) -> ms.OrderOut:
+@router.get("/marketplace/orders/{order_id}", response_model=ts.OrderOut)
+def get_order(order_id: PathId, caller: Caller, db: DB) -> ts.OrderOut:
     """One order (its buyer or seller, or an admin or service key; anyone else 404)."""
     with db.read() as session:
-        return ms.order_out(market.get_order(session, order_id, user_id=_as_user(caller)))
+        return ts.order_out(market.get_order(session, order_id, user_id=_as_user(caller)))
 
 
-@router.get("/users/{user_id}/allocations", response_model=ms.AllocationPage)
+@router.get("/users/{user_id}/allocations", response_model=ts.AllocationPage)
 def list_allocations(
     user_id: PathId,
     caller: Caller,
     db: DB,
     role: Role = "buyer",
-    status: Annotated[ms.AllocationStatus | None, Query()] = None,
+    status: Annotated[ts.AllocationStatus | None, Query()] = None,
     limit: Limit = 50,
     cursor: Cursor = None,
-) -> ms.AllocationPage:
+) -> ts.AllocationPage:
     """The quota the user bought (``role=buyer``, the default) or sold, oldest first: what
     remains, what was consumed, escrow released and returned."""
     scoped(caller, user_id)
@@ -272,17 +273,17 @@ def list_allocations(
             after_id=decode_cursor(cursor) or 0,
             limit=limit,
         )
-    return ms.AllocationPage(
-        items=[ms.allocation_out(a) for a in found],
+    return ts.AllocationPage(
+        items=[ts.allocation_out(a) for a in found],
         next_cursor=_next([a.id for a in found], limit),
     )
 
 
-@router.get("/marketplace/allocations/{allocation_id}", response_model=ms.AllocationOut)
-def get_allocation(allocation_id: PathId, caller: Caller, db: DB) -> ms.AllocationOut:
+@router.get("/marketplace/allocations/{allocation_id}", response_model=ts.AllocationOut)
+def get_allocation(allocation_id: PathId, caller: Caller, db: DB) -> ts.AllocationOut:
     """One allocation (its buyer or seller, or an admin or service key; anyone else 404)."""
     with db.read() as session:
-        return ms.allocation_out(
+        return ts.allocation_out(
             market.get_allocation(session, allocation_id, user_id=_as_user(caller))
         )
 
@@ -293,11 +294,11 @@ def get_allocation(allocation_id: PathId, caller: Caller, db: DB) -> ms.Allocati
 @router.post(
     "/marketplace/allocations/{allocation_id}/disputes",
     status_code=201,
-    response_model=ms.DisputeOut,
+    response_model=ts.DisputeOut,
 )
 def open_dispute(
-    allocation_id: PathId, body: ms.DisputeIn, caller: Caller, db: DB
-) -> ms.DisputeOut:
+    allocation_id: PathId, body: ts.DisputeIn, caller: Caller, db: DB
+) -> ts.DisputeOut:
     """The buyer says an active allocation failed to serve (its buyer, or an admin or
     service key acting for the buyer; anyone else 404). One open dispute per allocation
     (409 ``dispute_state``); a closed allocation has nothing left to dispute (409
@@ -306,46 +307,46 @@ def open_dispute(
         buyer = caller.user_id
         if buyer is None:
             buyer = market.get_allocation(session, allocation_id).buyer_id
-        return ms.dispute_out(market.open_dispute(session, allocation_id, buyer, body.reason))
+        return ts.dispute_out(market.open_dispute(session, allocation_id, buyer, body.reason))
 
 
-@router.get("/users/{user_id}/disputes", response_model=ms.DisputePage)
+@router.get("/users/{user_id}/disputes", response_model=ts.DisputePage)
 def list_user_disputes(
     user_id: PathId, caller: Caller, db: DB, limit: Limit = 50, cursor: Cursor = None
-) -> ms.DisputePage:
+) -> ts.DisputePage:
     """The disputes the user opened, oldest first, with their resolutions."""
     scoped(caller, user_id)
     with db.read() as session:
         found = market.list_disputes(
             session, user_id=user_id, after_id=decode_cursor(cursor) or 0, limit=limit
         )
-    return ms.DisputePage(
-        items=[ms.dispute_out(d) for d in found], next_cursor=_next([d.id for d in found], limit)
+    return ts.DisputePage(
+        items=[ts.dispute_out(d) for d in found], next_cursor=_next([d.id for d in found], limit)
     )
 
 
-@router.get("/admin/marketplace/disputes", response_model=ms.DisputePage)
+@router.get("/admin/marketplace/disputes", response_model=ts.DisputePage)
 def list_disputes(
     caller: Caller,
     db: DB,
-    status: Annotated[ms.DisputeStatus | None, Query()] = None,
+    status: Annotated[ts.DisputeStatus | None, Query()] = None,
     limit: Limit = 50,
     cursor: Cursor = None,
-) -> ms.DisputePage:
+) -> ts.DisputePage:
     """Every dispute, oldest first, optionally by status (admin)."""
     caller.require_admin()
     with db.read() as session:
         found = market.list_disputes(
             session, status=status, after_id=decode_cursor(cursor) or 0, limit=limit
         )
-    return ms.DisputePage(
-        items=[ms.dispute_out(d) for d in found], next_cursor=_next([d.id for d in found], limit)
+    return ts.DisputePage(
+        items=[ts.dispute_out(d) for d in found], next_cursor=_next([d.id for d in found], limit)
     )
 
 
-@router.post("/admin/marketplace/disputes/{dispute_id}/resolve", response_model=ms.DisputeOut)
+@router.post("/admin/marketplace/disputes/{dispute_id}/resolve", response_model=ts.DisputeOut)
 def resolve_dispute(
-    dispute_id: PathId, body: ms.ResolutionIn, key: IdemKey, caller: Caller, db: DB
+    dispute_id: PathId, body: ts.ResolutionIn, key: IdemKey, caller: Caller, db: DB
 ) -> JSONResponse:
     """Resolve an open dispute (admin), recorded with the reason and the admin key:
     ``refund`` returns the allocation's unreleased escrow to the buyer, ``release`` pays it
@@ -357,7 +358,7 @@ def resolve_dispute(
         done = market.resolve_dispute(
             session, dispute_id, caller.key_id, action=body.action, reason=body.reason
         )
-        return 200, ms.dispute_out(done).model_dump(mode="json")
+        return 200, ts.dispute_out(done).model_dump(mode="json")
 
     return db.idempotent(
         caller,
@@ -371,12 +372,12 @@ def resolve_dispute(
 # ---------------------------------------------------------------- admin
 
 
-@router.get("/admin/marketplace", response_model=ms.MarketPanelOut)
-def admin_marketplace(caller: Caller, db: DB) -> ms.MarketPanelOut:
+@router.get("/admin/marketplace", response_model=ts.MarketPanelOut)
+def admin_marketplace(caller: Caller, db: DB) -> ts.MarketPanelOut:
     """The admin marketplace view: orders and volume, commission earned, escrow still
     held, open listings, active allocations, and the oldest open disputes."""
     caller.require_admin()
     with db.read() as session:
         summary = market.admin_summary(session)
         disputes = market.list_disputes(session, status="open", limit=ADMIN_DISPUTES)
-    return ms.panel_out(summary, disputes)
+    return ts.panel_out(summary, disputes)
