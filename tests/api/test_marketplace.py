@@ -10,11 +10,14 @@ from __future__ import annotations
 import itertools
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from sqlalchemy import update
 
 from modelbank.marketplace import allocations
+from modelbank.marketplace.models import listings_table
 from modelbank.pool import service as pool
 from modelbank.secrets import SecretBox
 from tests.api.conftest import TEST_SECRET_KEY, Api, problem
@@ -564,3 +567,82 @@ def test_concurrent_buyers_never_overfill(api: Api, market: Market) -> None:
     assert (final["filled"], final["status"]) == (500_000, "filled")
     paid = sum(100 * CREDIT - wallet(api, b) for b, _ in buyers)
     assert paid == 5 * 16 * CREDIT
+
+
+def test_a_bundle_is_bought_whole(api: Api, market: Market) -> None:
+    m, c = market, api.client
+    second = _resource(api, m.seller, "sk-seller-key-000000000002", market_uusd=1_000_000)
+    r = c.post(
+        f"{MARKET}/listings",
+        json={
+            "kind": "bundle",
+            "items": [
+                {"resource_id": m.resource_id, "quantity_uusd": 300_000},
+                {"resource_id": second, "quantity_uusd": 200_000},
+            ],
+            "unit_price_ucr": PRICE_PER_USD,
+            "seller_id": m.seller,
+        },
+        headers=api.service,  # the operator's backend, for the seller
+    )
+    assert r.status_code == 201, r.text
+    bundle = r.json()
+    assert (bundle["kind"], bundle["quantity"], bundle["min_fill"]) == ("bundle", 500_000, 500_000)
+    assert bundle["items"] == [
+        {"resource_id": m.resource_id, "quantity_uusd": 300_000},
+        {"resource_id": second, "quantity_uusd": 200_000},
+    ]
+    url = f"{MARKET}/listings/{bundle['id']}/buy"
+    api.rejects(
+        "POST",
+        url,
+        422,
+        "invalid_fill",
+        json={"quantity": 300_000},
+        headers={**m.buyer_headers, "Idempotency-Key": "part"},
+    )
+    bought = buy(api, m.buyer_headers, bundle["id"], 500_000)
+    assert bought.status_code == 201, bought.text
+    order = bought.json()
+    assert order["paid_ucr"] == 80 * CREDIT  # $0.50 at 160 credits per USD
+    assert [
+        (a["resource_id"], a["quantity_uusd"], a["paid_ucr"]) for a in order["allocations"]
+    ] == [
+        (m.resource_id, 300_000, 48 * CREDIT),
+        (second, 200_000, 32 * CREDIT),
+    ]
+    assert wallet(api, m.buyer) == 20 * CREDIT
+
+
+def test_expired_listings_and_unheld_stakes_are_refused(api: Api, market: Market) -> None:
+    m = market
+    listing = list_quota(api, m)
+    with api.db.tx() as session:
+        session.execute(
+            update(listings_table)
+            .where(listings_table.c.id == listing["id"])
+            .values(expires_at=datetime(2020, 1, 1, tzinfo=UTC))
+        )
+    body = api.rejects(
+        "POST",
+        f"{MARKET}/listings/{listing['id']}/buy",
+        409,
+        "market_listing_state",
+        json={"quantity": 100_000},
+        headers={**m.buyer_headers, "Idempotency-Key": "expired"},
+    )
+    assert body["status"] == 409 and "expired" in body["detail"]
+    ids = [
+        x["id"]
+        for x in api.client.get(f"{MARKET}/listings", headers=m.buyer_headers).json()["items"]
+    ]
+    assert listing["id"] not in ids
+    model = api.model("nobodys-model")
+    api.rejects(
+        "POST",
+        f"{MARKET}/listings",
+        422,
+        "stake_unavailable",
+        json={"kind": "stake", "model_id": model["id"], "quantity": 100, "unit_price_ucr": 1},
+        headers=m.seller_headers,
+    )
