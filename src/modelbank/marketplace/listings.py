@@ -78,7 +78,8 @@ def _check_amounts(quantity: int, unit_price_ucr: int, min_fill: int) -> None:
 
 def check_listable(session: Session, resource_id: int, seller_id: int) -> None:
     """Raise :class:`ResourceNotListable` unless the resource is the seller's, passed its
-    probe (activated), is ``active`` and its breaker is not open.
+    probe (activated), is ``active`` (or ``depleted``: its pool part used up, the market part
+    is separate) and its breaker is not open.
     :class:`~modelbank.pool.errors.ResourceNotFound` for another user's resource."""
     info = get_resource(session, resource_id, owner_id=seller_id, admin=False)
     breaker = (
@@ -86,7 +87,8 @@ def check_listable(session: Session, resource_id: int, seller_id: int) -> None:
         .execute(select(health.c.breaker).where(health.c.resource_id == resource_id))
         .scalar()
     )
-    if info.status != "active" or info.activated_at is None or breaker == "open":
+    serving = info.status in ("active", "depleted")  # depleted: its *pool* part is used up
+    if not serving or info.activated_at is None or breaker == "open":
         raise ResourceNotListable(
             f"resource {resource_id} is {info.status}"
             + (", its breaker open" if breaker == "open" else "")

@@ -44,6 +44,8 @@ from modelbank.marketplace.records import (
 )
 from modelbank.marketplace.reputation import reputations
 from modelbank.marketplace.suggest import suggest_price as _suggest
+from modelbank.pool import service as pool
+from modelbank.pool.resources import ResourceInfo
 
 __all__ = [
     "AllocationTarget",
@@ -71,6 +73,7 @@ __all__ = [
     "list_allocations",
     "list_disputes",
     "list_orders",
+    "move_to_market",
     "open_dispute",
     "reputation",
     "resolve_dispute",
@@ -210,6 +213,25 @@ def suggest_price(
     as that user must own it (None: an admin). Raises
     :class:`~modelbank.pool.errors.ResourceNotFound`."""
     return _suggest(session, resource_id, owner_id=owner_id, now=now)
+
+
+def move_to_market(
+    session: Session,
+    resource_id: int,
+    amount_uusd: int,
+    *,
+    owner_id: int | None,
+    now: datetime | None = None,
+) -> ResourceInfo:
+    """Move ``amount_uusd`` µUSD of the resource's unconsumed pool part to its market part,
+    so it can be listed: the deposit credit of that quota is reversed from the owner's
+    wallet (deposit grant first), and only while the wallet still holds it
+    (:mod:`modelbank.pool.market_part`). ``owner_id``: the caller acting as that user must
+    own it (None: an admin). Raises :class:`~modelbank.pool.errors.ResourceNotFound`,
+    :class:`~modelbank.pool.errors.InvalidResource`,
+    :class:`~modelbank.pool.errors.ResourceState`,
+    :class:`~modelbank.pool.errors.DepositCreditSpent` (code ``deposit_credit_spent``)."""
+    return pool.move_to_market(session, resource_id, amount_uusd, owner_id=owner_id, now=now)
 
 
 def reputation(session: Session, resource_ids: Sequence[int]) -> dict[int, Reputation]:

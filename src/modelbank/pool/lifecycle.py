@@ -122,7 +122,7 @@ def _end(
             status=info.status,
         )
     clawed = 0
-    if owner is not None and wallet is not None and info.deposit_credit_ucr > 0:
+    if owner is not None and wallet is not None and info.pool_credit_ucr > 0:
         clawed = claw_back(session, info, owner, wallet, now=now)
     session.connection().execute(
         update(resources)
@@ -161,7 +161,7 @@ def claw_back(
     """Reverse the unconsumed deposit credit of ``info`` from ``owner``'s wallet (locked by
     the caller, ``wallet`` read under that lock) as far as its available balance allows,
     and record the rest as a debt; return the whole amount (µcr). Module docstring."""
-    amount = unconsumed_credit(info.deposit_credit_ucr, info.pool_quota_uusd, info.consumed_uusd)
+    amount = unconsumed_credit(info.pool_credit_ucr, info.pool_quota_uusd, info.consumed_uusd)
     if amount <= 0:
         return 0
     original = deposit_transfer_id(session, info.id)

@@ -2,7 +2,8 @@
 allocations of bought quota, the gateway calls served from them, disputes (issue 15,
 DESIGN §10)
 
-New tables only; no existing row changes. The ``marketplace_escrow`` platform account
+New tables, and ``resources.moved_credit_ucr`` (0 for existing rows: deposit credit reversed
+when quota moves from the pool part to the market part). The ``marketplace_escrow`` account
 already exists (created with the other platform accounts). Stake sales of
 ``stake_listings`` (earnings, direct and without commission) are left as they are: the
 marketplace's stake listings are new rows here.
@@ -26,6 +27,11 @@ depends_on = None
 
 
 def upgrade() -> None:
+    # Not in a batch: on SQLite a batch could recreate the table and lose its triggers (0006).
+    op.add_column(
+        "resources",
+        sa.Column("moved_credit_ucr", sa.BigInteger(), nullable=False, server_default="0"),
+    )
     op.create_table(
         "marketplace_listings",
         sa.Column(
@@ -348,6 +354,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("resources") as batch:
+        batch.drop_column("moved_credit_ucr")
     op.drop_index("ix_marketplace_disputes_status", table_name="marketplace_disputes")
     op.drop_index("ix_marketplace_disputes_allocation", table_name="marketplace_disputes")
     op.drop_table("marketplace_disputes")
