@@ -2,17 +2,19 @@
 (:func:`book_consumption`), and it ends by withdrawal (:func:`withdraw`) or permanent failure
 (:func:`fail`), both of which claw back the deposit credit whose quota was never used.
 
-Clawback: ``unconsumed = deposit × (pool part − consumed, floored at 0) / pool part``, rounded
-once, half-even (:func:`~modelbank.pool.resources.unconsumed_credit`). It is reversed from
-the depositor's wallet (a reversing transfer of the deposit credit, wallet →
-``pool_deposits``) as far as the wallet's available balance allows, burning the deposit grant
-first and then the other grants in burn-down order; the rest becomes a
-:class:`~modelbank.pool.models.PoolDebt` that :func:`~modelbank.pool.debts.settle_debts`
-collects from the depositor's later credits. ``clawed_back_ucr`` records the whole amount
-(wallet part + debt). The platform's fee is not returned: it paid for taking the quota into
-the pool, which happened. After the end the resource's accounting is closed, so that
-``deposit = consumed share + clawed back`` stays exact: spend booked later (requests in
-flight at the end) is not added to ``consumed_uusd``.
+Clawback: ``unconsumed = (deposit − moved) × (pool part − consumed, floored at 0) / pool
+part``, rounded once, half-even (:func:`~modelbank.pool.resources.unconsumed_credit`;
+``moved``: credit already reversed when quota moved to the market part,
+:mod:`~modelbank.pool.market_part`). It is reversed from the depositor's wallet (a reversing
+transfer of the deposit credit, wallet → ``pool_deposits``) as far as the wallet's available
+balance allows, burning the deposit grant first and then the other grants in burn-down order;
+the rest becomes a :class:`~modelbank.pool.models.PoolDebt` that
+:func:`~modelbank.pool.debts.settle_debts` collects from the depositor's later credits.
+``clawed_back_ucr`` records the whole amount (wallet part + debt). The platform's fee is not
+returned: it paid for taking the quota into the pool, which happened. After the end the
+resource's accounting is closed, so that ``deposit − moved = consumed share + clawed back``
+stays exact: spend booked later (requests in flight at the end) is not added to
+``consumed_uusd``.
 """
 
 from __future__ import annotations
