@@ -1,7 +1,8 @@
 """Hypothesis properties of the marketplace's money (issue 15 §3): per order, released to the
 seller + commission + returned to the buyer = paid, to the µcr, whatever the fills,
-consumption, failures and expiries; nothing stays in escrow for a closed order; the
-commission is exactly ``round_half_even(gross × bps / 10,000)`` of what was released."""
+consumption, failures, expiries and quota moved from the pool part; nothing stays in escrow
+for a closed order; the commission is exactly ``round_half_even(gross × bps / 10,000)`` of
+what was released."""
 
 from __future__ import annotations
 
@@ -57,6 +58,7 @@ OPS = st.lists(
         st.tuples(st.just("use"), st.integers(0, 5), st.integers(0, 1_500_000)),
         st.tuples(st.just("expire"), st.integers(0, 3), st.just(0)),
         st.tuples(st.just("end"), st.sampled_from(["withdraw", "fail"]), st.just(0)),
+        st.tuples(st.just("move"), st.just(0), st.integers(1, 2_500_000)),
     ),
     min_size=1,
     max_size=12,
@@ -82,7 +84,7 @@ def test_random_fills_consumption_failures_and_expiries_keep_escrow_exact(
         resource = deposit(
             s, seller, model, api_key=f"sk-prop-{n:06d}-abcdefgh", market_quota_uusd=8_000_000
         ).id
-        listing = market.create_listing(
+        market.create_listing(
             s,
             seller,
             kind="quota",
@@ -90,18 +92,19 @@ def test_random_fills_consumption_failures_and_expiries_keep_escrow_exact(
             quantity=8_000_000,
             unit_price_ucr=price,
             allocation_days=1,
-        ).id
+        )
     days = 0
     for i, (op, arg, amount) in enumerate(ops):
         with db.tx() as s:
             if op == "buy":
-                left = market.get_listing(s, listing).available
-                if left and market.get_listing(s, listing).status == "open":
+                offered = market.browse_listings(s, seller_id=seller).items
+                if offered:
+                    pick = offered[-1] if amount % 2 else offered[0]  # the moved quota too
                     market.buy(
                         s,
-                        listing,
+                        pick.id,
                         buyers[int(arg)],
-                        min(amount, left),
+                        min(amount, pick.available),
                         idempotency_key=f"k{i}",
                         now=now + timedelta(days=days),
                     )
@@ -124,6 +127,19 @@ def test_random_fills_consumption_failures_and_expiries_keep_escrow_exact(
             elif op == "expire":
                 days += int(arg)
                 market.expire_due(s, now=now + timedelta(days=days))
+            elif op == "move" and pool.get_resource(s, resource).status == "active":
+                info = pool.get_resource(s, resource)
+                amount = min(amount, info.pool_quota_uusd - info.consumed_uusd)
+                if amount > 0:
+                    market.move_to_market(s, resource, amount, owner_id=seller)
+                    market.create_listing(
+                        s,
+                        seller,
+                        kind="quota",
+                        resource_id=resource,
+                        quantity=amount,
+                        unit_price_ucr=price,
+                    )
             elif op == "end" and pool.get_resource(s, resource).status == "active":
                 at = now + timedelta(days=days)
                 if arg == "withdraw":
