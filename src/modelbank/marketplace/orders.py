@@ -4,8 +4,8 @@ Order of work (and of locks, the same in every marketplace path, so no two trans
 deadlock): the listing row (``FOR UPDATE``: concurrent buyers of one listing queue here, so
 it is never overfilled) → the idempotency key (looked up *after* the listing lock, so a
 concurrent retry with the same key finds the first order and replays it) → the buyer's
-wallet (burn-down, escrow) → the seller's wallet (a stake's release) → platform accounts
-(their UPDATEs, last).
+wallet (burn-down, escrow; for a stake both wallets, in id order, then the model's row as a
+charge takes them) → platform accounts (their UPDATEs, last).
 
 * **stake**: the stake moves seller → buyer and the whole payment is released at once,
   ``paid − commission`` to the seller and the commission (``marketplace.commission_bps``,
@@ -32,6 +32,7 @@ from modelbank.earnings import service as earnings
 from modelbank.earnings import stakes as earnings_stakes
 from modelbank.earnings.errors import StakeUnavailable
 from modelbank.errors import IdempotencyConflict, InvalidInput
+from modelbank.ledger import service as ledger
 from modelbank.marketplace import escrow, views
 from modelbank.marketplace.errors import InvalidFill, OwnMarketListing, ResourceNotListable
 from modelbank.marketplace.listings import allocation_expiry, lock_listing, require_open
@@ -166,6 +167,13 @@ def _fill(
     """Insert the order, pay into escrow, fill (stake or allocations), update the listing;
     return the order's id."""
     listing_id = int(row.id)
+    if row.kind == "stake":
+        # Both wallets before the model's row, in id order, as a charge and a direct stake
+        # sale take them (no deadlock with the seller's own charges).
+        ledger.lock_accounts(
+            session,
+            [users.get_user(session, u).wallet_account_id for u in (buyer_id, int(row.seller_id))],
+        )
     order_id = _insert_order(session, row, buyer_id, quantity, paid, bps, key, now)
     transfer_id, basis = escrow.pay_in(
         session,
