@@ -668,6 +668,15 @@ TABLE: dict[tuple[str, str], Case] = {
         "user",
         200,
     ),
+    ("POST", "/api/v1/resources/{resource_id}/market-part"): Case(
+        lambda w: (
+            f"/api/v1/resources/{w.resource_id}/market-part",
+            idem("mp", json={"amount_uusd": 100_000}),
+        ),
+        OWN,
+        "user",
+        200,
+    ),
     ("GET", "/api/v1/users/{user_id}/orders"): Case(
         lambda w: (f"/api/v1/users/{w.a}/orders", {}), OWN, "user", 200
     ),

@@ -646,3 +646,57 @@ def test_expired_listings_and_unheld_stakes_are_refused(api: Api, market: Market
         json={"kind": "stake", "model_id": model["id"], "quantity": 100, "unit_price_ucr": 1},
         headers=m.seller_headers,
     )
+
+
+def test_pool_quota_moves_to_the_market_part_only_while_its_credit_is_held(
+    api: Api, market: Market
+) -> None:
+    m, c = market, api.client
+    url = f"{V1}/resources/{m.resource_id}/market-part"
+    api.rejects(
+        "POST",
+        url,
+        404,
+        "resource_not_found",
+        json={"amount_uusd": 1_000_000},
+        headers={**m.buyer_headers, "Idempotency-Key": "mv-0"},
+    )
+    first = {
+        "json": {"amount_uusd": 1_000_000},
+        "headers": {**m.seller_headers, "Idempotency-Key": "mv-1"},
+    }
+    r = c.post(url, **first)
+    assert r.status_code == 200, r.text
+    moved = r.json()
+    # $1 of the $8 pool part: 1/8 of its 720 credits of deposit credit is reversed
+    assert (moved["market_quota_uusd"], moved["pool_quota_uusd"], moved["moved_credit_ucr"]) == (
+        3_000_000,
+        7_000_000,
+        90 * CREDIT,
+    )
+    assert wallet(api, m.seller) == 630 * CREDIT
+    again = c.post(url, **first)
+    assert again.headers["Idempotency-Hit"] == "true" and again.json() == moved
+    assert wallet(api, m.seller) == 630 * CREDIT
+    listing = list_quota(api, m, quantity=3_000_000)  # the whole market part is now listable
+    assert listing["quantity"] == 3_000_000
+    # the seller spends 500 credits: moving $2 more would reverse 180 they no longer hold
+    assert api.charge(m.seller, "gpt-4o", key="spend", input_tokens=1_000_000).status_code == 201
+    assert wallet(api, m.seller) == 130 * CREDIT
+    body = api.rejects(
+        "POST",
+        url,
+        409,
+        "deposit_credit_spent",
+        json={"amount_uusd": 2_000_000},
+        headers={**m.seller_headers, "Idempotency-Key": "mv-2"},
+    )
+    assert (body["credit_ucr"], body["available_ucr"]) == (180 * CREDIT, 130 * CREDIT)
+    api.rejects(
+        "POST",
+        url,
+        422,
+        "validation_error",
+        json={"amount_uusd": 0},
+        headers={**m.seller_headers, "Idempotency-Key": "mv-3"},
+    )

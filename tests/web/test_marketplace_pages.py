@@ -222,3 +222,28 @@ def test_pages_are_the_owners_and_the_admins(api: Api, market: Market) -> None:
     assert api.ledger_state() == before
     nav = buyer.get("/app/marketplace").text
     assert 'href="/app/marketplace" aria-current="page">Marketplace' in nav
+
+
+def test_seller_moves_pool_quota_to_the_market_part(api: Api, market: Market) -> None:
+    m = market
+    seller, _ = _clients(api, m)
+    page = f"/app/users/{m.seller}/marketplace/listings"
+    html = seller.get(page).text
+    row = _row(html, "resource-id", m.resource_id)
+    assert (_field(row, "free"), _field(row, "pool-left")) == ("$2.00", "$8.00")
+    form = {**_keys(html, 'id="move-form"'), "resource_id": m.resource_id}
+    url = f"/app/users/{m.seller}/marketplace/market-part"
+    done = _post(seller, url, page, {**form, "amount": "1"})
+    assert _flash(done) == (
+        "ok",
+        f"Moved $1.00 of resource #{m.resource_id}'s pool part to its market part: 90.00"
+        " credits of deposit credit were taken back.",
+    )
+    assert wallet(api, m.seller) == 630 * CREDIT
+    row = _row(done, "resource-id", m.resource_id)
+    assert (_field(row, "free"), _field(row, "pool-left")) == ("$3.00", "$7.00")
+    again = _post(seller, url, page, {**form, "amount": "1"})  # the same form: once
+    assert _flash(again)[0] == "ok" and wallet(api, m.seller) == 630 * CREDIT
+    form = {**_keys(again, 'id="move-form"'), "resource_id": m.resource_id}
+    refused = _post(seller, url, page, {**form, "amount": "7.5"})
+    assert _flash(refused)[0] == "error" and wallet(api, m.seller) == 630 * CREDIT

@@ -1177,6 +1177,32 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/resources/{resource_id}/market-part": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Move To Market
+         * @description Move ``amount_uusd`` of an active resource's unconsumed pool part to its market part,
+         *     to list it (its owner, or an admin or service key; anyone else 404). The deposit credit
+         *     of that quota is reversed from the owner's wallet — ``(deposit − moved) × amount / pool
+         *     part``, the deposit grant burned first — only while the wallet holds it (409
+         *     ``deposit_credit_spent``, nothing written): no quota is both credited and sold. The
+         *     platform's fee is not returned. A retry with the same ``Idempotency-Key`` and body
+         *     answers the same.
+         */
+        post: operations["move_to_market_api_v1_resources__resource_id__market_part_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/resources/{resource_id}/route-logs": {
         parameters: {
             query?: never;
@@ -2971,6 +2997,14 @@ export interface components {
              */
             volume_ucr: number;
         };
+        /** MarketPartIn */
+        MarketPartIn: {
+            /**
+             * Amount Uusd
+             * @description µUSD of the resource's unconsumed pool part to move to its market part
+             */
+            amount_uusd: number;
+        };
         /** MinimumIn */
         MinimumIn: {
             /**
@@ -3866,6 +3900,11 @@ export interface components {
             market_quota_uusd: number;
             /** Models */
             models: components["schemas"]["ServedModelOut"][];
+            /**
+             * Moved Credit Ucr
+             * @description deposit credit reversed when pool quota moved to the market part
+             */
+            moved_credit_ucr: number;
             /**
              * Owner Id
              * @description the depositor; null for a platform resource
@@ -10329,6 +10368,90 @@ export interface operations {
             cookie?: never;
         };
         requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ResourceOut"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or an unknown or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's role may not do this, or a premium model without access */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown, or another user's (not revealed) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Idempotency-Key reused with another body, or a duplicate */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: nothing was written */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    move_to_market_api_v1_resources__resource_id__market_part_post: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description Unique per operation (1–200 printable ASCII characters); a retry with the same key and body returns the first response. */
+                "Idempotency-Key": string;
+            };
+            path: {
+                /** @description an id (64-bit) */
+                resource_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["MarketPartIn"];
+            };
+        };
         responses: {
             /** @description Successful Response */
             200: {

@@ -44,6 +44,8 @@ STATUS_BY_CODE: dict[str, int] = {
     "market_listing_state": 409,
     "allocation_state": 409,
     "dispute_state": 409,
+    # moving pool quota to the market part reverses deposit credit the wallet no longer holds
+    "deposit_credit_spent": 409,
     # the operator's pool rates are out of range: not the depositor's fault
     "pool_settings_invalid": 500,
     # payouts: a request the caller can fix by asking for less or more (422, not 402: 402

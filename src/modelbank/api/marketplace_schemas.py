@@ -114,6 +114,12 @@ class ListingIn(Strict):
         return self
 
 
+class MarketPartIn(Strict):
+    amount_uusd: Quantity = Field(
+        description="µUSD of the resource's unconsumed pool part to move to its market part"
+    )
+
+
 class ListingPriceIn(Strict):
     unit_price_ucr: UnitPrice
 

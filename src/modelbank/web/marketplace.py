@@ -169,20 +169,23 @@ def buy(request: Request, viewer: Posted, form: Form) -> Response:
 # ---------------------------------------------------------------- my listings
 
 
+MOVABLE = ("active", "depleted")
+"""Resource statuses whose pool quota can move to the market part and be listed."""
+
+
 def _resource_lines(session: Session, user_id: int) -> list[dict[str, Any]]:
-    """The user's active resources with a market part: what is still unlisted and the
-    suggested price per USD of spend."""
+    """The user's live resources: the market part still unlisted, the pool part not yet
+    consumed (movable to the market part), and the suggested price per USD of spend."""
     lines = []
-    for info in pool.list_resources(session, user_id, status="active", limit=RESOURCES_SHOWN):
-        if info.market_quota_uusd <= 0:
-            continue
+    found = pool.list_resources(session, user_id, limit=RESOURCES_SHOWN)
+    for info in (r for r in found if r.status in MOVABLE):
         reserved = market_listings.reserved_uusd(session, info.id)
-        hint = market.suggest_price(session, info.id, owner_id=user_id)
         lines.append(
             {
                 "resource": info,
                 "free_uusd": max(info.market_quota_uusd - reserved, 0),
-                "suggestion": hint,
+                "pool_left_uusd": max(info.pool_quota_uusd - info.consumed_uusd, 0),
+                "suggestion": market.suggest_price(session, info.id, owner_id=user_id),
             }
         )
     return lines
@@ -253,6 +256,29 @@ def create_listing(request: Request, user_id: PathId, viewer: Posted, form: Form
     def run(session: Session) -> Done:
         listing = market.create_listing(session, user_id, **listing_fields(session, form))
         return Done(_mine(user_id, "listings"), f"Listing #{listing.id} is open.")
+
+    return submit_once(request, viewer, form, run)
+
+
+@router.post("/users/{user_id}/marketplace/market-part")
+def move_to_market(request: Request, user_id: PathId, viewer: Posted, form: Form) -> Response:
+    """Move dollars of a resource's unconsumed pool part to its market part (the rules of
+    ``POST /api/v1/resources/{id}/market-part``): its deposit credit is taken back first."""
+    scoped(viewer.principal, user_id)
+    resource_id = forms.int_field(form, "resource_id", "resource")
+    amount = usd_amount(text_field(form, "amount", required=True, label="amount"), "amount")
+    if not amount:
+        raise InvalidInput("amount must be more than $0")
+
+    def run(session: Session) -> Done:
+        before = pool.get_resource(session, resource_id, owner_id=user_id, admin=False)
+        info = market.move_to_market(session, resource_id, amount, owner_id=user_id)
+        taken = info.moved_credit_ucr - before.moved_credit_ucr
+        return Done(
+            _mine(user_id, "listings"),
+            f"Moved {views.usd(amount)} of resource #{info.id}'s pool part to its market part:"
+            f" {views.credits(taken)} credits of deposit credit were taken back.",
+        )
 
     return submit_once(request, viewer, form, run)
 

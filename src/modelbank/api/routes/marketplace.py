@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from modelbank.api import marketplace_schemas as ms
 from modelbank.api import marketplace_trade_schemas as ts
+from modelbank.api import pool_schemas as ps
 from modelbank.api.deps import (
     DB,
     IDEMPOTENCY_HIT,
@@ -218,6 +219,29 @@ def pricing_suggestion(
         return ms.suggestion_out(
             market.suggest_price(session, resource_id, owner_id=_as_user(caller))
         )
+
+
+@router.post("/resources/{resource_id}/market-part", response_model=ps.ResourceOut)
+def move_to_market(
+    resource_id: PathId, body: ms.MarketPartIn, key: IdemKey, caller: Caller, db: DB
+) -> JSONResponse:
+    """Move ``amount_uusd`` of an active resource's unconsumed pool part to its market part,
+    to list it (its owner, or an admin or service key; anyone else 404). The deposit credit
+    of that quota is reversed from the owner's wallet — ``(deposit − moved) × amount / pool
+    part``, the deposit grant burned first — only while the wallet holds it (409
+    ``deposit_credit_spent``, nothing written): no quota is both credited and sold. The
+    platform's fee is not returned. A retry with the same ``Idempotency-Key`` and body
+    answers the same."""
+
+    def run(session: Session) -> tuple[int, dict[str, Any]]:
+        info = market.move_to_market(
+            session, resource_id, body.amount_uusd, owner_id=_as_user(caller)
+        )
+        return 200, ps.resource_out(info).model_dump(mode="json")
+
+    return db.idempotent(
+        caller, key, f"/resources/{resource_id}/market-part", body.model_dump(mode="json"), run
+    )
 
 
 # ---------------------------------------------------------------- orders and allocations
