@@ -700,3 +700,45 @@ def test_pool_quota_moves_to_the_market_part_only_while_its_credit_is_held(
         json={"amount_uusd": 0},
         headers={**m.seller_headers, "Idempotency-Key": "mv-3"},
     )
+
+
+def test_the_admin_view_is_the_admins_alone(api: Api, market: Market) -> None:
+    m = market
+    for headers, role in ((m.buyer_headers, "user"), (api.service, "service")):
+        for method, url, kwargs in (
+            ("GET", f"{V1}/admin/marketplace", {}),
+            ("GET", f"{V1}/admin/marketplace/disputes", {}),
+            (
+                "POST",
+                f"{V1}/admin/marketplace/disputes/1/resolve",
+                {"json": {"action": "refund", "reason": "x"}},
+            ),
+        ):
+            body = api.rejects(
+                method, url, 403, "forbidden", headers={**headers, "Idempotency-Key": "a"}, **kwargs
+            )
+            assert body["role"] == role
+    empty = api.client.get(f"{V1}/admin/marketplace", headers=api.admin).json()
+    assert {k: empty[k] for k in ("orders", "volume_ucr", "commission_ucr", "open_escrow_ucr")} == {
+        "orders": 0,
+        "volume_ucr": 0,
+        "commission_ucr": 0,
+        "open_escrow_ucr": 0,
+    }
+    assert empty["volume"] == "0.000000 cr" and empty["disputes"] == []
+    api.rejects(
+        "POST",
+        f"{V1}/admin/marketplace/disputes/999999/resolve",
+        404,
+        "dispute_not_found",
+        json={"action": "release", "reason": "x"},
+        headers={**api.admin, "Idempotency-Key": "missing"},
+    )
+    api.rejects(
+        "POST",
+        f"{V1}/admin/marketplace/disputes/1/resolve",
+        422,
+        "validation_error",
+        json={"action": "keep", "reason": " "},
+        headers={**api.admin, "Idempotency-Key": "bad"},
+    )
