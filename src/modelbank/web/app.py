@@ -28,6 +28,7 @@ from modelbank.web import (
     analytics,
     auth_pages,
     earnings,
+    keys,
     marketplace,
     marketplace_admin,
     pool,
@@ -187,6 +188,7 @@ def create_web_app(db: Database, box: SecretBox) -> FastAPI:
     for module in (
         auth_pages,
         wallet,
+        keys,
         analytics,
         earnings,
         admin,
