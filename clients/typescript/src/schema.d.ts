@@ -8448,7 +8448,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Insufficient funds: nothing was written */
+            /** @description Insufficient funds, or the key's spend limit reached: nothing was written */
             402: {
                 headers: {
                     [name: string]: unknown;
