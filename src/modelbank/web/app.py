@@ -24,6 +24,7 @@ from modelbank.errors import DomainError
 from modelbank.secrets import SecretBox
 from modelbank.web import (
     admin,
+    admin_offers,
     admin_platform,
     analytics,
     auth_pages,
@@ -31,6 +32,7 @@ from modelbank.web import (
     keys,
     marketplace,
     marketplace_admin,
+    plans,
     pool,
     pool_admin,
     wallet,
@@ -189,9 +191,11 @@ def create_web_app(db: Database, box: SecretBox) -> FastAPI:
         auth_pages,
         wallet,
         keys,
+        plans,
         analytics,
         earnings,
         admin,
+        admin_offers,
         admin_platform,
         whatif,
         pool,

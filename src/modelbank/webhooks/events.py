@@ -23,6 +23,10 @@ EVENT_TYPES: tuple[str, ...] = (
     "marketplace.order.filled",
     "marketplace.allocation.exhausted",
     "marketplace.escrow.returned",
+    "subscription.period_paid",
+    "subscription.cancelled",
+    "subscription.renewal_failed",
+    "referral.rewarded",
 )
 """Every event type modelbank emits (``<family>.<what happened>``)."""
 
