@@ -167,6 +167,16 @@ class Settings(BaseSettings):
     breaker_min_requests: int = Field(default=20, ge=0)
     breaker_window: int = Field(default=50, ge=1, le=100_000)
     breaker_cooldown_s: float = Field(default=30.0, ge=0, le=86_400)
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token that may read GET /metrics (Prometheus' `authorization`"
+        " setting) besides admin keys; unset: admin keys only",
+    )
+    log_requests: bool = Field(
+        default=True,
+        description="`serve` logs one JSON line per request (method, route, status,"
+        " duration, request id) at INFO",
+    )
     redis_url: str | None = Field(
         default=None,
         description="redis://host:port/db: the pool's shared health and breaker"

@@ -15,6 +15,7 @@ from modelbank import __version__
 from modelbank.api import errors
 from modelbank.api.deps import Database, KeyCache
 from modelbank.api.gateway import create_gateway_app
+from modelbank.api.observe import RequestObserver, install_metrics
 from modelbank.api.routes import admin, health, models, usage, users
 from modelbank.api.routes import analytics as analytics_routes
 from modelbank.api.routes import exports as export_routes
@@ -31,6 +32,7 @@ from modelbank.gateway.service import Gateway, GatewaySettings
 from modelbank.gateway.upstream import Timeouts, Upstream
 from modelbank.jobs import JobRunner
 from modelbank.metering.group import GroupCommitter
+from modelbank.observability.metrics import DatabaseCollector
 from modelbank.pool.health import health_store
 from modelbank.pool.router import Router
 from modelbank.secrets import SecretBox
@@ -140,6 +142,12 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.state.secret_box = box  # webhook secrets and provider keys at rest
     app.state.gateway = gateway
     errors.install(app)
+    app.add_middleware(RequestObserver, log_requests=settings.log_requests)
+    install_metrics(
+        app,
+        DatabaseCollector(engine),
+        settings.metrics_token.get_secret_value() if settings.metrics_token else None,
+    )
     for module in (health, users, models, usage, admin):
         app.include_router(module.router)
     app.include_router(wallet_routes.router)

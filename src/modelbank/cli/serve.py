@@ -26,7 +26,9 @@ def serve(
     import uvicorn
 
     from modelbank.api.app import SchemaBehind, create_app
+    from modelbank.observability import logs
 
+    logs.configure(log_level)
     with cli_errors():
         settings = settings_for(db)
         try:
@@ -39,6 +41,7 @@ def serve(
         port=port,
         log_level=log_level,
         access_log=access_log,
+        log_config=None,  # our JSON lines (modelbank.observability.logs), not uvicorn's text
         loop="auto",
         http="auto",
     )
