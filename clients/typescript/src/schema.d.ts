@@ -4419,6 +4419,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     create_key_api_v1_admin_keys_post: {
@@ -4497,6 +4506,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     revoke_key_api_v1_admin_keys__key_id__delete: {
@@ -4565,6 +4583,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4650,6 +4677,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     get_platform_monetisation_api_v1_admin_monetisation_get: {
@@ -4717,6 +4753,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4802,6 +4847,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     create_package_api_v1_admin_packages_post: {
@@ -4873,6 +4927,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4961,6 +5024,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     set_payout_minimum_api_v1_admin_payout_minimum_put: {
@@ -5032,6 +5104,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -5112,6 +5193,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -5203,6 +5293,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     fail_payout_api_v1_admin_payouts__payout_id__fail_post: {
@@ -5287,6 +5386,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     pool_panel_api_v1_admin_pool_get: {
@@ -5359,6 +5467,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -5447,6 +5564,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     recalculate_api_v1_admin_pricing_recalculate_post: {
@@ -5525,6 +5651,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     what_if_api_v1_admin_pricing_what_if_post: {
@@ -5596,6 +5731,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -5683,6 +5827,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     confirm_purchase_api_v1_admin_purchases__purchase_id__confirm_post: {
@@ -5756,6 +5909,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -5844,6 +6006,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     stats_api_v1_admin_stats_get: {
@@ -5911,6 +6082,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -5997,6 +6177,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     create_webhook_api_v1_admin_webhooks_post: {
@@ -6068,6 +6257,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -6152,6 +6350,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     disable_webhook_api_v1_admin_webhooks__webhook_id__delete: {
@@ -6220,6 +6427,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -6310,6 +6526,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     export_api_v1_exports__kind__csv_get: {
@@ -6391,6 +6616,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     get_hold_api_v1_holds__hold_id__get: {
@@ -6461,6 +6695,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -6561,6 +6804,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     void_hold_api_v1_holds__hold_id__void_post: {
@@ -6634,6 +6886,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -6731,6 +6992,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     create_model_api_v1_models_post: {
@@ -6811,6 +7081,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -6904,6 +7183,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     deactivate_model_api_v1_models__model_id__delete: {
@@ -6983,6 +7271,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -7080,6 +7377,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     get_earnings_rule_api_v1_models__model_id__earnings_rule_get: {
@@ -7150,6 +7456,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -7238,6 +7553,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     get_model_monetisation_api_v1_models__model_id__monetisation_get: {
@@ -7308,6 +7632,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -7389,6 +7722,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -7489,6 +7831,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     get_stakes_api_v1_models__model_id__stakes_get: {
@@ -7559,6 +7910,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -7640,6 +8000,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -7729,6 +8098,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     create_listing_api_v1_models__model_id__stakes_listings_post: {
@@ -7803,6 +8181,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -7905,6 +8292,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     cancel_listing_api_v1_models__model_id__stakes_listings__listing_id__cancel_post: {
@@ -7977,6 +8373,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -8060,6 +8465,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     get_payout_api_v1_payouts__payout_id__get: {
@@ -8130,6 +8544,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -8217,6 +8640,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     get_purchase_api_v1_purchases__purchase_id__get: {
@@ -8287,6 +8719,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -8378,6 +8819,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     get_resource_api_v1_resources__resource_id__get: {
@@ -8448,6 +8898,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -8537,6 +8996,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     withdraw_api_v1_resources__resource_id__withdraw_post: {
@@ -8610,6 +9078,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -8707,6 +9184,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     charge_batch_api_v1_usage_batch_post: {
@@ -8794,6 +9280,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     usage_earnings_api_v1_usage__usage_id__earnings_get: {
@@ -8864,6 +9359,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -8955,6 +9459,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     list_users_api_v1_users_get: {
@@ -9027,6 +9540,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -9112,6 +9634,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     get_user_api_v1_users__user_id__get: {
@@ -9182,6 +9713,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -9271,6 +9811,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     earnings_api_v1_users__user_id__earnings_get: {
@@ -9343,6 +9892,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -9434,6 +9992,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     grant_api_v1_users__user_id__grants_post: {
@@ -9518,6 +10085,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     list_holds_api_v1_users__user_id__holds_get: {
@@ -9594,6 +10170,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -9694,6 +10279,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     create_user_key_api_v1_users__user_id__keys_post: {
@@ -9775,6 +10369,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     low_balance_api_v1_users__user_id__low_balance_get: {
@@ -9845,6 +10448,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -9933,6 +10545,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     model_analytics_api_v1_users__user_id__model_analytics_get: {
@@ -10006,6 +10627,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -10089,6 +10719,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -10180,6 +10819,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     list_purchases_api_v1_users__user_id__purchases_get: {
@@ -10263,6 +10911,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     start_purchase_api_v1_users__user_id__purchases_post: {
@@ -10337,6 +10994,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -10435,6 +11101,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     deposit_api_v1_users__user_id__resources_post: {
@@ -10519,6 +11194,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     statement_api_v1_users__user_id__statement_csv_get: {
@@ -10592,6 +11276,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -10684,6 +11377,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     wallet_api_v1_users__user_id__wallet_get: {
@@ -10761,6 +11463,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     stripe_webhook_api_v1_webhooks_stripe_post: {
@@ -10828,6 +11539,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -35,6 +35,8 @@ from modelbank.metering.group import GroupCommitter
 from modelbank.observability.metrics import DatabaseCollector
 from modelbank.pool.health import health_store
 from modelbank.pool.router import Router
+from modelbank.ratelimits.service import KeyLimits, Limiter
+from modelbank.ratelimits.store import DatabaseStore, MemoryStore, RedisStore, Store
 from modelbank.secrets import SecretBox
 
 DESCRIPTION = """\
@@ -82,6 +84,33 @@ def build_gateway(db: Database, box: SecretBox) -> Gateway:
     )
 
 
+def build_limiter(db: Database) -> Limiter | None:
+    """The rate limiter of this process (None unless ``MODELBANK_RATE_LIMITS``): counters in
+    Redis when configured, else in memory on SQLite (one server process) and in the database
+    on PostgreSQL (shared by the processes), unless ``MODELBANK_RATE_LIMIT_STORE`` says."""
+    settings = db.settings
+    if not settings.rate_limits:
+        return None
+    kind = settings.rate_limit_store
+    if kind == "auto":
+        kind = (
+            "redis"
+            if settings.redis_url
+            else ("database" if db.engine.dialect.name == "postgresql" else "memory")
+        )
+    store: Store
+    if kind == "redis":
+        if not settings.redis_url:
+            raise ValueError("MODELBANK_RATE_LIMIT_STORE=redis needs MODELBANK_REDIS_URL")
+        store = RedisStore(settings.redis_url)
+    elif kind == "database":
+        store = DatabaseStore(db.writes)
+    else:
+        store = MemoryStore()
+    keys = KeyLimits(settings.rate_limit_key_requests_per_s, settings.rate_limit_key_tokens_per_min)
+    return Limiter(store, db.reads, keys, plan_ttl_s=settings.rate_limit_plan_cache_s)
+
+
 def create_app(settings: Settings | None = None, *, engine: Engine | None = None) -> FastAPI:
     """Build the app on ``settings`` (default: from the environment).
 
@@ -107,6 +136,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         keys=KeyCache(settings.auth_cache_ttl_s),
     )
 
+    db.limiter = build_limiter(db)
     box = SecretBox.from_settings(settings)
     gateway = build_gateway(db, box)
 

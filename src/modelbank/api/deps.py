@@ -24,6 +24,7 @@ from modelbank.idempotency import service as idempotency
 from modelbank.metering import service as metering
 from modelbank.metering.group import GroupCommitter
 from modelbank.metering.service import ChargeResult, UsageEvent
+from modelbank.ratelimits.service import Limiter
 from modelbank.users.errors import UserNotFound
 
 IDEMPOTENCY_HIT = "Idempotency-Hit"
@@ -45,6 +46,29 @@ class Database:
     pool_http_client: Any = None
     """The ``httpx.AsyncClient`` that probes deposited provider keys (None: a fresh client
     per probe); tests put one on an ``httpx.MockTransport`` here."""
+    limiter: Limiter | None = None
+    """Rate limits (``MODELBANK_RATE_LIMITS``); None: none."""
+
+    async def admit(self, who: Principal) -> None:
+        """Count a request of ``who`` against the rate limits (a user key: its user's plan
+        too). Raises :class:`~modelbank.ratelimits.errors.RateLimited`."""
+        limiter = self.limiter
+        if limiter is None:
+            return
+        if limiter.needs_io(who.user_id):
+            await run_in_threadpool(limiter.admit, who.key_id, who.user_id)
+        else:
+            limiter.admit(who.key_id, who.user_id)
+
+    async def check_tokens(self, who: Principal, user_id: int | None) -> None:
+        """Refuse when ``who``'s key or ``user_id`` used up its tokens this minute."""
+        if self.limiter is not None:
+            await run_in_threadpool(self.limiter.check_tokens, who.key_id, user_id)
+
+    async def add_tokens(self, who: Principal, user_id: int | None, tokens: int) -> None:
+        """Count ``tokens`` used for ``user_id`` by ``who``'s key."""
+        if self.limiter is not None and tokens > 0:
+            await run_in_threadpool(self.limiter.add_tokens, who.key_id, user_id, tokens)
 
     def authenticate(self, token: str) -> Principal:
         """The principal of ``token`` (a database read). Raises ``Unauthenticated``."""
@@ -152,11 +176,12 @@ async def principal(
     if not token:
         raise Unauthenticated("missing API key: send Authorization: Bearer <key>")
     key_digest = auth.digest(token)
-    cached = db.keys.get(key_digest)
-    if cached is not None:
-        return cached
-    who = await run_in_threadpool(db.authenticate, token)
-    db.keys.put(key_digest, who)
+    who = db.keys.get(key_digest)
+    if who is None:
+        who = await run_in_threadpool(db.authenticate, token)
+        db.keys.put(key_digest, who)
+    if db.limiter is not None:
+        await db.admit(who)
     return who
 
 

@@ -21,6 +21,7 @@ from modelbank.metering.rollups import CreatorDay, ModelDay, UserDay
 from modelbank.platform.models import PlatformSetting
 from modelbank.pool.models import PoolDebt, Resource, ResourceHealth, ResourceModel, RouteLog
 from modelbank.pricing.models import PriceVersion
+from modelbank.ratelimits.models import RateLimitCounter, RateLimitPlan
 from modelbank.users.models import User
 from modelbank.wallets.models import (
     CreditPackage,
@@ -65,6 +66,8 @@ __all__ = [
     "PoolDebt",
     "PriceVersion",
     "Purchase",
+    "RateLimitCounter",
+    "RateLimitPlan",
     "ReferenceEpoch",
     "Resource",
     "ResourceHealth",
