@@ -155,10 +155,13 @@ def configure(level: str = "INFO", stream: TextIO | None = None) -> logging.Hand
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+    for name in ("uvicorn", "uvicorn.error"):
         named = logging.getLogger(name)
         named.handlers.clear()
         named.propagate = True
+    # uvicorn's access log stays as uvicorn set it (off unless --access-log: the request
+    # lines below say more); only its text handler goes
+    logging.getLogger("uvicorn.access").handlers.clear()
     _request_log = None
     if logging.getLevelName(level.upper()) <= logging.INFO:
         _request_log = structlog.wrap_logger(
