@@ -26,6 +26,7 @@ from modelbank.api.routes import wallets as wallet_routes
 from modelbank.api.routes import webhooks as webhook_routes
 from modelbank.api.routes import whatif as whatif_routes
 from modelbank.config import Settings, load_settings
+from modelbank.db import rls
 from modelbank.db.engine import make_engine, read_session_factory, session_factory
 from modelbank.db.migrate import current_revision, head_revision, upgrade
 from modelbank.gateway.service import Gateway, GatewaySettings
@@ -137,6 +138,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     )
 
     db.limiter = build_limiter(db)
+    db.rls = rls.available(engine)
     box = SecretBox.from_settings(settings)
     gateway = build_gateway(db, box)
 

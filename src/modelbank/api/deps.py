@@ -12,13 +12,15 @@ from typing import Annotated, Any
 from fastapi import Depends, Header, Path, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from modelbank.auth import service as auth
 from modelbank.auth.errors import Unauthenticated
-from modelbank.auth.service import Principal
+from modelbank.auth.service import Principal, Role
 from modelbank.config import Settings
+from modelbank.db import rls
 from modelbank.errors import InvalidInput
 from modelbank.idempotency import service as idempotency
 from modelbank.metering import service as metering
@@ -48,6 +50,9 @@ class Database:
     per probe); tests put one on an ``httpx.MockTransport`` here."""
     limiter: Limiter | None = None
     """Rate limits (``MODELBANK_RATE_LIMITS``); None: none."""
+    rls: bool = False
+    """PostgreSQL with row-level security available (:mod:`modelbank.db.rls`): the reads of
+    user keys' requests run bound to their user."""
 
     async def admit(self, who: Principal) -> None:
         """Count a request of ``who`` against the rate limits (a user key: its user's plan
@@ -96,9 +101,22 @@ class Database:
 
     @contextmanager
     def read(self) -> Iterator[Session]:
-        """A read transaction (never commits anything)."""
-        with self.reads() as session, session.begin():
-            yield session
+        """A read transaction (never commits anything). In a request made with a user key,
+        on PostgreSQL, it reads under row-level security bound to that user
+        (:func:`modelbank.db.rls.bind`): another user's rows are not there to be read."""
+        user_id = rls.bound_user() if self.rls else None
+        if user_id is None:
+            with self.reads() as session, session.begin():
+                yield session
+            return
+        try:
+            with self.reads() as session, session.begin():
+                rls.bind(session, user_id)
+                yield session
+        except DBAPIError as exc:
+            if rls.denied(exc):
+                raise rls.NotVisible("not found") from None
+            raise
 
     def idempotent(
         self,
@@ -180,6 +198,8 @@ async def principal(
     if who is None:
         who = await run_in_threadpool(db.authenticate, token)
         db.keys.put(key_digest, who)
+    # a user key's request reads that user's rows only (PostgreSQL RLS); others unbound
+    rls.bind_context(who.user_id if who.role is Role.USER else None)
     if db.limiter is not None:
         await db.admit(who)
     return who
