@@ -17,7 +17,8 @@ the rows: a route that forgot its scoping still reads nothing of another user's.
 
 Tables left out on purpose: ``usage_events``, ``earnings`` and ``users`` (a creator reads
 another user's usage row and their own earnings line through the explain route; a payer
-sees the beneficiaries' lines), and the catalog (shared). SQLite has no RLS: there the
+sees the beneficiaries' lines), ``route_logs`` (a depositor reads, redacted, the requests of
+other users that their resource served), and the catalog (shared). SQLite has no RLS: there the
 routes' scoping is the only wall.
 """
 
@@ -52,7 +53,6 @@ TABLES: dict[str, str] = {
     "payouts": f"user_id = {CURRENT_USER}",
     "earnings_debts": f"user_id = {CURRENT_USER}",
     "pool_debts": f"user_id = {CURRENT_USER}",
-    "route_logs": f"user_id = {CURRENT_USER}",
 }
 """Each protected table and the rows a bound user sees (platform accounts, owner NULL, are
 visible: they carry no user's data)."""

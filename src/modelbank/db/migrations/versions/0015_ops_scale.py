@@ -77,7 +77,6 @@ RLS_TABLES = {
     "payouts": f"user_id = {CURRENT_USER}",
     "earnings_debts": f"user_id = {CURRENT_USER}",
     "pool_debts": f"user_id = {CURRENT_USER}",
-    "route_logs": f"user_id = {CURRENT_USER}",
 }
 """Copied from modelbank.db.rls.TABLES (a test keeps them equal): a migration never changes
 with the code."""
