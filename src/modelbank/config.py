@@ -25,6 +25,11 @@ class Settings(BaseSettings):
         default="sqlite:///./modelbank.db",
         description="SQLAlchemy URL: sqlite:///path (default) or postgresql://user@host/db",
     )
+    read_database_url: str | None = Field(
+        default=None,
+        description="A read replica of database_url (streaming replication): dashboards,"
+        " analytics and exports read there; unset: everything reads the primary",
+    )
     data_dir: Path = Field(
         default=PACKAGED_DATA_DIR,
         description="Folder with the real traces and price sheet, plain or gzipped (default:"

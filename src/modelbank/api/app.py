@@ -137,6 +137,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         keys=KeyCache(settings.auth_cache_ttl_s),
     )
 
+    if settings.read_database_url:
+        db.replica = read_session_factory(make_engine(settings.read_database_url))
     db.limiter = build_limiter(db)
     db.rls = rls.available(engine)
     box = SecretBox.from_settings(settings)

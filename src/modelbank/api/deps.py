@@ -48,6 +48,9 @@ class Database:
     pool_http_client: Any = None
     """The ``httpx.AsyncClient`` that probes deposited provider keys (None: a fresh client
     per probe); tests put one on an ``httpx.MockTransport`` here."""
+    replica: sessionmaker[Session] | None = None
+    """Read sessions on the read replica (``MODELBANK_READ_DATABASE_URL``), for
+    :meth:`read_analytics`; None: the primary."""
     limiter: Limiter | None = None
     """Rate limits (``MODELBANK_RATE_LIMITS``); None: none."""
     rls: bool = False
@@ -104,13 +107,27 @@ class Database:
         """A read transaction (never commits anything). In a request made with a user key,
         on PostgreSQL, it reads under row-level security bound to that user
         (:func:`modelbank.db.rls.bind`): another user's rows are not there to be read."""
+        with self._read(self.reads) as session:
+            yield session
+
+    @contextmanager
+    def read_analytics(self) -> Iterator[Session]:
+        """A read transaction for dashboards, analytics and exports: on the read replica
+        (``MODELBANK_READ_DATABASE_URL``) when one is configured, else as :meth:`read`. A
+        replica lags the primary by its replication delay; nothing that decides a charge
+        reads here."""
+        with self._read(self.replica or self.reads) as session:
+            yield session
+
+    @contextmanager
+    def _read(self, factory: sessionmaker[Session]) -> Iterator[Session]:
         user_id = rls.bound_user() if self.rls else None
         if user_id is None:
-            with self.reads() as session, session.begin():
+            with factory() as session, session.begin():
                 yield session
             return
         try:
-            with self.reads() as session, session.begin():
+            with factory() as session, session.begin():
                 rls.bind(session, user_id)
                 yield session
         except DBAPIError as exc:
