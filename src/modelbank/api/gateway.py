@@ -245,7 +245,7 @@ def create_gateway_app(db: Database, gateway: Gateway) -> FastAPI:
         if db.limiter is not None:
             await db.check_tokens(caller, user_id)
         body, size = await _read_body(request, SCHEMAS[endpoint])
-        reply = await gateway.handle(user_id, endpoint, body, size)
+        reply = await gateway.handle(user_id, endpoint, body, size, caller.limited_key_id)
 
         async def settled(tokens: int) -> None:
             await db.add_tokens(caller, user_id, tokens)

@@ -24,10 +24,13 @@ from modelbank.errors import DomainError
 from modelbank.secrets import SecretBox
 from modelbank.web import (
     admin,
+    admin_offers,
     admin_platform,
     analytics,
     auth_pages,
     earnings,
+    keys,
+    plans,
     pool,
     pool_admin,
     wallet,
@@ -185,9 +188,12 @@ def create_web_app(db: Database, box: SecretBox) -> FastAPI:
     for module in (
         auth_pages,
         wallet,
+        keys,
+        plans,
         analytics,
         earnings,
         admin,
+        admin_offers,
         admin_platform,
         whatif,
         pool,
