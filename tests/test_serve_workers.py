@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from modelbank.auth import service as auth
 from tests.api.conftest import TEST_SECRET_KEY
 from tests.conftest import Db
-from tests.gateway.test_gateway_concurrency import free_port, wait_ready
+from tests.gateway.test_gateway_concurrency import free_port
 
 MODELBANK = Path(sys.executable).with_name("modelbank")
 CHARGE_UCR = 1_000  # 1,000 input tokens at 1 credit per million tokens
@@ -77,6 +78,21 @@ def servers(db: Db, tmp_path: Path) -> Iterator[tuple[list[str], subprocess.Pope
                 proc.wait(5)
         for out in files:
             out.close()
+
+
+def wait_ready(base: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    """Until ``base`` answers /readyz: a worker imports modelbank and builds its app first,
+    which took over a minute on this busy 2-core machine with the suite running beside it."""
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"modelbank serve exited: {log.read_text()[-2000:]}"
+        try:
+            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"modelbank serve did not become ready: {log.read_text()[-2000:]}")
 
 
 def _children(pid: int) -> list[int]:
