@@ -76,8 +76,10 @@ class RequestObserver:
                 message["headers"] = [*message.get("headers", ()), (b"x-request-id", raw_id)]
             await send(message)
 
+        failed = True
         try:
             await self.app(scope, receive, send_with_id)
+            failed = False
         finally:
             elapsed = time.perf_counter() - started
             route = route_template(scope)
@@ -94,7 +96,10 @@ class RequestObserver:
                     status=status,
                     duration_ms=round(elapsed * 1000, 3),
                 )
-            logs.unbind_request(token)
+            if not failed:
+                # An unhandled error goes on to the outer error handler, which may want the
+                # id (logs.current_request_id()): left bound there (the request's own task).
+                logs.unbind_request(token)
 
 
 _counts: dict[tuple[str, str, int], Any] = {}
