@@ -29,6 +29,7 @@ from modelbank.metering.rollups import CreatorDay, ModelDay, UserDay
 from modelbank.platform.models import PlatformSetting
 from modelbank.pool.models import PoolDebt, Resource, ResourceHealth, ResourceModel, RouteLog
 from modelbank.pricing.models import PriceVersion
+from modelbank.ratelimits.models import RateLimitCounter, RateLimitPlan
 from modelbank.users.models import User
 from modelbank.wallets.billing_models import (
     GrantRollover,
@@ -93,6 +94,8 @@ __all__ = [
     "PromoCode",
     "PromoRedemption",
     "Purchase",
+    "RateLimitCounter",
+    "RateLimitPlan",
     "ReferenceEpoch",
     "Referral",
     "ReferralCode",
