@@ -24,6 +24,18 @@ class Settings(BaseSettings):
         default="sqlite:///./modelbank.db",
         description="SQLAlchemy URL: sqlite:///path (default) or postgresql://user@host/db",
     )
+    read_database_url: str | None = Field(
+        default=None,
+        description="PostgreSQL URL of a read replica (streaming, hot standby): dashboards,"
+        " analytics and exports read there; writes and every other read stay on"
+        " database_url. Unset: everything on database_url",
+    )
+    pgbouncer: bool = Field(
+        default=False,
+        description="The PostgreSQL URLs point at PgBouncer in transaction mode: psycopg"
+        " prepares no server-side statements (prepare_threshold=None), which a pooled"
+        " server connection would not keep between transactions",
+    )
     data_dir: Path = Field(
         default=PACKAGED_DATA_DIR,
         description="Folder with the real traces and price sheet, plain or gzipped (default:"

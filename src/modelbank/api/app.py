@@ -25,7 +25,12 @@ from modelbank.api.routes import wallets as wallet_routes
 from modelbank.api.routes import webhooks as webhook_routes
 from modelbank.api.routes import whatif as whatif_routes
 from modelbank.config import Settings, load_settings
-from modelbank.db.engine import make_engine, read_session_factory, session_factory
+from modelbank.db.engine import (
+    read_session_factory,
+    replica_engine,
+    session_factory,
+    settings_engine,
+)
 from modelbank.db.migrate import current_revision, head_revision, upgrade
 from modelbank.gateway.service import Gateway, GatewaySettings
 from modelbank.gateway.upstream import Timeouts, Upstream
@@ -87,7 +92,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     raises :class:`SchemaBehind` when the database is not at the newest revision.
     """
     settings = settings or load_settings()
-    engine = engine or make_engine(settings.database_url)
+    engine = engine or settings_engine(settings)
     if settings.migrate_on_start:
         upgrade(engine)
     else:
@@ -104,6 +109,9 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         settings=settings,
         keys=KeyCache(settings.auth_cache_ttl_s),
     )
+    replica = replica_engine(settings)
+    if replica is not None:
+        db.replica_reads = read_session_factory(replica)
 
     box = SecretBox.from_settings(settings)
     gateway = build_gateway(db, box)
@@ -125,6 +133,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
             if db.committer is not None:
                 db.committer.close(timeout=30)
                 db.committer = None
+            if replica is not None:
+                replica.dispose()
 
     app = FastAPI(
         lifespan=lifespan,

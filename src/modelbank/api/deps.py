@@ -31,12 +31,16 @@ IDEMPOTENCY_HIT = "Idempotency-Hit"
 
 @dataclass
 class Database:
-    """The app's engine and its two session factories (writes; deferred-read on SQLite)."""
+    """The app's engine and its session factories (writes; deferred-read on SQLite; and the
+    read replica's, when ``MODELBANK_READ_DATABASE_URL`` is set)."""
 
     engine: Engine
     writes: sessionmaker[Session]
     reads: sessionmaker[Session]
     settings: Settings
+    replica_reads: sessionmaker[Session] | None = None
+    """Read-only sessions on the read replica (None: none configured; :meth:`report` then
+    reads the primary)."""
     committer: GroupCommitter | None = None
     """Set while the app runs (lifespan) when group commit is on."""
     keys: KeyCache = field(default_factory=lambda: KeyCache(0))
@@ -74,6 +78,17 @@ class Database:
     def read(self) -> Iterator[Session]:
         """A read transaction (never commits anything)."""
         with self.reads() as session, session.begin():
+            yield session
+
+    @contextmanager
+    def report(self) -> Iterator[Session]:
+        """A read transaction on the read replica when one is configured, else as
+        :meth:`read`. For dashboards, analytics and exports only: a replica lags the primary
+        (milliseconds when streaming), so nothing that is read here may decide a write, and
+        a page shown right after the caller's own write (a form's redirect) reads
+        :meth:`read` instead."""
+        factory = self.replica_reads or self.reads
+        with factory() as session, session.begin():
             yield session
 
     def idempotent(
