@@ -26,15 +26,8 @@ class Settings(BaseSettings):
     )
     read_database_url: str | None = Field(
         default=None,
-        description="PostgreSQL URL of a read replica (streaming, hot standby): dashboards,"
-        " analytics and exports read there; writes and every other read stay on"
-        " database_url. Unset: everything on database_url",
-    )
-    pgbouncer: bool = Field(
-        default=False,
-        description="The PostgreSQL URLs point at PgBouncer in transaction mode: psycopg"
-        " prepares no server-side statements (prepare_threshold=None), which a pooled"
-        " server connection would not keep between transactions",
+        description="A read replica of database_url (streaming replication): dashboards,"
+        " analytics and exports read there; unset: everything reads the primary",
     )
     data_dir: Path = Field(
         default=PACKAGED_DATA_DIR,

@@ -25,12 +25,7 @@ from modelbank.api.routes import wallets as wallet_routes
 from modelbank.api.routes import webhooks as webhook_routes
 from modelbank.api.routes import whatif as whatif_routes
 from modelbank.config import Settings, load_settings
-from modelbank.db.engine import (
-    read_session_factory,
-    replica_engine,
-    session_factory,
-    settings_engine,
-)
+from modelbank.db.engine import make_engine, read_session_factory, session_factory
 from modelbank.db.migrate import current_revision, head_revision, upgrade
 from modelbank.gateway.service import Gateway, GatewaySettings
 from modelbank.gateway.upstream import Timeouts, Upstream
@@ -92,7 +87,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     raises :class:`SchemaBehind` when the database is not at the newest revision.
     """
     settings = settings or load_settings()
-    engine = engine or settings_engine(settings)
+    engine = engine or make_engine(settings.database_url)
     if settings.migrate_on_start:
         upgrade(engine)
     else:
@@ -109,10 +104,9 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         settings=settings,
         keys=KeyCache(settings.auth_cache_ttl_s),
     )
-    replica = replica_engine(settings)
-    if replica is not None:
-        db.replica_reads = read_session_factory(replica)
 
+    if settings.read_database_url:
+        db.replica = read_session_factory(make_engine(settings.read_database_url))
     box = SecretBox.from_settings(settings)
     gateway = build_gateway(db, box)
 
@@ -133,8 +127,6 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
             if db.committer is not None:
                 db.committer.close(timeout=30)
                 db.committer = None
-            if replica is not None:
-                replica.dispose()
 
     app = FastAPI(
         lifespan=lifespan,

@@ -31,16 +31,12 @@ IDEMPOTENCY_HIT = "Idempotency-Hit"
 
 @dataclass
 class Database:
-    """The app's engine and its session factories (writes; deferred-read on SQLite; and the
-    read replica's, when ``MODELBANK_READ_DATABASE_URL`` is set)."""
+    """The app's engine and its two session factories (writes; deferred-read on SQLite)."""
 
     engine: Engine
     writes: sessionmaker[Session]
     reads: sessionmaker[Session]
     settings: Settings
-    replica_reads: sessionmaker[Session] | None = None
-    """Read-only sessions on the read replica (None: none configured; :meth:`report` then
-    reads the primary)."""
     committer: GroupCommitter | None = None
     """Set while the app runs (lifespan) when group commit is on."""
     keys: KeyCache = field(default_factory=lambda: KeyCache(0))
@@ -49,6 +45,9 @@ class Database:
     pool_http_client: Any = None
     """The ``httpx.AsyncClient`` that probes deposited provider keys (None: a fresh client
     per probe); tests put one on an ``httpx.MockTransport`` here."""
+    replica: sessionmaker[Session] | None = None
+    """Read sessions on the read replica (``MODELBANK_READ_DATABASE_URL``), for
+    :meth:`read_analytics`; None: the primary."""
 
     def authenticate(self, token: str) -> Principal:
         """The principal of ``token`` (a database read). Raises ``Unauthenticated``."""
@@ -77,17 +76,20 @@ class Database:
     @contextmanager
     def read(self) -> Iterator[Session]:
         """A read transaction (never commits anything)."""
-        with self.reads() as session, session.begin():
+        with self._read(self.reads) as session:
             yield session
 
     @contextmanager
-    def report(self) -> Iterator[Session]:
-        """A read transaction on the read replica when one is configured, else as
-        :meth:`read`. For dashboards, analytics and exports only: a replica lags the primary
-        (milliseconds when streaming), so nothing that is read here may decide a write, and
-        a page shown right after the caller's own write (a form's redirect) reads
-        :meth:`read` instead."""
-        factory = self.replica_reads or self.reads
+    def read_analytics(self) -> Iterator[Session]:
+        """A read transaction for dashboards, analytics and exports: on the read replica
+        (``MODELBANK_READ_DATABASE_URL``) when one is configured, else as :meth:`read`. A
+        replica lags the primary by its replication delay; nothing that decides a charge
+        reads here."""
+        with self._read(self.replica or self.reads) as session:
+            yield session
+
+    @contextmanager
+    def _read(self, factory: sessionmaker[Session]) -> Iterator[Session]:
         with factory() as session, session.begin():
             yield session
 

@@ -13,7 +13,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 
 from modelbank.config import Settings, load_settings
-from modelbank.db.engine import settings_engine
+from modelbank.db.engine import make_engine
 from modelbank.db.migrate import upgrade
 from modelbank.errors import DomainError
 
@@ -51,6 +51,6 @@ def settings_for(db: str | None) -> Settings:
 
 def migrated_engine(settings: Settings) -> Engine:
     """An engine on the configured database, upgraded to the newest schema."""
-    engine = settings_engine(settings)
+    engine = make_engine(settings.database_url)
     upgrade(engine)
     return engine

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from modelbank.analytics import exports
 from modelbank.cli.common import DB_OPTION_HELP, cli_errors, err_console, fail, settings_for
-from modelbank.db.engine import read_session_factory, settings_engine, transaction
+from modelbank.db.engine import make_engine, read_session_factory, transaction
 from modelbank.db.migrate import current_revision
 
 KINDS = ", ".join(k.value for k in exports.ExportKind)
@@ -77,7 +77,7 @@ def export(
     with cli_errors():
         kind_ = exports.parse_kind(kind.strip().lower())
         start, end = parse_when(since, "--from"), parse_when(until, "--to")
-        engine = settings_engine(settings_for(db))
+        engine = make_engine(settings_for(db).database_url)
         try:
             if current_revision(engine) is None:
                 raise fail("the database has no modelbank schema; run `modelbank migrate`")

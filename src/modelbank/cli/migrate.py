@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from modelbank.cli.common import DB_OPTION_HELP, cli_errors, console, settings_for
-from modelbank.db.engine import settings_engine
+from modelbank.db.engine import make_engine
 from modelbank.db.migrate import current_revision, head_revision, upgrade
 
 
@@ -18,7 +18,7 @@ def migrate(db: Annotated[str | None, typer.Option(help=DB_OPTION_HELP)] = None)
     """
     with cli_errors():
         settings = settings_for(db)
-        engine = settings_engine(settings)
+        engine = make_engine(settings.database_url)
         before = current_revision(engine)
         upgrade(engine)
         after = current_revision(engine)

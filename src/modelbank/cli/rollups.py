@@ -18,7 +18,7 @@ from modelbank.cli.common import (
     fail,
     settings_for,
 )
-from modelbank.db.engine import read_session_factory, session_factory, settings_engine, transaction
+from modelbank.db.engine import make_engine, read_session_factory, session_factory, transaction
 from modelbank.db.migrate import current_revision, head_revision
 
 rollups_app = typer.Typer(help="Daily rollups that dashboards read.", no_args_is_help=True)
@@ -52,7 +52,7 @@ def rebuild(
     """
     with cli_errors():
         settings = settings_for(db)
-        engine = settings_engine(settings)
+        engine = make_engine(settings.database_url)
         if current_revision(engine) != head_revision():
             engine.dispose()
             raise fail("the database schema is not at the newest revision; run `modelbank migrate`")

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from modelbank.cli.common import DB_OPTION_HELP, cli_errors, console, err_console, settings_for
-from modelbank.db.engine import session_factory, settings_engine, transaction
+from modelbank.db.engine import make_engine, session_factory, transaction
 from modelbank.db.migrate import current_revision
 from modelbank.ledger import invariants
 from modelbank.pool import invariants as pool_invariants
@@ -25,7 +25,7 @@ def verify(db: Annotated[str | None, typer.Option(help=DB_OPTION_HELP)] = None) 
     """
     with cli_errors():
         settings = settings_for(db)
-        engine = settings_engine(settings)
+        engine = make_engine(settings.database_url)
         if current_revision(engine) is None:
             engine.dispose()
             err_console.print(

@@ -12,14 +12,11 @@ import threading
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
-
-if TYPE_CHECKING:
-    from modelbank.config import Settings
 
 READ_ONLY = "modelbank_read_only"
 """Execution option of engines used for reads only (see :func:`read_session_factory`)."""
@@ -42,42 +39,31 @@ def normalise_url(url: str) -> str:
     return url
 
 
-def make_engine(url: str, *, pgbouncer: bool = False, **kwargs: Any) -> Engine:
-    """Create an engine for ``url`` (``sqlite:///path`` or ``postgresql://…``).
+PREPARE_THRESHOLD_PARAM = "prepare_threshold"
+"""modelbank's own URL parameter for PostgreSQL: ``?prepare_threshold=none`` turns psycopg's
+server-side prepared statements off (PgBouncer in transaction mode before 1.21 hands the
+next transaction another server connection, where a statement prepared on the first does
+not exist); a number sets after how many runs a statement is prepared (psycopg's default 5)."""
 
-    ``pgbouncer``: the PostgreSQL URL points at PgBouncer in transaction mode, where
-    consecutive transactions of one client may run on different server connections; psycopg
-    then prepares no named statements (``prepare_threshold=None``: a statement prepared on
-    one server connection would be missing, or another's, on the next). modelbank keeps no
-    other session state across transactions (no ``SET`` outside ``SET LOCAL``, no advisory
-    locks, no ``LISTEN``; README "Past one machine")."""
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """Create an engine for ``url`` (``sqlite:///path`` or ``postgresql://…``; on PostgreSQL
+    ``?prepare_threshold=none`` for PgBouncer's transaction pooling, see
+    :data:`PREPARE_THRESHOLD_PARAM`)."""
     url = normalise_url(url)
-    backend = make_url(url).get_backend_name()
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
     if backend == "sqlite":
         engine = create_engine(url, connect_args={"check_same_thread": False}, **kwargs)
         _configure_sqlite(engine)
         return engine
-    if pgbouncer:
-        kwargs["connect_args"] = {**kwargs.get("connect_args", {}), "prepare_threshold": None}
+    if PREPARE_THRESHOLD_PARAM in parsed.query:
+        raw = str(parsed.query[PREPARE_THRESHOLD_PARAM]).strip().lower()
+        threshold = None if raw in ("", "none", "off") else int(raw)
+        connect_args = {**kwargs.pop("connect_args", {}), "prepare_threshold": threshold}
+        parsed = parsed.difference_update_query([PREPARE_THRESHOLD_PARAM])
+        return create_engine(parsed, pool_pre_ping=True, connect_args=connect_args, **kwargs)
     return create_engine(url, pool_pre_ping=True, **kwargs)
-
-
-def settings_engine(settings: Settings, **kwargs: Any) -> Engine:
-    """The engine of ``settings.database_url`` (the primary), PgBouncer-aware."""
-    return make_engine(settings.database_url, pgbouncer=settings.pgbouncer, **kwargs)
-
-
-def replica_engine(settings: Settings) -> Engine | None:
-    """The engine of ``settings.read_database_url`` (a read replica), or None when unset.
-    Its transactions are read-only (``postgresql_readonly``): a write sent there by mistake
-    fails at once instead of on the standby."""
-    url = settings.read_database_url
-    if not url:
-        return None
-    engine = make_engine(url, pgbouncer=settings.pgbouncer)
-    if engine.dialect.name == "postgresql":
-        engine = engine.execution_options(postgresql_readonly=True)
-    return engine
 
 
 def _configure_sqlite(engine: Engine) -> None:

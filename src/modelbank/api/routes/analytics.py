@@ -1,7 +1,6 @@
 """Dashboards over HTTP (DESIGN §8): a creator's analytics, a user's model analytics and the
-admin view, all read from the daily rollups (:mod:`modelbank.analytics.dashboards`), on the
-read replica when ``MODELBANK_READ_DATABASE_URL`` is set. Thin: parse, scope, call one
-service, present."""
+admin view, all read from the daily rollups (:mod:`modelbank.analytics.dashboards`). Thin:
+parse, scope, call one service, present."""
 
 from __future__ import annotations
 
@@ -38,7 +37,7 @@ def creator_analytics(
     and what is available to withdraw now. The user themself, a service key or an admin;
     404 for others (and for an unknown ``model_id``)."""
     scoped(caller, user_id)
-    with db.report() as session:
+    with db.read_analytics() as session:
         found = dashboards.creator_analytics(session, user_id, period, model_id)
     return a.creator_analytics_out(found)
 
@@ -52,7 +51,7 @@ def model_analytics(
     activity; and for the period: spend by model, category and usage type, a daily series,
     and the portfolio (stakes held, what each earned, paid out)."""
     scoped(caller, user_id)
-    with db.report() as session:
+    with db.read_analytics() as session:
         found = dashboards.user_analytics(session, user_id, period)
     return a.user_analytics_out(found)
 
@@ -63,7 +62,7 @@ def admin_analytics(caller: Caller, db: DB, period: Period = "30d") -> a.AdminAn
     per model, per category and per day; top creators; payouts by status; earnings owed
     (admin). Margins convert provider cost at the configured credits per USD."""
     caller.require_admin()
-    with db.report() as session:
+    with db.read_analytics() as session:
         found = dashboards.admin_analytics(
             session, period, credits_per_usd=db.settings.credits_per_usd
         )

@@ -163,19 +163,3 @@ def test_replica_backed_routes_read_the_replica_and_see_writes_once_replayed(
     pgcluster.wait_replayed(pair.primary_url, pair.replica_url)
     assert _usage_ids(api, user) == [str(first.json()["usage_id"]), str(second.json()["usage_id"])]
     assert _spent(api, user) == 7 * CR
-
-
-def test_the_replica_engine_refuses_writes(pair: Pair) -> None:
-    """A write sent to the replica's engine by mistake fails (read-only transactions, and a
-    standby besides): nothing is written anywhere."""
-    from sqlalchemy import text
-
-    from modelbank.db.engine import replica_engine
-
-    engine = replica_engine(
-        load_settings(database_url=pair.primary_url, read_database_url=pair.replica_url)
-    )
-    assert engine is not None
-    with pytest.raises(Exception, match="read-only"), engine.begin() as conn:
-        conn.execute(text("CREATE TABLE nope (x int)"))
-    engine.dispose()
