@@ -37,6 +37,9 @@ STATUS_BY_CODE: dict[str, int] = {
     "batch_too_large": 413,
     "hold_amount_exceeded": 409,
     "purchase_state_conflict": 409,
+    "subscription_state_conflict": 409,
+    "promo_code_unavailable": 409,
+    "referral_not_allowed": 409,
     "refund_exceeds_charge": 409,
     "stake_listing_state": 409,
     # resource pool: a key already live in the pool, or a resource in the wrong status
