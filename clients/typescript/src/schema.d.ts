@@ -6423,6 +6423,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     list_disputes_api_v1_admin_marketplace_disputes_get: {
@@ -6496,6 +6505,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -6580,6 +6598,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -9572,6 +9599,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     open_dispute_api_v1_marketplace_allocations__allocation_id__disputes_post: {
@@ -9646,6 +9682,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -9742,6 +9787,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     create_listing_api_v1_marketplace_listings_post: {
@@ -9813,6 +9867,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -9897,6 +9960,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     update_price_api_v1_marketplace_listings__listing_id__patch: {
@@ -9971,6 +10043,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -10071,6 +10152,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     cancel_listing_api_v1_marketplace_listings__listing_id__cancel_post: {
@@ -10141,6 +10231,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -10225,6 +10324,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     pricing_suggestion_api_v1_marketplace_pricing_suggestion_get: {
@@ -10295,6 +10403,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -12483,6 +12600,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     route_logs_api_v1_resources__resource_id__route_logs_get: {
@@ -13650,6 +13776,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     creator_analytics_api_v1_users__user_id__creator_analytics_get: {
@@ -13816,6 +13951,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -14897,6 +15041,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
