@@ -71,6 +71,7 @@ STATUS_BY_CODE: dict[str, int] = {
     # the server's secret key is misconfigured or changed: not the caller's fault
     "invalid_secret_key": 500,
     "secret_undecryptable": 500,
+    "rate_limited": 429,
 }
 """HTTP status of the codes that are not plain 404 (NotFound) / 422 (InvalidInput)."""
 
@@ -83,6 +84,7 @@ _DESCRIPTIONS = {
     404: "Unknown, or another user's (not revealed)",
     409: "Idempotency-Key reused with another body, or a duplicate",
     422: "Invalid input: nothing was written",
+    429: "Rate limited (`Retry-After` says when to try again): nothing was written",
     502: "The payment provider failed or refused the request: nothing was granted",
 }
 
@@ -94,7 +96,7 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": Problem, "description": _DESCRIPTIONS[status]} for status in statuses}
 
 
-COMMON_PROBLEMS = (400, 401, 403, 404, 409, 422)
+COMMON_PROBLEMS = (400, 401, 403, 404, 409, 422, 429)
 """Errors any /api/v1 operation may answer."""
 
 
@@ -141,6 +143,8 @@ def problem_for(error: DomainError) -> JSONResponse:
     """The problem+json response of a domain error (its context is included)."""
     status = status_for(error)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if "retry_after_s" in error.context:
+        headers = {"Retry-After": str(error.context["retry_after_s"])}
     context = {k: v for k, v in error.context.items() if k not in ("type", "title", "status")}
     return problem(status, error.code, error.message, headers, **context)
 

@@ -30,6 +30,7 @@ from modelbank.notices.models import NoticeRecipient
 from modelbank.platform.models import PlatformSetting
 from modelbank.pool.models import PoolDebt, Resource, ResourceHealth, ResourceModel, RouteLog
 from modelbank.pricing.models import PriceVersion
+from modelbank.ratelimits.models import RateLimitCounter, RateLimitPlan
 from modelbank.tasks.models import Task
 from modelbank.users.models import User
 from modelbank.wallets.billing_models import (
@@ -98,6 +99,8 @@ __all__ = [
     "PromoCode",
     "PromoRedemption",
     "Purchase",
+    "RateLimitCounter",
+    "RateLimitPlan",
     "ReferenceEpoch",
     "Referral",
     "ReferralCode",
