@@ -15,6 +15,7 @@ from modelbank import __version__
 from modelbank.api import errors
 from modelbank.api.deps import Database, KeyCache
 from modelbank.api.gateway import create_gateway_app
+from modelbank.api.guards import Guard
 from modelbank.api.routes import admin, health, models, usage, users
 from modelbank.api.routes import analytics as analytics_routes
 from modelbank.api.routes import exports as export_routes
@@ -140,6 +141,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.state.secret_box = box  # webhook secrets and provider keys at rest
     app.state.gateway = gateway
     errors.install(app)
+    app.add_middleware(Guard, max_body_bytes=settings.max_body_bytes)
     for module in (health, users, models, usage, admin):
         app.include_router(module.router)
     app.include_router(wallet_routes.router)

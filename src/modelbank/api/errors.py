@@ -33,6 +33,8 @@ STATUS_BY_CODE: dict[str, int] = {
     "hold_expired": 409,
     "batch_too_large": 413,
     "hold_amount_exceeded": 409,
+    # an account's running total would pass 2⁶² µcr: a state of the ledger, not bad input
+    "account_total_limit": 409,
     "purchase_state_conflict": 409,
     "refund_exceeds_charge": 409,
     "stake_listing_state": 409,
@@ -155,7 +157,7 @@ def install(app: FastAPI) -> None:
 
     async def on_http(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
-        code = {404: "not_found", 405: "method_not_allowed"}.get(
+        code = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}.get(
             exc.status_code, HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_")
         )
         headers = dict(exc.headers) if exc.headers else None
