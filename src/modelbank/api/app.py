@@ -34,7 +34,7 @@ from modelbank.jobs import JobRunner
 from modelbank.metering.group import GroupCommitter
 from modelbank.pool.health import health_store
 from modelbank.pool.router import Router
-from modelbank.secrets import SecretBox
+from modelbank.secrets import SecretBox, bind_deployment_key
 
 DESCRIPTION = """\
 modelbank's HTTP API: a double-entry credit ledger, model catalog and pricing, usage metering
@@ -107,6 +107,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     )
 
     box = SecretBox.from_settings(settings)
+    bind_deployment_key(box, engine)  # one key per deployment: refuses to start with another
     gateway = build_gateway(db, box)
 
     @asynccontextmanager

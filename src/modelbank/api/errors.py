@@ -59,6 +59,7 @@ STATUS_BY_CODE: dict[str, int] = {
     # the server's secret key is misconfigured or changed: not the caller's fault
     "invalid_secret_key": 500,
     "secret_undecryptable": 500,
+    "secret_key_mismatch": 500,
 }
 """HTTP status of the codes that are not plain 404 (NotFound) / 422 (InvalidInput)."""
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from modelbank.auth.models import ApiKey
+from modelbank.auth.models import ApiKey, WebSession
 from modelbank.catalog.models import CatalogModel, ModelAccess
 from modelbank.db.base import Base
 from modelbank.db.epoch import ReferenceEpoch
@@ -18,7 +18,7 @@ from modelbank.idempotency.models import IdempotentRequest
 from modelbank.ledger.models import Account, Transfer
 from modelbank.metering.models import UsageEventRow
 from modelbank.metering.rollups import CreatorDay, ModelDay, UserDay
-from modelbank.platform.models import PlatformSetting
+from modelbank.platform.models import DeploymentKey, PlatformSetting
 from modelbank.pool.models import PoolDebt, Resource, ResourceHealth, ResourceModel, RouteLog
 from modelbank.pricing.models import PriceVersion
 from modelbank.users.models import User
@@ -49,6 +49,7 @@ __all__ = [
     "CatalogModel",
     "CreatorDay",
     "CreditPackage",
+    "DeploymentKey",
     "Earning",
     "EarningsDebt",
     "EarningsRuleVersion",
@@ -78,6 +79,7 @@ __all__ = [
     "UserDay",
     "WalletAlert",
     "WalletHold",
+    "WebSession",
     "WebhookAttempt",
     "WebhookDelivery",
     "WebhookEndpoint",
