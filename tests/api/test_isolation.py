@@ -171,7 +171,13 @@ TABLE: dict[tuple[str, str], Case] = {
         lambda w: (f"/api/v1/users/{w.a}", {}), OWN, "user", 200
     ),
     ("POST", "/api/v1/users/{user_id}/keys"): Case(
-        lambda w: (f"/api/v1/users/{w.a}/keys", {"json": {}}), ADMIN_ONLY, "admin", 201
+        lambda w: (f"/api/v1/users/{w.a}/keys", {"json": {"limit_ucr": 5}}), OWN, "user", 201
+    ),
+    ("GET", "/api/v1/users/{user_id}/keys"): Case(
+        lambda w: (f"/api/v1/users/{w.a}/keys", {}), OWN, "user", 200
+    ),
+    ("DELETE", "/api/v1/users/{user_id}/keys/{key_id}"): Case(
+        lambda w: (f"/api/v1/users/{w.a}/keys/{w.a_key_id}", {}), OWN, "user", 204
     ),
     ("POST", "/api/v1/users/{user_id}/grants"): Case(
         lambda w: (f"/api/v1/users/{w.a}/grants", idem("g", json={"amount_ucr": 5})),

@@ -977,7 +977,8 @@ export interface paths {
          *     The model is ``model`` (id or slug) or the active model linked to ``character_id``
          *     (404 ``character_not_found`` when none is). The ``Idempotency-Key`` identifies the
          *     event: a retry returns the first result with ``Idempotency-Hit: true``. Premium models
-         *     need bought access.
+         *     need bought access. A key with a spend limit counts the charge against it: 402
+         *     ``key_limit_reached`` past the limit, nothing charged.
          */
         post: operations["charge_api_v1_usage_post"];
         delete?: never;
@@ -1184,7 +1185,8 @@ export interface paths {
         /**
          * Place Hold
          * @description Reserve credits for ``timeout_s`` seconds (pending); the available balance drops at
-         *     once. Capture, void, or let it expire.
+         *     once. Capture, void, or let it expire. A key with a spend limit reserves the hold on it
+         *     too (402 ``key_limit_reached`` past the limit); its capture counts there.
          */
         post: operations["place_hold_api_v1_users__user_id__holds_post"];
         delete?: never;
@@ -1200,14 +1202,44 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        get?: never;
+        /**
+         * List User Keys
+         * @description The user's keys, oldest first, never their secrets: each key's spend limit with what
+         *     was spent in the current period, what pending holds reserve, what is left and when the
+         *     period resets.
+         */
+        get: operations["list_user_keys_api_v1_users__user_id__keys_get"];
         put?: never;
         /**
          * Create User Key
-         * @description A new API key for the user (admin). The secret is in this response only.
+         * @description A new API key for the user (admin, service, or that user with a key without a spend
+         *     limit), optionally with a spend limit: ``limit_ucr`` µcr per ``limit_period``. Every
+         *     charge and hold made with a limited key counts against it (402 ``key_limit_reached``
+         *     past it). The secret is in this response only.
          */
         post: operations["create_user_key_api_v1_users__user_id__keys_post"];
         delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/users/{user_id}/keys/{key_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * Revoke User Key
+         * @description Revoke one of the user's keys (idempotent); it is refused (401) from then on. 404 for
+         *     a key that is not this user's.
+         */
+        delete: operations["revoke_user_key_api_v1_users__user_id__keys__key_id__delete"];
         options?: never;
         head?: never;
         patch?: never;
@@ -2329,13 +2361,77 @@ export interface components {
             /** User Id */
             user_id: number;
         };
-        /** KeyIn */
+        /**
+         * KeyIn
+         * @description A new user key. ``limit_ucr`` (µcr; none: no limit) caps what the key may charge per
+         *     ``limit_period`` (default ``never``: a lifetime budget); periods are UTC calendar days,
+         *     ISO weeks from Monday, calendar months.
+         */
         KeyIn: {
+            /** Limit Period */
+            limit_period?: ("day" | "week" | "month" | "never") | null;
+            /** Limit Ucr */
+            limit_ucr?: number | null;
             /**
              * Name
              * @default
              */
             name?: string;
+        };
+        /**
+         * KeyInfoOut
+         * @description A key as listed (never its secret).
+         */
+        KeyInfoOut: {
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Id */
+            id: number;
+            /** @description null: the key has no spend limit */
+            limit: components["schemas"]["KeyLimitOut"] | null;
+            /** Name */
+            name: string;
+            /** Prefix */
+            prefix: string;
+            /** Revoked At */
+            revoked_at: string | null;
+            /** Role */
+            role: string;
+            /** User Id */
+            user_id: number | null;
+        };
+        /**
+         * KeyLimitOut
+         * @description A key's spend limit now: µcr spent in the current period, reserved by pending holds,
+         *     left (never below 0), and when the period resets (null: never).
+         */
+        KeyLimitOut: {
+            /** Left */
+            left: string;
+            /** Left Ucr */
+            left_ucr: number;
+            /** Limit */
+            limit: string;
+            /** Limit Ucr */
+            limit_ucr: number;
+            /** Period */
+            period: string;
+            /** Reserved Ucr */
+            reserved_ucr: number;
+            /** Resets At */
+            resets_at: string | null;
+            /** Spent */
+            spent: string;
+            /** Spent Ucr */
+            spent_ucr: number;
+        };
+        /** KeyList */
+        KeyList: {
+            /** Items */
+            items: components["schemas"]["KeyInfoOut"][];
         };
         /** KeyOut */
         KeyOut: {
@@ -2351,6 +2447,16 @@ export interface components {
              * @description the secret: shown once, store it now
              */
             key: string;
+            /**
+             * Limit Period
+             * @description day, week, month or never; null: no limit
+             */
+            limit_period: string | null;
+            /**
+             * Limit Ucr
+             * @description the spend limit per period (µcr); null: none
+             */
+            limit_ucr: number | null;
             /** Name */
             name: string;
             /** Prefix */
@@ -6516,7 +6622,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Insufficient funds: nothing was written */
+            /** @description Insufficient funds, or the key's spend limit reached: nothing was written */
             402: {
                 headers: {
                     [name: string]: unknown;
@@ -6686,7 +6792,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Insufficient funds: nothing was written */
+            /** @description Insufficient funds, or the key's spend limit reached: nothing was written */
             402: {
                 headers: {
                     [name: string]: unknown;
@@ -6773,7 +6879,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Insufficient funds: nothing was written */
+            /** @description Insufficient funds, or the key's spend limit reached: nothing was written */
             402: {
                 headers: {
                     [name: string]: unknown;
@@ -6859,7 +6965,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Insufficient funds: nothing was written */
+            /** @description Insufficient funds, or the key's spend limit reached: nothing was written */
             402: {
                 headers: {
                     [name: string]: unknown;
@@ -6945,7 +7051,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Insufficient funds: nothing was written */
+            /** @description Insufficient funds, or the key's spend limit reached: nothing was written */
             402: {
                 headers: {
                     [name: string]: unknown;
@@ -7035,7 +7141,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Insufficient funds: nothing was written */
+            /** @description Insufficient funds, or the key's spend limit reached: nothing was written */
             402: {
                 headers: {
                     [name: string]: unknown;
@@ -7444,7 +7550,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Insufficient funds: nothing was written */
+            /** @description Insufficient funds, or the key's spend limit reached: nothing was written */
             402: {
                 headers: {
                     [name: string]: unknown;
@@ -7860,7 +7966,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Insufficient funds: nothing was written */
+            /** @description Insufficient funds, or the key's spend limit reached: nothing was written */
             402: {
                 headers: {
                     [name: string]: unknown;
@@ -8662,7 +8768,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Insufficient funds: nothing was written */
+            /** @description Insufficient funds, or the key's spend limit reached: nothing was written */
             402: {
                 headers: {
                     [name: string]: unknown;
@@ -8749,7 +8855,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Insufficient funds: nothing was written */
+            /** @description Insufficient funds, or the key's spend limit reached: nothing was written */
             402: {
                 headers: {
                     [name: string]: unknown;
@@ -9649,8 +9755,87 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Insufficient funds: nothing was written */
+            /** @description Insufficient funds, or the key's spend limit reached: nothing was written */
             402: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's role may not do this, or a premium model without access */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown, or another user's (not revealed) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Idempotency-Key reused with another body, or a duplicate */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: nothing was written */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    list_user_keys_api_v1_users__user_id__keys_get: {
+        parameters: {
+            query?: {
+                include_revoked?: boolean;
+            };
+            header?: never;
+            path: {
+                /** @description an id (64-bit) */
+                user_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["KeyList"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or an unknown or revoked one */
+            401: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -9720,6 +9905,83 @@ export interface operations {
                 content: {
                     "application/json": components["schemas"]["KeyOut"];
                 };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or an unknown or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's role may not do this, or a premium model without access */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown, or another user's (not revealed) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Idempotency-Key reused with another body, or a duplicate */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: nothing was written */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    revoke_user_key_api_v1_users__user_id__keys__key_id__delete: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description an id (64-bit) */
+                user_id: number;
+                /** @description an id (64-bit) */
+                key_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
             };
             /** @description Malformed request (e.g. a body that is not UTF-8) */
             400: {

@@ -25,6 +25,9 @@ STATUS_BY_CODE: dict[str, int] = {
     "forbidden": 403,
     "model_access_required": 403,
     "insufficient_funds": 402,
+    # the caller's key spent its limit for the period: like funds, more credits (a new
+    # period, a higher limit) fix it
+    "key_limit_reached": 402,
     "idempotency_key_reused": 409,
     "model_exists": 409,
     "character_in_use": 409,
@@ -67,7 +70,7 @@ STATUS_BY_CODE: dict[str, int] = {
 _DESCRIPTIONS = {
     400: "Malformed request (e.g. a body that is not UTF-8)",
     401: "No API key, or an unknown or revoked one",
-    402: "Insufficient funds: nothing was written",
+    402: "Insufficient funds, or the key's spend limit reached: nothing was written",
     403: "The key's role may not do this, or a premium model without access",
     404: "Unknown, or another user's (not revealed)",
     409: "Idempotency-Key reused with another body, or a duplicate",

@@ -28,6 +28,7 @@ import httpx
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
+from modelbank.auth import limits as key_limits
 from modelbank.catalog import access
 from modelbank.catalog.errors import ModelNotFound
 from modelbank.catalog.service import ModelInfo
@@ -86,6 +87,8 @@ class Call:
     body_bytes: int
     bound: Bound
     hold_id: int
+    limited_key_id: int | None = None
+    """The caller's API key with a spend limit: the hold is reserved on it."""
     started: float = field(default_factory=time.perf_counter)
     failures: list[Attempt] = field(default_factory=list)
     outcome: str = "failed"
@@ -126,12 +129,21 @@ class Gateway:
 
     # -- steps on worker threads -------------------------------------------------------
 
-    def admit(self, user_id: int, endpoint: str, body: dict[str, Any], body_bytes: int) -> Call:
-        """Price the request and hold its upper bound, in one transaction. Raises
-        :class:`~modelbank.catalog.errors.ModelNotFound`,
+    def admit(
+        self,
+        user_id: int,
+        endpoint: str,
+        body: dict[str, Any],
+        body_bytes: int,
+        limited_key_id: int | None = None,
+    ) -> Call:
+        """Price the request and hold its upper bound, in one transaction; with
+        ``limited_key_id`` (the caller's key has a spend limit) the hold is reserved on the
+        key too. Raises :class:`~modelbank.catalog.errors.ModelNotFound`,
         :class:`~modelbank.catalog.errors.AccessRequired`,
         :class:`~modelbank.pricing.errors.NoPrice`, :class:`InvalidInput`,
-        :class:`~modelbank.ledger.errors.InsufficientFunds` (nothing held)."""
+        :class:`~modelbank.ledger.errors.InsufficientFunds`,
+        :class:`~modelbank.auth.errors.KeyLimitReached` (nothing held)."""
         request_id = uuid.uuid4().hex
         slug = body.get("model")
         if not isinstance(slug, str) or not slug:
@@ -152,8 +164,14 @@ class Gateway:
             now = utcnow()
             info, card = _price(session, slug, now)
             access.require_access(session, user_id, info)
-            bound = self._bound(session, user_id, endpoint, card, body, body_bytes)
+            key = None
+            if limited_key_id is not None:
+                key = key_limits.state(session.connection(), limited_key_id, now)
+            bound = self._bound(session, user_id, endpoint, card, body, body_bytes, key)
             if bound.max_tokens == 0:
+                needed = card.charge_ucr(bound.input_tokens, 0, 1, 0)
+                if key is not None and limited_key_id is not None and key.left_ucr < needed:
+                    raise key_limits.limit_reached(key, limited_key_id, needed)
                 raise _short_of_funds(user_id, card, bound)
             hold = holds.place(
                 session,
@@ -163,6 +181,7 @@ class Gateway:
                 idempotency_key=f"gw:{request_id}",
                 model=info.id,
                 now=now,
+                limited_key_id=limited_key_id,
             )
         if bound.max_tokens is not None:
             upstream_body["max_tokens"] = bound.max_tokens
@@ -178,6 +197,7 @@ class Gateway:
             body_bytes=body_bytes,
             bound=bound,
             hold_id=hold.id,
+            limited_key_id=limited_key_id,
         )
 
     def _bound(
@@ -188,7 +208,10 @@ class Gateway:
         card: RateCard,
         body: Mapping[str, Any],
         body_bytes: int,
+        key: key_limits.KeyUsage | None = None,
     ) -> Bound:
+        """The request's upper bound. A chat without ``max_tokens`` gets as many as the
+        wallet's available balance covers, and the key's limit left (``key``) too."""
         if endpoint == "embeddings":
             return estimate.embeddings_bound(card, body, body_bytes)
         if endpoint == "images":
@@ -197,6 +220,8 @@ class Gateway:
         if estimate.requested_output(body) is None:
             wallet = ledger.lock_user_accounts(session, [user_id], AccountCode.USER_WALLET)
             available = wallet[user_id].available if user_id in wallet else 0
+            if key is not None:
+                available = min(available, key.left_ucr)
         return estimate.chat_bound(
             card, body, body_bytes, available_ucr=available, output_cap=self.settings.output_cap
         )
@@ -281,6 +306,7 @@ class Gateway:
                 # user pays at most what was held.
                 charge_ucr=None if priced <= call.bound.hold_ucr else call.bound.hold_ucr,
                 hold_id=call.hold_id,
+                limited_key_id=call.limited_key_id,
             ),
             now=now,
         )
@@ -299,14 +325,22 @@ class Gateway:
     # -- the request ---------------------------------------------------------------------
 
     async def handle(
-        self, user_id: int, endpoint: str, body: dict[str, Any], body_bytes: int
+        self,
+        user_id: int,
+        endpoint: str,
+        body: dict[str, Any],
+        body_bytes: int,
+        limited_key_id: int | None = None,
     ) -> Reply | StreamReply:
-        """Serve one request: a :class:`Reply` (non-streamed) or a :class:`StreamReply`.
-        Raises what :meth:`admit` raises (nothing held),
+        """Serve one request: a :class:`Reply` (non-streamed) or a :class:`StreamReply`;
+        ``limited_key_id``: the caller's key when it has a spend limit (the hold and the
+        charge count against it). Raises what :meth:`admit` raises (nothing held),
         :class:`~modelbank.pool.router.NoRoute`,
         :class:`~modelbank.pool.router.AllAttemptsFailed`, :class:`UpstreamRejected` (the
         hold voided, the user paid nothing)."""
-        call = await anyio.to_thread.run_sync(self.admit, user_id, endpoint, body, body_bytes)
+        call = await anyio.to_thread.run_sync(
+            self.admit, user_id, endpoint, body, body_bytes, limited_key_id
+        )
         settled = False
         try:
             if call.stream:

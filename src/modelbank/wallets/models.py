@@ -174,6 +174,8 @@ class WalletHold(Base):
     model_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     usage_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    api_key_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    """The limited API key this hold's amount is reserved on (None: no key limit)."""
 
     __table_args__ = (Index("ix_wallet_holds_user", "user_id", "transfer_id"),)
 

@@ -29,6 +29,7 @@ from modelbank.web import (
     analytics,
     auth_pages,
     earnings,
+    keys,
     pool,
     pool_admin,
     wallet,
@@ -187,6 +188,7 @@ def create_web_app(db: Database, box: SecretBox) -> FastAPI:
     for module in (
         auth_pages,
         wallet,
+        keys,
         analytics,
         earnings,
         admin,

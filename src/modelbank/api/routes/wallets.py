@@ -304,7 +304,8 @@ def place_hold(
     user_id: PathId, body: ws.HoldIn, key: IdemKey, caller: Caller, db: DB
 ) -> JSONResponse:
     """Reserve credits for ``timeout_s`` seconds (pending); the available balance drops at
-    once. Capture, void, or let it expire."""
+    once. Capture, void, or let it expire. A key with a spend limit reserves the hold on it
+    too (402 ``key_limit_reached`` past the limit); its capture counts there."""
     scoped(caller, user_id)
 
     def run(session: Session) -> tuple[int, dict[str, Any]]:
@@ -315,6 +316,7 @@ def place_hold(
             timeout_s=body.timeout_s,
             model=model_of(session, body),
             idempotency_key=f"api:{caller.scope}:{key}",
+            limited_key_id=caller.limited_key_id,
         )
         return 201, ws.hold_out(hold).model_dump(mode="json")
 
