@@ -267,7 +267,10 @@ def bind_deployment_key(box: SecretBox, engine: Engine) -> None:
     yet) is registered with :attr:`SecretBox.location`. Later runs: the same key passes; a
     new key whose previous keys include the registered one takes over (rotation); any other
     key raises :class:`SecretKeyMismatch` naming where the deployment's key lives, without
-    creating a key file."""
+    creating a key file. An in-memory SQLite database (nothing outlives the process) binds
+    nothing and creates no key file."""
+    if engine.dialect.name == "sqlite" and engine.url.database in (None, "", ":memory:"):
+        return
     try:
         _bind(box, engine)
     except IntegrityError:  # another process registered its key at the same moment

@@ -1609,7 +1609,10 @@ export interface components {
              * @default 0
              */
             input_tokens?: number;
-            /** Metadata */
+            /**
+             * Metadata
+             * @description labels: at most 64 keys (all depths) of at most 64 characters, 4 levels deep, 16384 bytes as JSON; strings are stored cut to 100 characters
+             */
             metadata?: {
                 [key: string]: unknown;
             } | null;
@@ -1705,7 +1708,10 @@ export interface components {
              * @default 0
              */
             input_tokens?: number;
-            /** Metadata */
+            /**
+             * Metadata
+             * @description labels: at most 64 keys (all depths) of at most 64 characters, 4 levels deep, 16384 bytes as JSON; strings are stored cut to 100 characters
+             */
             metadata?: {
                 [key: string]: unknown;
             } | null;
@@ -3740,7 +3746,10 @@ export interface components {
              * @default 0
              */
             input_tokens?: number;
-            /** Metadata */
+            /**
+             * Metadata
+             * @description labels: at most 64 keys (all depths) of at most 64 characters, 4 levels deep, 16384 bytes as JSON; strings are stored cut to 100 characters
+             */
             metadata?: {
                 [key: string]: unknown;
             } | null;

@@ -176,7 +176,7 @@ class KeyIn(Strict):
     ISO weeks from Monday, calendar months."""
 
     name: str = Field(default="", max_length=200, pattern=NO_NUL)
-    limit_ucr: int | None = Field(default=None, ge=0, le=MAX_UCR)
+    limit_ucr: StrictInt | None = Field(default=None, ge=0, le=MAX_UCR)
     limit_period: Literal["day", "week", "month", "never"] | None = None
 
     @model_validator(mode="after")
