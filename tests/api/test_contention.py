@@ -3,8 +3,8 @@ price and earnings-rule edits, concurrent user creation with one external_id.
 
 Each race runs against TWO servers (two apps, each with its own engine and pool, served by
 uvicorn on their own ports, like two processes) on one PostgreSQL database, with requests
-released together from threads; ``tests/test_crash.py`` runs real server processes. The
-second of two conflicting writers must get a typed 409, never a 500.
+released together from threads; the last test runs the races against two ``modelbank
+serve`` processes. The second of two conflicting writers must get a typed 409, never a 500.
 """
 
 from __future__ import annotations
@@ -149,3 +149,50 @@ def test_concurrent_user_creation_with_one_external_id(api: Api, servers: list[s
     responses = race(calls)
     assert statuses(responses) == Counter({201: 1, 409: WRITERS - 1})
     assert {r.json()["code"] for r in responses if r.status_code == 409} == {"user_exists"}
+
+
+def test_two_server_processes_race_without_500(api: Api, db: Db) -> None:
+    """The same races against two ``modelbank serve`` processes on one database."""
+    if db.backend != "postgres":
+        pytest.skip("row-lock races are a PostgreSQL test (SQLite serialises writers)")
+    from tests.test_crash import _serve
+
+    model = api.model("two-processes")
+    user_id, _ = api.user("two-processes", credits_ucr=10_000_000)
+    started = [_serve(db), _serve(db)]
+    urls = [url for _, url in started]
+    try:
+        creations = [
+            _post(f"{urls[i % 2]}/api/v1/users", api.admin, {"external_id": "process-twin"})
+            for i in range(WRITERS)
+        ]
+        assert statuses(race(creations)) == Counter({201: 1, 409: WRITERS - 1})
+        edits = [
+            (
+                lambda i=i: httpx.put(
+                    f"{urls[i % 2]}/api/v1/models/{model['id']}/earnings-rule",
+                    headers=api.admin,
+                    json={"per_use_ucr": i},
+                    timeout=30,
+                )
+            )
+            for i in range(WRITERS)
+        ]
+        assert statuses(race(edits)) == Counter({200: WRITERS})
+        hold = api.client.post(
+            f"/api/v1/users/{user_id}/holds",
+            json={"amount_ucr": 100_000, "timeout_s": 600, "model": model["id"]},
+            headers={**api.service, "Idempotency-Key": "two-processes-hold"},
+        ).json()
+        voids = [
+            _post(
+                f"{urls[i]}/api/v1/holds/{hold['id']}/void",
+                {**api.service, "Idempotency-Key": f"two-processes-void-{i}"},
+            )
+            for i in range(2)
+        ]
+        assert statuses(race(voids)) == Counter({200: 1, 409: 1})
+    finally:
+        for proc, _ in started:
+            proc.terminate()
+            proc.wait(30)
