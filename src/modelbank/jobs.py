@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from modelbank.db.base import utcnow
 from modelbank.pool import debts as pool_debts
 from modelbank.secrets import SecretBox
-from modelbank.wallets import grants, holds, refunds
+from modelbank.wallets import grants, holds, refunds, subscription_periods
 from modelbank.webhooks import delivery
 
 BATCH = 500
@@ -46,6 +46,8 @@ class JobReport:
     webhooks_delivered: int = 0
     webhook_attempts_failed: int = 0
     webhooks_given_up: int = 0
+    subscriptions_renewed: int = 0
+    """Manual subscriptions renewed or ended at their period's end (when turned on)."""
 
 
 def _until_done(
@@ -69,10 +71,13 @@ def run_once(
     now: datetime | None = None,
     deliver: bool = True,
     on_step: Callable[[str], None] | None = None,
+    renew_manual_subscriptions: bool = False,
 ) -> JobReport:
     """Run every job once, to completion (bounded). ``now`` fixes the clock (tests);
     ``client`` sends webhooks (a fresh one with a 10 s timeout when None); ``deliver`` False
-    skips the outbox. ``on_step`` is told each step's name as it starts (progress display).
+    skips the outbox; ``renew_manual_subscriptions`` renews ``manual`` subscriptions whose
+    period ended (``MODELBANK_MANUAL_SUBSCRIPTIONS_AUTO_RENEW``). ``on_step`` is told each
+    step's name as it starts (progress display).
     Raises :class:`~modelbank.secrets.SecretUndecryptable` when webhook secrets cannot be
     decrypted with the configured key (the other steps have run by then)."""
     report = JobReport()
@@ -82,6 +87,12 @@ def run_once(
             on_step(name)
 
     at = now or utcnow()
+    if renew_manual_subscriptions:
+        # Before the sweep, so a renewed period's rollover happens in the same run.
+        step("renew manual subscriptions")
+        report.subscriptions_renewed = _until_done(
+            factory, lambda s: subscription_periods.renew_manual_due(s, now=at, limit=BATCH)
+        )
     step("expire holds")
     report.holds_expired = _until_done(factory, lambda s: holds.expire_due(s, now=at, limit=BATCH))
     step("sweep expired grants")

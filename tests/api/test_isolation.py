@@ -75,6 +75,10 @@ class World:
     usage_id: int = 0
     payout_id: int = 0
     resource_id: int = 0
+    plan_id: int = 0
+    subscription_id: int = 0
+    promo_id: int = 0
+    b_code: str = ""
 
 
 def world(api: Api) -> World:
@@ -127,6 +131,24 @@ def world(api: Api) -> World:
             box=SecretBox(TEST_SECRET_KEY),
         )
         w.resource_id = pool.activate(session, deposited.id).id
+    # a plan, A's pending manual subscription, a promo code and B's referral code
+    plan = c.post(
+        "/api/v1/admin/plans",
+        json={"slug": "world", "name": "World", "price_uusd": 10_000, "credits_ucr": 1_000},
+        headers=api.admin,
+    )
+    sub = c.post(
+        f"/api/v1/users/{a}/subscriptions",
+        json={"plan_id": plan.json()["id"], "provider": "manual"},
+        headers=a_headers,
+    )
+    promo = c.post(
+        "/api/v1/admin/promo-codes", json={"code": "WORLD", "bonus_ucr": 10}, headers=api.admin
+    )
+    code = c.get(f"/api/v1/users/{b}/referral", headers=b_headers)
+    assert plan.status_code == sub.status_code == promo.status_code == 201, sub.text
+    w.plan_id, w.subscription_id = int(plan.json()["id"]), int(sub.json()["id"])
+    w.promo_id, w.b_code = int(promo.json()["id"]), str(code.json()["code"])
     return w
 
 
@@ -163,6 +185,92 @@ POOL_DEPOSIT = {
 ADMIN_ONLY = 403
 
 TABLE: dict[tuple[str, str], Case] = {
+    # --- plans, subscriptions, referrals, promo codes (issue 13)
+    ("GET", "/api/v1/plans"): Case(lambda w: ("/api/v1/plans", {}), 200, "user", 200),
+    ("POST", "/api/v1/admin/plans"): Case(
+        lambda w: (
+            "/api/v1/admin/plans",
+            {"json": {"slug": "p2", "name": "P2", "price_uusd": 10_000, "credits_ucr": 5}},
+        ),
+        ADMIN_ONLY,
+        "admin",
+        201,
+    ),
+    ("PATCH", "/api/v1/admin/plans/{plan_id}"): Case(
+        lambda w: (f"/api/v1/admin/plans/{w.plan_id}", {"json": {"name": "Renamed"}}),
+        ADMIN_ONLY,
+        "admin",
+        200,
+    ),
+    ("POST", "/api/v1/users/{user_id}/subscriptions"): Case(
+        lambda w: (
+            f"/api/v1/users/{w.a}/subscriptions",
+            {"json": {"plan_id": w.plan_id, "provider": "manual"}},
+        ),
+        OWN,
+        "user",
+        201,
+    ),
+    ("GET", "/api/v1/users/{user_id}/subscriptions"): Case(
+        lambda w: (f"/api/v1/users/{w.a}/subscriptions", {}), OWN, "user", 200
+    ),
+    ("GET", "/api/v1/subscriptions/{subscription_id}"): Case(
+        lambda w: (f"/api/v1/subscriptions/{w.subscription_id}", {}), OWN, "user", 200
+    ),
+    ("GET", "/api/v1/subscriptions/{subscription_id}/periods"): Case(
+        lambda w: (f"/api/v1/subscriptions/{w.subscription_id}/periods", {}), OWN, "user", 200
+    ),
+    ("POST", "/api/v1/subscriptions/{subscription_id}/cancel"): Case(
+        lambda w: (f"/api/v1/subscriptions/{w.subscription_id}/cancel", {}), OWN, "user", 200
+    ),
+    ("POST", "/api/v1/admin/subscriptions/{subscription_id}/periods"): Case(
+        lambda w: (f"/api/v1/admin/subscriptions/{w.subscription_id}/periods", idem("sp")),
+        ADMIN_ONLY,
+        "admin",
+        201,
+    ),
+    ("GET", "/api/v1/users/{user_id}/referral"): Case(
+        lambda w: (f"/api/v1/users/{w.a}/referral", {}), OWN, "user", 200
+    ),
+    ("POST", "/api/v1/users/{user_id}/referral"): Case(
+        lambda w: (f"/api/v1/users/{w.a}/referral", {"json": {"code": w.b_code}}),
+        OWN,
+        "user",
+        200,
+    ),
+    ("GET", "/api/v1/admin/referral-settings"): Case(
+        lambda w: ("/api/v1/admin/referral-settings", {}), ADMIN_ONLY, "admin", 200
+    ),
+    ("PUT", "/api/v1/admin/referral-settings"): Case(
+        lambda w: ("/api/v1/admin/referral-settings", {"json": {"referral_bonus_ttl_s": 60}}),
+        ADMIN_ONLY,
+        "admin",
+        200,
+    ),
+    ("POST", "/api/v1/admin/promo-codes"): Case(
+        lambda w: ("/api/v1/admin/promo-codes", {"json": {"code": "P2", "bonus_ucr": 1}}),
+        ADMIN_ONLY,
+        "admin",
+        201,
+    ),
+    ("GET", "/api/v1/admin/promo-codes"): Case(
+        lambda w: ("/api/v1/admin/promo-codes", {}), ADMIN_ONLY, "admin", 200
+    ),
+    ("POST", "/api/v1/admin/promo-codes/{promo_id}/deactivate"): Case(
+        lambda w: (f"/api/v1/admin/promo-codes/{w.promo_id}/deactivate", {}),
+        ADMIN_ONLY,
+        "admin",
+        200,
+    ),
+    ("POST", "/api/v1/users/{user_id}/promo-redemptions"): Case(
+        lambda w: (f"/api/v1/users/{w.a}/promo-redemptions", {"json": {"code": "WORLD"}}),
+        OWN,
+        "user",
+        201,
+    ),
+    ("GET", "/api/v1/users/{user_id}/promo-redemptions"): Case(
+        lambda w: (f"/api/v1/users/{w.a}/promo-redemptions", {}), OWN, "user", 200
+    ),
     ("POST", "/api/v1/users"): Case(
         lambda w: ("/api/v1/users", {"json": {"external_id": "carol"}}), ADMIN_ONLY, "admin", 201
     ),
@@ -636,6 +744,7 @@ def test_isolation(api: Api, method: str, path: str) -> None:
             "usage_not_found": w.usage_id,
             "stake_listing_not_found": 999_999,
             "resource_not_found": w.resource_id,
+            "subscription_not_found": w.subscription_id,
         }
         assert str(named.get(body["code"], w.a)) in body["detail"]
     elif case.as_other == ADMIN_ONLY:

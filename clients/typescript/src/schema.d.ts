@@ -239,6 +239,48 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/admin/plans": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Create Plan
+         * @description Add a plan (admin): price per period (µUSD, whole cents), credits per period, rollover
+         *     fraction (bps) and first-period bonus.
+         */
+        post: operations["create_plan_api_v1_admin_plans_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/admin/plans/{plan_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        /**
+         * Update Plan
+         * @description Change a plan (admin); later periods use the new amounts; ``is_active: false`` takes it
+         *     off sale (live subscriptions keep renewing).
+         */
+        patch: operations["update_plan_api_v1_admin_plans__plan_id__patch"];
+        trace?: never;
+    };
     "/api/v1/admin/pool": {
         parameters: {
             query?: never;
@@ -327,6 +369,51 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/admin/promo-codes": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List Promos
+         * @description Every promo code with its use count (admin).
+         */
+        get: operations["list_promos_api_v1_admin_promo_codes_get"];
+        put?: never;
+        /**
+         * Create Promo
+         * @description Create a promo code (admin): bonus per redemption, optional expiry of the code and of
+         *     the credits, optional use limit, once per user (default).
+         */
+        post: operations["create_promo_api_v1_admin_promo_codes_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/admin/promo-codes/{promo_id}/deactivate": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Deactivate Promo
+         * @description Switch a promo code off (admin; idempotent).
+         */
+        post: operations["deactivate_promo_api_v1_admin_promo_codes__promo_id__deactivate_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/admin/purchases": {
         parameters: {
             query?: never;
@@ -361,6 +448,30 @@ export interface paths {
          * @description Confirm a ``manual`` purchase's payment (admin): its credits are granted, once.
          */
         post: operations["confirm_purchase_api_v1_admin_purchases__purchase_id__confirm_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/admin/referral-settings": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Referral Settings
+         * @description The referral bonuses (µcr) and their lifetime (admin).
+         */
+        get: operations["referral_settings_api_v1_admin_referral_settings_get"];
+        /**
+         * Set Referral Settings
+         * @description Change the referral bonuses and lifetime (admin; null keeps a value).
+         */
+        put: operations["set_referral_settings_api_v1_admin_referral_settings_put"];
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -402,6 +513,27 @@ export interface paths {
         get: operations["stats_api_v1_admin_stats_get"];
         put?: never;
         post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/admin/subscriptions/{subscription_id}/periods": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Confirm Period
+         * @description Confirm the payment of a ``manual`` subscription's next period (admin): its credits are
+         *     granted. Idempotent on the ``Idempotency-Key`` header.
+         */
+        post: operations["confirm_period_api_v1_admin_subscriptions__subscription_id__periods_post"];
         delete?: never;
         options?: never;
         head?: never;
@@ -854,6 +986,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/plans": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List Plans
+         * @description Subscription plans on sale, in display order (any key; ``include_inactive`` for
+         *     admins).
+         */
+        get: operations["list_plans_api_v1_plans_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/purchases/{purchase_id}": {
         parameters: {
             query?: never;
@@ -956,6 +1109,67 @@ export interface paths {
          *     returned. Withdrawing again answers the same.
          */
         post: operations["withdraw_api_v1_resources__resource_id__withdraw_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/subscriptions/{subscription_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Subscription
+         * @description One subscription: status, current period, whether it ends at the period's end.
+         */
+        get: operations["get_subscription_api_v1_subscriptions__subscription_id__get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/subscriptions/{subscription_id}/cancel": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Cancel Subscription
+         * @description Stop renewing (idempotent). Stripe: at the end of the paid period; manual or unpaid:
+         *     now. Credits already granted last until their period ends.
+         */
+        post: operations["cancel_subscription_api_v1_subscriptions__subscription_id__cancel_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/subscriptions/{subscription_id}/periods": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List Periods
+         * @description The subscription's paid periods and the grants they made, oldest first.
+         */
+        get: operations["list_periods_api_v1_subscriptions__subscription_id__periods_get"];
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -1071,7 +1285,8 @@ export interface paths {
         put?: never;
         /**
          * Create User
-         * @description Create a user (admin). 409 when ``external_id`` is taken.
+         * @description Create a user (admin). 409 when ``external_id`` is taken. With ``referral_code``, the
+         *     user is referred (404 for an unknown code: nothing is created).
          */
         post: operations["create_user_api_v1_users_post"];
         delete?: never;
@@ -1322,6 +1537,32 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/users/{user_id}/promo-redemptions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List Redemptions
+         * @description The user's promo redemptions, oldest first.
+         */
+        get: operations["list_redemptions_api_v1_users__user_id__promo_redemptions_get"];
+        put?: never;
+        /**
+         * Redeem
+         * @description Redeem a promo code: a bonus grant. Idempotent for once-per-user codes: redeeming
+         *     again answers 200 with the first redemption (``replayed: true``). 409
+         *     ``promo_code_unavailable``: expired or used up.
+         */
+        post: operations["redeem_api_v1_users__user_id__promo_redemptions_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/users/{user_id}/purchases": {
         parameters: {
             query?: never;
@@ -1342,6 +1583,33 @@ export interface paths {
          *     confirmation. Nothing is granted yet.
          */
         post: operations["start_purchase_api_v1_users__user_id__purchases_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/users/{user_id}/referral": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Referral
+         * @description The user's referral code (made on first call), who referred them, and how many users
+         *     they referred (and were rewarded for).
+         */
+        get: operations["referral_api_v1_users__user_id__referral_get"];
+        put?: never;
+        /**
+         * Apply Referral
+         * @description Record the referral code a new user signed up with (their first completed purchase
+         *     rewards both). 409 ``referral_not_allowed``: their own code, already referred, or they
+         *     already bought credits.
+         */
+        post: operations["apply_referral_api_v1_users__user_id__referral_post"];
         delete?: never;
         options?: never;
         head?: never;
@@ -1393,6 +1661,32 @@ export interface paths {
         get: operations["statement_api_v1_users__user_id__statement_csv_get"];
         put?: never;
         post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/users/{user_id}/subscriptions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List Subscriptions
+         * @description The user's subscriptions, newest first.
+         */
+        get: operations["list_subscriptions_api_v1_users__user_id__subscriptions_get"];
+        put?: never;
+        /**
+         * Subscribe
+         * @description Subscribe to a plan: Stripe answers with ``checkout_url`` (a Checkout Session in
+         *     subscription mode; each paid invoice grants that period's credits); ``manual`` waits for
+         *     an admin to confirm each period. 409 when the user already has a live subscription.
+         */
+        post: operations["subscribe_api_v1_users__user_id__subscriptions_post"];
         delete?: never;
         options?: never;
         head?: never;
@@ -1453,7 +1747,9 @@ export interface paths {
          * Stripe Webhook
          * @description Stripe's events (no API key: the ``Stripe-Signature`` header is verified against the
          *     endpoint secret; a bad signature is 400 and changes nothing). Deliveries are applied
-         *     once each, in any order.
+         *     once each, in any order. Subscription events (``invoice.paid``,
+         *     ``invoice.payment_failed``, ``customer.subscription.deleted``, subscription-mode
+         *     checkouts) go to :mod:`modelbank.wallets.subscriptions`, the others to purchases.
          */
         post: operations["stripe_webhook_api_v1_webhooks_stripe_post"];
         delete?: never;
@@ -2915,6 +3211,139 @@ export interface components {
             /** Status */
             status: string;
         };
+        /** PeriodList */
+        PeriodList: {
+            /** Items */
+            items: components["schemas"]["PeriodOut"][];
+        };
+        /** PeriodOut */
+        PeriodOut: {
+            /** Bonus Grant Id */
+            bonus_grant_id: number | null;
+            /** Bonus Ucr */
+            bonus_ucr: number;
+            /** Credits Ucr */
+            credits_ucr: number;
+            /** Grant Id */
+            grant_id: number | null;
+            /** Id */
+            id: number;
+            /** Invoice Ref */
+            invoice_ref: string;
+            /**
+             * Period End
+             * Format: date-time
+             */
+            period_end: string;
+            /**
+             * Period Start
+             * Format: date-time
+             */
+            period_start: string;
+            /** Price Uusd */
+            price_uusd: number;
+            /** Subscription Id */
+            subscription_id: number;
+        };
+        /** PlanIn */
+        PlanIn: {
+            /**
+             * Credits Ucr
+             * @description micro-credits, > 0
+             */
+            credits_ucr: number;
+            /**
+             * First Period Bonus Ucr
+             * @description micro-credits (1 credit = 10⁶ µcr)
+             * @default 0
+             */
+            first_period_bonus_ucr?: number;
+            /**
+             * Interval
+             * @default month
+             * @constant
+             */
+            interval?: "month";
+            /** Name */
+            name: string;
+            /**
+             * Price Uusd
+             * @description micro-dollars, whole cents
+             */
+            price_uusd: number;
+            /**
+             * Rollover Bps
+             * @description basis points (10000 = 100 %)
+             * @default 0
+             */
+            rollover_bps?: number;
+            /** Slug */
+            slug: string;
+            /**
+             * Sort Order
+             * @default 0
+             */
+            sort_order?: number;
+        };
+        /** PlanList */
+        PlanList: {
+            /** Items */
+            items: components["schemas"]["PlanOut"][];
+        };
+        /** PlanOut */
+        PlanOut: {
+            /** Credits */
+            credits: string;
+            /**
+             * Credits Ucr
+             * @description credits granted each paid period (µcr)
+             */
+            credits_ucr: number;
+            /** Currency */
+            currency: string;
+            /** First Period Bonus */
+            first_period_bonus: string;
+            /** First Period Bonus Ucr */
+            first_period_bonus_ucr: number;
+            /** Id */
+            id: number;
+            /** Interval */
+            interval: string;
+            /** Is Active */
+            is_active: boolean;
+            /** Name */
+            name: string;
+            /** Price */
+            price: string;
+            /** Price Uusd */
+            price_uusd: number;
+            /**
+             * Rollover Bps
+             * @description share of a period's unspent credits that rolls over
+             */
+            rollover_bps: number;
+            /** Slug */
+            slug: string;
+            /** Sort Order */
+            sort_order: number;
+        };
+        /** PlanPatch */
+        PlanPatch: {
+            /** Credits Ucr */
+            credits_ucr?: number | null;
+            /** First Period Bonus Ucr */
+            first_period_bonus_ucr?: number | null;
+            /** Is Active */
+            is_active?: boolean | null;
+            /** Name */
+            name?: string | null;
+            /** Price Uusd */
+            price_uusd?: number | null;
+            /** Rollover Bps */
+            rollover_bps?: number | null;
+            /** Sort Order */
+            sort_order?: number | null;
+        };
         /** PlatformMonetisationOut */
         PlatformMonetisationOut: {
             /** Enabled */
@@ -3097,6 +3526,66 @@ export interface components {
         } & {
             [key: string]: unknown;
         };
+        /** PromoIn */
+        PromoIn: {
+            /**
+             * Bonus Ucr
+             * @description micro-credits, > 0
+             */
+            bonus_ucr: number;
+            /** Code */
+            code: string;
+            /**
+             * Expires At
+             * @description last moment to redeem
+             */
+            expires_at?: string | null;
+            /**
+             * Grant Ttl S
+             * @description the credits' lifetime
+             */
+            grant_ttl_s?: number | null;
+            /**
+             * Per User Once
+             * @default true
+             */
+            per_user_once?: boolean;
+            /** Use Limit */
+            use_limit?: number | null;
+        };
+        /** PromoList */
+        PromoList: {
+            /** Items */
+            items: components["schemas"]["PromoOut"][];
+        };
+        /** PromoOut */
+        PromoOut: {
+            /** Bonus */
+            bonus: string;
+            /** Bonus Ucr */
+            bonus_ucr: number;
+            /** Code */
+            code: string;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Expires At */
+            expires_at: string | null;
+            /** Grant Ttl S */
+            grant_ttl_s: number | null;
+            /** Id */
+            id: number;
+            /** Is Active */
+            is_active: boolean;
+            /** Per User Once */
+            per_user_once: boolean;
+            /** Use Limit */
+            use_limit: number | null;
+            /** Uses */
+            uses: number;
+        };
         /** PurchaseOut */
         PurchaseOut: {
             /**
@@ -3217,6 +3706,85 @@ export interface components {
             purchased_basis_uusd: number;
             /** Purchased Ucr */
             purchased_ucr: number;
+        };
+        /** RedemptionIn */
+        RedemptionIn: {
+            /** Code */
+            code: string;
+        };
+        /** RedemptionList */
+        RedemptionList: {
+            /** Items */
+            items: components["schemas"]["RedemptionOut"][];
+        };
+        /** RedemptionOut */
+        RedemptionOut: {
+            /** Bonus */
+            bonus: string;
+            /** Bonus Ucr */
+            bonus_ucr: number;
+            /** Code */
+            code: string;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Expires At */
+            expires_at: string | null;
+            /** Grant Id */
+            grant_id: number;
+            /** Id */
+            id: number;
+            /**
+             * Replayed
+             * @description true when this user had already redeemed the code
+             */
+            replayed: boolean;
+            /** User Id */
+            user_id: number;
+        };
+        /** ReferralIn */
+        ReferralIn: {
+            /** Code */
+            code: string;
+        };
+        /** ReferralOut */
+        ReferralOut: {
+            /**
+             * Code
+             * @description this user's referral code, to give to new users
+             */
+            code: string;
+            /** Referred By User Id */
+            referred_by_user_id: number | null;
+            /** Referred Count */
+            referred_count: number;
+            /** Rewarded Count */
+            rewarded_count: number;
+            /** User Id */
+            user_id: number;
+        };
+        /** ReferralSettings */
+        ReferralSettings: {
+            /**
+             * Referral Bonus Ttl S
+             * @description seconds the bonus credits last; 0: never expire
+             */
+            referral_bonus_ttl_s: number;
+            /** Referral Referred Bonus Ucr */
+            referral_referred_bonus_ucr: number;
+            /** Referral Referrer Bonus Ucr */
+            referral_referrer_bonus_ucr: number;
+        };
+        /** ReferralSettingsIn */
+        ReferralSettingsIn: {
+            /** Referral Bonus Ttl S */
+            referral_bonus_ttl_s?: number | null;
+            /** Referral Referred Bonus Ucr */
+            referral_referred_bonus_ucr?: number | null;
+            /** Referral Referrer Bonus Ucr */
+            referral_referrer_bonus_ucr?: number | null;
         };
         /** ResourceIn */
         ResourceIn: {
@@ -3617,6 +4185,58 @@ export interface components {
              */
             result: string;
         };
+        /** SubscriptionIn */
+        SubscriptionIn: {
+            /** Cancel Url */
+            cancel_url?: string | null;
+            /** Plan Id */
+            plan_id: number;
+            /**
+             * Provider
+             * @description default: stripe when configured, else manual
+             */
+            provider?: ("stripe" | "manual") | null;
+            /** Success Url */
+            success_url?: string | null;
+        };
+        /** SubscriptionList */
+        SubscriptionList: {
+            /** Items */
+            items: components["schemas"]["SubscriptionOut"][];
+        };
+        /** SubscriptionOut */
+        SubscriptionOut: {
+            /** Cancel At Period End */
+            cancel_at_period_end: boolean;
+            /** Cancelled At */
+            cancelled_at: string | null;
+            /** Checkout Url */
+            checkout_url: string | null;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Current Period End */
+            current_period_end: string | null;
+            /** Current Period Start */
+            current_period_start: string | null;
+            /** Id */
+            id: number;
+            /** Periods Paid */
+            periods_paid: number;
+            /** Plan Id */
+            plan_id: number;
+            /** Provider */
+            provider: string;
+            /**
+             * Status
+             * @enum {string}
+             */
+            status: "pending" | "active" | "past_due" | "cancelled";
+            /** User Id */
+            user_id: number;
+        };
         /**
          * Tier
          * @description Markup class of a model; each has one default multiplier (DESIGN §4).
@@ -3947,6 +4567,11 @@ export interface components {
             display_name?: string | null;
             /** External Id */
             external_id: string;
+            /**
+             * Referral Code
+             * @description another user's referral code: both get a bonus on this user's first purchase
+             */
+            referral_code?: string | null;
         };
         /** UserOut */
         UserOut: {
@@ -4060,7 +4685,7 @@ export interface components {
             description?: string | null;
             /**
              * Events
-             * @description event types to receive: wallet.low_balance, purchase.completed, purchase.refunded, usage.refunded, hold.expired, payout.requested, payout.completed, payout.failed, payout.cancelled; or a family wildcard such as `payout.*`, or `*` for all
+             * @description event types to receive: wallet.low_balance, purchase.completed, purchase.refunded, usage.refunded, hold.expired, payout.requested, payout.completed, payout.failed, payout.cancelled, subscription.period_paid, subscription.cancelled, subscription.renewal_failed, referral.rewarded; or a family wildcard such as `payout.*`, or `*` for all
              * @example [
              *       "wallet.low_balance",
              *       "payout.*"
@@ -5404,6 +6029,165 @@ export interface operations {
             };
         };
     };
+    create_plan_api_v1_admin_plans_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["PlanIn"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PlanOut"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or an unknown or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's role may not do this, or a premium model without access */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown, or another user's (not revealed) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Idempotency-Key reused with another body, or a duplicate */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: nothing was written */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    update_plan_api_v1_admin_plans__plan_id__patch: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description an id (64-bit) */
+                plan_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["PlanPatch"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PlanOut"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or an unknown or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's role may not do this, or a premium model without access */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown, or another user's (not revealed) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Idempotency-Key reused with another body, or a duplicate */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: nothing was written */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     pool_panel_api_v1_admin_pool_get: {
         parameters: {
             query?: {
@@ -5720,6 +6504,235 @@ export interface operations {
             };
         };
     };
+    list_promos_api_v1_admin_promo_codes_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PromoList"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or an unknown or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's role may not do this, or a premium model without access */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown, or another user's (not revealed) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Idempotency-Key reused with another body, or a duplicate */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: nothing was written */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    create_promo_api_v1_admin_promo_codes_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["PromoIn"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PromoOut"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or an unknown or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's role may not do this, or a premium model without access */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown, or another user's (not revealed) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Idempotency-Key reused with another body, or a duplicate */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: nothing was written */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    deactivate_promo_api_v1_admin_promo_codes__promo_id__deactivate_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description an id (64-bit) */
+                promo_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PromoOut"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or an unknown or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's role may not do this, or a premium model without access */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown, or another user's (not revealed) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Idempotency-Key reused with another body, or a duplicate */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: nothing was written */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     admin_purchases_api_v1_admin_purchases_get: {
         parameters: {
             query?: {
@@ -5880,6 +6893,158 @@ export interface operations {
             };
         };
     };
+    referral_settings_api_v1_admin_referral_settings_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ReferralSettings"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or an unknown or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's role may not do this, or a premium model without access */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown, or another user's (not revealed) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Idempotency-Key reused with another body, or a duplicate */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: nothing was written */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    set_referral_settings_api_v1_admin_referral_settings_put: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ReferralSettingsIn"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ReferralSettings"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or an unknown or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's role may not do this, or a premium model without access */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown, or another user's (not revealed) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Idempotency-Key reused with another body, or a duplicate */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: nothing was written */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     deposit_platform_key_api_v1_admin_resources_post: {
         parameters: {
             query?: never;
@@ -5977,6 +7142,86 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["StatsOut"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or an unknown or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's role may not do this, or a premium model without access */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown, or another user's (not revealed) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Idempotency-Key reused with another body, or a duplicate */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: nothing was written */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    confirm_period_api_v1_admin_subscriptions__subscription_id__periods_post: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description Unique per operation (1–200 printable ASCII characters); a retry with the same key and body returns the first response. */
+                "Idempotency-Key": string;
+            };
+            path: {
+                /** @description an id (64-bit) */
+                subscription_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PeriodOut"];
                 };
             };
             /** @description Malformed request (e.g. a body that is not UTF-8) */
@@ -8334,6 +9579,82 @@ export interface operations {
             };
         };
     };
+    list_plans_api_v1_plans_get: {
+        parameters: {
+            query?: {
+                include_inactive?: boolean;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PlanList"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or an unknown or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's role may not do this, or a premium model without access */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown, or another user's (not revealed) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Idempotency-Key reused with another body, or a duplicate */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: nothing was written */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     get_purchase_api_v1_purchases__purchase_id__get: {
         parameters: {
             query?: never;
@@ -8676,6 +9997,246 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ResourceOut"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or an unknown or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's role may not do this, or a premium model without access */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown, or another user's (not revealed) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Idempotency-Key reused with another body, or a duplicate */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: nothing was written */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    get_subscription_api_v1_subscriptions__subscription_id__get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description an id (64-bit) */
+                subscription_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SubscriptionOut"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or an unknown or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's role may not do this, or a premium model without access */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown, or another user's (not revealed) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Idempotency-Key reused with another body, or a duplicate */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: nothing was written */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    cancel_subscription_api_v1_subscriptions__subscription_id__cancel_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description an id (64-bit) */
+                subscription_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SubscriptionOut"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or an unknown or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's role may not do this, or a premium model without access */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown, or another user's (not revealed) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Idempotency-Key reused with another body, or a duplicate */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: nothing was written */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The payment provider failed or refused the request: nothing was granted */
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    list_periods_api_v1_subscriptions__subscription_id__periods_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description an id (64-bit) */
+                subscription_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PeriodList"];
                 };
             };
             /** @description Malformed request (e.g. a body that is not UTF-8) */
@@ -10453,6 +12014,173 @@ export interface operations {
             };
         };
     };
+    list_redemptions_api_v1_users__user_id__promo_redemptions_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description an id (64-bit) */
+                user_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RedemptionList"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or an unknown or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's role may not do this, or a premium model without access */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown, or another user's (not revealed) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Idempotency-Key reused with another body, or a duplicate */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: nothing was written */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    redeem_api_v1_users__user_id__promo_redemptions_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description an id (64-bit) */
+                user_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["RedemptionIn"];
+            };
+        };
+        responses: {
+            /** @description Already redeemed by this user (a once-per-user code): the first redemption, replayed */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RedemptionOut"];
+                };
+            };
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RedemptionOut"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or an unknown or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's role may not do this, or a premium model without access */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown, or another user's (not revealed) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Idempotency-Key reused with another body, or a duplicate */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: nothing was written */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     list_purchases_api_v1_users__user_id__purchases_get: {
         parameters: {
             query?: {
@@ -10617,6 +12345,164 @@ export interface operations {
             };
             /** @description The payment provider failed or refused the request: nothing was granted */
             502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    referral_api_v1_users__user_id__referral_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description an id (64-bit) */
+                user_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ReferralOut"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or an unknown or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's role may not do this, or a premium model without access */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown, or another user's (not revealed) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Idempotency-Key reused with another body, or a duplicate */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: nothing was written */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    apply_referral_api_v1_users__user_id__referral_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description an id (64-bit) */
+                user_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ReferralIn"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ReferralOut"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or an unknown or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's role may not do this, or a premium model without access */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown, or another user's (not revealed) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Idempotency-Key reused with another body, or a duplicate */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: nothing was written */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -10863,6 +12749,173 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    list_subscriptions_api_v1_users__user_id__subscriptions_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description an id (64-bit) */
+                user_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SubscriptionList"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or an unknown or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's role may not do this, or a premium model without access */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown, or another user's (not revealed) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Idempotency-Key reused with another body, or a duplicate */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: nothing was written */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    subscribe_api_v1_users__user_id__subscriptions_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description an id (64-bit) */
+                user_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["SubscriptionIn"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SubscriptionOut"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or an unknown or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's role may not do this, or a premium model without access */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown, or another user's (not revealed) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Idempotency-Key reused with another body, or a duplicate */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: nothing was written */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The payment provider failed or refused the request: nothing was granted */
+            502: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -20,6 +20,7 @@ from modelbank.api.routes import admin, health, models, usage, users
 from modelbank.api.routes import analytics as analytics_routes
 from modelbank.api.routes import exports as export_routes
 from modelbank.api.routes import payouts as payout_routes
+from modelbank.api.routes import plans as plan_routes
 from modelbank.api.routes import pool as pool_routes
 from modelbank.api.routes import stakes as stake_routes
 from modelbank.api.routes import wallets as wallet_routes
@@ -146,6 +147,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     for module in (health, users, models, usage, admin):
         app.include_router(module.router)
     app.include_router(wallet_routes.router)
+    app.include_router(plan_routes.router)
     app.include_router(analytics_routes.router)
     app.include_router(payout_routes.router)
     app.include_router(webhook_routes.router)

@@ -39,6 +39,9 @@ STATUS_BY_CODE: dict[str, int] = {
     # an account's running total would pass 2⁶² µcr: a state of the ledger, not bad input
     "account_total_limit": 409,
     "purchase_state_conflict": 409,
+    "subscription_state_conflict": 409,
+    "promo_code_unavailable": 409,
+    "referral_not_allowed": 409,
     "refund_exceeds_charge": 409,
     "stake_listing_state": 409,
     # resource pool: a key already live in the pool, or a resource in the wrong status

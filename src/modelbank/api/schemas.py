@@ -156,6 +156,13 @@ class Problem(BaseModel):
 class UserIn(Strict):
     external_id: str = Field(min_length=1, max_length=200, pattern=r"^\S(.*\S)?$")
     display_name: str | None = Field(default=None, max_length=200)
+    referral_code: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="another user's referral code: both get a bonus on this user's first purchase",
+    )
 
 
 class UserOut(BaseModel):

@@ -54,6 +54,7 @@ def run(
                         factory,
                         box=box,
                         deliver=deliver,
+                        renew_manual_subscriptions=settings.manual_subscriptions_auto_renew,
                         on_step=lambda name: status.update(f"jobs: {name}…"),
                     )
                 console.print(

@@ -44,9 +44,16 @@ def healthz() -> Operation[dict[str, Any]]:
 # --- users and keys -------------------------------------------------------------------
 
 
-def create_user(external_id: str, *, display_name: str | None = None) -> Operation[m.User]:
-    """Create a user (admin). 409 ``user_exists`` when the external id is taken."""
-    body = {"external_id": external_id, "display_name": display_name}
+def create_user(
+    external_id: str, *, display_name: str | None = None, referral_code: str | None = None
+) -> Operation[m.User]:
+    """Create a user (admin). 409 ``user_exists`` when the external id is taken;
+    ``referral_code``: another user's code (404 ``referral_code_not_found`` when unknown)."""
+    body = {
+        "external_id": external_id,
+        "display_name": display_name,
+        "referral_code": referral_code,
+    }
     return send("POST", f"{V1}/users", decode(m.User), body)
 
 

@@ -22,6 +22,16 @@ from modelbank.platform.models import DeploymentKey, PlatformSetting
 from modelbank.pool.models import PoolDebt, Resource, ResourceHealth, ResourceModel, RouteLog
 from modelbank.pricing.models import PriceVersion
 from modelbank.users.models import User
+from modelbank.wallets.billing_models import (
+    GrantRollover,
+    Plan,
+    PromoCode,
+    PromoRedemption,
+    Referral,
+    ReferralCode,
+    Subscription,
+    SubscriptionPeriod,
+)
 from modelbank.wallets.models import (
     CreditPackage,
     EarningsDebt,
@@ -55,6 +65,7 @@ __all__ = [
     "EarningsRuleVersion",
     "Grant",
     "GrantBurn",
+    "GrantRollover",
     "IdempotentRequest",
     "ModelAccess",
     "ModelDay",
@@ -62,16 +73,23 @@ __all__ = [
     "OutboxEvent",
     "PaymentEventRow",
     "Payout",
+    "Plan",
     "PlatformSetting",
     "PoolDebt",
     "PriceVersion",
+    "PromoCode",
+    "PromoRedemption",
     "Purchase",
     "ReferenceEpoch",
+    "Referral",
+    "ReferralCode",
     "Resource",
     "ResourceHealth",
     "ResourceModel",
     "RouteLog",
     "StakeListing",
+    "Subscription",
+    "SubscriptionPeriod",
     "Transfer",
     "UsageEventRow",
     "UsageRefund",

@@ -30,7 +30,7 @@ from modelbank.errors import InvalidInput
 from modelbank.ledger import service as ledger
 from modelbank.ledger.codes import AccountCode, TransferCode
 from modelbank.users import service as users
-from modelbank.wallets import alerts, grants, packages
+from modelbank.wallets import alerts, grants, packages, referrals
 from modelbank.wallets.errors import PaymentProviderError, PurchaseNotFound, PurchaseState
 from modelbank.wallets.grants import GrantSource
 from modelbank.wallets.models import payment_events_table as payment_events
@@ -255,6 +255,7 @@ def complete(
     _set(session, purchase_id, **values)
     done = get_purchase(session, purchase_id)
     webhooks.emit(session, "purchase.completed", _payload(done), now=now)
+    referrals.reward_referral(session, purchase.user_id, reason=f"purchase:{purchase_id}", now=now)
     alerts.check(session, [purchase.user_id], now=now)
     return done, True
 

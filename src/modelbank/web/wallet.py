@@ -19,8 +19,9 @@ from modelbank.ledger.codes import TransferCode
 from modelbank.ledger.queries import list_transfers
 from modelbank.ledger.service import get_balance
 from modelbank.users import service as users
-from modelbank.wallets import alerts, grants, holds, packages, providers, purchases
+from modelbank.wallets import alerts, grants, holds, packages, plans, providers, purchases
 from modelbank.wallets import service as wallets
+from modelbank.wallets import subscriptions as subs
 from modelbank.wallets.statement import statement_csv
 from modelbank.web import forms, views
 from modelbank.web.forms import Done, Form, int_field
@@ -83,6 +84,8 @@ def wallet_page(
             before_id=before,
             limit=HISTORY_PAGE,
         )
+        subscription = subs.current(session, user_id)
+        plan = None if subscription is None else plans.get_plan(session, subscription.plan_id)
         api_keys = auth.list_user_keys(session, user_id)
         held_for = catalog.resolve_models(
             session, [h.model_id for h in pending_holds.items if h.model_id], active_only=False
@@ -104,6 +107,8 @@ def wallet_page(
             "grants": open_grants,
             "packages": on_sale,
             "pending_purchases": waiting,
+            "subscription": subscription,
+            "plan": plan,
             "package_names": package_names,
             "history": history,
             "accounts": {

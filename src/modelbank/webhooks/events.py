@@ -20,6 +20,10 @@ EVENT_TYPES: tuple[str, ...] = (
     "payout.completed",
     "payout.failed",
     "payout.cancelled",
+    "subscription.period_paid",
+    "subscription.cancelled",
+    "subscription.renewal_failed",
+    "referral.rewarded",
 )
 """Every event type modelbank emits (``<family>.<what happened>``)."""
 

@@ -19,6 +19,7 @@ from modelbank.ledger.queries import list_transfers
 from modelbank.ledger.service import get_balance
 from modelbank.money import format_credits
 from modelbank.users import service as users
+from modelbank.wallets import referrals
 from modelbank.wallets import service as wallets
 
 router = APIRouter(
@@ -43,10 +44,14 @@ def _user(info: users.UserInfo) -> s.UserOut:
 
 @router.post("/users", status_code=201, response_model=s.UserOut)
 def create_user(body: s.UserIn, caller: Caller, db: DB) -> s.UserOut:
-    """Create a user (admin). 409 when ``external_id`` is taken."""
+    """Create a user (admin). 409 when ``external_id`` is taken. With ``referral_code``, the
+    user is referred (404 for an unknown code: nothing is created)."""
     caller.require_admin()
     with db.write() as session:
-        return _user(users.create_user(session, body.external_id, body.display_name))
+        made = users.create_user(session, body.external_id, body.display_name)
+        if body.referral_code is not None:
+            referrals.apply_referral(session, made.id, body.referral_code)
+        return _user(made)
 
 
 @router.get("/users", response_model=s.UserPage)

@@ -30,7 +30,16 @@ from modelbank.db.base import utcnow
 from modelbank.metering import refunds
 from modelbank.metering.capture import capture
 from modelbank.money import format_credits
-from modelbank.wallets import alerts, grants, holds, packages, providers, purchases
+from modelbank.wallets import (
+    alerts,
+    billing,
+    grants,
+    holds,
+    packages,
+    providers,
+    purchases,
+    subscription_events,
+)
 from modelbank.wallets.errors import HoldNotFound, PurchaseNotFound, PurchaseState
 from modelbank.wallets.statement import statement_csv
 
@@ -231,10 +240,23 @@ def refund_purchase(
 async def stripe_webhook(request: Request, db: DB) -> ws.StripeWebhookOut:
     """Stripe's events (no API key: the ``Stripe-Signature`` header is verified against the
     endpoint secret; a bad signature is 400 and changes nothing). Deliveries are applied
-    once each, in any order."""
+    once each, in any order. Subscription events (``invoice.paid``,
+    ``invoice.payment_failed``, ``customer.subscription.deleted``, subscription-mode
+    checkouts) go to :mod:`modelbank.wallets.subscriptions`, the others to purchases."""
     payload = await request.body()
+    signature = request.headers.get("stripe-signature")
+    stripe_billing = billing.stripe_billing(db.settings, http_client=db.payment_http_client)
+    about_subscription = stripe_billing.parse_webhook(payload, signature)
+    if about_subscription is not None:
+        sub_event = about_subscription
+
+        def apply_subscription() -> str:
+            with db.write() as session:
+                return subscription_events.apply_event(session, sub_event)
+
+        return ws.StripeWebhookOut(result=await run_in_threadpool(apply_subscription))
     provider = providers.stripe_from_settings(db.settings, http_client=db.payment_http_client)
-    event = provider.parse_webhook(payload, request.headers.get("stripe-signature"))
+    event = provider.parse_webhook(payload, signature)
 
     def apply() -> str:
         with db.write() as session:
