@@ -7,23 +7,21 @@ schemas, so a field added later without the strict type fails here."""
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+import modelbank.api
 from modelbank.api.schemas import Strict
 
-SCHEMA_MODULES = (
-    "schemas",
-    "wallet_schemas",
-    "payout_schemas",
-    "pool_schemas",
-    "stake_schemas",
-    "webhook_schemas",
-    "whatif_schemas",
-    "analytics_schemas",
+SCHEMA_MODULES = sorted(
+    info.name
+    for info in pkgutil.iter_modules(modelbank.api.__path__)
+    if info.name == "schemas" or info.name.endswith("_schemas")
 )
+"""Every ``modelbank.api`` module of request and response bodies (new ones included)."""
 
 
 def _request_models() -> list[type[Strict]]:
