@@ -47,6 +47,13 @@ STATUS_BY_CODE: dict[str, int] = {
     # resource pool: a key already live in the pool, or a resource in the wrong status
     "resource_key_exists": 409,
     "resource_state": 409,
+    # marketplace: a listing no longer open, an allocation already closed, a dispute
+    # already open or resolved (a race the caller lost: 409, nothing written)
+    "market_listing_state": 409,
+    "allocation_state": 409,
+    "dispute_state": 409,
+    # moving pool quota to the market part reverses deposit credit the wallet no longer holds
+    "deposit_credit_spent": 409,
     # the operator's pool rates are out of range: not the depositor's fault
     "pool_settings_invalid": 500,
     # payouts: a request the caller can fix by asking for less or more (422, not 402: 402
@@ -66,6 +73,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "invalid_secret_key": 500,
     "secret_undecryptable": 500,
     "secret_key_mismatch": 500,
+    "rate_limited": 429,
 }
 """HTTP status of the codes that are not plain 404 (NotFound) / 422 (InvalidInput)."""
 
@@ -78,6 +86,7 @@ _DESCRIPTIONS = {
     404: "Unknown, or another user's (not revealed)",
     409: "Idempotency-Key reused with another body, or a duplicate",
     422: "Invalid input: nothing was written",
+    429: "Rate limited (`Retry-After` says when to try again): nothing was written",
     502: "The payment provider failed or refused the request: nothing was granted",
 }
 
@@ -89,7 +98,7 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": Problem, "description": _DESCRIPTIONS[status]} for status in statuses}
 
 
-COMMON_PROBLEMS = (400, 401, 403, 404, 409, 422)
+COMMON_PROBLEMS = (400, 401, 403, 404, 409, 422, 429)
 """Errors any /api/v1 operation may answer."""
 
 
@@ -136,6 +145,8 @@ def problem_for(error: DomainError) -> JSONResponse:
     """The problem+json response of a domain error (its context is included)."""
     status = status_for(error)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if "retry_after_s" in error.context:
+        headers = {"Retry-After": str(error.context["retry_after_s"])}
     context = {k: v for k, v in error.context.items() if k not in ("type", "title", "status")}
     return problem(status, error.code, error.message, headers, **context)
 

@@ -16,11 +16,20 @@ from modelbank.earnings.models import (
 )
 from modelbank.idempotency.models import IdempotentRequest
 from modelbank.ledger.models import Account, Transfer
+from modelbank.marketplace.models import (
+    MarketAllocation,
+    MarketAllocationUse,
+    MarketBundleItem,
+    MarketDispute,
+    MarketListing,
+    MarketOrder,
+)
 from modelbank.metering.models import UsageEventRow
 from modelbank.metering.rollups import CreatorDay, ModelDay, UserDay
 from modelbank.platform.models import DeploymentKey, PlatformSetting
 from modelbank.pool.models import PoolDebt, Resource, ResourceHealth, ResourceModel, RouteLog
 from modelbank.pricing.models import PriceVersion
+from modelbank.ratelimits.models import RateLimitCounter, RateLimitPlan
 from modelbank.users.models import User
 from modelbank.wallets.billing_models import (
     GrantRollover,
@@ -67,6 +76,12 @@ __all__ = [
     "GrantBurn",
     "GrantRollover",
     "IdempotentRequest",
+    "MarketAllocation",
+    "MarketAllocationUse",
+    "MarketBundleItem",
+    "MarketDispute",
+    "MarketListing",
+    "MarketOrder",
     "ModelAccess",
     "ModelDay",
     "ModelStats",
@@ -80,6 +95,8 @@ __all__ = [
     "PromoCode",
     "PromoRedemption",
     "Purchase",
+    "RateLimitCounter",
+    "RateLimitPlan",
     "ReferenceEpoch",
     "Referral",
     "ReferralCode",
