@@ -252,7 +252,9 @@ def test_an_unhandled_error_is_problem_json_with_a_request_id(small: TestClient)
     assert found["request_id"] == "trace-me-1"
     assert r.headers["x-request-id"] == "trace-me-1"
     r = small.post("/api/v1/test-boom", headers={"X-Request-Id": "\x01bad"})
-    assert len(problem(r, 500, "internal_error")["request_id"]) == 32
+    found = problem(r, 500, "internal_error")
+    assert len(found["request_id"]) == 32
+    assert r.headers.get_list("x-request-id") == [found["request_id"]]  # one id, the same
 
 
 def test_an_unhandled_error_keeps_the_connection_open(db: Db, api: Api) -> None:

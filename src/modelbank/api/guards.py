@@ -18,6 +18,8 @@ from typing import Any
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from modelbank.observability import logs
+
 REQUEST_ID_HEADER = "x-request-id"
 MAX_REQUEST_ID_LENGTH = 128
 """A caller's ``X-Request-Id`` longer than this (or not printable ASCII) is replaced by our
@@ -42,8 +44,9 @@ def request_id_of(scope: Scope) -> str:
     characters, else a new random one (32 hex). Stored in ``scope["state"]`` by
     :class:`Guard` so that every layer reports the same id."""
     state = scope.setdefault("state", {})
-    found = state.get("request_id")
+    found = state.get("request_id") or logs.current_request_id()  # the observer's, if any
     if isinstance(found, str):
+        state["request_id"] = found
         return found
     rid = ""
     for name, value in scope.get("headers", ()):
@@ -73,17 +76,13 @@ async def _send_problem(
     send: Send, status: int, code: str, title: str, detail: str, rid: str
 ) -> None:
     body = _problem_bytes(status, code, title, detail, rid)
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/problem+json"),
-                (b"content-length", str(len(body)).encode()),
-                (REQUEST_ID_HEADER.encode(), rid.encode()),
-            ],
-        }
-    )
+    headers = [
+        (b"content-type", b"application/problem+json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    if logs.current_request_id() is None:  # else the RequestObserver adds it
+        headers.append((REQUEST_ID_HEADER.encode(), rid.encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -104,6 +103,8 @@ class Guard:
             await self.app(scope, receive, send)
             return
         rid = request_id_of(scope)
+        # the RequestObserver (outside) already puts the id on every response
+        add_header = logs.current_request_id() is None
         limit = self.max_body_bytes
         if limit is not None:
             for name, value in scope.get("headers", ()):
@@ -128,7 +129,9 @@ class Guard:
 
         async def tracked(message: Message) -> None:
             nonlocal started, finished
-            if message["type"] == "http.response.start":
+            if message["type"] == "http.response.start" and not add_header:
+                started = True
+            elif message["type"] == "http.response.start":
                 started = True
                 headers = list(message.get("headers", ()))
                 if not any(k.lower() == REQUEST_ID_HEADER.encode() for k, _ in headers):
