@@ -90,6 +90,15 @@ class Settings(BaseSettings):
         " so that the gateway never calls into the operator's network for a user. Platform"
         " resources (admin) may always name any host",
     )
+    max_body_bytes: int = Field(
+        default=8 * 1024 * 1024,
+        ge=1024,
+        le=1024 * 1024 * 1024,
+        description="Largest request body accepted (bytes; default 8 MiB: a full usage batch"
+        " of 1,000 events with bounded metadata fits several times). A larger"
+        " `Content-Length` is refused before the body is read, a chunked body as soon as it"
+        " passes the limit: 413 problem+json `body_too_large`",
+    )
     migrate_on_start: bool = Field(
         default=True,
         description="`modelbank serve` applies pending migrations on start; when false it"

@@ -2471,7 +2471,10 @@ export interface components {
              * @default 0
              */
             input_tokens?: number;
-            /** Metadata */
+            /**
+             * Metadata
+             * @description labels: at most 64 keys (all depths) of at most 64 characters, 4 levels deep, 16384 bytes as JSON; strings are stored cut to 100 characters
+             */
             metadata?: {
                 [key: string]: unknown;
             } | null;
@@ -2647,7 +2650,10 @@ export interface components {
              * @default 0
              */
             input_tokens?: number;
-            /** Metadata */
+            /**
+             * Metadata
+             * @description labels: at most 64 keys (all depths) of at most 64 characters, 4 levels deep, 16384 bytes as JSON; strings are stored cut to 100 characters
+             */
             metadata?: {
                 [key: string]: unknown;
             } | null;
@@ -5245,7 +5251,10 @@ export interface components {
              * @default 0
              */
             input_tokens?: number;
-            /** Metadata */
+            /**
+             * Metadata
+             * @description labels: at most 64 keys (all depths) of at most 64 characters, 4 levels deep, 16384 bytes as JSON; strings are stored cut to 100 characters
+             */
             metadata?: {
                 [key: string]: unknown;
             } | null;

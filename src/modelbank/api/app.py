@@ -15,6 +15,7 @@ from modelbank import __version__
 from modelbank.api import errors
 from modelbank.api.deps import Database, KeyCache
 from modelbank.api.gateway import create_gateway_app
+from modelbank.api.guards import Guard
 from modelbank.api.observe import RequestObserver, install_metrics
 from modelbank.api.routes import admin, health, models, usage, users
 from modelbank.api.routes import analytics as analytics_routes
@@ -41,7 +42,7 @@ from modelbank.pool.health import health_store
 from modelbank.pool.router import Router
 from modelbank.ratelimits.service import KeyLimits, Limiter
 from modelbank.ratelimits.store import DatabaseStore, MemoryStore, RedisStore, Store
-from modelbank.secrets import SecretBox
+from modelbank.secrets import SecretBox, bind_deployment_key
 
 DESCRIPTION = """\
 modelbank's HTTP API: a double-entry credit ledger, model catalog and pricing, usage metering
@@ -145,6 +146,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     db.limiter = build_limiter(db)
     db.rls = rls.available(engine)
     box = SecretBox.from_settings(settings)
+    bind_deployment_key(box, engine)  # one key per deployment: refuses to start with another
     gateway = build_gateway(db, box)
 
     @asynccontextmanager
@@ -179,6 +181,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.state.secret_box = box  # webhook secrets and provider keys at rest
     app.state.gateway = gateway
     errors.install(app)
+    # Guard inside the observer: its 413s and 500s are counted and logged with the same id
+    app.add_middleware(Guard, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(RequestObserver, log_requests=settings.log_requests)
     install_metrics(
         app,

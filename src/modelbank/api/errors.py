@@ -36,6 +36,8 @@ STATUS_BY_CODE: dict[str, int] = {
     "hold_expired": 409,
     "batch_too_large": 413,
     "hold_amount_exceeded": 409,
+    # an account's running total would pass 2⁶² µcr: a state of the ledger, not bad input
+    "account_total_limit": 409,
     "purchase_state_conflict": 409,
     "payment_method_required": 409,
     "subscription_state_conflict": 409,
@@ -71,6 +73,7 @@ STATUS_BY_CODE: dict[str, int] = {
     # the server's secret key is misconfigured or changed: not the caller's fault
     "invalid_secret_key": 500,
     "secret_undecryptable": 500,
+    "secret_key_mismatch": 500,
     "rate_limited": 429,
 }
 """HTTP status of the codes that are not plain 404 (NotFound) / 422 (InvalidInput)."""
@@ -173,7 +176,7 @@ def install(app: FastAPI) -> None:
 
     async def on_http(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
-        code = {404: "not_found", 405: "method_not_allowed"}.get(
+        code = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}.get(
             exc.status_code, HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_")
         )
         headers = dict(exc.headers) if exc.headers else None

@@ -26,6 +26,7 @@ from starlette.types import Receive, Scope, Send
 
 from modelbank.api.deps import Caller, Database
 from modelbank.api.errors import status_for
+from modelbank.api.guards import Guard
 from modelbank.auth.service import Principal, Role
 from modelbank.errors import DomainError, InvalidInput
 from modelbank.gateway import catalog as gateway_catalog
@@ -237,6 +238,7 @@ def create_gateway_app(db: Database, gateway: Gateway) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _on_validation)
     app.add_exception_handler(ValidationError, _on_validation)
     app.add_exception_handler(StarletteHTTPException, _on_http)
+    app.add_middleware(Guard)  # an unhandled error: problem+json, never a dropped connection
 
     async def serve(
         endpoint: str, request: Request, caller: Principal, acting_for: str | None

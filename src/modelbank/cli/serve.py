@@ -3,6 +3,7 @@ PostgreSQL)."""
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import tempfile
@@ -21,6 +22,25 @@ WORKER_START_TIMEOUT_S = 120
 """How long uvicorn waits for a worker's health answer before killing it (it answers only
 once its imports are done: 5 s, uvicorn's default, killed every worker in a loop on this
 2-core machine under load)."""
+
+M_ARENA_MAX = -8
+"""glibc's ``mallopt`` parameter number for the most malloc arenas (malloc.h)."""
+MALLOC_ARENAS = 2
+"""Arenas the server may use. glibc gives threads that allocate at once their own arena (up to
+8 × cores); the request thread pool then holds memory in many half-empty arenas and RSS
+creeps up under mixed load (issue 16 D12: bench/memory.py, 90 s of mixed load on SQLite,
+RSS still rising by ~1 MiB per 10 s with the default, flat at 160 MiB with 2 arenas)."""
+
+
+def limit_malloc_arenas() -> None:
+    """Cap glibc's malloc arenas at :data:`MALLOC_ARENAS` for this process, unless the
+    operator set ``MALLOC_ARENA_MAX``; a no-op where glibc is absent."""
+    if os.environ.get("MALLOC_ARENA_MAX"):
+        return
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(M_ARENA_MAX, MALLOC_ARENAS)
+    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to tune
+        return
 
 
 def serve(
@@ -71,6 +91,7 @@ def serve(
             app = create_app(settings)
         except SchemaBehind as exc:
             raise fail(str(exc)) from None
+    limit_malloc_arenas()  # before uvicorn starts the threads that allocate
     uvicorn.run(
         app,
         host=host,
@@ -121,6 +142,8 @@ def _serve_workers(
             LOG_LEVEL_ENV: log_level,
         }
     )
+    # workers are new interpreters: glibc reads the arena cap from the environment at start
+    os.environ.setdefault("MALLOC_ARENA_MAX", str(MALLOC_ARENAS))
     try:
         uvicorn.run(
             "modelbank.cli.serve:worker_app",
