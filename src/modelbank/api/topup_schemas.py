@@ -5,14 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictBool, StrictInt
 
 from modelbank.api.schemas import MAX_UCR, Id, Strict, Ucr
 from modelbank.money import format_credits, format_usd
 from modelbank.notices.service import MAX_EMAIL_LENGTH, Recipient
 from modelbank.wallets.autotopup import MAX_CAP_COUNT, AutoTopupInfo
 
-Uusd = Annotated[int, Field(ge=0, le=MAX_UCR, description="micro-dollars (1 USD = 10⁶ µUSD)")]
+Uusd = Annotated[StrictInt, Field(ge=0, le=MAX_UCR, description="micro-dollars (1 USD = 10⁶ µUSD)")]
 
 
 class AutoTopupIn(Strict):
@@ -20,10 +20,10 @@ class AutoTopupIn(Strict):
     ``threshold_ucr``, at most ``monthly_cap_count`` times and ``monthly_cap_uusd`` µUSD per
     calendar month (UTC)."""
 
-    enabled: bool
+    enabled: StrictBool
     threshold_ucr: Ucr
     package_id: Id
-    monthly_cap_count: Annotated[int, Field(ge=0, le=MAX_CAP_COUNT)]
+    monthly_cap_count: Annotated[StrictInt, Field(ge=0, le=MAX_CAP_COUNT)]
     monthly_cap_uusd: Uusd
 
 
@@ -70,7 +70,7 @@ class PaymentMethodSetupOut(BaseModel):
 
 class EmailNoticesIn(Strict):
     email: Annotated[str, Field(min_length=3, max_length=MAX_EMAIL_LENGTH)]
-    enabled: bool = True
+    enabled: StrictBool = True
 
 
 class EmailNoticesOut(BaseModel):
