@@ -415,3 +415,20 @@ def test_stripe_cancel_refused_changes_nothing_and_an_expired_checkout_cancels(
     status = api.client.get(f"{V1}/subscriptions/{pending['id']}", headers=other).json()
     assert status["status"] == "cancelled" and balance(api, other_id) == 0
     assert [e["subscription_id"] for e in events(api, "subscription.cancelled")] == [pending["id"]]
+
+
+def test_the_first_period_bonus_is_granted_once_per_user_not_per_resubscription(
+    api: Api,
+) -> None:
+    """Cancelling and subscribing again must not earn the first period's bonus again (else a
+    subscriber cancels every month to collect it)."""
+    user_id, user = api.user("cyclist")
+    plan = make_plan(api)
+    first = subscribe(api, user_id, user, plan["id"], provider="manual").json()
+    assert confirm(api, first["id"], "p1").json()["bonus_ucr"] == 20 * CREDIT
+    r = api.client.post(f"{V1}/subscriptions/{first['id']}/cancel", headers=user)
+    assert r.status_code == 200, r.text
+    again = subscribe(api, user_id, user, plan["id"], provider="manual").json()
+    period = confirm(api, again["id"], "p2").json()
+    assert (period["bonus_ucr"], period["bonus_grant_id"]) == (0, None)
+    assert balance(api, user_id) == 220 * CREDIT
