@@ -432,3 +432,55 @@ def test_the_first_period_bonus_is_granted_once_per_user_not_per_resubscription(
     period = confirm(api, again["id"], "p2").json()
     assert (period["bonus_ucr"], period["bonus_grant_id"]) == (0, None)
     assert balance(api, user_id) == 220 * CREDIT
+
+
+def test_a_signed_stripe_event_with_absurd_values_is_a_4xx_and_grants_nothing(
+    stripe_api: tuple[Api, FakeStripeHTTP],
+) -> None:
+    """Out-of-range timestamps, amounts and ids in a correctly signed event are refused with
+    a problem (never a 500 that Stripe retries for days), the ledger unchanged."""
+    api, _ = stripe_api
+    user_id, user = api.user("odd")
+    sub = subscribe(api, user_id, user, make_plan(api)["id"]).json()
+    now = datetime.now(UTC).replace(microsecond=0)
+
+    def bad(name: str) -> dict[str, Any]:
+        obj = invoice(sub["id"], f"in_{name}", now)
+        period = obj["lines"]["data"][0]["period"]
+        details = obj["parent"]["subscription_details"]
+        if name == "far_end":
+            period["end"] = 10**12
+        elif name == "before_year_one":
+            period.update(start=-(10**12), end=-(10**12) + 60)
+        elif name == "huge_amount":
+            obj["amount_paid"] = 2**62
+        elif name == "huge_id":
+            details.update(subscription="sub_other", metadata={"subscription_id": "9" * 30})
+        elif name == "long_invoice":
+            obj["id"] = "in_" + "x" * 300
+        return obj
+
+    for i, name in enumerate(
+        ["far_end", "before_year_one", "huge_amount", "huge_id", "long_invoice"]
+    ):
+        body, signature = signed_event(WEBHOOK_SECRET, "invoice.paid", bad(name), event_id=f"e{i}")
+        r = api.client.post(
+            f"{V1}/webhooks/stripe",
+            content=body,
+            headers={"Stripe-Signature": signature, "Content-Type": "application/json"},
+        )
+        assert r.status_code < 500, (name, r.text)
+        if r.status_code == 200:  # not ours: nothing granted
+            assert r.json()["result"] == "unknown_subscription", name
+        else:
+            problem(r, 422, "invalid_input")
+    body, signature = signed_event(
+        WEBHOOK_SECRET, "invoice.paid", invoice(sub["id"], "in_ok", now), event_id="e" * 300
+    )
+    r = api.client.post(
+        f"{V1}/webhooks/stripe",
+        content=body,
+        headers={"Stripe-Signature": signature, "Content-Type": "application/json"},
+    )
+    problem(r, 422, "invalid_input")
+    assert balance(api, user_id) == 0
