@@ -180,3 +180,42 @@ def test_bad_limits_are_422(api: Api) -> None:
         api.rejects(
             "POST", f"{V1}/users/{alice}/keys", 422, "validation_error", json=body, headers=alice_h
         )
+
+
+def test_a_limited_key_cannot_spend_the_wallet_outside_its_limit(api: Api) -> None:
+    """Buying premium access or a stake listing spends the wallet without a usage charge: a
+    key with a spend limit is refused (403), else an app handed a 1 µcr key could drain the
+    wallet into a colluding creator's model or listing. Ledger unchanged."""
+    alice, alice_h = api.user("alice", credits_ucr=10 * CREDIT)
+    creator, creator_h = api.user("creator")
+    limited = bearer(_key(api, alice, alice_h, limit_ucr=1, limit_period="day")["key"])
+    gold = api.model("gold", is_premium=True, access_price_ucr=5 * CREDIT, creator_id=creator)
+    api.rejects(
+        "POST",
+        f"{V1}/models/{gold['id']}/purchase",
+        403,
+        "forbidden",
+        json={},
+        headers={**limited, "Idempotency-Key": "buy-access"},
+    )
+    base = f"{V1}/models/{gold['id']}/stakes"
+    r = api.client.post(
+        f"{base}/listings", json={"share_bps": 100, "price_ucr": 9 * CREDIT}, headers=creator_h
+    )
+    assert r.status_code == 201, r.text
+    api.rejects(
+        "POST",
+        f"{base}/listings/{r.json()['id']}/buy",
+        403,
+        "forbidden",
+        headers={**limited, "Idempotency-Key": "buy-stake"},
+    )
+    wallet = api.client.get(f"{V1}/users/{alice}/wallet", headers=alice_h).json()
+    assert wallet["balance_ucr"] == 10 * CREDIT
+    # The same user's key without a limit may.
+    r = api.client.post(
+        f"{V1}/models/{gold['id']}/purchase",
+        json={},
+        headers={**alice_h, "Idempotency-Key": "buy-access"},
+    )
+    assert r.status_code == 201, r.text

@@ -819,7 +819,8 @@ export interface paths {
         /**
          * Purchase
          * @description Buy access to a premium model with credits: a user for itself, an admin or service
-         *     key for ``user_id``. Buying again returns the first purchase and charges nothing.
+         *     key for ``user_id``. Buying again returns the first purchase and charges nothing. 403
+         *     for a key with a spend limit.
          */
         post: operations["purchase_api_v1_models__model_id__purchase_post"];
         delete?: never;
@@ -895,7 +896,7 @@ export interface paths {
          *     The price moves from the buyer's wallet to the seller's and the stake from seller to
          *     buyer, together; 402 (nothing written) without the credits, 409
          *     ``stake_listing_state`` once it is sold or cancelled, 422 ``own_stake_listing`` for its
-         *     seller.
+         *     seller; 403 for a key with a spend limit.
          */
         post: operations["buy_listing_api_v1_models__model_id__stakes_listings__listing_id__buy_post"];
         delete?: never;
