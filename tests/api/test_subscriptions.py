@@ -484,3 +484,31 @@ def test_a_signed_stripe_event_with_absurd_values_is_a_4xx_and_grants_nothing(
     )
     problem(r, 422, "invalid_input")
     assert balance(api, user_id) == 0
+
+
+def test_credits_held_at_the_period_end_roll_over_once_the_hold_is_released(api: Api) -> None:
+    """A hold pending when the period ends keeps what it reserved; when it is voided, the
+    rollover fraction of those credits rolls over too (not all of them expire)."""
+    from modelbank.wallets import holds
+
+    user_id, user = api.user("hal")
+    plan = make_plan(api, first_period_bonus_ucr=0, credits_ucr=100 * CREDIT)
+    sub = subscribe(api, user_id, user, plan["id"], provider="manual").json()
+    period = confirm(api, sub["id"], "p1").json()
+    end = datetime.fromisoformat(period["period_end"])
+    with api.db.tx() as session:
+        hold = holds.place(
+            session,
+            user_id,
+            40 * CREDIT,
+            timeout_s=7_200,
+            idempotency_key="straddle",
+            now=end - timedelta(minutes=5),
+        )
+    box = SecretBox(TEST_SECRET_KEY)
+    jobs.run_once(api.db.factory, box=box, deliver=False, now=end + timedelta(seconds=1))
+    assert balance(api, user_id) == 40 * CREDIT + 15 * CREDIT  # held + 25 % of 60
+    with api.db.tx() as session:
+        holds.void(session, hold.id, now=end + timedelta(seconds=2))
+    jobs.run_once(api.db.factory, box=box, deliver=False, now=end + timedelta(seconds=3))
+    assert balance(api, user_id) == 25 * CREDIT  # 25 % of all 100 left unspent
