@@ -512,3 +512,20 @@ def test_credits_held_at_the_period_end_roll_over_once_the_hold_is_released(api:
         holds.void(session, hold.id, now=end + timedelta(seconds=2))
     jobs.run_once(api.db.factory, box=box, deliver=False, now=end + timedelta(seconds=3))
     assert balance(api, user_id) == 25 * CREDIT  # 25 % of all 100 left unspent
+
+
+def test_a_late_payment_failed_for_an_invoice_already_paid_changes_nothing(
+    stripe_api: tuple[Api, FakeStripeHTTP],
+) -> None:
+    """Stripe does not order deliveries: ``invoice.payment_failed`` of a first attempt that
+    arrives after the retry's ``invoice.paid`` must not make the subscription past due."""
+    api, _ = stripe_api
+    user_id, user = api.user("late")
+    sub = subscribe(api, user_id, user, make_plan(api)["id"]).json()
+    now = datetime.now(UTC).replace(microsecond=0)
+    paid = invoice(sub["id"], "in_1", now)
+    assert deliver(api, "invoice.paid", paid, "evt_paid") == "period_granted"
+    assert deliver(api, "invoice.payment_failed", paid, "evt_failed") == "ignored"
+    status = api.client.get(f"{V1}/subscriptions/{sub['id']}", headers=user).json()
+    assert status["status"] == "active"
+    assert events(api, "subscription.renewal_failed") == []
