@@ -219,3 +219,46 @@ def test_a_limited_key_cannot_spend_the_wallet_outside_its_limit(api: Api) -> No
         headers={**alice_h, "Idempotency-Key": "buy-access"},
     )
     assert r.status_code == 201, r.text
+
+
+def test_a_limited_key_cannot_capture_or_void_holds_placed_by_other_keys(api: Api) -> None:
+    """A hold placed with the user's unlimited key is not counted on the limited key: letting
+    the limited key capture it would charge the wallet past the limit (or void another app's
+    reservation). 403, ledger unchanged; its own holds it may capture."""
+    alice, alice_h = api.user("alice", credits_ucr=10 * CREDIT)
+    api.model("m")
+    limited = bearer(_key(api, alice, alice_h, limit_ucr=1_000)["key"])
+    r = api.client.post(
+        f"{V1}/users/{alice}/holds",
+        json={"amount_ucr": 5 * CREDIT, "timeout_s": 600, "model": "m"},
+        headers={**alice_h, "Idempotency-Key": "big"},
+    )
+    assert r.status_code == 201, r.text
+    big = r.json()["id"]
+    api.rejects(
+        "POST",
+        f"{V1}/holds/{big}/capture",
+        403,
+        "forbidden",
+        json={"amount_ucr": 5 * CREDIT},
+        headers={**limited, "Idempotency-Key": "steal"},
+    )
+    api.rejects(
+        "POST",
+        f"{V1}/holds/{big}/void",
+        403,
+        "forbidden",
+        headers={**limited, "Idempotency-Key": "v"},
+    )
+    r = api.client.post(
+        f"{V1}/users/{alice}/holds",
+        json={"amount_ucr": 1_000, "timeout_s": 600, "model": "m"},
+        headers={**limited, "Idempotency-Key": "own"},
+    )
+    assert r.status_code == 201, r.text
+    r = api.client.post(
+        f"{V1}/holds/{r.json()['id']}/capture",
+        json={"amount_ucr": 600},
+        headers={**limited, "Idempotency-Key": "own-cap"},
+    )
+    assert r.status_code == 200, r.text

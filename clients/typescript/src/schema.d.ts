@@ -666,7 +666,8 @@ export interface paths {
         /**
          * Capture Hold
          * @description Charge ``amount_ucr`` (≤ held) as a usage event of the hold's model through the normal
-         *     pipeline (creator earnings included) and release the rest. A second capture is 409.
+         *     pipeline (creator earnings included) and release the rest. A second capture is 409; 403
+         *     for a key with a spend limit and a hold placed with another key.
          */
         post: operations["capture_hold_api_v1_holds__hold_id__capture_post"];
         delete?: never;
@@ -686,7 +687,8 @@ export interface paths {
         put?: never;
         /**
          * Void Hold
-         * @description Release a pending hold entirely. 409 when it is no longer pending.
+         * @description Release a pending hold entirely. 409 when it is no longer pending; 403 for a key with
+         *     a spend limit and a hold placed with another key.
          */
         post: operations["void_hold_api_v1_holds__hold_id__void_post"];
         delete?: never;
