@@ -1,5 +1,6 @@
 """Background jobs (DESIGN §13 ``jobs.py``): expire holds, sweep expired grants, collect owed
-earnings, deliver the webhook outbox.
+earnings, expire marketplace listings and allocations (returning their escrow), deliver the
+webhook outbox.
 
 Each step is idempotent and works in bounded batches, each batch its own short transaction,
 so a run can be interrupted at any point and run again (by ``modelbank jobs run``, by cron,
@@ -20,6 +21,7 @@ import httpx
 from sqlalchemy.orm import Session, sessionmaker
 
 from modelbank.db.base import utcnow
+from modelbank.marketplace import service as market
 from modelbank.pool import debts as pool_debts
 from modelbank.secrets import SecretBox
 from modelbank.wallets import grants, holds, refunds, subscription_periods
@@ -43,6 +45,10 @@ class JobReport:
     debts_collected_ucr: int = 0
     pool_debts_collected_ucr: int = 0
     """µcr of clawback debts collected from depositors' wallets (DESIGN §9)."""
+    marketplace_expired: int = 0
+    """Marketplace rows ended by time: listings and allocations past their expiry (the
+    allocations' unconsumed escrow returned to the buyers) and allocation holds of gateway
+    calls never settled (DESIGN §10)."""
     webhooks_delivered: int = 0
     webhook_attempts_failed: int = 0
     webhooks_given_up: int = 0
@@ -112,6 +118,10 @@ def run_once(
     step("collect pool debts")
     report.pool_debts_collected_ucr = _until_done(
         factory, lambda s: pool_debts.settle_debts(s, now=at, limit=BATCH), count_rows=False
+    )
+    step("expire marketplace listings and allocations")
+    report.marketplace_expired = _until_done(
+        factory, lambda s: market.expire_due(s, now=at, limit=BATCH)
     )
     if deliver:
         step("deliver webhooks")

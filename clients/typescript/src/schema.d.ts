@@ -86,6 +86,70 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/admin/marketplace": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Admin Marketplace
+         * @description The admin marketplace view: orders and volume, commission earned, escrow still
+         *     held, open listings, active allocations, and the oldest open disputes.
+         */
+        get: operations["admin_marketplace_api_v1_admin_marketplace_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/admin/marketplace/disputes": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List Disputes
+         * @description Every dispute, oldest first, optionally by status (admin).
+         */
+        get: operations["list_disputes_api_v1_admin_marketplace_disputes_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/admin/marketplace/disputes/{dispute_id}/resolve": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Resolve Dispute
+         * @description Resolve an open dispute (admin), recorded with the reason and the admin key:
+         *     ``refund`` returns the allocation's unreleased escrow to the buyer, ``release`` pays it
+         *     to the seller less the commission. 409 ``dispute_state`` once resolved. A retry with
+         *     the same ``Idempotency-Key`` and body answers the same.
+         */
+        post: operations["resolve_dispute_api_v1_admin_marketplace_disputes__dispute_id__resolve_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/admin/monetisation": {
         parameters: {
             query?: never;
@@ -697,6 +761,203 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/marketplace/allocations/{allocation_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Allocation
+         * @description One allocation (its buyer or seller, or an admin or service key; anyone else 404).
+         */
+        get: operations["get_allocation_api_v1_marketplace_allocations__allocation_id__get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/marketplace/allocations/{allocation_id}/disputes": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Open Dispute
+         * @description The buyer says an active allocation failed to serve (its buyer, or an admin or
+         *     service key acting for the buyer; anyone else 404). One open dispute per allocation
+         *     (409 ``dispute_state``); a closed allocation has nothing left to dispute (409
+         *     ``allocation_state``). An admin resolves it.
+         */
+        post: operations["open_dispute_api_v1_marketplace_allocations__allocation_id__disputes_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/marketplace/listings": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Browse Listings
+         * @description Browse listings (any key), oldest first: filter by kind, a model the quota serves (or
+         *     the stake's model), seller, status, price per 1M tokens equivalent and measured
+         *     reputation. The price and reputation filters apply within a page, which may then hold
+         *     fewer than ``limit`` items: follow ``next_cursor`` until it is null.
+         */
+        get: operations["browse_listings_api_v1_marketplace_listings_get"];
+        put?: never;
+        /**
+         * Create Listing
+         * @description List quota or a stake for sale: a user key for itself, an admin or service key for
+         *     ``seller_id``. Quota: µUSD of the **market part** of the seller's own active, probed,
+         *     healthy resource, not already offered or sold (422 ``resource_not_listable``,
+         *     ``market_quota_unavailable``), priced per USD of provider spend; stake: basis points
+         *     the seller holds beyond their open listings (422 ``stake_unavailable``), priced per
+         *     basis point; bundle: quota on 2–20 of the seller's resources, bought whole.
+         */
+        post: operations["create_listing_api_v1_marketplace_listings_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/marketplace/listings/{listing_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Listing
+         * @description One listing (any key): what is left, its price, the models it serves, its price per
+         *     1M tokens equivalent and its resources' measured reputation.
+         */
+        get: operations["get_listing_api_v1_marketplace_listings__listing_id__get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        /**
+         * Update Price
+         * @description Re-price the unfilled part of an open listing (its seller, or an admin or service
+         *     key); orders already filled keep their price. 409 ``market_listing_state`` once it is
+         *     filled, cancelled or expired.
+         */
+        patch: operations["update_price_api_v1_marketplace_listings__listing_id__patch"];
+        trace?: never;
+    };
+    "/api/v1/marketplace/listings/{listing_id}/buy": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Buy
+         * @description Buy ``quantity`` of an open listing: a user key for itself, an admin or service key
+         *     for ``buyer_id``. The price (quota: quantity × unit price ÷ 1,000,000, half-even;
+         *     stake: quantity × unit price) moves from the buyer's wallet into escrow. A stake moves
+         *     at once and escrow pays the seller 85 % and the platform 15 % (the commission in force,
+         *     frozen on the order); quota becomes an allocation the gateway serves the buyer's calls
+         *     from at provider cost, releasing escrow as it is consumed.
+         *
+         *     A retry with the same ``Idempotency-Key`` (per buyer) and body answers the same order
+         *     with ``Idempotency-Hit: true``; another body 409 ``idempotency_key_reused``. 402
+         *     without the credits; 409 ``market_listing_state`` when it closed meanwhile; 422
+         *     ``invalid_fill`` (below the minimum fill or above what is left), ``own_market_listing``
+         *     for its seller. Nothing is written on an error.
+         */
+        post: operations["buy_api_v1_marketplace_listings__listing_id__buy_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/marketplace/listings/{listing_id}/cancel": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Cancel Listing
+         * @description Cancel the unfilled part of an open listing (its seller, or an admin or service
+         *     key); its orders and allocations stay. 409 ``market_listing_state`` when not open.
+         */
+        post: operations["cancel_listing_api_v1_marketplace_listings__listing_id__cancel_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/marketplace/orders/{order_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Order
+         * @description One order (its buyer or seller, or an admin or service key; anyone else 404).
+         */
+        get: operations["get_order_api_v1_marketplace_orders__order_id__get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/marketplace/pricing-suggestion": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Pricing Suggestion
+         * @description The suggested ``unit_price_ucr`` (per USD of provider spend) for quota of one of the
+         *     caller's resources: the platform's own price for its cheapest model undercut by the
+         *     configured share, never below the seller's cost basis after the commission (the
+         *     resource's owner, or an admin or service key; anyone else 404).
+         */
+        get: operations["pricing_suggestion_api_v1_marketplace_pricing_suggestion_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/models": {
         parameters: {
             query?: never;
@@ -1072,6 +1333,32 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/resources/{resource_id}/market-part": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Move To Market
+         * @description Move ``amount_uusd`` of an active resource's unconsumed pool part to its market part,
+         *     to list it (its owner, or an admin or service key; anyone else 404). The deposit credit
+         *     of that quota is reversed from the owner's wallet — ``(deposit − moved) × amount / pool
+         *     part``, the deposit grant burned first — only while the wallet holds it (409
+         *     ``deposit_credit_spent``, nothing written): no quota is both credited and sold. The
+         *     platform's fee is not returned. A retry with the same ``Idempotency-Key`` and body
+         *     answers the same.
+         */
+        post: operations["move_to_market_api_v1_resources__resource_id__market_part_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/resources/{resource_id}/route-logs": {
         parameters: {
             query?: never;
@@ -1318,6 +1605,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/users/{user_id}/allocations": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List Allocations
+         * @description The quota the user bought (``role=buyer``, the default) or sold, oldest first: what
+         *     remains, what was consumed, escrow released and returned.
+         */
+        get: operations["list_allocations_api_v1_users__user_id__allocations_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/users/{user_id}/creator-analytics": {
         parameters: {
             query?: never;
@@ -1333,6 +1641,26 @@ export interface paths {
          *     404 for others (and for an unknown ``model_id``).
          */
         get: operations["creator_analytics_api_v1_users__user_id__creator_analytics_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/users/{user_id}/disputes": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List User Disputes
+         * @description The disputes the user opened, oldest first, with their resolutions.
+         */
+        get: operations["list_user_disputes_api_v1_users__user_id__disputes_get"];
         put?: never;
         post?: never;
         delete?: never;
@@ -1503,6 +1831,27 @@ export interface paths {
          *     and the portfolio (stakes held, what each earned, paid out).
          */
         get: operations["model_analytics_api_v1_users__user_id__model_analytics_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/users/{user_id}/orders": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List Orders
+         * @description The user's marketplace orders, oldest first: what they paid, what escrow released to
+         *     the seller and the platform, returned, and still holds.
+         */
+        get: operations["list_orders_api_v1_users__user_id__orders_get"];
         put?: never;
         post?: never;
         delete?: never;
@@ -1882,6 +2231,85 @@ export interface components {
             top_creators: components["schemas"]["CreatorFiguresOut"][];
             totals: components["schemas"]["modelbank__api__analytics_schemas__FiguresOut"];
         };
+        /** AllocationOut */
+        AllocationOut: {
+            /** Buyer Id */
+            buyer_id: number;
+            /** Closed At */
+            closed_at: string | null;
+            /** Commission Ucr */
+            commission_ucr: number;
+            /** Consumed Uusd */
+            consumed_uusd: number;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Expires At */
+            expires_at: string | null;
+            /**
+             * Held Uusd
+             * @description reserved by gateway calls in flight
+             */
+            held_uusd: number;
+            /** Id */
+            id: number;
+            /**
+             * In Escrow Ucr
+             * @description paid − released − returned
+             */
+            in_escrow_ucr: number;
+            /** Order Id */
+            order_id: number;
+            /**
+             * Paid Ucr
+             * @description this allocation's share of the order's payment
+             */
+            paid_ucr: number;
+            /**
+             * Quantity Uusd
+             * @description quota bought (µUSD of provider spend)
+             */
+            quantity_uusd: number;
+            /** Released */
+            released: string;
+            /**
+             * Released Ucr
+             * @description escrow released: seller + commission
+             */
+            released_ucr: number;
+            /** Remaining */
+            remaining: string;
+            /**
+             * Remaining Uusd
+             * @description quantity − consumed
+             */
+            remaining_uusd: number;
+            /** Resource Id */
+            resource_id: number;
+            /**
+             * Returned Ucr
+             * @description escrow returned to the buyer
+             */
+            returned_ucr: number;
+            /** Seller Id */
+            seller_id: number;
+            /** Seller Ucr */
+            seller_ucr: number;
+            /**
+             * Status
+             * @enum {string}
+             */
+            status: "active" | "exhausted" | "returned" | "expired" | "refunded";
+        };
+        /** AllocationPage */
+        AllocationPage: {
+            /** Items */
+            items: components["schemas"]["AllocationOut"][];
+            /** Next Cursor */
+            next_cursor: string | null;
+        };
         /** BatchError */
         BatchError: {
             /** Code */
@@ -1972,6 +2400,23 @@ export interface components {
             /** Usage Id */
             usage_id: number | null;
         };
+        /** BundleItemIn */
+        BundleItemIn: {
+            /**
+             * Quantity Uusd
+             * @description units (> 0)
+             */
+            quantity_uusd: number;
+            /** Resource Id */
+            resource_id: number;
+        };
+        /** BundleItemOut */
+        BundleItemOut: {
+            /** Quantity Uusd */
+            quantity_uusd: number;
+            /** Resource Id */
+            resource_id: number;
+        };
         /** BurnOut */
         BurnOut: {
             /** Amount Ucr */
@@ -1979,13 +2424,76 @@ export interface components {
             /** Grant Id */
             grant_id: number;
         };
-        /** BuyIn */
-        BuyIn: {
+        /** BuyOut */
+        BuyOut: {
             /**
-             * Buyer Id
-             * @description admin/service keys: the buyer; user keys: omit (themselves)
+             * Allocations
+             * @description quota and bundle: the quota now the buyer's (empty for a stake)
              */
-            buyer_id?: number | null;
+            allocations: components["schemas"]["AllocationOut"][];
+            /** Buyer Id */
+            buyer_id: number;
+            /** Closed At */
+            closed_at: string | null;
+            /**
+             * Commission Bps
+             * @description frozen at fill time
+             */
+            commission_bps: number;
+            /**
+             * Commission Ucr
+             * @description released to the platform's fees so far
+             */
+            commission_ucr: number;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Id */
+            id: number;
+            /** In Escrow */
+            in_escrow: string;
+            /**
+             * In Escrow Ucr
+             * @description paid − seller − commission − returned
+             */
+            in_escrow_ucr: number;
+            /**
+             * Kind
+             * @enum {string}
+             */
+            kind: "quota" | "stake" | "bundle";
+            /** Listing Id */
+            listing_id: number;
+            /** Paid */
+            paid: string;
+            /**
+             * Paid Ucr
+             * @description moved from the buyer's wallet into escrow
+             */
+            paid_ucr: number;
+            /** Quantity */
+            quantity: number;
+            /**
+             * Returned Ucr
+             * @description returned to the buyer so far
+             */
+            returned_ucr: number;
+            /** Seller Id */
+            seller_id: number;
+            /**
+             * Seller Ucr
+             * @description released to the seller so far
+             */
+            seller_ucr: number;
+            /**
+             * Status
+             * @enum {string}
+             */
+            status: "open" | "closed";
+            /** Unit Price Ucr */
+            unit_price_ucr: number;
         };
         /** CaptureIn */
         CaptureIn: {
@@ -2440,6 +2948,59 @@ export interface components {
             /** Unfunded Events */
             unfunded_events: number;
         };
+        /** DisputeIn */
+        DisputeIn: {
+            /**
+             * Reason
+             * @description what failed to serve
+             */
+            reason: string;
+        };
+        /** DisputeOut */
+        DisputeOut: {
+            /** Allocation Id */
+            allocation_id: number;
+            /**
+             * Amount Ucr
+             * @description µcr the resolution refunded or released
+             */
+            amount_ucr: number;
+            /** Buyer Id */
+            buyer_id: number;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Id */
+            id: number;
+            /** Reason */
+            reason: string;
+            /**
+             * Resolution
+             * @description the admin's reason
+             */
+            resolution: string | null;
+            /** Resolved At */
+            resolved_at: string | null;
+            /**
+             * Resolved By
+             * @description the admin key that resolved it
+             */
+            resolved_by: number | null;
+            /**
+             * Status
+             * @enum {string}
+             */
+            status: "open" | "refunded" | "released";
+        };
+        /** DisputePage */
+        DisputePage: {
+            /** Items */
+            items: components["schemas"]["DisputeOut"][];
+            /** Next Cursor */
+            next_cursor: string | null;
+        };
         /** EarningLineOut */
         EarningLineOut: {
             /** Amount */
@@ -2765,64 +3326,13 @@ export interface components {
             /** User Id */
             user_id: number | null;
         };
-        /** ListingIn */
-        ListingIn: {
+        /** ListingPriceIn */
+        ListingPriceIn: {
             /**
-             * Price Ucr
-             * @description µcr; 0 gives the stake away
+             * Unit Price Ucr
+             * @description µcr per unit: per USD of provider spend (quota, bundle) or per basis point (stake)
              */
-            price_ucr: number;
-            /**
-             * Seller Id
-             * @description admin/service keys: the seller; user keys: omit (themselves)
-             */
-            seller_id?: number | null;
-            /**
-             * Share Bps
-             * @description basis points, 1…10,000
-             */
-            share_bps: number;
-        };
-        /** ListingOut */
-        ListingOut: {
-            /** Buyer Id */
-            buyer_id: number | null;
-            /** Closed At */
-            closed_at: string | null;
-            /**
-             * Created At
-             * Format: date-time
-             */
-            created_at: string;
-            /** Id */
-            id: number;
-            /** Model Id */
-            model_id: number;
-            /** Price */
-            price: string;
-            /** Price Ucr */
-            price_ucr: number;
-            /** Seller Id */
-            seller_id: number;
-            /** Share Bps */
-            share_bps: number;
-            /**
-             * Status
-             * @description open, sold or cancelled
-             */
-            status: string;
-            /**
-             * Transfer Id
-             * @description the payment (None for a free listing)
-             */
-            transfer_id: number | null;
-        };
-        /** ListingPage */
-        ListingPage: {
-            /** Items */
-            items: components["schemas"]["ListingOut"][];
-            /** Next Cursor */
-            next_cursor: string | null;
+            unit_price_ucr: number;
         };
         /** LowBalanceIn */
         LowBalanceIn: {
@@ -2854,6 +3364,51 @@ export interface components {
             threshold_ucr: number;
             /** User Id */
             user_id: number;
+        };
+        /** MarketPanelOut */
+        MarketPanelOut: {
+            /** Allocations Active */
+            allocations_active: number;
+            /** Commission */
+            commission: string;
+            /**
+             * Commission Ucr
+             * @description released to the platform's fees
+             */
+            commission_ucr: number;
+            /**
+             * Disputes
+             * @description the oldest open disputes
+             */
+            disputes: components["schemas"]["DisputeOut"][];
+            /** Disputes Open */
+            disputes_open: number;
+            /** Listings Open */
+            listings_open: number;
+            /** Open Escrow */
+            open_escrow: string;
+            /**
+             * Open Escrow Ucr
+             * @description still held in marketplace_escrow
+             */
+            open_escrow_ucr: number;
+            /** Orders */
+            orders: number;
+            /** Volume */
+            volume: string;
+            /**
+             * Volume Ucr
+             * @description µcr paid into escrow over every order
+             */
+            volume_ucr: number;
+        };
+        /** MarketPartIn */
+        MarketPartIn: {
+            /**
+             * Amount Uusd
+             * @description µUSD of the resource's unconsumed pool part to move to its market part
+             */
+            amount_uusd: number;
         };
         /** MinimumIn */
         MinimumIn: {
@@ -3096,6 +3651,79 @@ export interface components {
         MonetisationIn: {
             /** Enabled */
             enabled: boolean;
+        };
+        /** OrderOut */
+        OrderOut: {
+            /** Buyer Id */
+            buyer_id: number;
+            /** Closed At */
+            closed_at: string | null;
+            /**
+             * Commission Bps
+             * @description frozen at fill time
+             */
+            commission_bps: number;
+            /**
+             * Commission Ucr
+             * @description released to the platform's fees so far
+             */
+            commission_ucr: number;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Id */
+            id: number;
+            /** In Escrow */
+            in_escrow: string;
+            /**
+             * In Escrow Ucr
+             * @description paid − seller − commission − returned
+             */
+            in_escrow_ucr: number;
+            /**
+             * Kind
+             * @enum {string}
+             */
+            kind: "quota" | "stake" | "bundle";
+            /** Listing Id */
+            listing_id: number;
+            /** Paid */
+            paid: string;
+            /**
+             * Paid Ucr
+             * @description moved from the buyer's wallet into escrow
+             */
+            paid_ucr: number;
+            /** Quantity */
+            quantity: number;
+            /**
+             * Returned Ucr
+             * @description returned to the buyer so far
+             */
+            returned_ucr: number;
+            /** Seller Id */
+            seller_id: number;
+            /**
+             * Seller Ucr
+             * @description released to the seller so far
+             */
+            seller_ucr: number;
+            /**
+             * Status
+             * @enum {string}
+             */
+            status: "open" | "closed";
+            /** Unit Price Ucr */
+            unit_price_ucr: number;
+        };
+        /** OrderPage */
+        OrderPage: {
+            /** Items */
+            items: components["schemas"]["OrderOut"][];
+            /** Next Cursor */
+            next_cursor: string | null;
         };
         /** PackageIn */
         PackageIn: {
@@ -3459,6 +4087,32 @@ export interface components {
             /** Version */
             version: number;
         };
+        /** PriceSuggestionOut */
+        PriceSuggestionOut: {
+            /** Commission Bps */
+            commission_bps: number;
+            /**
+             * Floor Ucr
+             * @description the least that returns the seller's cost basis
+             */
+            floor_ucr: number;
+            /**
+             * Platform Ucr
+             * @description the platform's own price for the same spend (None: no price in force)
+             */
+            platform_ucr: number | null;
+            /** Resource Id */
+            resource_id: number;
+            /** Undercut Bps */
+            undercut_bps: number;
+            /** Unit Price */
+            unit_price: string;
+            /**
+             * Unit Price Ucr
+             * @description suggested µcr per USD of provider spend
+             */
+            unit_price_ucr: number;
+        };
         /** PricingPage */
         PricingPage: {
             /** Items */
@@ -3783,6 +4437,57 @@ export interface components {
             /** Referral Referrer Bonus Ucr */
             referral_referrer_bonus_ucr?: number | null;
         };
+        /** ReputationOut */
+        ReputationOut: {
+            /**
+             * Allocations Exhausted
+             * @description consumed in full
+             */
+            allocations_exhausted: number;
+            /**
+             * Allocations Returned
+             * @description returned: the resource failed or left
+             */
+            allocations_returned: number;
+            /**
+             * Fills
+             * @description allocations sold on this resource
+             */
+            fills: number;
+            /**
+             * Latency Ms
+             * @description EWMA latency (None before any request)
+             */
+            latency_ms: number | null;
+            /** Requests */
+            requests: number;
+            /** Resource Id */
+            resource_id: number;
+            /**
+             * Success Rate
+             * @description the router's success rate EWMA, 0…1 (measured)
+             */
+            success_rate: number;
+            /**
+             * Ttft Ms
+             * @description EWMA time to first token
+             */
+            ttft_ms: number | null;
+        };
+        /** ResolutionIn */
+        ResolutionIn: {
+            /**
+             * Action
+             * @description refund: the unreleased escrow returns to the buyer; release: it is paid to the seller, less the commission, as if consumed
+             * @enum {string}
+             */
+            action: "refund" | "release";
+            /**
+             * Reason
+             * @description recorded with the resolution
+             */
+            reason: string;
+        };
         /** ResourceIn */
         ResourceIn: {
             /**
@@ -3872,6 +4577,11 @@ export interface components {
             market_quota_uusd: number;
             /** Models */
             models: components["schemas"]["ServedModelOut"][];
+            /**
+             * Moved Credit Ucr
+             * @description deposit credit reversed when pool quota moved to the market part
+             */
+            moved_credit_ucr: number;
             /**
              * Owner Id
              * @description the depositor; null for a platform resource
@@ -4021,7 +4731,7 @@ export interface components {
         };
         /** SaleOut */
         SaleOut: {
-            listing: components["schemas"]["ListingOut"];
+            listing: components["schemas"]["modelbank__api__stake_schemas__ListingOut"];
             /** @description the model's stakes after the sale */
             stakes: components["schemas"]["StakesOut"];
         };
@@ -4679,7 +5389,7 @@ export interface components {
             description?: string | null;
             /**
              * Events
-             * @description event types to receive: wallet.low_balance, purchase.completed, purchase.refunded, usage.refunded, hold.expired, payout.requested, payout.completed, payout.failed, payout.cancelled, subscription.period_paid, subscription.cancelled, subscription.renewal_failed, referral.rewarded; or a family wildcard such as `payout.*`, or `*` for all
+             * @description event types to receive: wallet.low_balance, purchase.completed, purchase.refunded, usage.refunded, hold.expired, payout.requested, payout.completed, payout.failed, payout.cancelled, marketplace.order.filled, marketplace.allocation.exhausted, marketplace.escrow.returned, subscription.period_paid, subscription.cancelled, subscription.renewal_failed, referral.rewarded; or a family wildcard such as `payout.*`, or `*` for all
              * @example [
              *       "wallet.low_balance",
              *       "payout.*"
@@ -4907,6 +5617,161 @@ export interface components {
             /** Slug */
             slug: string;
         };
+        /** BuyIn */
+        modelbank__api__marketplace_schemas__BuyIn: {
+            /**
+             * Buyer Id
+             * @description admin or service keys: the user who buys (a user key buys for itself)
+             */
+            buyer_id?: number | null;
+            /**
+             * Quantity
+             * @description µUSD (quota), bps (stake); a bundle's whole size
+             */
+            quantity: number;
+        };
+        /** ListingIn */
+        modelbank__api__marketplace_schemas__ListingIn: {
+            /**
+             * Allocation Days
+             * @description quota, bundle: bought quota expires this many days after the fill (its unconsumed escrow returns to the buyer); never when omitted
+             */
+            allocation_days?: number | null;
+            /**
+             * Expires At
+             * @description the listing closes then (must be in the future)
+             */
+            expires_at?: string | null;
+            /**
+             * Items
+             * @description bundle: each resource and its µUSD (the quantity is their sum)
+             */
+            items?: components["schemas"]["BundleItemIn"][] | null;
+            /**
+             * Kind
+             * @description quota: µUSD of one resource's market part; bundle: quota on several of the seller's resources, bought whole; stake: basis points of a model stake
+             * @enum {string}
+             */
+            kind: "quota" | "stake" | "bundle";
+            /**
+             * Min Fill
+             * @description smallest quantity one order buys (default: 1 µUSD for quota, all of a stake; a bundle is bought whole)
+             */
+            min_fill?: number | null;
+            /**
+             * Model Id
+             * @description stake: the model
+             */
+            model_id?: number | null;
+            /**
+             * Quantity
+             * @description µUSD (quota) or bps (stake); omitted for a bundle
+             */
+            quantity?: number | null;
+            /**
+             * Resource Id
+             * @description quota: the seller's resource
+             */
+            resource_id?: number | null;
+            /**
+             * Seller Id
+             * @description admin or service keys: the user who sells (a user key sells for itself)
+             */
+            seller_id?: number | null;
+            /**
+             * Unit Price Ucr
+             * @description µcr per unit: per USD of provider spend (quota, bundle) or per basis point (stake)
+             */
+            unit_price_ucr: number;
+        };
+        /** ListingOut */
+        modelbank__api__marketplace_schemas__ListingOut: {
+            /** Allocation Days */
+            allocation_days: number | null;
+            /**
+             * Available
+             * @description quantity − filled while open; 0 otherwise
+             */
+            available: number;
+            /** Closed At */
+            closed_at: string | null;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Expires At */
+            expires_at: string | null;
+            /** Filled */
+            filled: number;
+            /** Id */
+            id: number;
+            /**
+             * Items
+             * @description a bundle's resources (empty otherwise)
+             */
+            items: components["schemas"]["BundleItemOut"][];
+            /**
+             * Kind
+             * @enum {string}
+             */
+            kind: "quota" | "stake" | "bundle";
+            /** Min Fill */
+            min_fill: number;
+            /** Model Id */
+            model_id: number | null;
+            /**
+             * Models
+             * @description catalog model ids the quota serves (the stake's)
+             */
+            models: number[];
+            /**
+             * Price Ucr Per Mtok
+             * @description quota: µcr for 1M input + 1M output tokens of the cheapest model served, at this price (compare with the platform's); None for stakes or unknown costs
+             */
+            price_ucr_per_mtok: number | null;
+            /**
+             * Quantity
+             * @description µUSD (quota, bundle) or bps (stake)
+             */
+            quantity: number;
+            /**
+             * Reputation
+             * @description measured, per resource
+             */
+            reputation: components["schemas"]["ReputationOut"][];
+            /** Resource Id */
+            resource_id: number | null;
+            /** Seller Id */
+            seller_id: number;
+            /**
+             * Status
+             * @enum {string}
+             */
+            status: "open" | "filled" | "cancelled" | "expired" | "closed";
+            /**
+             * Unit
+             * @description what unit_price_ucr is per
+             * @enum {string}
+             */
+            unit: "usd" | "bps";
+            /** Unit Price */
+            unit_price: string;
+            /** Unit Price Ucr */
+            unit_price_ucr: number;
+            /**
+             * Updated At
+             * Format: date-time
+             */
+            updated_at: string;
+        };
+        /** ListingPage */
+        modelbank__api__marketplace_schemas__ListingPage: {
+            /** Items */
+            items: components["schemas"]["modelbank__api__marketplace_schemas__ListingOut"][];
+            /** Next Cursor */
+            next_cursor: string | null;
+        };
         /** PayoutOut */
         modelbank__api__payout_schemas__PayoutOut: {
             /**
@@ -4982,6 +5847,73 @@ export interface components {
              * @description admin/service keys: the buyer; user keys: omit
              */
             user_id?: number | null;
+        };
+        /** BuyIn */
+        modelbank__api__stake_schemas__BuyIn: {
+            /**
+             * Buyer Id
+             * @description admin/service keys: the buyer; user keys: omit (themselves)
+             */
+            buyer_id?: number | null;
+        };
+        /** ListingIn */
+        modelbank__api__stake_schemas__ListingIn: {
+            /**
+             * Price Ucr
+             * @description µcr; 0 gives the stake away
+             */
+            price_ucr: number;
+            /**
+             * Seller Id
+             * @description admin/service keys: the seller; user keys: omit (themselves)
+             */
+            seller_id?: number | null;
+            /**
+             * Share Bps
+             * @description basis points, 1…10,000
+             */
+            share_bps: number;
+        };
+        /** ListingOut */
+        modelbank__api__stake_schemas__ListingOut: {
+            /** Buyer Id */
+            buyer_id: number | null;
+            /** Closed At */
+            closed_at: string | null;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Id */
+            id: number;
+            /** Model Id */
+            model_id: number;
+            /** Price */
+            price: string;
+            /** Price Ucr */
+            price_ucr: number;
+            /** Seller Id */
+            seller_id: number;
+            /** Share Bps */
+            share_bps: number;
+            /**
+             * Status
+             * @description open, sold or cancelled
+             */
+            status: string;
+            /**
+             * Transfer Id
+             * @description the payment (None for a free listing)
+             */
+            transfer_id: number | null;
+        };
+        /** ListingPage */
+        modelbank__api__stake_schemas__ListingPage: {
+            /** Items */
+            items: components["schemas"]["modelbank__api__stake_schemas__ListingOut"][];
+            /** Next Cursor */
+            next_cursor: string | null;
         };
         /** StakeOut */
         modelbank__api__stake_schemas__StakeOut: {
@@ -5328,6 +6260,244 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["DefaultThresholdOut"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or an unknown or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's role may not do this, or a premium model without access */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown, or another user's (not revealed) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Idempotency-Key reused with another body, or a duplicate */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: nothing was written */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    admin_marketplace_api_v1_admin_marketplace_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["MarketPanelOut"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or an unknown or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's role may not do this, or a premium model without access */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown, or another user's (not revealed) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Idempotency-Key reused with another body, or a duplicate */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: nothing was written */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    list_disputes_api_v1_admin_marketplace_disputes_get: {
+        parameters: {
+            query?: {
+                status?: ("open" | "refunded" | "released") | null;
+                /** @description page size */
+                limit?: number;
+                /** @description next_cursor of the last page */
+                cursor?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DisputePage"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or an unknown or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's role may not do this, or a premium model without access */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown, or another user's (not revealed) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Idempotency-Key reused with another body, or a duplicate */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: nothing was written */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    resolve_dispute_api_v1_admin_marketplace_disputes__dispute_id__resolve_post: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description Unique per operation (1–200 printable ASCII characters); a retry with the same key and body returns the first response. */
+                "Idempotency-Key": string;
+            };
+            path: {
+                /** @description an id (64-bit) */
+                dispute_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ResolutionIn"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DisputeOut"];
                 };
             };
             /** @description Malformed request (e.g. a body that is not UTF-8) */
@@ -7997,6 +9167,813 @@ export interface operations {
             };
         };
     };
+    get_allocation_api_v1_marketplace_allocations__allocation_id__get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description an id (64-bit) */
+                allocation_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AllocationOut"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or an unknown or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's role may not do this, or a premium model without access */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown, or another user's (not revealed) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Idempotency-Key reused with another body, or a duplicate */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: nothing was written */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    open_dispute_api_v1_marketplace_allocations__allocation_id__disputes_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description an id (64-bit) */
+                allocation_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["DisputeIn"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DisputeOut"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or an unknown or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's role may not do this, or a premium model without access */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown, or another user's (not revealed) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Idempotency-Key reused with another body, or a duplicate */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: nothing was written */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    browse_listings_api_v1_marketplace_listings_get: {
+        parameters: {
+            query?: {
+                kind?: ("quota" | "stake" | "bundle") | null;
+                /** @description serving it */
+                model_id?: number | null;
+                seller_id?: number | null;
+                /** @description default open (unexpired) */
+                status?: ("open" | "filled" | "cancelled" | "expired" | "closed") | "any";
+                /** @description quota priced at most this per 1M tokens */
+                max_price_ucr_per_mtok?: number | null;
+                /** @description measured success rate at least */
+                min_success_rate?: number | null;
+                /** @description page size */
+                limit?: number;
+                /** @description next_cursor of the last page */
+                cursor?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["modelbank__api__marketplace_schemas__ListingPage"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or an unknown or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's role may not do this, or a premium model without access */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown, or another user's (not revealed) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Idempotency-Key reused with another body, or a duplicate */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: nothing was written */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    create_listing_api_v1_marketplace_listings_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["modelbank__api__marketplace_schemas__ListingIn"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["modelbank__api__marketplace_schemas__ListingOut"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or an unknown or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's role may not do this, or a premium model without access */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown, or another user's (not revealed) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Idempotency-Key reused with another body, or a duplicate */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: nothing was written */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    get_listing_api_v1_marketplace_listings__listing_id__get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description an id (64-bit) */
+                listing_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["modelbank__api__marketplace_schemas__ListingOut"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or an unknown or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's role may not do this, or a premium model without access */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown, or another user's (not revealed) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Idempotency-Key reused with another body, or a duplicate */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: nothing was written */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    update_price_api_v1_marketplace_listings__listing_id__patch: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description an id (64-bit) */
+                listing_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ListingPriceIn"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["modelbank__api__marketplace_schemas__ListingOut"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or an unknown or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's role may not do this, or a premium model without access */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown, or another user's (not revealed) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Idempotency-Key reused with another body, or a duplicate */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: nothing was written */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    buy_api_v1_marketplace_listings__listing_id__buy_post: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description Unique per operation (1–200 printable ASCII characters); a retry with the same key and body returns the first response. */
+                "Idempotency-Key": string;
+            };
+            path: {
+                /** @description an id (64-bit) */
+                listing_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["modelbank__api__marketplace_schemas__BuyIn"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BuyOut"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or an unknown or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Insufficient funds, or the key's spend limit reached: nothing was written */
+            402: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's role may not do this, or a premium model without access */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown, or another user's (not revealed) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Idempotency-Key reused with another body, or a duplicate */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: nothing was written */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    cancel_listing_api_v1_marketplace_listings__listing_id__cancel_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description an id (64-bit) */
+                listing_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["modelbank__api__marketplace_schemas__ListingOut"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or an unknown or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's role may not do this, or a premium model without access */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown, or another user's (not revealed) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Idempotency-Key reused with another body, or a duplicate */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: nothing was written */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    get_order_api_v1_marketplace_orders__order_id__get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description an id (64-bit) */
+                order_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OrderOut"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or an unknown or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's role may not do this, or a premium model without access */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown, or another user's (not revealed) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Idempotency-Key reused with another body, or a duplicate */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: nothing was written */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    pricing_suggestion_api_v1_marketplace_pricing_suggestion_get: {
+        parameters: {
+            query: {
+                /** @description the resource to list */
+                resource_id: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PriceSuggestionOut"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or an unknown or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's role may not do this, or a premium model without access */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown, or another user's (not revealed) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Idempotency-Key reused with another body, or a duplicate */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: nothing was written */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     list_models_api_v1_models_get: {
         parameters: {
             query?: {
@@ -9026,7 +11003,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ListingPage"];
+                    "application/json": components["schemas"]["modelbank__api__stake_schemas__ListingPage"];
                 };
             };
             /** @description Malformed request (e.g. a body that is not UTF-8) */
@@ -9097,7 +11074,7 @@ export interface operations {
         };
         requestBody: {
             content: {
-                "application/json": components["schemas"]["ListingIn"];
+                "application/json": components["schemas"]["modelbank__api__stake_schemas__ListingIn"];
             };
         };
         responses: {
@@ -9107,7 +11084,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ListingOut"];
+                    "application/json": components["schemas"]["modelbank__api__stake_schemas__ListingOut"];
                 };
             };
             /** @description Malformed request (e.g. a body that is not UTF-8) */
@@ -9183,7 +11160,7 @@ export interface operations {
         };
         requestBody?: {
             content: {
-                "application/json": components["schemas"]["BuyIn"] | null;
+                "application/json": components["schemas"]["modelbank__api__stake_schemas__BuyIn"] | null;
             };
         };
         responses: {
@@ -9281,7 +11258,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ListingOut"];
+                    "application/json": components["schemas"]["modelbank__api__stake_schemas__ListingOut"];
                 };
             };
             /** @description Malformed request (e.g. a body that is not UTF-8) */
@@ -9821,6 +11798,90 @@ export interface operations {
             cookie?: never;
         };
         requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ResourceOut"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or an unknown or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's role may not do this, or a premium model without access */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown, or another user's (not revealed) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Idempotency-Key reused with another body, or a duplicate */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: nothing was written */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    move_to_market_api_v1_resources__resource_id__market_part_post: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description Unique per operation (1–200 printable ASCII characters); a retry with the same key and body returns the first response. */
+                "Idempotency-Key": string;
+            };
+            path: {
+                /** @description an id (64-bit) */
+                resource_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["MarketPartIn"];
+            };
+        };
         responses: {
             /** @description Successful Response */
             200: {
@@ -10861,6 +12922,91 @@ export interface operations {
             };
         };
     };
+    list_allocations_api_v1_users__user_id__allocations_get: {
+        parameters: {
+            query?: {
+                /** @description the orders or allocations the user bought, sold, or both */
+                role?: "buyer" | "seller" | "any";
+                status?: ("active" | "exhausted" | "returned" | "expired" | "refunded") | null;
+                /** @description page size */
+                limit?: number;
+                /** @description next_cursor of the last page */
+                cursor?: string | null;
+            };
+            header?: never;
+            path: {
+                /** @description an id (64-bit) */
+                user_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AllocationPage"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or an unknown or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's role may not do this, or a premium model without access */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown, or another user's (not revealed) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Idempotency-Key reused with another body, or a duplicate */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: nothing was written */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     creator_analytics_api_v1_users__user_id__creator_analytics_get: {
         parameters: {
             query?: {
@@ -10885,6 +13031,88 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["CreatorAnalyticsOut"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or an unknown or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's role may not do this, or a premium model without access */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown, or another user's (not revealed) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Idempotency-Key reused with another body, or a duplicate */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: nothing was written */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    list_user_disputes_api_v1_users__user_id__disputes_get: {
+        parameters: {
+            query?: {
+                /** @description page size */
+                limit?: number;
+                /** @description next_cursor of the last page */
+                cursor?: string | null;
+            };
+            header?: never;
+            path: {
+                /** @description an id (64-bit) */
+                user_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DisputePage"];
                 };
             };
             /** @description Malformed request (e.g. a body that is not UTF-8) */
@@ -11783,6 +14011,90 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["UserAnalyticsOut"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or an unknown or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's role may not do this, or a premium model without access */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown, or another user's (not revealed) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Idempotency-Key reused with another body, or a duplicate */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: nothing was written */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    list_orders_api_v1_users__user_id__orders_get: {
+        parameters: {
+            query?: {
+                /** @description the orders or allocations the user bought, sold, or both */
+                role?: "buyer" | "seller" | "any";
+                /** @description page size */
+                limit?: number;
+                /** @description next_cursor of the last page */
+                cursor?: string | null;
+            };
+            header?: never;
+            path: {
+                /** @description an id (64-bit) */
+                user_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OrderPage"];
                 };
             };
             /** @description Malformed request (e.g. a body that is not UTF-8) */

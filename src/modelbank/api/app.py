@@ -18,6 +18,7 @@ from modelbank.api.gateway import create_gateway_app
 from modelbank.api.routes import admin, health, models, usage, users
 from modelbank.api.routes import analytics as analytics_routes
 from modelbank.api.routes import exports as export_routes
+from modelbank.api.routes import marketplace as marketplace_routes
 from modelbank.api.routes import payouts as payout_routes
 from modelbank.api.routes import plans as plan_routes
 from modelbank.api.routes import pool as pool_routes
@@ -152,6 +153,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.include_router(export_routes.router)
     app.include_router(pool_routes.router)
     app.include_router(whatif_routes.router)
+    app.include_router(marketplace_routes.router)
     from modelbank.web import create_web_app  # imported here: the dashboard imports the API
 
     app.mount("/app", create_web_app(db, app.state.secret_box))

@@ -45,6 +45,13 @@ STATUS_BY_CODE: dict[str, int] = {
     # resource pool: a key already live in the pool, or a resource in the wrong status
     "resource_key_exists": 409,
     "resource_state": 409,
+    # marketplace: a listing no longer open, an allocation already closed, a dispute
+    # already open or resolved (a race the caller lost: 409, nothing written)
+    "market_listing_state": 409,
+    "allocation_state": 409,
+    "dispute_state": 409,
+    # moving pool quota to the market part reverses deposit credit the wallet no longer holds
+    "deposit_credit_spent": 409,
     # the operator's pool rates are out of range: not the depositor's fault
     "pool_settings_invalid": 500,
     # payouts: a request the caller can fix by asking for less or more (422, not 402: 402

@@ -60,6 +60,7 @@ def run(
                     f"holds expired {report.holds_expired} · grants swept {report.grants_swept}"
                     f" · owed earnings collected {report.debts_collected_ucr} µcr"
                     f" · pool debts collected {report.pool_debts_collected_ucr} µcr"
+                    f" · marketplace expired {report.marketplace_expired}"
                     f" · webhooks delivered {report.webhooks_delivered},"
                     f" failed attempts {report.webhook_attempts_failed},"
                     f" given up {report.webhooks_given_up}",

@@ -10,6 +10,7 @@ from modelbank.cli.common import DB_OPTION_HELP, cli_errors, console, err_consol
 from modelbank.db.engine import make_engine, session_factory, transaction
 from modelbank.db.migrate import current_revision
 from modelbank.ledger import invariants
+from modelbank.marketplace import invariants as market_invariants
 from modelbank.pool import invariants as pool_invariants
 from modelbank.wallets import grants
 
@@ -19,7 +20,8 @@ def verify(db: Annotated[str | None, typer.Option(help=DB_OPTION_HELP)] = None) 
 
     The invariants: balanced, cached totals = transfers, no flagged account negative,
     holds resolved once, every wallet's grants sum to its balance, every pool resource's
-    deposit credit = consumed share + clawed back + outstanding.
+    deposit credit = consumed share + clawed back + outstanding, every marketplace order's
+    released to seller + commission + returned = paid (nothing in escrow once closed).
 
     Example: modelbank verify --db sqlite:///./modelbank.db
     """
@@ -42,6 +44,7 @@ def verify(db: Annotated[str | None, typer.Option(help=DB_OPTION_HELP)] = None) 
                 for v in grants.check(session)
             )
             violations.extend(pool_invariants.check(session))
+            violations.extend(market_invariants.check(session))
         engine.dispose()
     if violations:
         for violation in violations:
@@ -50,7 +53,7 @@ def verify(db: Annotated[str | None, typer.Option(help=DB_OPTION_HELP)] = None) 
     console.print(
         "[green]ledger ok[/]: balanced, totals match transfers, no negative"
         " flagged account, holds resolved once, grants sum to wallet balances, pool"
-        " deposits accounted for"
+        " deposits accounted for, marketplace escrow accounted for"
     )
 
 

@@ -16,6 +16,14 @@ from modelbank.earnings.models import (
 )
 from modelbank.idempotency.models import IdempotentRequest
 from modelbank.ledger.models import Account, Transfer
+from modelbank.marketplace.models import (
+    MarketAllocation,
+    MarketAllocationUse,
+    MarketBundleItem,
+    MarketDispute,
+    MarketListing,
+    MarketOrder,
+)
 from modelbank.metering.models import UsageEventRow
 from modelbank.metering.rollups import CreatorDay, ModelDay, UserDay
 from modelbank.platform.models import PlatformSetting
@@ -66,6 +74,12 @@ __all__ = [
     "GrantBurn",
     "GrantRollover",
     "IdempotentRequest",
+    "MarketAllocation",
+    "MarketAllocationUse",
+    "MarketBundleItem",
+    "MarketDispute",
+    "MarketListing",
+    "MarketOrder",
     "ModelAccess",
     "ModelDay",
     "ModelStats",

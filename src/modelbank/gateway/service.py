@@ -19,7 +19,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -34,7 +34,7 @@ from modelbank.catalog.errors import ModelNotFound
 from modelbank.catalog.service import ModelInfo
 from modelbank.db.base import utcnow
 from modelbank.errors import DomainError, InvalidInput
-from modelbank.gateway import estimate, usage
+from modelbank.gateway import allocated, estimate, usage
 from modelbank.gateway.errors import UpstreamRejected
 from modelbank.gateway.estimate import Bound
 from modelbank.gateway.upstream import Answer, OpenStream, Upstream
@@ -89,6 +89,9 @@ class Call:
     hold_id: int
     limited_key_id: int | None = None
     """The caller's API key with a spend limit: the hold is reserved on it."""
+    allocation: allocated.Allocated | None = None
+    """Served from this marketplace allocation at provider cost (``hold_id`` is then 0:
+    nothing is held on the wallet nor on the key: the order was paid when bought)."""
     started: float = field(default_factory=time.perf_counter)
     failures: list[Attempt] = field(default_factory=list)
     outcome: str = "failed"
@@ -137,9 +140,12 @@ class Gateway:
         body_bytes: int,
         limited_key_id: int | None = None,
     ) -> Call:
-        """Price the request and hold its upper bound, in one transaction; with
-        ``limited_key_id`` (the caller's key has a spend limit) the hold is reserved on the
-        key too. Raises :class:`~modelbank.catalog.errors.ModelNotFound`,
+        """Price the request and hold its upper bound, in one transaction: on the user's
+        marketplace allocation serving the model when they have one with room
+        (:mod:`~modelbank.gateway.allocated`: provider cost, no wallet hold, no key limit
+        spent), else on the wallet; with ``limited_key_id`` (the caller's key has a spend
+        limit) a wallet hold is reserved on the key too. Raises
+        :class:`~modelbank.catalog.errors.ModelNotFound`,
         :class:`~modelbank.catalog.errors.AccessRequired`,
         :class:`~modelbank.pricing.errors.NoPrice`, :class:`InvalidInput`,
         :class:`~modelbank.ledger.errors.InsufficientFunds`,
@@ -164,25 +170,42 @@ class Gateway:
             now = utcnow()
             info, card = _price(session, slug, now)
             access.require_access(session, user_id, info)
-            key = None
-            if limited_key_id is not None:
-                key = key_limits.state(session.connection(), limited_key_id, now)
-            bound = self._bound(session, user_id, endpoint, card, body, body_bytes, key)
-            if bound.max_tokens == 0:
-                needed = card.charge_ucr(bound.input_tokens, 0, 1, 0)
-                if key is not None and limited_key_id is not None and key.left_ucr < needed:
-                    raise key_limits.limit_reached(key, limited_key_id, needed)
-                raise _short_of_funds(user_id, card, bound)
-            hold = holds.place(
+            bought = allocated.admit(
                 session,
-                user_id,
-                max(bound.hold_ucr, 1),
+                user_id=user_id,
+                model_id=info.id,
+                card=card,
+                endpoint=endpoint,
+                body=body,
+                body_bytes=body_bytes,
+                request_id=request_id,
+                output_cap=self.settings.output_cap,
                 timeout_s=self.settings.hold_timeout_s,
-                idempotency_key=f"gw:{request_id}",
-                model=info.id,
                 now=now,
-                limited_key_id=limited_key_id,
             )
+            hold_id = 0
+            if bought is not None:
+                bound = bought.bound
+            else:
+                key = None
+                if limited_key_id is not None:
+                    key = key_limits.state(session.connection(), limited_key_id, now)
+                bound = self._bound(session, user_id, endpoint, card, body, body_bytes, key)
+                if bound.max_tokens == 0:
+                    needed = card.charge_ucr(bound.input_tokens, 0, 1, 0)
+                    if key is not None and limited_key_id is not None and key.left_ucr < needed:
+                        raise key_limits.limit_reached(key, limited_key_id, needed)
+                    raise _short_of_funds(user_id, card, bound)
+                hold_id = holds.place(
+                    session,
+                    user_id,
+                    max(bound.hold_ucr, 1),
+                    timeout_s=self.settings.hold_timeout_s,
+                    idempotency_key=f"gw:{request_id}",
+                    model=info.id,
+                    now=now,
+                    limited_key_id=limited_key_id,
+                ).id
         if bound.max_tokens is not None:
             upstream_body["max_tokens"] = bound.max_tokens
         return Call(
@@ -196,8 +219,9 @@ class Gateway:
             body=upstream_body,
             body_bytes=body_bytes,
             bound=bound,
-            hold_id=hold.id,
-            limited_key_id=limited_key_id,
+            hold_id=hold_id,
+            limited_key_id=None if bought is not None else limited_key_id,
+            allocation=bought,
         )
 
     def _bound(
@@ -241,6 +265,9 @@ class Gateway:
         long call) is logged as ``unbilled``, never raised: the answer was already sent."""
         attempts = route.attempts if route is not None else (failures or [])
         self._fail_refused_keys(attempts)
+        if call.allocation is not None:
+            self._settle_allocated(call, route, used, outcome, attempts)
+            return None
         with self.writes() as session, session.begin():
             now = utcnow()
             result = None
@@ -258,6 +285,24 @@ class Gateway:
                     self._release(session, call, now)
             routelog.write(session, _log_entry(call, route, attempts, outcome, result))
             return result
+
+    def _settle_allocated(
+        self,
+        call: Call,
+        route: RouteResult[Any] | None,
+        used: Usage | None,
+        outcome: str,
+        attempts: list[Attempt],
+    ) -> None:
+        """Settle a call served from an allocation (:mod:`modelbank.gateway.allocated`):
+        cost booked there, escrow released; no charge, so no :class:`ChargeResult`."""
+        with self.writes() as session, session.begin():
+            served = route is not None and used is not None and not _nothing(used)
+            cost = allocated.settle(
+                session, call.request_id, call.card, used if served else None, now=utcnow()
+            )
+            entry = _log_entry(call, route, attempts, outcome, None)
+            routelog.write(session, replace(entry, hold_id=None, cost_uusd=cost))
 
     def _release(self, session: Session, call: Call, now: datetime) -> None:
         """Void the call's hold if it is still pending (an expired or already voided hold is
@@ -370,7 +415,12 @@ class Gateway:
             return await attempt(call, target)
 
         try:
-            return await self.router.route(call.model.id, one, request_id=call.request_id)
+            return await self.router.route(
+                call.model.id,
+                one,
+                request_id=call.request_id,
+                only_resource=None if call.allocation is None else call.allocation.resource_id,
+            )
         except RouteFailed as exc:
             call.failures = list(exc.attempts)
             call.outcome = "no_route" if exc.code == "no_route" else "failed"

@@ -30,6 +30,8 @@ from modelbank.web import (
     auth_pages,
     earnings,
     keys,
+    marketplace,
+    marketplace_admin,
     plans,
     pool,
     pool_admin,
@@ -198,6 +200,8 @@ def create_web_app(db: Database, box: SecretBox) -> FastAPI:
         whatif,
         pool,
         pool_admin,
+        marketplace,
+        marketplace_admin,
     ):
         app.include_router(module.router)
     return app
