@@ -262,3 +262,26 @@ def test_a_limited_key_cannot_capture_or_void_holds_placed_by_other_keys(api: Ap
         headers={**limited, "Idempotency-Key": "own-cap"},
     )
     assert r.status_code == 200, r.text
+
+
+def test_a_limited_key_cannot_buy_on_the_marketplace(api: Api) -> None:
+    """A marketplace order moves its price from the wallet into escrow, outside usage: a key
+    with a spend limit is refused (403), ledger unchanged."""
+    alice, alice_h = api.user("alice", credits_ucr=10 * CREDIT)
+    creator, creator_h = api.user("creator")
+    limited = bearer(_key(api, alice, alice_h, limit_ucr=1)["key"])
+    model = api.model("shared", creator_id=creator)
+    r = api.client.post(
+        f"{V1}/marketplace/listings",
+        json={"kind": "stake", "model_id": model["id"], "quantity": 100, "unit_price_ucr": 50_000},
+        headers=creator_h,
+    )
+    assert r.status_code == 201, r.text
+    api.rejects(
+        "POST",
+        f"{V1}/marketplace/listings/{r.json()['id']}/buy",
+        403,
+        "forbidden",
+        json={"quantity": 100},
+        headers={**limited, "Idempotency-Key": "buy"},
+    )

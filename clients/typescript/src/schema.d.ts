@@ -885,7 +885,7 @@ export interface paths {
          *     with ``Idempotency-Hit: true``; another body 409 ``idempotency_key_reused``. 402
          *     without the credits; 409 ``market_listing_state`` when it closed meanwhile; 422
          *     ``invalid_fill`` (below the minimum fill or above what is left), ``own_market_listing``
-         *     for its seller. Nothing is written on an error.
+         *     for its seller; 403 for a key with a spend limit. Nothing is written on an error.
          */
         post: operations["buy_api_v1_marketplace_listings__listing_id__buy_post"];
         delete?: never;
