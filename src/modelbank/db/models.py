@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from modelbank.auth.models import ApiKey
+from modelbank.auth.models import ApiKey, WebSession
 from modelbank.catalog.models import CatalogModel, ModelAccess
 from modelbank.db.base import Base
 from modelbank.db.epoch import ReferenceEpoch
@@ -26,9 +26,10 @@ from modelbank.marketplace.models import (
 )
 from modelbank.metering.models import UsageEventRow
 from modelbank.metering.rollups import CreatorDay, ModelDay, UserDay
-from modelbank.platform.models import PlatformSetting
+from modelbank.platform.models import DeploymentKey, PlatformSetting
 from modelbank.pool.models import PoolDebt, Resource, ResourceHealth, ResourceModel, RouteLog
 from modelbank.pricing.models import PriceVersion
+from modelbank.ratelimits.models import RateLimitCounter, RateLimitPlan
 from modelbank.users.models import User
 from modelbank.wallets.billing_models import (
     GrantRollover,
@@ -67,6 +68,7 @@ __all__ = [
     "CatalogModel",
     "CreatorDay",
     "CreditPackage",
+    "DeploymentKey",
     "Earning",
     "EarningsDebt",
     "EarningsRuleVersion",
@@ -93,6 +95,8 @@ __all__ = [
     "PromoCode",
     "PromoRedemption",
     "Purchase",
+    "RateLimitCounter",
+    "RateLimitPlan",
     "ReferenceEpoch",
     "Referral",
     "ReferralCode",
@@ -110,6 +114,7 @@ __all__ = [
     "UserDay",
     "WalletAlert",
     "WalletHold",
+    "WebSession",
     "WebhookAttempt",
     "WebhookDelivery",
     "WebhookEndpoint",
