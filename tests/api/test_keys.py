@@ -180,3 +180,108 @@ def test_bad_limits_are_422(api: Api) -> None:
         api.rejects(
             "POST", f"{V1}/users/{alice}/keys", 422, "validation_error", json=body, headers=alice_h
         )
+
+
+def test_a_limited_key_cannot_spend_the_wallet_outside_its_limit(api: Api) -> None:
+    """Buying premium access or a stake listing spends the wallet without a usage charge: a
+    key with a spend limit is refused (403), else an app handed a 1 µcr key could drain the
+    wallet into a colluding creator's model or listing. Ledger unchanged."""
+    alice, alice_h = api.user("alice", credits_ucr=10 * CREDIT)
+    creator, creator_h = api.user("creator")
+    limited = bearer(_key(api, alice, alice_h, limit_ucr=1, limit_period="day")["key"])
+    gold = api.model("gold", is_premium=True, access_price_ucr=5 * CREDIT, creator_id=creator)
+    api.rejects(
+        "POST",
+        f"{V1}/models/{gold['id']}/purchase",
+        403,
+        "forbidden",
+        json={},
+        headers={**limited, "Idempotency-Key": "buy-access"},
+    )
+    base = f"{V1}/models/{gold['id']}/stakes"
+    r = api.client.post(
+        f"{base}/listings", json={"share_bps": 100, "price_ucr": 9 * CREDIT}, headers=creator_h
+    )
+    assert r.status_code == 201, r.text
+    api.rejects(
+        "POST",
+        f"{base}/listings/{r.json()['id']}/buy",
+        403,
+        "forbidden",
+        headers={**limited, "Idempotency-Key": "buy-stake"},
+    )
+    wallet = api.client.get(f"{V1}/users/{alice}/wallet", headers=alice_h).json()
+    assert wallet["balance_ucr"] == 10 * CREDIT
+    # The same user's key without a limit may.
+    r = api.client.post(
+        f"{V1}/models/{gold['id']}/purchase",
+        json={},
+        headers={**alice_h, "Idempotency-Key": "buy-access"},
+    )
+    assert r.status_code == 201, r.text
+
+
+def test_a_limited_key_cannot_capture_or_void_holds_placed_by_other_keys(api: Api) -> None:
+    """A hold placed with the user's unlimited key is not counted on the limited key: letting
+    the limited key capture it would charge the wallet past the limit (or void another app's
+    reservation). 403, ledger unchanged; its own holds it may capture."""
+    alice, alice_h = api.user("alice", credits_ucr=10 * CREDIT)
+    api.model("m")
+    limited = bearer(_key(api, alice, alice_h, limit_ucr=1_000)["key"])
+    r = api.client.post(
+        f"{V1}/users/{alice}/holds",
+        json={"amount_ucr": 5 * CREDIT, "timeout_s": 600, "model": "m"},
+        headers={**alice_h, "Idempotency-Key": "big"},
+    )
+    assert r.status_code == 201, r.text
+    big = r.json()["id"]
+    api.rejects(
+        "POST",
+        f"{V1}/holds/{big}/capture",
+        403,
+        "forbidden",
+        json={"amount_ucr": 5 * CREDIT},
+        headers={**limited, "Idempotency-Key": "steal"},
+    )
+    api.rejects(
+        "POST",
+        f"{V1}/holds/{big}/void",
+        403,
+        "forbidden",
+        headers={**limited, "Idempotency-Key": "v"},
+    )
+    r = api.client.post(
+        f"{V1}/users/{alice}/holds",
+        json={"amount_ucr": 1_000, "timeout_s": 600, "model": "m"},
+        headers={**limited, "Idempotency-Key": "own"},
+    )
+    assert r.status_code == 201, r.text
+    r = api.client.post(
+        f"{V1}/holds/{r.json()['id']}/capture",
+        json={"amount_ucr": 600},
+        headers={**limited, "Idempotency-Key": "own-cap"},
+    )
+    assert r.status_code == 200, r.text
+
+
+def test_a_limited_key_cannot_buy_on_the_marketplace(api: Api) -> None:
+    """A marketplace order moves its price from the wallet into escrow, outside usage: a key
+    with a spend limit is refused (403), ledger unchanged."""
+    alice, alice_h = api.user("alice", credits_ucr=10 * CREDIT)
+    creator, creator_h = api.user("creator")
+    limited = bearer(_key(api, alice, alice_h, limit_ucr=1)["key"])
+    model = api.model("shared", creator_id=creator)
+    r = api.client.post(
+        f"{V1}/marketplace/listings",
+        json={"kind": "stake", "model_id": model["id"], "quantity": 100, "unit_price_ucr": 50_000},
+        headers=creator_h,
+    )
+    assert r.status_code == 201, r.text
+    api.rejects(
+        "POST",
+        f"{V1}/marketplace/listings/{r.json()['id']}/buy",
+        403,
+        "forbidden",
+        json={"quantity": 100},
+        headers={**limited, "Idempotency-Key": "buy"},
+    )

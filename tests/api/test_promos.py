@@ -342,3 +342,27 @@ def test_a_user_is_referred_and_rewarded_once_under_concurrency(db: Db) -> None:
             select(func.count()).select_from(grants_table).where(grants_table.c.source == "bonus")
         ).scalar()
     assert bonus == 2  # one for the new user, one for the referrer
+
+
+def test_a_user_who_paid_a_subscription_period_is_not_referred(api: Api) -> None:
+    """A paid subscription period is a purchase: its owner is no longer a new user, so a
+    referral code applied afterwards is refused (else their next purchase rewards both)."""
+    from tests.api.test_subscriptions import confirm, make_plan, subscribe
+
+    referrer, referrer_h = api.user("rita")
+    code = api.client.get(f"{V1}/users/{referrer}/referral", headers=referrer_h).json()["code"]
+    user_id, user = api.user("sam")
+    plan = make_plan(api, first_period_bonus_ucr=0)
+    sub = subscribe(api, user_id, user, plan["id"], provider="manual").json()
+    assert confirm(api, sub["id"], "p1").status_code == 201
+    body = api.rejects(
+        "POST",
+        f"{V1}/users/{user_id}/referral",
+        409,
+        "referral_not_allowed",
+        json={"code": code},
+        headers=user,
+    )
+    assert body["reason"] == "already_purchased"
+    buy_manual(api, user_id, user, "buy-1")
+    assert balance(api, referrer) == 0

@@ -415,3 +415,117 @@ def test_stripe_cancel_refused_changes_nothing_and_an_expired_checkout_cancels(
     status = api.client.get(f"{V1}/subscriptions/{pending['id']}", headers=other).json()
     assert status["status"] == "cancelled" and balance(api, other_id) == 0
     assert [e["subscription_id"] for e in events(api, "subscription.cancelled")] == [pending["id"]]
+
+
+def test_the_first_period_bonus_is_granted_once_per_user_not_per_resubscription(
+    api: Api,
+) -> None:
+    """Cancelling and subscribing again must not earn the first period's bonus again (else a
+    subscriber cancels every month to collect it)."""
+    user_id, user = api.user("cyclist")
+    plan = make_plan(api)
+    first = subscribe(api, user_id, user, plan["id"], provider="manual").json()
+    assert confirm(api, first["id"], "p1").json()["bonus_ucr"] == 20 * CREDIT
+    r = api.client.post(f"{V1}/subscriptions/{first['id']}/cancel", headers=user)
+    assert r.status_code == 200, r.text
+    again = subscribe(api, user_id, user, plan["id"], provider="manual").json()
+    period = confirm(api, again["id"], "p2").json()
+    assert (period["bonus_ucr"], period["bonus_grant_id"]) == (0, None)
+    assert balance(api, user_id) == 220 * CREDIT
+
+
+def test_a_signed_stripe_event_with_absurd_values_is_a_4xx_and_grants_nothing(
+    stripe_api: tuple[Api, FakeStripeHTTP],
+) -> None:
+    """Out-of-range timestamps, amounts and ids in a correctly signed event are refused with
+    a problem (never a 500 that Stripe retries for days), the ledger unchanged."""
+    api, _ = stripe_api
+    user_id, user = api.user("odd")
+    sub = subscribe(api, user_id, user, make_plan(api)["id"]).json()
+    now = datetime.now(UTC).replace(microsecond=0)
+
+    def bad(name: str) -> dict[str, Any]:
+        obj = invoice(sub["id"], f"in_{name}", now)
+        period = obj["lines"]["data"][0]["period"]
+        details = obj["parent"]["subscription_details"]
+        if name == "far_end":
+            period["end"] = 10**12
+        elif name == "before_year_one":
+            period.update(start=-(10**12), end=-(10**12) + 60)
+        elif name == "huge_amount":
+            obj["amount_paid"] = 2**62
+        elif name == "huge_id":
+            details.update(subscription="sub_other", metadata={"subscription_id": "9" * 30})
+        elif name == "long_invoice":
+            obj["id"] = "in_" + "x" * 300
+        return obj
+
+    for i, name in enumerate(
+        ["far_end", "before_year_one", "huge_amount", "huge_id", "long_invoice"]
+    ):
+        body, signature = signed_event(WEBHOOK_SECRET, "invoice.paid", bad(name), event_id=f"e{i}")
+        r = api.client.post(
+            f"{V1}/webhooks/stripe",
+            content=body,
+            headers={"Stripe-Signature": signature, "Content-Type": "application/json"},
+        )
+        assert r.status_code < 500, (name, r.text)
+        if r.status_code == 200:  # not ours: nothing granted
+            assert r.json()["result"] == "unknown_subscription", name
+        else:
+            problem(r, 422, "invalid_input")
+    body, signature = signed_event(
+        WEBHOOK_SECRET, "invoice.paid", invoice(sub["id"], "in_ok", now), event_id="e" * 300
+    )
+    r = api.client.post(
+        f"{V1}/webhooks/stripe",
+        content=body,
+        headers={"Stripe-Signature": signature, "Content-Type": "application/json"},
+    )
+    problem(r, 422, "invalid_input")
+    assert balance(api, user_id) == 0
+
+
+def test_credits_held_at_the_period_end_roll_over_once_the_hold_is_released(api: Api) -> None:
+    """A hold pending when the period ends keeps what it reserved; when it is voided, the
+    rollover fraction of those credits rolls over too (not all of them expire)."""
+    from modelbank.wallets import holds
+
+    user_id, user = api.user("hal")
+    plan = make_plan(api, first_period_bonus_ucr=0, credits_ucr=100 * CREDIT)
+    sub = subscribe(api, user_id, user, plan["id"], provider="manual").json()
+    period = confirm(api, sub["id"], "p1").json()
+    end = datetime.fromisoformat(period["period_end"])
+    with api.db.tx() as session:
+        hold = holds.place(
+            session,
+            user_id,
+            40 * CREDIT,
+            timeout_s=7_200,
+            idempotency_key="straddle",
+            now=end - timedelta(minutes=5),
+        )
+    box = SecretBox(TEST_SECRET_KEY)
+    jobs.run_once(api.db.factory, box=box, deliver=False, now=end + timedelta(seconds=1))
+    assert balance(api, user_id) == 40 * CREDIT + 15 * CREDIT  # held + 25 % of 60
+    with api.db.tx() as session:
+        holds.void(session, hold.id, now=end + timedelta(seconds=2))
+    jobs.run_once(api.db.factory, box=box, deliver=False, now=end + timedelta(seconds=3))
+    assert balance(api, user_id) == 25 * CREDIT  # 25 % of all 100 left unspent
+
+
+def test_a_late_payment_failed_for_an_invoice_already_paid_changes_nothing(
+    stripe_api: tuple[Api, FakeStripeHTTP],
+) -> None:
+    """Stripe does not order deliveries: ``invoice.payment_failed`` of a first attempt that
+    arrives after the retry's ``invoice.paid`` must not make the subscription past due."""
+    api, _ = stripe_api
+    user_id, user = api.user("late")
+    sub = subscribe(api, user_id, user, make_plan(api)["id"]).json()
+    now = datetime.now(UTC).replace(microsecond=0)
+    paid = invoice(sub["id"], "in_1", now)
+    assert deliver(api, "invoice.paid", paid, "evt_paid") == "period_granted"
+    assert deliver(api, "invoice.payment_failed", paid, "evt_failed") == "ignored"
+    status = api.client.get(f"{V1}/subscriptions/{sub['id']}", headers=user).json()
+    assert status["status"] == "active"
+    assert events(api, "subscription.renewal_failed") == []

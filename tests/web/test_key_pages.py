@@ -97,3 +97,21 @@ def test_a_session_of_a_limited_key_cannot_manage_keys(api: Api) -> None:
         f"/app/users/{a}/keys", data={"csrf_token": csrf_of(page.text)}, follow_redirects=False
     )
     assert r.status_code == 403
+
+
+def test_a_session_of_a_limited_key_cannot_buy_premium_access(api: Api) -> None:
+    a, a_headers = api.user("alice", credits_ucr=5_000_000)
+    gold = api.model("gold", is_premium=True, access_price_ucr=4_000_000)
+    limited = api.client.post(
+        f"/api/v1/users/{a}/keys", json={"limit_ucr": 10}, headers=a_headers
+    ).json()
+    client = signed_in(api, bearer(limited["key"]))
+    page = client.get(f"/app/users/{a}/models")
+    r = client.post(
+        f"/app/users/{a}/models/{gold['id']}/access",
+        data={"csrf_token": csrf_of(page.text)},
+        follow_redirects=False,
+    )
+    assert r.status_code == 403
+    wallet = api.client.get(f"/api/v1/users/{a}/wallet", headers=a_headers).json()
+    assert wallet["balance_ucr"] == 5_000_000

@@ -730,7 +730,8 @@ export interface paths {
         /**
          * Capture Hold
          * @description Charge ``amount_ucr`` (≤ held) as a usage event of the hold's model through the normal
-         *     pipeline (creator earnings included) and release the rest. A second capture is 409.
+         *     pipeline (creator earnings included) and release the rest. A second capture is 409; 403
+         *     for a key with a spend limit and a hold placed with another key.
          */
         post: operations["capture_hold_api_v1_holds__hold_id__capture_post"];
         delete?: never;
@@ -750,7 +751,8 @@ export interface paths {
         put?: never;
         /**
          * Void Hold
-         * @description Release a pending hold entirely. 409 when it is no longer pending.
+         * @description Release a pending hold entirely. 409 when it is no longer pending; 403 for a key with
+         *     a spend limit and a hold placed with another key.
          */
         post: operations["void_hold_api_v1_holds__hold_id__void_post"];
         delete?: never;
@@ -883,7 +885,7 @@ export interface paths {
          *     with ``Idempotency-Hit: true``; another body 409 ``idempotency_key_reused``. 402
          *     without the credits; 409 ``market_listing_state`` when it closed meanwhile; 422
          *     ``invalid_fill`` (below the minimum fill or above what is left), ``own_market_listing``
-         *     for its seller. Nothing is written on an error.
+         *     for its seller; 403 for a key with a spend limit. Nothing is written on an error.
          */
         post: operations["buy_api_v1_marketplace_listings__listing_id__buy_post"];
         delete?: never;
@@ -1080,7 +1082,8 @@ export interface paths {
         /**
          * Purchase
          * @description Buy access to a premium model with credits: a user for itself, an admin or service
-         *     key for ``user_id``. Buying again returns the first purchase and charges nothing.
+         *     key for ``user_id``. Buying again returns the first purchase and charges nothing. 403
+         *     for a key with a spend limit.
          */
         post: operations["purchase_api_v1_models__model_id__purchase_post"];
         delete?: never;
@@ -1156,7 +1159,7 @@ export interface paths {
          *     The price moves from the buyer's wallet to the seller's and the stake from seller to
          *     buyer, together; 402 (nothing written) without the credits, 409
          *     ``stake_listing_state`` once it is sold or cancelled, 422 ``own_stake_listing`` for its
-         *     seller.
+         *     seller; 403 for a key with a spend limit.
          */
         post: operations["buy_listing_api_v1_models__model_id__stakes_listings__listing_id__buy_post"];
         delete?: never;

@@ -83,6 +83,13 @@ class Principal:
         if self.limited:
             raise Forbidden("a key with a spend limit cannot create or revoke keys")
 
+    def require_wallet_spender(self) -> None:
+        """Raise :class:`Forbidden` for a key with a spend limit on a route that spends the
+        wallet outside usage (premium access, stake listings): only usage charges and holds
+        count against a limit, so a limited key may make no other spend."""
+        if self.limited:
+            raise Forbidden("a key with a spend limit can only spend on usage and holds")
+
     def require_admin_or_service(self) -> None:
         """Raise :class:`Forbidden` unless this is an admin or service key."""
         if self.role not in (Role.ADMIN, Role.SERVICE):

@@ -224,7 +224,8 @@ class StripeBilling:
         ``.expired`` of a ``subscription``-mode session → CHECKOUT_COMPLETED / EXPIRED.
         Returns None for every other event (one-off purchases' events: the caller hands them
         to :mod:`modelbank.wallets.providers`). Raises :class:`PaymentProviderNotConfigured`,
-        :class:`WebhookSignatureInvalid`, :class:`InvalidInput` (signed but not an event)."""
+        :class:`WebhookSignatureInvalid`, :class:`InvalidInput` (signed but not an event, or with
+        an id, amount or timestamp out of range)."""
         if not self._webhook_secret:
             raise PaymentProviderNotConfigured(
                 "Stripe webhooks are not configured: set MODELBANK_STRIPE_WEBHOOK_SECRET",
@@ -257,6 +258,8 @@ def map_event(data: Mapping[str, Any]) -> SubscriptionEvent | None:
     event_type, event_id = data.get("type"), data.get("id")
     if not isinstance(event_type, str) or not isinstance(event_id, str):
         raise InvalidInput("Stripe event without an id or type", provider="stripe")
+    if not 0 < len(event_id) <= MAX_REF:
+        raise InvalidInput(f"Stripe event id longer than {MAX_REF} characters", provider="stripe")
     inner = data.get("data")
     obj: Mapping[str, Any] = {}
     if isinstance(inner, Mapping) and isinstance(inner.get("object"), Mapping):
@@ -290,7 +293,7 @@ def map_event(data: Mapping[str, Any]) -> SubscriptionEvent | None:
             subscription_id=_our_id(metadata),
             external_id=external,
             invoice_id=_ref(obj.get("id")),
-            amount_cents=_int(obj.get("amount_paid")),
+            amount_cents=_amount(obj.get("amount_paid")),
             period_start=start,
             period_end=end,
         )
@@ -335,7 +338,25 @@ def _invoice_period(obj: Mapping[str, Any]) -> tuple[datetime | None, datetime |
 
 
 def _at(seconds: int) -> datetime:
-    return datetime.fromtimestamp(seconds, tz=UTC)
+    try:
+        return datetime.fromtimestamp(seconds, tz=UTC)
+    except (OverflowError, ValueError, OSError):
+        raise InvalidInput(
+            f"Stripe timestamp {seconds} is out of range", provider="stripe"
+        ) from None
+
+
+MAX_REF = 255
+"""The longest Stripe id stored (the columns' length)."""
+MAX_AMOUNT_CENTS = 10**12
+"""The largest invoice amount accepted (cents; its µUSD fit a BIGINT many times over)."""
+
+
+def _amount(value: Any) -> int | None:
+    cents = _int(value)
+    if cents is not None and cents > MAX_AMOUNT_CENTS:
+        raise InvalidInput(f"Stripe amount {cents} is out of range", provider="stripe")
+    return cents
 
 
 def _int(value: Any) -> int | None:
@@ -345,13 +366,15 @@ def _int(value: Any) -> int | None:
 def _ref(value: Any) -> str | None:
     if isinstance(value, Mapping):
         value = value.get("id")
+    if isinstance(value, str) and len(value) > MAX_REF:
+        raise InvalidInput(f"Stripe id longer than {MAX_REF} characters", provider="stripe")
     return value if isinstance(value, str) and value else None
 
 
 def _our_id(metadata: Any) -> int | None:
     if isinstance(metadata, Mapping):
         value = metadata.get("subscription_id")
-        if isinstance(value, str) and value.isascii() and value.isdigit():
+        if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) < 19:
             return int(value)
     return None
 

@@ -108,7 +108,8 @@ class GrantRollover(Base):
     """The rollover rule of an expiring grant: when the expiry sweep reaches it,
     ``rollover_bps`` of the credits it would sweep (rounded down to the µcr) move into a new
     grant expiring at ``rolled_expires_at``, carrying their part of the cost basis;
-    ``rolled_grant_id`` records it (set once: the sweep is idempotent)."""
+    ``rolled_grant_id`` records it (set once, when no pending hold keeps credits of the
+    grant any more: what a hold kept rolls over in a later sweep; the sweep is idempotent)."""
 
     __tablename__ = "grant_rollovers"
 

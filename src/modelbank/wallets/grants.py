@@ -405,7 +405,7 @@ class GrantBook:
                     continue
                 rule = rules.get(grant.id)
                 if rule is not None:
-                    amount -= self._roll_over(session, grant, amount, rule, now)
+                    amount -= self._roll_over(session, grant, amount, rule, now, kept == 0)
                     if amount <= 0:
                         continue
                 self._take(grant, amount, "expiry", grant.id)
@@ -422,7 +422,7 @@ class GrantBook:
             )
 
     def _roll_over(
-        self, session: Session, grant: _Open, amount: int, rule: Any, now: datetime
+        self, session: Session, grant: _Open, amount: int, rule: Any, now: datetime, final: bool
     ) -> int:
         """Move ``rollover_bps`` of ``amount`` (µcr the sweep would expire), rounded down to
         the µcr, from ``grant`` into a new grant of the same source and priority expiring at
@@ -430,7 +430,9 @@ class GrantBook:
         carried in ``grant`` (:func:`basis_of` differences, half-even on the cumulative
         share: the two grants' bases still sum to the original). No transfer: the credits
         stay in the wallet. Returns the µcr rolled (0 when nothing rolls, or when the new
-        grant would already have expired)."""
+        grant would already have expired). The rule is marked applied only when ``final``
+        (no pending hold keeps credits of the grant): what a hold kept is rolled over by a
+        later sweep, once the hold is voided or captured."""
         rolled = amount * int(rule.rollover_bps) // BPS
         if rolled <= 0 or rule.rolled_expires_at <= now:
             return 0
@@ -453,11 +455,12 @@ class GrantBook:
                 },
             ).scalar_one()
         )
-        conn.execute(
-            rollovers.update()
-            .where(rollovers.c.grant_id == grant.id)
-            .values(rolled_grant_id=new_id)
-        )
+        if final:
+            conn.execute(
+                rollovers.update()
+                .where(rollovers.c.grant_id == grant.id)
+                .values(rolled_grant_id=new_id)
+            )
         mine = self.by_user.setdefault(grant.user_id, [])
         mine.append(
             _Open(

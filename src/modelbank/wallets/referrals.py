@@ -30,6 +30,7 @@ from modelbank.wallets.billing_errors import (
     ReferralCodeNotFound,
     ReferralNotAllowed,
 )
+from modelbank.wallets.billing_models import periods_table as periods
 from modelbank.wallets.billing_models import referral_codes_table as referral_codes
 from modelbank.wallets.billing_models import referrals_table as referrals
 from modelbank.wallets.grants import GrantSource
@@ -104,7 +105,7 @@ def apply_referral(
     :class:`ReferralCodeNotFound`, :class:`ReferralNotAllowed` (``reason``: ``self`` — the
     user's own code; ``mutual`` — the code's owner was referred by this user;
     ``already_referred``; ``already_purchased`` — only new users are
-    referred)."""
+    referred: a completed purchase or a paid subscription period makes a user not new)."""
     now = now or utcnow()
     users.get_user(session, user_id)
     conn = session.connection()
@@ -130,11 +131,16 @@ def apply_referral(
         )
     if conn.execute(select(referrals).where(referrals.c.referred_user_id == user_id)).first():
         raise ReferralNotAllowed(f"user {user_id} was already referred", reason="already_referred")
-    bought = conn.execute(
-        select(purchases.c.id).where(
-            purchases.c.user_id == user_id, purchases.c.status.in_(["completed", "refunded"])
-        )
-    ).first()
+    bought = (
+        conn.execute(
+            select(purchases.c.id).where(
+                purchases.c.user_id == user_id, purchases.c.status.in_(["completed", "refunded"])
+            )
+        ).first()
+        or conn.execute(  # a paid subscription period is a purchase too
+            select(periods.c.id).where(periods.c.user_id == user_id).limit(1)
+        ).first()
+    )
     if bought is not None:
         raise ReferralNotAllowed(
             f"user {user_id} already bought credits: only new users are referred",

@@ -16,6 +16,7 @@ from modelbank.wallets.billing import (
     SubscriptionEvent,
     SubscriptionEventKind,
 )
+from modelbank.wallets.billing_models import periods_table as periods
 from modelbank.wallets.billing_models import subscriptions_table as subscriptions
 from modelbank.wallets.models import payment_events_table as payment_events
 from modelbank.wallets.packages import UUSD_PER_CENT
@@ -56,12 +57,27 @@ def _find(session: Session, event: SubscriptionEvent) -> SubscriptionInfo | None
     return None
 
 
+def _paid(session: Session, subscription_id: int, invoice_id: str) -> bool:
+    """True when invoice ``invoice_id`` of the subscription is recorded as a paid period."""
+    return (
+        session.connection()
+        .execute(
+            select(periods.c.id).where(
+                periods.c.subscription_id == subscription_id, periods.c.invoice_ref == invoice_id
+            )
+        )
+        .first()
+        is not None
+    )
+
+
 def apply_event(session: Session, event: SubscriptionEvent, *, now: datetime | None = None) -> str:
     """Apply a verified subscription event once; return what happened: ``duplicate``,
     ``ignored``, ``unknown_subscription``, ``period_granted``, ``period_already_granted``,
     ``linked``, ``cancelled``, ``renewal_failed``. Safe twice and in any order: the event id
     is recorded (``payment_events``), periods are unique per invoice, and the provider's
-    subscription id is stored from whichever event names it first."""
+    subscription id is stored from whichever event names it first; a failed payment of an
+    invoice already paid (a late delivery of a failed attempt) is ``ignored``."""
     now = now or utcnow()
     found = _find(session, event)
     if found is not None:
@@ -103,6 +119,8 @@ def apply_event(session: Session, event: SubscriptionEvent, *, now: datetime | N
             end_now(session, found, now)
         return "cancelled"
     if kind is SubscriptionEventKind.PAYMENT_FAILED:
+        if event.invoice_id and _paid(session, found.id, event.invoice_id):
+            return "ignored"  # a failed attempt delivered after the invoice was paid
         renewal_failed(session, found, now=now)
         return "renewal_failed"
     assert kind is SubscriptionEventKind.PERIOD_PAID

@@ -57,11 +57,12 @@ def record_period(
     Otherwise the plan's current credits are granted (``purchased``, cost basis
     ``price_uusd`` — the amount paid, default the plan's price — expiring at ``period_end``,
     or :data:`LATE_PAYMENT_GRACE` after ``now`` if that has passed), with the plan's rollover
-    rule; the first paid period adds the plan's bonus (``bonus``, same expiry, no rollover)
-    and counts as a first purchase for referral rewards. The subscription becomes active
-    (a cancelled one stays cancelled: the money arrived, so the period is still granted),
-    its current period moves forward (never back: reordered invoices), and
-    ``subscription.period_paid`` is emitted. Raises :class:`SubscriptionNotFound`."""
+    rule; the user's first paid period (of any subscription) adds the plan's bonus
+    (``bonus``, same expiry, no rollover); a subscription's first paid period counts as a
+    first purchase for referral rewards. The subscription becomes active (a cancelled one
+    stays cancelled: the money arrived, so the period is still granted), its current period
+    moves forward (never back: reordered invoices), and ``subscription.period_paid`` is
+    emitted. Raises :class:`SubscriptionNotFound`."""
     now = now or utcnow()
     sub = get_subscription(session, subscription_id, lock=True)
     conn = session.connection()
@@ -74,8 +75,13 @@ def record_period(
         return period_info(found), False
     plan = plans.get_plan(session, sub.plan_id)
     first = sub.periods_paid == 0
+    # The plan's bonus comes with the user's first paid period ever, not each new
+    # subscription's (cancelling and subscribing again earns no second bonus).
+    earlier = conn.execute(
+        select(periods.c.id).where(periods.c.user_id == sub.user_id).limit(1)
+    ).first()
     paid = plan.price_uusd if price_uusd is None else price_uusd
-    bonus = plan.first_period_bonus_ucr if first else 0
+    bonus = plan.first_period_bonus_ucr if first and earlier is None else 0
     period_id = int(
         conn.execute(
             insert(periods).returning(periods.c.id),

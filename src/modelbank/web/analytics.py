@@ -62,8 +62,10 @@ def models_page(request: Request, user_id: PathId, viewer: SignedIn) -> Response
 def buy_access(
     request: Request, user_id: PathId, model_id: PathId, viewer: Posted, form: Form
 ) -> Response:
-    """Buy access to a premium model with credits (again: nothing more is charged)."""
+    """Buy access to a premium model with credits (again: nothing more is charged); a
+    session of a key with a spend limit may not (403)."""
     scoped(viewer.principal, user_id)
+    viewer.principal.require_wallet_spender()
 
     def run(session: Session) -> Done:
         bought = purchase_access(session, user_id, model_id)

@@ -142,7 +142,9 @@ def buy_quantity(listing: ListingView, form: FormData) -> int:
 @router.post("/marketplace/buy")
 def buy(request: Request, viewer: Posted, form: Form) -> Response:
     """Buy from a listing: the price moves from the wallet into escrow (the same rules as
-    ``POST /api/v1/marketplace/listings/{id}/buy``). Submitted once per form key."""
+    ``POST /api/v1/marketplace/listings/{id}/buy``: a session of a key with a spend limit
+    may not). Submitted once per form key."""
+    viewer.principal.require_wallet_spender()
     buyer = _acting(viewer)
     listing_id = forms.int_field(form, "listing_id", "listing")
     key = forms.FORM_KEY_PREFIX + text_field(form, FORM_KEY_FIELD)

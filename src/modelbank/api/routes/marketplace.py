@@ -193,7 +193,8 @@ def buy(listing_id: PathId, body: ms.BuyIn, key: IdemKey, caller: Caller, db: DB
     with ``Idempotency-Hit: true``; another body 409 ``idempotency_key_reused``. 402
     without the credits; 409 ``market_listing_state`` when it closed meanwhile; 422
     ``invalid_fill`` (below the minimum fill or above what is left), ``own_market_listing``
-    for its seller. Nothing is written on an error."""
+    for its seller; 403 for a key with a spend limit. Nothing is written on an error."""
+    caller.require_wallet_spender()
     buyer = _acting_user(caller, body.buyer_id, "buyer_id")
     with db.write() as session:
         result = market.buy(session, listing_id, buyer, body.quantity, idempotency_key=key)

@@ -216,7 +216,9 @@ def purchase(
     model_id: PathId, key: IdemKey, caller: Caller, db: DB, body: s.PurchaseIn | None = None
 ) -> JSONResponse:
     """Buy access to a premium model with credits: a user for itself, an admin or service
-    key for ``user_id``. Buying again returns the first purchase and charges nothing."""
+    key for ``user_id``. Buying again returns the first purchase and charges nothing. 403
+    for a key with a spend limit."""
+    caller.require_wallet_spender()
     body = body or s.PurchaseIn()
     if caller.user_id is not None:
         if body.user_id not in (None, caller.user_id):

@@ -112,7 +112,8 @@ def buy_listing(
     The price moves from the buyer's wallet to the seller's and the stake from seller to
     buyer, together; 402 (nothing written) without the credits, 409
     ``stake_listing_state`` once it is sold or cancelled, 422 ``own_stake_listing`` for its
-    seller."""
+    seller; 403 for a key with a spend limit."""
+    caller.require_wallet_spender()
     request = body or ss.BuyIn()
     buyer = _acting_user(caller, request.buyer_id, "buyer_id")
 

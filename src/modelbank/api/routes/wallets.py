@@ -24,6 +24,7 @@ from modelbank.api.deps import (
 )
 from modelbank.api.errors import COMMON_PROBLEMS, problem_responses
 from modelbank.api.schemas import Timestamp
+from modelbank.auth.errors import Forbidden
 from modelbank.auth.service import Principal
 from modelbank.catalog import service as catalog
 from modelbank.db.base import utcnow
@@ -316,6 +317,16 @@ def _visible_hold(session: Session, caller: Principal, hold_id: int) -> holds.Ho
     return found
 
 
+def _resolvable_hold(session: Session, caller: Principal, hold_id: int) -> holds.HoldInfo:
+    """The hold ``caller`` may capture or void: a key with a spend limit only those placed
+    with it (another key's hold is not counted on its limit). Raises :class:`HoldNotFound`,
+    :class:`~modelbank.auth.errors.Forbidden`."""
+    found = _visible_hold(session, caller, hold_id)
+    if caller.limited and found.api_key_id != caller.key_id:
+        raise Forbidden("a key with a spend limit can only capture or void holds placed with it")
+    return found
+
+
 @router.post(
     "/users/{user_id}/holds",
     status_code=201,
@@ -380,10 +391,11 @@ def capture_hold(
     hold_id: PathId, body: ws.CaptureIn, key: IdemKey, caller: Caller, db: DB
 ) -> JSONResponse:
     """Charge ``amount_ucr`` (≤ held) as a usage event of the hold's model through the normal
-    pipeline (creator earnings included) and release the rest. A second capture is 409."""
+    pipeline (creator earnings included) and release the rest. A second capture is 409; 403
+    for a key with a spend limit and a hold placed with another key."""
 
     def run(session: Session) -> tuple[int, dict[str, Any]]:
-        _visible_hold(session, caller, hold_id)
+        _resolvable_hold(session, caller, hold_id)
         hold, result = capture(
             session,
             hold_id,
@@ -402,10 +414,11 @@ def capture_hold(
 
 @router.post("/holds/{hold_id}/void", response_model=ws.HoldOut)
 def void_hold(hold_id: PathId, key: IdemKey, caller: Caller, db: DB) -> JSONResponse:
-    """Release a pending hold entirely. 409 when it is no longer pending."""
+    """Release a pending hold entirely. 409 when it is no longer pending; 403 for a key with
+    a spend limit and a hold placed with another key."""
 
     def run(session: Session) -> tuple[int, dict[str, Any]]:
-        _visible_hold(session, caller, hold_id)
+        _resolvable_hold(session, caller, hold_id)
         return 200, ws.hold_out(holds.void(session, hold_id)).model_dump(mode="json")
 
     return db.idempotent(caller, key, f"/holds/{hold_id}/void", {}, run)
