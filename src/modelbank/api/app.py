@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
@@ -124,6 +124,33 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     """
     settings = settings or load_settings()
     engine = engine or make_engine(settings.database_url)
+    _bring_schema_up(settings, engine)
+    db = _database(settings, engine)
+    box = SecretBox.from_settings(settings)
+    bind_deployment_key(box, engine)  # one key per deployment: refuses to start with another
+    gateway = build_gateway(db, box)
+    app = FastAPI(
+        lifespan=_lifespan(db, gateway),
+        title="modelbank",
+        version=__version__,
+        description=DESCRIPTION,
+        openapi_url="/openapi.json",
+        docs_url="/docs",
+        redoc_url=None,
+        **_NO_TELEMETRY,
+    )
+    app.state.db = db
+    app.state.secret_box = box  # webhook secrets and provider keys at rest
+    app.state.gateway = gateway
+    _install_middleware(app, settings, engine)
+    _include_routes(app, db, gateway)
+    _install_openapi(app)
+    return app
+
+
+def _bring_schema_up(settings: Settings, engine: Engine) -> None:
+    """Apply pending migrations (``migrate_on_start``), else raise :class:`SchemaBehind` when
+    the database is not at the newest revision."""
     if settings.migrate_on_start:
         upgrade(engine)
     else:
@@ -133,6 +160,11 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
                 f"database schema is at {current or 'nothing'}, this modelbank needs {head}:"
                 " run `modelbank migrate` (or set MODELBANK_MIGRATE_ON_START=true)"
             )
+
+
+def _database(settings: Settings, engine: Engine) -> Database:
+    """The process's database handles: writes, reads (and the replica), key cache, rate
+    limiter and whether row-level security is available."""
     db = Database(
         engine=engine,
         writes=session_factory(engine),
@@ -145,12 +177,18 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         db.replica = read_session_factory(make_engine(settings.read_database_url))
     db.limiter = build_limiter(db)
     db.rls = rls.available(engine)
-    box = SecretBox.from_settings(settings)
-    bind_deployment_key(box, engine)  # one key per deployment: refuses to start with another
-    gateway = build_gateway(db, box)
+    return db
+
+
+def _lifespan(
+    db: Database, gateway: Gateway
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """Start the group committer and the jobs runner with the app; on shutdown close the
+    gateway's router (writing pending health) and upstream client, the runner, the committer."""
+    settings = db.settings
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if settings.group_commit:
             db.committer = GroupCommitter(db.writes, max_wait_s=settings.group_commit_wait_s)
         runner = None
@@ -167,19 +205,11 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
                 db.committer.close(timeout=30)
                 db.committer = None
 
-    app = FastAPI(
-        lifespan=lifespan,
-        title="modelbank",
-        version=__version__,
-        description=DESCRIPTION,
-        openapi_url="/openapi.json",
-        docs_url="/docs",
-        redoc_url=None,
-        **_NO_TELEMETRY,
-    )
-    app.state.db = db
-    app.state.secret_box = box  # webhook secrets and provider keys at rest
-    app.state.gateway = gateway
+    return lifespan
+
+
+def _install_middleware(app: FastAPI, settings: Settings, engine: Engine) -> None:
+    """Problem+json error handlers, the request guard and observer, and the metrics."""
     errors.install(app)
     # Guard inside the observer: its 413s and 500s are counted and logged with the same id
     app.add_middleware(Guard, max_body_bytes=settings.max_body_bytes)
@@ -189,6 +219,10 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         DatabaseCollector(engine),
         settings.metrics_token.get_secret_value() if settings.metrics_token else None,
     )
+
+
+def _include_routes(app: FastAPI, db: Database, gateway: Gateway) -> None:
+    """The API's routers, the dashboard at ``/app`` and the gateway at ``/v1``."""
     for module in (health, users, models, usage, admin):
         app.include_router(module.router)
     app.include_router(wallet_routes.router)
@@ -207,6 +241,10 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.mount("/app", create_web_app(db, app.state.secret_box))
     app.mount("/v1", create_gateway_app(db, gateway))
 
+
+def _install_openapi(app: FastAPI) -> None:
+    """The OpenAPI document, built once, with problem+json error responses."""
+
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             app.openapi_schema = errors.problem_media_type(
@@ -223,4 +261,3 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
-    return app

@@ -21,6 +21,7 @@ from modelbank.cli.common import (
 )
 from modelbank.cli.demo_gateway import gateway_demo
 from modelbank.cli.report import emit, progress_bar
+from modelbank.config import Settings
 from modelbank.data import AZURE_TRACE, PRICE_SHEET, SOURCES, credit_line, require
 from modelbank.db.engine import session_factory
 from modelbank.demo import (
@@ -32,7 +33,7 @@ from modelbank.demo import (
 )
 from modelbank.demo_gateway.run import DEFAULT_EVENTS
 from modelbank.money import UCR_PER_CREDIT
-from modelbank.replay import replay_catalog
+from modelbank.replay import CatalogEntry, ReplayReport, replay_catalog
 from modelbank.traces.readers import TraceRequest, read_trace, synthetic_azure_trace
 
 GENAI_CREDIT = "genai-prices (pydantic/genai-prices, https://github.com/pydantic/genai-prices), MIT"
@@ -138,26 +139,7 @@ def demo(
         ]
         say(f"replaying {trace_name} ({len(requests):,} requests)", highlight=False)
         entries = demo_catalog(costs, image_costs)
-        engine = migrated_engine(settings)
-        try:
-            factory = session_factory(engine)
-            run = f"demo:{time.strftime('%Y%m%dT%H%M%S')}:{time.monotonic_ns() % 1_000_000}"
-            with progress_bar(len(requests), "charging the trace") as advance:
-                report = replay_catalog(
-                    factory,
-                    requests,
-                    entries=entries,
-                    user_names=demo_users(),
-                    credits_ucr=DEMO_STARTING_CREDITS * UCR_PER_CREDIT,
-                    seed=seed,
-                    key_prefix=run,
-                    on_batch=advance,
-                    credits_per_usd=settings.credits_per_usd,
-                    top_ups=DEMO_TOP_UP,
-                    batch_events=DEMO_BATCH_EVENTS,
-                )
-        finally:
-            engine.dispose()
+        report, run = _charge(settings, requests, entries, seed)
     report.sources = sources
     emit(
         report,
@@ -174,6 +156,35 @@ def demo(
         console.print(f"database: {settings.database_url} (check it with `modelbank verify`)")
     if not report.ledger_ok:
         raise typer.Exit(1)
+
+
+def _charge(
+    settings: Settings, requests: list[TraceRequest], entries: list[CatalogEntry], seed: int
+) -> tuple[ReplayReport, str]:
+    """Charge the trace into the (migrated) database with a progress bar, as a new run
+    (its own idempotency keys ``demo:<time>:<ns>``): returns the report and the run's key
+    prefix."""
+    engine = migrated_engine(settings)
+    try:
+        factory = session_factory(engine)
+        run = f"demo:{time.strftime('%Y%m%dT%H%M%S')}:{time.monotonic_ns() % 1_000_000}"
+        with progress_bar(len(requests), "charging the trace") as advance:
+            report = replay_catalog(
+                factory,
+                requests,
+                entries=entries,
+                user_names=demo_users(),
+                credits_ucr=DEMO_STARTING_CREDITS * UCR_PER_CREDIT,
+                seed=seed,
+                key_prefix=run,
+                on_batch=advance,
+                credits_per_usd=settings.credits_per_usd,
+                top_ups=DEMO_TOP_UP,
+                batch_events=DEMO_BATCH_EVENTS,
+            )
+    finally:
+        engine.dispose()
+    return report, run
 
 
 def _trace(

@@ -24,8 +24,15 @@ from modelbank.config import Settings
 from modelbank.data import PRICE_SHEET, require
 from modelbank.db.engine import session_factory
 from modelbank.money import UCR_PER_CREDIT
-from modelbank.replay import TopUpPolicy, assign_creators, chat_catalog, replay_catalog
-from modelbank.traces.readers import TraceFormat, read_trace
+from modelbank.replay import (
+    CatalogEntry,
+    ReplayReport,
+    TopUpPolicy,
+    assign_creators,
+    chat_catalog,
+    replay_catalog,
+)
+from modelbank.traces.readers import TraceFormat, TraceRequest, read_trace
 
 
 def load_costs(prices: str, settings: Settings) -> tuple[CostImport, str]:
@@ -135,26 +142,9 @@ def replay(
             args = (settings, trace, requests, proposal, entries, user_names)
             whatif.run(*args, seed=seed, credits=credits, costs=costs, as_json=json)
             return
-        engine = migrated_engine(settings)
-        try:
-            factory = session_factory(engine)
-            prefix = f"replay:{trace.name}:{seed}"
-            with progress_bar(len(requests), f"replaying {trace.name}") as advance:
-                report = replay_catalog(
-                    factory,
-                    requests,
-                    entries=entries,
-                    user_names=user_names,
-                    credits_ucr=credits * UCR_PER_CREDIT,
-                    seed=seed,
-                    key_prefix=prefix,
-                    on_batch=advance,
-                    credits_per_usd=settings.credits_per_usd,
-                    costs=costs,
-                    top_ups=policy,
-                )
-        finally:
-            engine.dispose()
+        report = _charge(
+            settings, trace, requests, entries, user_names, seed, credits, costs, policy
+        )
     report.sources = [f"trace: {describe(trace)}", f"prices: {price_credit}"]
     emit(
         report,
@@ -169,6 +159,41 @@ def replay(
     )
     if not report.ledger_ok:
         raise typer.Exit(1)
+
+
+def _charge(
+    settings: Settings,
+    trace: Path,
+    requests: list[TraceRequest],
+    entries: list[CatalogEntry],
+    user_names: list[str],
+    seed: int,
+    credits: int,
+    costs: CostImport,
+    policy: TopUpPolicy | None,
+) -> ReplayReport:
+    """Charge ``requests`` into the (migrated) database with a progress bar; every event's
+    key starts ``replay:<trace file>:<seed>``; ``credits``: purchased credits per user."""
+    engine = migrated_engine(settings)
+    try:
+        factory = session_factory(engine)
+        prefix = f"replay:{trace.name}:{seed}"
+        with progress_bar(len(requests), f"replaying {trace.name}") as advance:
+            return replay_catalog(
+                factory,
+                requests,
+                entries=entries,
+                user_names=user_names,
+                credits_ucr=credits * UCR_PER_CREDIT,
+                seed=seed,
+                key_prefix=prefix,
+                on_batch=advance,
+                credits_per_usd=settings.credits_per_usd,
+                costs=costs,
+                top_ups=policy,
+            )
+    finally:
+        engine.dispose()
 
 
 def register(app: typer.Typer) -> None:

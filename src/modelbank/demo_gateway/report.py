@@ -38,6 +38,9 @@ if TYPE_CHECKING:
 
     from modelbank.config import Settings
     from modelbank.demo_gateway.servers import UpstreamRole
+    from modelbank.pool.health import Health
+    from modelbank.pool.panel import Served
+    from modelbank.pool.resources import ResourceInfo
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,8 +159,57 @@ def collect(
     its resources served, the resources, their shared health) and check the ledger."""
     outcomes = Counter(c.outcome for c in calls)
     ids = [r.id for r in cast.resources]
-    callers = list(cast.users.values())
     health = health_store(settings, engine).snapshot(ids)
+    recorded = _read(engine, settings, cast, ids)
+    routing = _Routing.of(recorded.logs)
+    lines = _resource_lines(cast, recorded, routing, health)
+    seconds = sorted(c.seconds for c in calls if c.outcome == "served")
+    return GatewayReport(
+        events=len(calls),
+        served=outcomes["served"],
+        failed=outcomes["failed"],
+        refused=outcomes["refused"],
+        streamed=sum(c.stream for c in calls),
+        elapsed_s=elapsed_s,
+        workers=workers,
+        latency_p50_ms=_pct(seconds, 50),
+        latency_p95_ms=_pct(seconds, 95),
+        route_outcomes=dict(Counter(row[0] for row in recorded.logs)),
+        failovers=routing.failovers,
+        failovers_served=routing.failovers_served,
+        resources=lines,
+        charged_ucr=int(recorded.charged),
+        pool_charge_ucr=sum(x.charge_ucr for x in lines),
+        pool_cost_uusd=sum(x.cost_uusd for x in lines),
+        spread_ucr=sum(x.spread_ucr for x in lines),
+        fees_ucr=sum(x.fee_ucr for x in lines),
+        deposit_credit_ucr=sum(x.deposit_credit_ucr for x in lines),
+        ledger_ok=not recorded.violations,
+        ledger_violations=recorded.violations,
+        models=models,
+        upstreams={role.name: role.behaviour for role in roles},
+        prompt_capped=prompt_capped,
+    )
+
+
+@dataclass(slots=True)
+class _Recorded:
+    """What the database recorded of the run: the callers' route logs (outcome, resource,
+    attempts), their total charge (µcr), usage served per resource, the resources, the
+    depositors' wallet balances (µcr, by resource) and the invariant violations."""
+
+    logs: list[Any]
+    charged: int
+    per_resource: dict[int, Served]
+    infos: dict[int, ResourceInfo]
+    wallets: dict[int, int]
+    violations: list[str]
+
+
+def _read(engine: Engine, settings: Settings, cast: CastInfo, ids: list[int]) -> _Recorded:
+    """Read the run's rows and check the ledger, pool and grant invariants, in one
+    transaction."""
+    callers = list(cast.users.values())
     with transaction(session_factory(engine)) as session:
         conn = session.connection()
         logs = conn.execute(
@@ -184,23 +236,44 @@ def collect(
             *map(str, grants.check(session)),
             *map(str, pool_invariants.check(session)),
         ]
-    served_on: Counter[int] = Counter()
-    attempts_on: Counter[int] = Counter()
-    failed_on: Counter[int] = Counter()
-    failovers = failovers_served = 0
-    for outcome, resource_id, attempts in logs:
-        if outcome == "served" and resource_id is not None:
-            served_on[int(resource_id)] += 1
-        for attempt in attempts or []:
-            attempts_on[int(attempt["resource_id"])] += 1
-            failed_on[int(attempt["resource_id"])] += attempt.get("kind") != "success"
-        if len(attempts or []) > 1:
-            failovers += 1
-            failovers_served += outcome == "served"
+    return _Recorded(list(logs), charged, per_resource, infos, wallets, violations)
+
+
+@dataclass(slots=True)
+class _Routing:
+    """The route logs tallied: requests served, attempts and failed attempts per resource,
+    and the requests that failed over (and of those, the ones served)."""
+
+    served_on: Counter[int] = field(default_factory=Counter)
+    attempts_on: Counter[int] = field(default_factory=Counter)
+    failed_on: Counter[int] = field(default_factory=Counter)
+    failovers: int = 0
+    failovers_served: int = 0
+
+    @classmethod
+    def of(cls, logs: list[Any]) -> _Routing:
+        tally = cls()
+        for outcome, resource_id, attempts in logs:
+            if outcome == "served" and resource_id is not None:
+                tally.served_on[int(resource_id)] += 1
+            for attempt in attempts or []:
+                tally.attempts_on[int(attempt["resource_id"])] += 1
+                tally.failed_on[int(attempt["resource_id"])] += attempt.get("kind") != "success"
+            if len(attempts or []) > 1:
+                tally.failovers += 1
+                tally.failovers_served += outcome == "served"
+        return tally
+
+
+def _resource_lines(
+    cast: CastInfo, recorded: _Recorded, routing: _Routing, health: dict[int, Health]
+) -> list[ResourceLine]:
+    """One line per resource of the cast: routing share, breaker, quota and money."""
+    served_on = routing.served_on
     total_served = sum(served_on.values())
     lines = []
     for r in cast.resources:
-        info, h, used = infos[r.id], health.get(r.id), per_resource.get(r.id)
+        info, h, used = recorded.infos[r.id], health.get(r.id), recorded.per_resource.get(r.id)
         lines.append(
             ResourceLine(
                 id=r.id,
@@ -208,8 +281,8 @@ def collect(
                 owner=r.depositor or "platform",
                 served=served_on[r.id],
                 share=served_on[r.id] / total_served if total_served else 0.0,
-                attempts=attempts_on[r.id],
-                failed_attempts=failed_on[r.id],
+                attempts=routing.attempts_on[r.id],
+                failed_attempts=routing.failed_on[r.id],
                 breaker=h.breaker.state.value if h else "closed",
                 success_rate=h.breaker.success_rate if h else 1.0,
                 latency_ms=h.latency_ms if h else None,
@@ -220,36 +293,10 @@ def collect(
                 charge_ucr=used.charge_ucr if used else 0,
                 cost_uusd=used.cost_uusd if used else 0,
                 spread_ucr=used.spread_ucr if used else 0,
-                depositor_wallet_ucr=wallets.get(r.id),
+                depositor_wallet_ucr=recorded.wallets.get(r.id),
             )
         )
-    seconds = sorted(c.seconds for c in calls if c.outcome == "served")
-    return GatewayReport(
-        events=len(calls),
-        served=outcomes["served"],
-        failed=outcomes["failed"],
-        refused=outcomes["refused"],
-        streamed=sum(c.stream for c in calls),
-        elapsed_s=elapsed_s,
-        workers=workers,
-        latency_p50_ms=_pct(seconds, 50),
-        latency_p95_ms=_pct(seconds, 95),
-        route_outcomes=dict(Counter(row[0] for row in logs)),
-        failovers=failovers,
-        failovers_served=failovers_served,
-        resources=lines,
-        charged_ucr=int(charged),
-        pool_charge_ucr=sum(x.charge_ucr for x in lines),
-        pool_cost_uusd=sum(x.cost_uusd for x in lines),
-        spread_ucr=sum(x.spread_ucr for x in lines),
-        fees_ucr=sum(x.fee_ucr for x in lines),
-        deposit_credit_ucr=sum(x.deposit_credit_ucr for x in lines),
-        ledger_ok=not violations,
-        ledger_violations=violations,
-        models=models,
-        upstreams={role.name: role.behaviour for role in roles},
-        prompt_capped=prompt_capped,
-    )
+    return lines
 
 
 def _summary(report: GatewayReport) -> Table:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import case, func, literal, select
+from sqlalchemy import Connection, case, func, literal, select
 from sqlalchemy.orm import Session
 
 from modelbank.ledger.codes import AccountFlags, TransferFlags
@@ -46,9 +46,19 @@ def check(session: Session, *, limit: int = 20) -> list[Violation]:
       hold is enforced by a unique index).
     * ``transfers_well_formed``: every amount is positive and debit ≠ credit.
     """
-    violations: list[Violation] = []
     conn = session.connection()
+    return [
+        *_balanced(conn),
+        *_totals_match_transfers(conn, limit),
+        *_non_negative(conn, limit),
+        *_holds_resolved_once(conn, limit),
+        *_transfers_well_formed(conn, limit),
+    ]
 
+
+def _balanced(conn: Connection) -> list[Violation]:
+    """``balanced``: Σ debits = Σ credits, posted and pending."""
+    violations: list[Violation] = []
     sums = conn.execute(
         select(
             func.coalesce(func.sum(accounts.c.debits_posted), 0),
@@ -65,7 +75,13 @@ def check(session: Session, *, limit: int = 20) -> list[Violation]:
                 f" ≠ credits {sums[3]} (µcr)",
             )
         )
+    return violations
 
+
+def _totals_match_transfers(conn: Connection, limit: int) -> list[Violation]:
+    """``totals_match_transfers``: each account's four cached totals equal the sums of its
+    transfers."""
+    violations: list[Violation] = []
     resolved = select(transfers.c.pending_id).where(transfers.c.pending_id.is_not(None))
     posted_amount = case(
         ((transfers.c.flags.op("&")(_PENDING | _VOID)) == 0, transfers.c.amount), else_=0
@@ -125,7 +141,12 @@ def check(session: Session, *, limit: int = 20) -> list[Violation]:
                 f"account {row.id} ({row.code}): cached totals differ from its transfers",
             )
         )
+    return violations
 
+
+def _non_negative(conn: Connection, limit: int) -> list[Violation]:
+    """``non_negative``: no flagged account is overdrawn."""
+    violations: list[Violation] = []
     negative = conn.execute(
         select(accounts.c.id, accounts.c.code, accounts.c.owner_id)
         .where(
@@ -138,7 +159,12 @@ def check(session: Session, *, limit: int = 20) -> list[Violation]:
         violations.append(
             Violation("non_negative", f"account {neg.id} ({neg.code}, owner {neg.owner_id}) < 0")
         )
+    return violations
 
+
+def _holds_resolved_once(conn: Connection, limit: int) -> list[Violation]:
+    """``holds_resolved_once``: every posting or voiding transfer resolves a valid pending hold."""
+    violations: list[Violation] = []
     hold = transfers.alias("hold")
     bad_resolutions = conn.execute(
         select(transfers.c.id)
@@ -157,7 +183,12 @@ def check(session: Session, *, limit: int = 20) -> list[Violation]:
         violations.append(
             Violation("holds_resolved_once", f"transfer {row.id} resolves no valid hold")
         )
+    return violations
 
+
+def _transfers_well_formed(conn: Connection, limit: int) -> list[Violation]:
+    """``transfers_well_formed``: every amount is positive and debit ≠ credit."""
+    violations: list[Violation] = []
     malformed = conn.execute(
         select(transfers.c.id)
         .where(

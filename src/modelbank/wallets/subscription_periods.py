@@ -98,6 +98,32 @@ def record_period(
             },
         ).scalar_one()
     )
+    _grant(session, sub, plan, period_id, paid, bonus, period_start, period_end, now)
+    _advance(session, sub, period_start, period_end, now)
+    period = period_info(conn.execute(select(periods).where(periods.c.id == period_id)).one())
+    webhooks.emit(session, "subscription.period_paid", _payload(period, sub), now=now)
+    if first:
+        referrals.reward_referral(session, sub.user_id, reason=f"subscription:{sub.id}", now=now)
+    alerts.check(session, [sub.user_id], now=now)
+    return period, True
+
+
+def _grant(
+    session: Session,
+    sub: SubscriptionInfo,
+    plan: plans.PlanInfo,
+    period_id: int,
+    paid: int,
+    bonus: int,
+    period_start: datetime,
+    period_end: datetime,
+    now: datetime,
+) -> None:
+    """Grant the period's credits (``purchased``, cost basis ``paid`` µUSD, with the plan's
+    rollover rule) and its first-period ``bonus`` (µcr, 0: none), and link them to the
+    period's row."""
+    subscription_id = sub.id
+    conn = session.connection()
     expires = max(period_end, now + LATE_PAYMENT_GRACE)
     wallet_id = users.get_user(session, sub.user_id).wallet_account_id
     grant = grants.issue(
@@ -135,18 +161,24 @@ def record_period(
             now=now,
         ).id
     conn.execute(update(periods).where(periods.c.id == period_id).values(**values))
+
+
+def _advance(
+    session: Session,
+    sub: SubscriptionInfo,
+    period_start: datetime,
+    period_end: datetime,
+    now: datetime,
+) -> None:
+    """Count the paid period; make the subscription active (a cancelled one stays
+    cancelled) and move its current period forward (never back: reordered invoices)."""
+    subscription_id = sub.id
     changes: dict[str, Any] = {"periods_paid": sub.periods_paid + 1}
     if sub.status != CANCELLED:
         changes["status"] = ACTIVE
     if sub.current_period_end is None or period_end > sub.current_period_end:
         changes.update(current_period_start=period_start, current_period_end=period_end)
     update_subscription(session, subscription_id, now, **changes)
-    period = period_info(conn.execute(select(periods).where(periods.c.id == period_id)).one())
-    webhooks.emit(session, "subscription.period_paid", _payload(period, sub), now=now)
-    if first:
-        referrals.reward_referral(session, sub.user_id, reason=f"subscription:{sub.id}", now=now)
-    alerts.check(session, [sub.user_id], now=now)
-    return period, True
 
 
 def _payload(period: PeriodInfo, sub: SubscriptionInfo) -> dict[str, Any]:
