@@ -1,5 +1,5 @@
 """Background jobs (DESIGN §13 ``jobs.py``): expire holds, sweep expired grants, collect owed
-earnings, deliver the webhook outbox.
+earnings, deliver the webhook outbox, seal the hash chains (:mod:`modelbank.chain`).
 
 Each step is idempotent and works in bounded batches, each batch its own short transaction,
 so a run can be interrupted at any point and run again (by ``modelbank jobs run``, by cron,
@@ -19,6 +19,7 @@ from datetime import datetime
 import httpx
 from sqlalchemy.orm import Session, sessionmaker
 
+from modelbank import chain
 from modelbank.db.base import utcnow
 from modelbank.pool import debts as pool_debts
 from modelbank.secrets import SecretBox
@@ -46,6 +47,9 @@ class JobReport:
     webhooks_delivered: int = 0
     webhook_attempts_failed: int = 0
     webhooks_given_up: int = 0
+    transfers_sealed: int = 0
+    """Transfers linked into the hash chain (issue 16)."""
+    audit_records_sealed: int = 0
 
 
 def _until_done(
@@ -102,6 +106,10 @@ def run_once(
     report.pool_debts_collected_ucr = _until_done(
         factory, lambda s: pool_debts.settle_debts(s, now=at, limit=BATCH), count_rows=False
     )
+    step("seal hash chains")
+    sealed = chain.seal_all(factory, now=now)
+    report.transfers_sealed = sealed[chain.TRANSFERS.name]
+    report.audit_records_sealed = sealed[chain.AUDIT.name]
     if deliver:
         step("deliver webhooks")
         own = client is None

@@ -61,7 +61,9 @@ def run(
                     f" · pool debts collected {report.pool_debts_collected_ucr} µcr"
                     f" · webhooks delivered {report.webhooks_delivered},"
                     f" failed attempts {report.webhook_attempts_failed},"
-                    f" given up {report.webhooks_given_up}",
+                    f" given up {report.webhooks_given_up}"
+                    f" · sealed {report.transfers_sealed} transfers,"
+                    f" {report.audit_records_sealed} audit records",
                     highlight=False,
                 )
                 if not loop:
