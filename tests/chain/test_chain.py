@@ -127,7 +127,7 @@ def test_a_rewritten_hash_breaks_the_next_link_and_a_cut_tail_the_blocks(db: Db)
             select(transfers.c.chain_hash).where(transfers.c.chain_seq == row["chain_seq"] - 1)
         ).scalar_one()
         forged = dict(row, ref_type="forged")
-        new_hash = chain.links.link(prev, chain.links.content(chain.TRANSFERS, forged))
+        new_hash = chain.links.link(prev, chain.links.content_of(chain.TRANSFERS, forged))
         session.execute(
             update(transfers)
             .where(transfers.c.id == paid[0])

@@ -8,15 +8,17 @@ ending on the hash of its last row. The first failure is reported, naming the ro
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from modelbank.chain.links import CHAINS, GENESIS_HASH, Chain, content, link
+from modelbank.chain.links import CHAINS, GENESIS_HASH, Chain, content, link, normaliser
 from modelbank.chain.models import chain_blocks_table as blocks
+from modelbank.db.fast import FastSQL
+from modelbank.db.fast import connection as fast_connection
 
 PAGE = 10_000
 """Rows read per query while walking a chain (bounded memory on any ledger size)."""
@@ -67,25 +69,21 @@ def verify(session: Session, chain: Chain) -> ChainReport:
     ends = {int(b.last_seq): b for b in block_rows}
     starts = {int(b.first_seq): b for b in block_rows}
     expected_seq, prev, problem = 0, GENESIS_HASH, None
-    columns = [table.c[column] for column in chain.columns]
+    conn = fast_connection(session)
+    fix = normaliser(chain, json_as_text=conn.dialect.name == "sqlite")
+    read = FastSQL(
+        f"SELECT {chain.select_list}, chain_seq, chain_hash FROM {table.name}"
+        " WHERE chain_seq > ? ORDER BY chain_seq LIMIT ?"
+    )
     while problem is None:
-        page = (
-            session.execute(
-                select(*columns, table.c.chain_seq, table.c.chain_hash)
-                .where(table.c.chain_seq > expected_seq)
-                .order_by(table.c.chain_seq)
-                .limit(PAGE)
-            )
-            .mappings()
-            .all()
-        )
+        page = read.execute(conn, (expected_seq, PAGE)).fetchall()
         if not page:
             break
         for row in page:
-            problem = _check_row(chain, row, expected_seq + 1, prev, starts, ends)
+            problem = _check_row(chain, row, fix, expected_seq + 1, prev, starts, ends)
             if problem is not None:
                 break
-            expected_seq, prev = int(row["chain_seq"]), row["chain_hash"]
+            expected_seq, prev = int(row[-2]), row[-1]
     if problem is None:
         problem = _check_tail(chain, block_rows, expected_seq)
     return ChainReport(
@@ -100,15 +98,16 @@ def verify(session: Session, chain: Chain) -> ChainReport:
 
 def _check_row(
     chain: Chain,
-    row: Mapping[Any, Any],
+    row: Sequence[Any],
+    fix: list[tuple[int, str]],
     seq: int,
     prev: str,
     starts: dict[int, Any],
     ends: dict[int, Any],
 ) -> str | None:
     """The problem with ``row`` as the link at position ``seq`` after ``prev``, or None."""
-    where = f"{chain.noun} {row['id']}"
-    found_seq = int(row["chain_seq"])
+    where = f"{chain.noun} {row[0]}"
+    found_seq, found_hash = int(row[-2]), row[-1]
     if found_seq != seq:
         return (
             f"position {seq} is missing (next sealed is {where} at {found_seq}):"
@@ -117,13 +116,13 @@ def _check_row(
     start = starts.get(seq)
     if start is not None and start.prev_hash != prev:
         return f"block {start.id} does not start from the chain's previous head"
-    if link(prev, content(chain, row)) != row["chain_hash"]:
+    if link(prev, content(chain, row[:-2], fix)) != found_hash:
         return (
             f"{where} at position {seq}: its hash does not match its content and the"
             f" previous link — it (or the {chain.noun} before it) was changed after sealing"
         )
     end = ends.get(seq)
-    if end is not None and end.head_hash != row["chain_hash"]:
+    if end is not None and end.head_hash != found_hash:
         return f"{where} at position {seq}: block {end.id} ends on another hash"
     return None
 

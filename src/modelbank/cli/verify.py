@@ -1,10 +1,12 @@
-"""``modelbank verify``: check the ledger invariants (DESIGN §3)."""
+"""``modelbank verify``: check the ledger invariants (DESIGN §3) and the hash chains."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Annotated
 
 import typer
+from sqlalchemy.orm import Session
 
 from modelbank import chain as chains
 from modelbank.cli.common import DB_OPTION_HELP, cli_errors, console, err_console, settings_for
@@ -13,6 +15,56 @@ from modelbank.db.migrate import current_revision
 from modelbank.ledger import invariants
 from modelbank.pool import invariants as pool_invariants
 from modelbank.wallets import grants
+
+OK_LINE = (
+    "[green]ledger ok[/]: balanced, totals match transfers, no negative"
+    " flagged account, holds resolved once, grants sum to wallet balances, pool"
+    " deposits accounted for"
+)
+
+
+@dataclass
+class Findings:
+    """What a check found: broken invariants and links (``violations``, empty when all
+    hold) and each chain's report (when the chains were checked)."""
+
+    violations: list[str] = field(default_factory=list)
+    chains: list[chains.ChainReport] = field(default_factory=list)
+
+
+def check(session: Session, *, with_chain: bool) -> Findings:
+    """Every invariant ``modelbank verify`` checks, in ``session``'s snapshot; with
+    ``with_chain`` also every hash chain's links."""
+    found = Findings([str(v) for v in invariants.check(session)])
+    found.violations.extend(
+        f"wallet of user {v.user_id}: balance {v.balance_ucr} µcr, grants {v.grants_ucr} µcr"
+        if v.balance_ucr >= 0
+        else f"grant {v.user_id}: {v.grants_ucr} µcr used but burns do not add up"
+        for v in grants.check(session)
+    )
+    found.violations.extend(str(v) for v in pool_invariants.check(session))
+    if with_chain:
+        found.chains = chains.verify_all(session)
+        found.violations.extend(
+            f"chain {r.chain}: {r.problem}" for r in found.chains if r.problem is not None
+        )
+    return found
+
+
+def report(found: Findings) -> None:
+    """Print ``found``; raise ``typer.Exit(1)`` when something is broken."""
+    for r in found.chains:
+        if r.ok:
+            console.print(
+                f"chain {r.chain} ok: {r.sealed} sealed in {r.blocks} blocks,"
+                f" {r.unsealed} waiting for the sealer; head {r.head_hash}",
+                highlight=False,
+            )
+    if found.violations:
+        for violation in found.violations:
+            err_console.print(f"[bold red]broken:[/] {violation}", highlight=False)
+        raise typer.Exit(1)
+    console.print(OK_LINE)
 
 
 def verify(
@@ -50,35 +102,9 @@ def verify(
             )
             raise typer.Exit(2)
         with transaction(session_factory(engine)) as session:
-            violations: list[object] = [*invariants.check(session)]
-            violations.extend(
-                f"wallet of user {v.user_id}: balance {v.balance_ucr} µcr,"
-                f" grants {v.grants_ucr} µcr"
-                if v.balance_ucr >= 0
-                else f"grant {v.user_id}: {v.grants_ucr} µcr used but burns do not add up"
-                for v in grants.check(session)
-            )
-            violations.extend(pool_invariants.check(session))
-            reports = chains.verify_all(session) if chain else []
+            found = check(session, with_chain=chain)
         engine.dispose()
-    for report in reports:
-        if report.problem is not None:
-            violations.append(f"chain {report.chain}: {report.problem}")
-        else:
-            console.print(
-                f"chain {report.chain} ok: {report.sealed} sealed in {report.blocks} blocks,"
-                f" {report.unsealed} waiting for the sealer; head {report.head_hash}",
-                highlight=False,
-            )
-    if violations:
-        for violation in violations:
-            err_console.print(f"[bold red]broken:[/] {violation}", highlight=False)
-        raise typer.Exit(1)
-    console.print(
-        "[green]ledger ok[/]: balanced, totals match transfers, no negative"
-        " flagged account, holds resolved once, grants sum to wallet balances, pool"
-        " deposits accounted for"
-    )
+    report(found)
 
 
 def register(app: typer.Typer) -> None:
