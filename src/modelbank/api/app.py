@@ -13,10 +13,12 @@ from sqlalchemy import Engine
 
 from modelbank import __version__
 from modelbank.api import errors
+from modelbank.api.audit_scope import AuditScopeMiddleware
 from modelbank.api.deps import Database, KeyCache
 from modelbank.api.gateway import create_gateway_app
 from modelbank.api.routes import admin, health, models, usage, users
 from modelbank.api.routes import analytics as analytics_routes
+from modelbank.api.routes import audit as audit_routes
 from modelbank.api.routes import exports as export_routes
 from modelbank.api.routes import payouts as payout_routes
 from modelbank.api.routes import pool as pool_routes
@@ -140,6 +142,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.state.secret_box = box  # webhook secrets and provider keys at rest
     app.state.gateway = gateway
     errors.install(app)
+    app.add_middleware(AuditScopeMiddleware)
     for module in (health, users, models, usage, admin):
         app.include_router(module.router)
     app.include_router(wallet_routes.router)
@@ -150,6 +153,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.include_router(export_routes.router)
     app.include_router(pool_routes.router)
     app.include_router(whatif_routes.router)
+    app.include_router(audit_routes.router)
     from modelbank.web import create_web_app  # imported here: the dashboard imports the API
 
     app.mount("/app", create_web_app(db, app.state.secret_box))

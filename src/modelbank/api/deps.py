@@ -15,6 +15,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
+from modelbank.audit import context as audit_context
 from modelbank.auth import service as auth
 from modelbank.auth.errors import Unauthenticated
 from modelbank.auth.service import Principal
@@ -152,11 +153,11 @@ async def principal(
     if not token:
         raise Unauthenticated("missing API key: send Authorization: Bearer <key>")
     key_digest = auth.digest(token)
-    cached = db.keys.get(key_digest)
-    if cached is not None:
-        return cached
-    who = await run_in_threadpool(db.authenticate, token)
-    db.keys.put(key_digest, who)
+    who = db.keys.get(key_digest)
+    if who is None:
+        who = await run_in_threadpool(db.authenticate, token)
+        db.keys.put(key_digest, who)
+    audit_context.identify(who.role.value, key_id=who.key_id, user_id=who.user_id)
     return who
 
 

@@ -10,7 +10,7 @@ import csv
 import io
 import json
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from enum import Enum
@@ -44,8 +44,10 @@ CSV_COLUMNS = (
 
 
 def jsonable(value: Any) -> Any:
-    """``value`` as plain JSON data: Decimals as strings (exact), datetimes ISO 8601,
-    enums by value, mappings and sequences recursively."""
+    """``value`` as plain JSON data: dataclasses as objects, Decimals as strings (exact),
+    datetimes ISO 8601, enums by value, mappings and sequences recursively."""
+    if is_dataclass(value) and not isinstance(value, type):
+        return jsonable(asdict(value))
     if isinstance(value, Enum):
         return jsonable(value.value)
     if isinstance(value, Decimal):
@@ -96,7 +98,8 @@ def record(
 @dataclass(frozen=True, slots=True)
 class AuditFilter:
     """Which records to read: by actor kind, actor key id, actor user id, action (exact, or
-    a prefix ending in ``.``: ``payout.``), target, and ``occurred_at`` in [since, until)."""
+    a prefix ending in ``.``: ``payout.``), target, and ``occurred_at`` in [since, until).
+    Raises :class:`InvalidInput` for an empty time range."""
 
     actor_kind: str | None = None
     actor_key_id: int | None = None
@@ -107,11 +110,13 @@ class AuditFilter:
     since: datetime | None = None
     until: datetime | None = None
 
+    def __post_init__(self) -> None:
+        if self.since is not None and self.until is not None and self.until <= self.since:
+            raise InvalidInput("the time range is empty: 'to' must be after 'from'")
+
     def apply(self, query: Select[Any]) -> Select[Any]:
         """``query`` narrowed to the records this filter selects."""
         c = records.c
-        if self.since is not None and self.until is not None and self.until <= self.since:
-            raise InvalidInput("the time range is empty: 'until' must be after 'since'")
         conditions = [
             (self.actor_kind, c.actor_kind),
             (self.actor_key_id, c.actor_key_id),

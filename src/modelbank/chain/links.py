@@ -129,7 +129,9 @@ def content(chain: Chain, values: Sequence[Any], fix: list[tuple[int, str]]) -> 
         value = plain[i + 1]
         if kind == TIMESTAMP:
             plain[i + 1] = _timestamp(value)
-        elif value is not None:
+        elif isinstance(value, str):
+            # SQLite's JSON columns have NUMERIC affinity: a JSON number comes back as a
+            # number already, anything else as its JSON text.
             plain[i + 1] = json.loads(value)
     return _ENCODE(plain).encode()
 

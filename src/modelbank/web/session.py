@@ -35,6 +35,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from modelbank.api.deps import Database
+from modelbank.audit import context as audit_context
 from modelbank.auth import service as auth
 from modelbank.auth.errors import Forbidden, Unauthenticated
 from modelbank.auth.service import Principal
@@ -235,6 +236,7 @@ def _viewer(request: Request) -> Viewer:
             who = auth.authenticate_digest(session, claims.key_id, claims.key_digest)
     except Unauthenticated:
         raise SignInRequired(expired=True) from None
+    audit_context.identify(who.role.value, key_id=who.key_id, user_id=who.user_id)
     return Viewer(who, csrf_token(token))
 
 
