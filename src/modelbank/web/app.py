@@ -33,6 +33,7 @@ from modelbank.web import (
     wallet,
     whatif,
 )
+from modelbank.web import audit as audit_pages
 from modelbank.web.render import STATIC_DIR, back_url, flash_redirect, redirect, render
 from modelbank.web.session import (
     SESSION_COOKIE,
@@ -192,6 +193,7 @@ def create_web_app(db: Database, box: SecretBox) -> FastAPI:
         whatif,
         pool,
         pool_admin,
+        audit_pages,
     ):
         app.include_router(module.router)
     return app
