@@ -217,6 +217,36 @@ def test_each_admin_action_writes_one_record_with_before_and_after(api: Api) -> 
     disabled = log.one("webhook.disable")
     assert (disabled["before"]["is_active"], disabled["after"]["is_active"]) == (True, False)
 
+    # credit packages and stakes
+    r = c.post(
+        "/api/v1/admin/packages",
+        json={"slug": "mini", "name": "Mini", "credits_ucr": 1, "price_uusd": 10_000},
+        headers=api.admin,
+    )
+    assert r.status_code == 201, r.text
+    package = r.json()
+    assert log.one("package.create")["after"]["price_uusd"] == 10_000
+    r = c.patch(
+        f"/api/v1/admin/packages/{package['id']}", json={"price_uusd": 20_000}, headers=api.admin
+    )
+    assert r.status_code == 200, r.text
+    changed = log.one("package.update")
+    assert (changed["before"], changed["after"]) == ({"price_uusd": 10_000}, {"price_uusd": 20_000})
+    r = c.post(
+        f"/api/v1/models/{model['id']}/stakes",
+        json={
+            "stakes": [
+                {"user_id": creator, "share_bps": 6_000},
+                {"user_id": payer, "share_bps": 4_000},
+            ]
+        },
+        headers=api.admin,
+    )
+    assert r.status_code == 200, r.text
+    stakes = log.one("stakes.set")
+    assert stakes["before"] == [{"user_id": creator, "share_bps": 10_000}]
+    assert {s["user_id"]: s["share_bps"] for s in stakes["after"]} == {creator: 6_000, payer: 4_000}
+
     # the records are chained like transfers
     chain.seal_all(api.db.factory)
     with api.db.tx() as session:

@@ -44,10 +44,12 @@ CSV_COLUMNS = (
 
 
 def jsonable(value: Any) -> Any:
-    """``value`` as plain JSON data: dataclasses as objects, Decimals as strings (exact),
-    datetimes ISO 8601, enums by value, mappings and sequences recursively."""
+    """``value`` as plain JSON data: dataclasses and named tuples as objects, Decimals as
+    strings (exact), datetimes ISO 8601, enums by value, mappings and sequences recursively."""
     if is_dataclass(value) and not isinstance(value, type):
         return jsonable(asdict(value))
+    if isinstance(value, tuple) and hasattr(value, "_asdict"):  # a NamedTuple
+        return jsonable(value._asdict())
     if isinstance(value, Enum):
         return jsonable(value.value)
     if isinstance(value, Decimal):
