@@ -45,7 +45,7 @@ lint: install-test
 	$(BIN)/lint-imports
 
 test: lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n auto
 
 # The TypeScript client (clients/typescript): its types are generated from the app's
 # OpenAPI document; `make clients` regenerates them, check-clients fails when they are stale.
