@@ -26,6 +26,7 @@ from modelbank.db.migrate import upgrade
 from modelbank.db.models import metadata
 from modelbank.ledger import invariants
 from modelbank.ledger import service as ledger
+from modelbank.marketplace import invariants as market_invariants
 from modelbank.pool import invariants as pool_invariants
 from modelbank.wallets import grants, packages
 
@@ -65,6 +66,7 @@ class Db:
             if self.check_grants:
                 found.extend(grants.check(session))
             found.extend(pool_invariants.check(session))
+            found.extend(market_invariants.check(session))
         return found + chain.check(self.factory)  # issue 16: every link sealed, recomputed
 
 

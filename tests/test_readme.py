@@ -50,6 +50,7 @@ def test_curl_walkthrough_runs_as_written(tmp_path: Path) -> None:
     assert '"total_ucr":15000000' in out
     assert '"balance_ucr":99998000' in out
     assert re.search(r"}\s*404\n", out)
+    assert "\n402\n" in out and '"left_ucr":1000000' in out  # the app key's limit
     assert '"usage_events":1' in out
     assert '"status":"pending"' in out and '"status":"completed"' in out
     assert '"cost_basis_uusd":17990000' in out

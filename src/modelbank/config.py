@@ -99,6 +99,11 @@ class Settings(BaseSettings):
         description="Signing secret (whsec_…) of the Stripe webhook endpoint"
         " POST /api/v1/webhooks/stripe; unset refuses every Stripe webhook",
     )
+    manual_subscriptions_auto_renew: bool = Field(
+        default=False,
+        description="The jobs renew `manual` subscriptions whose period ended (the operator"
+        " bills outside modelbank); false: an admin confirms each period",
+    )
     public_base_url: str = Field(
         default="http://127.0.0.1:8000",
         description="Base URL buyers' browsers reach modelbank at (Stripe Checkout success and"

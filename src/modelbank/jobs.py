@@ -1,5 +1,6 @@
 """Background jobs (DESIGN §13 ``jobs.py``): expire holds, sweep expired grants, collect owed
-earnings, deliver the webhook outbox, seal the hash chains (:mod:`modelbank.chain`).
+earnings, expire marketplace listings and allocations (returning their escrow), deliver the
+webhook outbox, seal the hash chains (:mod:`modelbank.chain`).
 
 Each step is idempotent and works in bounded batches, each batch its own short transaction,
 so a run can be interrupted at any point and run again (by ``modelbank jobs run``, by cron,
@@ -21,9 +22,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from modelbank import chain
 from modelbank.db.base import utcnow
+from modelbank.marketplace import service as market
 from modelbank.pool import debts as pool_debts
 from modelbank.secrets import SecretBox
-from modelbank.wallets import grants, holds, refunds
+from modelbank.wallets import grants, holds, refunds, subscription_periods
 from modelbank.webhooks import delivery
 
 BATCH = 500
@@ -44,9 +46,15 @@ class JobReport:
     debts_collected_ucr: int = 0
     pool_debts_collected_ucr: int = 0
     """µcr of clawback debts collected from depositors' wallets (DESIGN §9)."""
+    marketplace_expired: int = 0
+    """Marketplace rows ended by time: listings and allocations past their expiry (the
+    allocations' unconsumed escrow returned to the buyers) and allocation holds of gateway
+    calls never settled (DESIGN §10)."""
     webhooks_delivered: int = 0
     webhook_attempts_failed: int = 0
     webhooks_given_up: int = 0
+    subscriptions_renewed: int = 0
+    """Manual subscriptions renewed or ended at their period's end (when turned on)."""
     transfers_sealed: int = 0
     """Transfers linked into the hash chain (issue 16)."""
     audit_records_sealed: int = 0
@@ -73,10 +81,13 @@ def run_once(
     now: datetime | None = None,
     deliver: bool = True,
     on_step: Callable[[str], None] | None = None,
+    renew_manual_subscriptions: bool = False,
 ) -> JobReport:
     """Run every job once, to completion (bounded). ``now`` fixes the clock (tests);
     ``client`` sends webhooks (a fresh one with a 10 s timeout when None); ``deliver`` False
-    skips the outbox. ``on_step`` is told each step's name as it starts (progress display).
+    skips the outbox; ``renew_manual_subscriptions`` renews ``manual`` subscriptions whose
+    period ended (``MODELBANK_MANUAL_SUBSCRIPTIONS_AUTO_RENEW``). ``on_step`` is told each
+    step's name as it starts (progress display).
     Raises :class:`~modelbank.secrets.SecretUndecryptable` when webhook secrets cannot be
     decrypted with the configured key (the other steps have run by then)."""
     report = JobReport()
@@ -86,6 +97,12 @@ def run_once(
             on_step(name)
 
     at = now or utcnow()
+    if renew_manual_subscriptions:
+        # Before the sweep, so a renewed period's rollover happens in the same run.
+        step("renew manual subscriptions")
+        report.subscriptions_renewed = _until_done(
+            factory, lambda s: subscription_periods.renew_manual_due(s, now=at, limit=BATCH)
+        )
     step("expire holds")
     report.holds_expired = _until_done(factory, lambda s: holds.expire_due(s, now=at, limit=BATCH))
     step("sweep expired grants")
@@ -105,6 +122,10 @@ def run_once(
     step("collect pool debts")
     report.pool_debts_collected_ucr = _until_done(
         factory, lambda s: pool_debts.settle_debts(s, now=at, limit=BATCH), count_rows=False
+    )
+    step("expire marketplace listings and allocations")
+    report.marketplace_expired = _until_done(
+        factory, lambda s: market.expire_due(s, now=at, limit=BATCH)
     )
     step("seal hash chains")
     sealed = chain.seal_all(factory, now=now)

@@ -141,7 +141,6 @@ def test_user_and_service_keys_get_403_on_admin_routes(api: Api) -> None:
         for method, url, kwargs in [
             ("POST", f"{V1}/users", {"json": {"external_id": "mallory"}}),
             ("GET", f"{V1}/users", {}),
-            ("POST", f"{V1}/users/{alice}/keys", {"json": {}}),
             (
                 "POST",
                 f"{V1}/users/{alice}/grants",

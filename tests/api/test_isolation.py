@@ -17,8 +17,10 @@ from fastapi.routing import APIRoute
 from modelbank.api import create_app
 from modelbank.config import load_settings
 from modelbank.db.engine import make_engine
+from modelbank.marketplace import service as market
 from modelbank.pool import service as pool
 from modelbank.secrets import SecretBox
+from modelbank.users import service as users
 from tests.api.conftest import TEST_SECRET_KEY, Api, problem
 
 
@@ -75,6 +77,57 @@ class World:
     usage_id: int = 0
     payout_id: int = 0
     resource_id: int = 0
+    listing_id: int = 0
+    other_listing_id: int = 0
+    order_id: int = 0
+    allocation_id: int = 0
+    dispute_id: int = 0
+    plan_id: int = 0
+    subscription_id: int = 0
+    promo_id: int = 0
+    b_code: str = ""
+
+
+def _marketplace(session: Any, w: World) -> None:
+    """A's quota listing on A's resource; a third user's listing A bought from twice (an
+    order and an allocation of A's, and a second allocation A disputes)."""
+    w.listing_id = market.create_listing(
+        session,
+        w.a,
+        kind="quota",
+        resource_id=w.resource_id,
+        quantity=200_000,
+        unit_price_ucr=100_000_000,
+        min_fill=10_000,
+    ).id
+    seller = users.create_user(session, "market-seller").id
+    other = pool.register(
+        session,
+        seller,
+        provider="openai",
+        base_url="https://api.example.com/v1",
+        api_key="sk-world-seller-000000000",
+        models=[("public", "gpt-4o")],
+        quota_uusd=1_000_000,
+        market_quota_uusd=500_000,
+        box=SecretBox(TEST_SECRET_KEY),
+    )
+    pool.activate(session, other.id)
+    w.other_listing_id = market.create_listing(
+        session,
+        seller,
+        kind="quota",
+        resource_id=other.id,
+        quantity=300_000,
+        unit_price_ucr=100_000_000,
+        min_fill=10_000,
+    ).id
+    bought = market.buy(session, w.other_listing_id, w.a, 10_000, idempotency_key="world-buy")
+    w.order_id, w.allocation_id = bought.order.id, bought.allocations[0].id
+    disputed = market.buy(session, w.other_listing_id, w.a, 10_000, idempotency_key="world-b2")
+    w.dispute_id = market.open_dispute(
+        session, disputed.allocations[0].id, w.a, "it never answered"
+    ).id
 
 
 def world(api: Api) -> World:
@@ -124,9 +177,29 @@ def world(api: Api) -> World:
             api_key="sk-world-key-0000000000",
             models=[("public", "gpt-4o")],
             quota_uusd=1_000_000,
+            market_quota_uusd=500_000,
             box=SecretBox(TEST_SECRET_KEY),
         )
         w.resource_id = pool.activate(session, deposited.id).id
+        _marketplace(session, w)
+    # a plan, A's pending manual subscription, a promo code and B's referral code
+    plan = c.post(
+        "/api/v1/admin/plans",
+        json={"slug": "world", "name": "World", "price_uusd": 10_000, "credits_ucr": 1_000},
+        headers=api.admin,
+    )
+    sub = c.post(
+        f"/api/v1/users/{a}/subscriptions",
+        json={"plan_id": plan.json()["id"], "provider": "manual"},
+        headers=a_headers,
+    )
+    promo = c.post(
+        "/api/v1/admin/promo-codes", json={"code": "WORLD", "bonus_ucr": 10}, headers=api.admin
+    )
+    code = c.get(f"/api/v1/users/{b}/referral", headers=b_headers)
+    assert plan.status_code == sub.status_code == promo.status_code == 201, sub.text
+    w.plan_id, w.subscription_id = int(plan.json()["id"]), int(sub.json()["id"])
+    w.promo_id, w.b_code = int(promo.json()["id"]), str(code.json()["code"])
     return w
 
 
@@ -163,6 +236,92 @@ POOL_DEPOSIT = {
 ADMIN_ONLY = 403
 
 TABLE: dict[tuple[str, str], Case] = {
+    # --- plans, subscriptions, referrals, promo codes (issue 13)
+    ("GET", "/api/v1/plans"): Case(lambda w: ("/api/v1/plans", {}), 200, "user", 200),
+    ("POST", "/api/v1/admin/plans"): Case(
+        lambda w: (
+            "/api/v1/admin/plans",
+            {"json": {"slug": "p2", "name": "P2", "price_uusd": 10_000, "credits_ucr": 5}},
+        ),
+        ADMIN_ONLY,
+        "admin",
+        201,
+    ),
+    ("PATCH", "/api/v1/admin/plans/{plan_id}"): Case(
+        lambda w: (f"/api/v1/admin/plans/{w.plan_id}", {"json": {"name": "Renamed"}}),
+        ADMIN_ONLY,
+        "admin",
+        200,
+    ),
+    ("POST", "/api/v1/users/{user_id}/subscriptions"): Case(
+        lambda w: (
+            f"/api/v1/users/{w.a}/subscriptions",
+            {"json": {"plan_id": w.plan_id, "provider": "manual"}},
+        ),
+        OWN,
+        "user",
+        201,
+    ),
+    ("GET", "/api/v1/users/{user_id}/subscriptions"): Case(
+        lambda w: (f"/api/v1/users/{w.a}/subscriptions", {}), OWN, "user", 200
+    ),
+    ("GET", "/api/v1/subscriptions/{subscription_id}"): Case(
+        lambda w: (f"/api/v1/subscriptions/{w.subscription_id}", {}), OWN, "user", 200
+    ),
+    ("GET", "/api/v1/subscriptions/{subscription_id}/periods"): Case(
+        lambda w: (f"/api/v1/subscriptions/{w.subscription_id}/periods", {}), OWN, "user", 200
+    ),
+    ("POST", "/api/v1/subscriptions/{subscription_id}/cancel"): Case(
+        lambda w: (f"/api/v1/subscriptions/{w.subscription_id}/cancel", {}), OWN, "user", 200
+    ),
+    ("POST", "/api/v1/admin/subscriptions/{subscription_id}/periods"): Case(
+        lambda w: (f"/api/v1/admin/subscriptions/{w.subscription_id}/periods", idem("sp")),
+        ADMIN_ONLY,
+        "admin",
+        201,
+    ),
+    ("GET", "/api/v1/users/{user_id}/referral"): Case(
+        lambda w: (f"/api/v1/users/{w.a}/referral", {}), OWN, "user", 200
+    ),
+    ("POST", "/api/v1/users/{user_id}/referral"): Case(
+        lambda w: (f"/api/v1/users/{w.a}/referral", {"json": {"code": w.b_code}}),
+        OWN,
+        "user",
+        200,
+    ),
+    ("GET", "/api/v1/admin/referral-settings"): Case(
+        lambda w: ("/api/v1/admin/referral-settings", {}), ADMIN_ONLY, "admin", 200
+    ),
+    ("PUT", "/api/v1/admin/referral-settings"): Case(
+        lambda w: ("/api/v1/admin/referral-settings", {"json": {"referral_bonus_ttl_s": 60}}),
+        ADMIN_ONLY,
+        "admin",
+        200,
+    ),
+    ("POST", "/api/v1/admin/promo-codes"): Case(
+        lambda w: ("/api/v1/admin/promo-codes", {"json": {"code": "P2", "bonus_ucr": 1}}),
+        ADMIN_ONLY,
+        "admin",
+        201,
+    ),
+    ("GET", "/api/v1/admin/promo-codes"): Case(
+        lambda w: ("/api/v1/admin/promo-codes", {}), ADMIN_ONLY, "admin", 200
+    ),
+    ("POST", "/api/v1/admin/promo-codes/{promo_id}/deactivate"): Case(
+        lambda w: (f"/api/v1/admin/promo-codes/{w.promo_id}/deactivate", {}),
+        ADMIN_ONLY,
+        "admin",
+        200,
+    ),
+    ("POST", "/api/v1/users/{user_id}/promo-redemptions"): Case(
+        lambda w: (f"/api/v1/users/{w.a}/promo-redemptions", {"json": {"code": "WORLD"}}),
+        OWN,
+        "user",
+        201,
+    ),
+    ("GET", "/api/v1/users/{user_id}/promo-redemptions"): Case(
+        lambda w: (f"/api/v1/users/{w.a}/promo-redemptions", {}), OWN, "user", 200
+    ),
     ("POST", "/api/v1/users"): Case(
         lambda w: ("/api/v1/users", {"json": {"external_id": "carol"}}), ADMIN_ONLY, "admin", 201
     ),
@@ -171,7 +330,13 @@ TABLE: dict[tuple[str, str], Case] = {
         lambda w: (f"/api/v1/users/{w.a}", {}), OWN, "user", 200
     ),
     ("POST", "/api/v1/users/{user_id}/keys"): Case(
-        lambda w: (f"/api/v1/users/{w.a}/keys", {"json": {}}), ADMIN_ONLY, "admin", 201
+        lambda w: (f"/api/v1/users/{w.a}/keys", {"json": {"limit_ucr": 5}}), OWN, "user", 201
+    ),
+    ("GET", "/api/v1/users/{user_id}/keys"): Case(
+        lambda w: (f"/api/v1/users/{w.a}/keys", {}), OWN, "user", 200
+    ),
+    ("DELETE", "/api/v1/users/{user_id}/keys/{key_id}"): Case(
+        lambda w: (f"/api/v1/users/{w.a}/keys/{w.a_key_id}", {}), OWN, "user", 204
     ),
     ("POST", "/api/v1/users/{user_id}/grants"): Case(
         lambda w: (f"/api/v1/users/{w.a}/grants", idem("g", json={"amount_ucr": 5})),
@@ -567,6 +732,110 @@ TABLE: dict[tuple[str, str], Case] = {
     ("GET", "/api/v1/resources/{resource_id}/route-logs"): Case(
         lambda w: (f"/api/v1/resources/{w.resource_id}/route-logs", {}), OWN, "user", 200
     ),
+    # --- marketplace: listings are public; editing A's listing, A's orders, allocations and
+    # disputes are A's (404 for B); buying or listing names the user it acts for (B naming
+    # A: 404 user_not_found). A buys from a third user's listing (A cannot buy its own).
+    ("GET", "/api/v1/marketplace/listings"): Case(
+        lambda w: ("/api/v1/marketplace/listings", {}), 200, "user", 200
+    ),
+    ("POST", "/api/v1/marketplace/listings"): Case(
+        lambda w: (
+            "/api/v1/marketplace/listings",
+            {
+                "json": {
+                    "kind": "quota",
+                    "resource_id": w.resource_id,
+                    "quantity": 10_000,
+                    "unit_price_ucr": 1,
+                    "seller_id": w.a,
+                }
+            },
+        ),
+        OWN,
+        "user",
+        201,
+    ),
+    ("GET", "/api/v1/marketplace/listings/{listing_id}"): Case(
+        lambda w: (f"/api/v1/marketplace/listings/{w.listing_id}", {}), 200, "user", 200
+    ),
+    ("PATCH", "/api/v1/marketplace/listings/{listing_id}"): Case(
+        lambda w: (
+            f"/api/v1/marketplace/listings/{w.listing_id}",
+            {"json": {"unit_price_ucr": 1}},
+        ),
+        OWN,
+        "user",
+        200,
+    ),
+    ("POST", "/api/v1/marketplace/listings/{listing_id}/cancel"): Case(
+        lambda w: (f"/api/v1/marketplace/listings/{w.listing_id}/cancel", {}), OWN, "user", 200
+    ),
+    ("POST", "/api/v1/marketplace/listings/{listing_id}/buy"): Case(
+        lambda w: (
+            f"/api/v1/marketplace/listings/{w.other_listing_id}/buy",
+            idem("mb", json={"quantity": 10_000, "buyer_id": w.a}),
+        ),
+        OWN,
+        "user",
+        201,
+    ),
+    ("GET", "/api/v1/marketplace/pricing-suggestion"): Case(
+        lambda w: (
+            "/api/v1/marketplace/pricing-suggestion",
+            {"params": {"resource_id": w.resource_id}},
+        ),
+        OWN,
+        "user",
+        200,
+    ),
+    ("POST", "/api/v1/resources/{resource_id}/market-part"): Case(
+        lambda w: (
+            f"/api/v1/resources/{w.resource_id}/market-part",
+            idem("mp", json={"amount_uusd": 100_000}),
+        ),
+        OWN,
+        "user",
+        200,
+    ),
+    ("GET", "/api/v1/users/{user_id}/orders"): Case(
+        lambda w: (f"/api/v1/users/{w.a}/orders", {}), OWN, "user", 200
+    ),
+    ("GET", "/api/v1/marketplace/orders/{order_id}"): Case(
+        lambda w: (f"/api/v1/marketplace/orders/{w.order_id}", {}), OWN, "user", 200
+    ),
+    ("GET", "/api/v1/users/{user_id}/allocations"): Case(
+        lambda w: (f"/api/v1/users/{w.a}/allocations", {}), OWN, "user", 200
+    ),
+    ("GET", "/api/v1/marketplace/allocations/{allocation_id}"): Case(
+        lambda w: (f"/api/v1/marketplace/allocations/{w.allocation_id}", {}), OWN, "user", 200
+    ),
+    ("POST", "/api/v1/marketplace/allocations/{allocation_id}/disputes"): Case(
+        lambda w: (
+            f"/api/v1/marketplace/allocations/{w.allocation_id}/disputes",
+            {"json": {"reason": "timeouts"}},
+        ),
+        OWN,
+        "user",
+        201,
+    ),
+    ("GET", "/api/v1/users/{user_id}/disputes"): Case(
+        lambda w: (f"/api/v1/users/{w.a}/disputes", {}), OWN, "user", 200
+    ),
+    ("GET", "/api/v1/admin/marketplace"): Case(
+        lambda w: ("/api/v1/admin/marketplace", {}), ADMIN_ONLY, "admin", 200
+    ),
+    ("GET", "/api/v1/admin/marketplace/disputes"): Case(
+        lambda w: ("/api/v1/admin/marketplace/disputes", {}), ADMIN_ONLY, "admin", 200
+    ),
+    ("POST", "/api/v1/admin/marketplace/disputes/{dispute_id}/resolve"): Case(
+        lambda w: (
+            f"/api/v1/admin/marketplace/disputes/{w.dispute_id}/resolve",
+            idem("res", json={"action": "refund", "reason": "upstream down"}),
+        ),
+        ADMIN_ONLY,
+        "admin",
+        200,
+    ),
     # --- exports: a user key exports its own rows; naming A is a 404 for B
     ("GET", "/api/v1/exports/{kind}.csv"): Case(
         lambda w: ("/api/v1/exports/transfers.csv", {"params": {"user_id": w.a}}), OWN, "user", 200
@@ -636,6 +905,10 @@ def test_isolation(api: Api, method: str, path: str) -> None:
             "usage_not_found": w.usage_id,
             "stake_listing_not_found": 999_999,
             "resource_not_found": w.resource_id,
+            "market_listing_not_found": w.listing_id,
+            "market_order_not_found": w.order_id,
+            "allocation_not_found": w.allocation_id,
+            "subscription_not_found": w.subscription_id,
         }
         assert str(named.get(body["code"], w.a)) in body["detail"]
     elif case.as_other == ADMIN_ONLY:

@@ -83,6 +83,15 @@ def test_users_and_keys(live: Live, admin: Client, service: Client) -> None:
         with pytest.raises(AuthError) as forbidden:
             alice.create_user(unique("eve"))
         assert forbidden.value.status == 403
+        # Alice's own keys: one for an app, limited to 1 credit a week, then revoked.
+        app_key = alice.create_user_key(made.id, limit_ucr=1_000_000, limit_period="week")
+        assert (app_key.limit_ucr, app_key.limit_period) == (1_000_000, "week")
+        (listed,) = [k for k in alice.user_keys(made.id).items if k.id == app_key.id]
+        assert listed.limit is not None and listed.limit.left_ucr == 1_000_000
+        alice.revoke_user_key(made.id, app_key.id)
+        assert app_key.id not in {k.id for k in alice.user_keys(made.id).items}
+        revoked_too = alice.user_keys(made.id, include_revoked=True).items
+        assert app_key.id in {k.id for k in revoked_too}
 
     spare = admin.create_service_key("service", name="spare")
     assert spare.role == "service" and spare.user_id is None

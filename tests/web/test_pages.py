@@ -147,6 +147,10 @@ def test_posts_without_the_right_csrf_token_are_403_and_change_nothing(
             package_id=package_id,
             payout_id=1,
             resource_id=1,
+            subscription_id=1,
+            plan_id=1,
+            promo_id=1,
+            key_id=1,
         )
         r = client.post(url, data=data, follow_redirects=False)
         assert r.status_code == 403, (url, r.status_code, r.text[:300])

@@ -127,6 +127,70 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/admin/marketplace": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Admin Marketplace
+         * @description The admin marketplace view: orders and volume, commission earned, escrow still
+         *     held, open listings, active allocations, and the oldest open disputes.
+         */
+        get: operations["admin_marketplace_api_v1_admin_marketplace_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/admin/marketplace/disputes": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List Disputes
+         * @description Every dispute, oldest first, optionally by status (admin).
+         */
+        get: operations["list_disputes_api_v1_admin_marketplace_disputes_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/admin/marketplace/disputes/{dispute_id}/resolve": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Resolve Dispute
+         * @description Resolve an open dispute (admin), recorded with the reason and the admin key:
+         *     ``refund`` returns the allocation's unreleased escrow to the buyer, ``release`` pays it
+         *     to the seller less the commission. 409 ``dispute_state`` once resolved. A retry with
+         *     the same ``Idempotency-Key`` and body answers the same.
+         */
+        post: operations["resolve_dispute_api_v1_admin_marketplace_disputes__dispute_id__resolve_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/admin/monetisation": {
         parameters: {
             query?: never;
@@ -280,6 +344,48 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/admin/plans": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Create Plan
+         * @description Add a plan (admin): price per period (µUSD, whole cents), credits per period, rollover
+         *     fraction (bps) and first-period bonus.
+         */
+        post: operations["create_plan_api_v1_admin_plans_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/admin/plans/{plan_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        /**
+         * Update Plan
+         * @description Change a plan (admin); later periods use the new amounts; ``is_active: false`` takes it
+         *     off sale (live subscriptions keep renewing).
+         */
+        patch: operations["update_plan_api_v1_admin_plans__plan_id__patch"];
+        trace?: never;
+    };
     "/api/v1/admin/pool": {
         parameters: {
             query?: never;
@@ -368,6 +474,51 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/admin/promo-codes": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List Promos
+         * @description Every promo code with its use count (admin).
+         */
+        get: operations["list_promos_api_v1_admin_promo_codes_get"];
+        put?: never;
+        /**
+         * Create Promo
+         * @description Create a promo code (admin): bonus per redemption, optional expiry of the code and of
+         *     the credits, optional use limit, once per user (default).
+         */
+        post: operations["create_promo_api_v1_admin_promo_codes_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/admin/promo-codes/{promo_id}/deactivate": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Deactivate Promo
+         * @description Switch a promo code off (admin; idempotent).
+         */
+        post: operations["deactivate_promo_api_v1_admin_promo_codes__promo_id__deactivate_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/admin/purchases": {
         parameters: {
             query?: never;
@@ -402,6 +553,30 @@ export interface paths {
          * @description Confirm a ``manual`` purchase's payment (admin): its credits are granted, once.
          */
         post: operations["confirm_purchase_api_v1_admin_purchases__purchase_id__confirm_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/admin/referral-settings": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Referral Settings
+         * @description The referral bonuses (µcr) and their lifetime (admin).
+         */
+        get: operations["referral_settings_api_v1_admin_referral_settings_get"];
+        /**
+         * Set Referral Settings
+         * @description Change the referral bonuses and lifetime (admin; null keeps a value).
+         */
+        put: operations["set_referral_settings_api_v1_admin_referral_settings_put"];
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -443,6 +618,27 @@ export interface paths {
         get: operations["stats_api_v1_admin_stats_get"];
         put?: never;
         post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/admin/subscriptions/{subscription_id}/periods": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Confirm Period
+         * @description Confirm the payment of a ``manual`` subscription's next period (admin): its credits are
+         *     granted. Idempotent on the ``Idempotency-Key`` header.
+         */
+        post: operations["confirm_period_api_v1_admin_subscriptions__subscription_id__periods_post"];
         delete?: never;
         options?: never;
         head?: never;
@@ -598,6 +794,203 @@ export interface paths {
          * @description Release a pending hold entirely. 409 when it is no longer pending.
          */
         post: operations["void_hold_api_v1_holds__hold_id__void_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/marketplace/allocations/{allocation_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Allocation
+         * @description One allocation (its buyer or seller, or an admin or service key; anyone else 404).
+         */
+        get: operations["get_allocation_api_v1_marketplace_allocations__allocation_id__get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/marketplace/allocations/{allocation_id}/disputes": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Open Dispute
+         * @description The buyer says an active allocation failed to serve (its buyer, or an admin or
+         *     service key acting for the buyer; anyone else 404). One open dispute per allocation
+         *     (409 ``dispute_state``); a closed allocation has nothing left to dispute (409
+         *     ``allocation_state``). An admin resolves it.
+         */
+        post: operations["open_dispute_api_v1_marketplace_allocations__allocation_id__disputes_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/marketplace/listings": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Browse Listings
+         * @description Browse listings (any key), oldest first: filter by kind, a model the quota serves (or
+         *     the stake's model), seller, status, price per 1M tokens equivalent and measured
+         *     reputation. The price and reputation filters apply within a page, which may then hold
+         *     fewer than ``limit`` items: follow ``next_cursor`` until it is null.
+         */
+        get: operations["browse_listings_api_v1_marketplace_listings_get"];
+        put?: never;
+        /**
+         * Create Listing
+         * @description List quota or a stake for sale: a user key for itself, an admin or service key for
+         *     ``seller_id``. Quota: µUSD of the **market part** of the seller's own active, probed,
+         *     healthy resource, not already offered or sold (422 ``resource_not_listable``,
+         *     ``market_quota_unavailable``), priced per USD of provider spend; stake: basis points
+         *     the seller holds beyond their open listings (422 ``stake_unavailable``), priced per
+         *     basis point; bundle: quota on 2–20 of the seller's resources, bought whole.
+         */
+        post: operations["create_listing_api_v1_marketplace_listings_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/marketplace/listings/{listing_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Listing
+         * @description One listing (any key): what is left, its price, the models it serves, its price per
+         *     1M tokens equivalent and its resources' measured reputation.
+         */
+        get: operations["get_listing_api_v1_marketplace_listings__listing_id__get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        /**
+         * Update Price
+         * @description Re-price the unfilled part of an open listing (its seller, or an admin or service
+         *     key); orders already filled keep their price. 409 ``market_listing_state`` once it is
+         *     filled, cancelled or expired.
+         */
+        patch: operations["update_price_api_v1_marketplace_listings__listing_id__patch"];
+        trace?: never;
+    };
+    "/api/v1/marketplace/listings/{listing_id}/buy": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Buy
+         * @description Buy ``quantity`` of an open listing: a user key for itself, an admin or service key
+         *     for ``buyer_id``. The price (quota: quantity × unit price ÷ 1,000,000, half-even;
+         *     stake: quantity × unit price) moves from the buyer's wallet into escrow. A stake moves
+         *     at once and escrow pays the seller 85 % and the platform 15 % (the commission in force,
+         *     frozen on the order); quota becomes an allocation the gateway serves the buyer's calls
+         *     from at provider cost, releasing escrow as it is consumed.
+         *
+         *     A retry with the same ``Idempotency-Key`` (per buyer) and body answers the same order
+         *     with ``Idempotency-Hit: true``; another body 409 ``idempotency_key_reused``. 402
+         *     without the credits; 409 ``market_listing_state`` when it closed meanwhile; 422
+         *     ``invalid_fill`` (below the minimum fill or above what is left), ``own_market_listing``
+         *     for its seller. Nothing is written on an error.
+         */
+        post: operations["buy_api_v1_marketplace_listings__listing_id__buy_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/marketplace/listings/{listing_id}/cancel": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Cancel Listing
+         * @description Cancel the unfilled part of an open listing (its seller, or an admin or service
+         *     key); its orders and allocations stay. 409 ``market_listing_state`` when not open.
+         */
+        post: operations["cancel_listing_api_v1_marketplace_listings__listing_id__cancel_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/marketplace/orders/{order_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Order
+         * @description One order (its buyer or seller, or an admin or service key; anyone else 404).
+         */
+        get: operations["get_order_api_v1_marketplace_orders__order_id__get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/marketplace/pricing-suggestion": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Pricing Suggestion
+         * @description The suggested ``unit_price_ucr`` (per USD of provider spend) for quota of one of the
+         *     caller's resources: the platform's own price for its cheapest model undercut by the
+         *     configured share, never below the seller's cost basis after the commission (the
+         *     resource's owner, or an admin or service key; anyone else 404).
+         */
+        get: operations["pricing_suggestion_api_v1_marketplace_pricing_suggestion_get"];
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -895,6 +1288,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/plans": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List Plans
+         * @description Subscription plans on sale, in display order (any key; ``include_inactive`` for
+         *     admins).
+         */
+        get: operations["list_plans_api_v1_plans_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/purchases/{purchase_id}": {
         parameters: {
             query?: never;
@@ -957,6 +1371,32 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/resources/{resource_id}/market-part": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Move To Market
+         * @description Move ``amount_uusd`` of an active resource's unconsumed pool part to its market part,
+         *     to list it (its owner, or an admin or service key; anyone else 404). The deposit credit
+         *     of that quota is reversed from the owner's wallet — ``(deposit − moved) × amount / pool
+         *     part``, the deposit grant burned first — only while the wallet holds it (409
+         *     ``deposit_credit_spent``, nothing written): no quota is both credited and sold. The
+         *     platform's fee is not returned. A retry with the same ``Idempotency-Key`` and body
+         *     answers the same.
+         */
+        post: operations["move_to_market_api_v1_resources__resource_id__market_part_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/resources/{resource_id}/route-logs": {
         parameters: {
             query?: never;
@@ -1003,6 +1443,67 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/subscriptions/{subscription_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Subscription
+         * @description One subscription: status, current period, whether it ends at the period's end.
+         */
+        get: operations["get_subscription_api_v1_subscriptions__subscription_id__get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/subscriptions/{subscription_id}/cancel": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Cancel Subscription
+         * @description Stop renewing (idempotent). Stripe: at the end of the paid period; manual or unpaid:
+         *     now. Credits already granted last until their period ends.
+         */
+        post: operations["cancel_subscription_api_v1_subscriptions__subscription_id__cancel_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/subscriptions/{subscription_id}/periods": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List Periods
+         * @description The subscription's paid periods and the grants they made, oldest first.
+         */
+        get: operations["list_periods_api_v1_subscriptions__subscription_id__periods_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/usage": {
         parameters: {
             query?: never;
@@ -1018,7 +1519,8 @@ export interface paths {
          *     The model is ``model`` (id or slug) or the active model linked to ``character_id``
          *     (404 ``character_not_found`` when none is). The ``Idempotency-Key`` identifies the
          *     event: a retry returns the first result with ``Idempotency-Hit: true``. Premium models
-         *     need bought access.
+         *     need bought access. A key with a spend limit counts the charge against it: 402
+         *     ``key_limit_reached`` past the limit, nothing charged.
          */
         post: operations["charge_api_v1_usage_post"];
         delete?: never;
@@ -1111,7 +1613,8 @@ export interface paths {
         put?: never;
         /**
          * Create User
-         * @description Create a user (admin). 409 when ``external_id`` is taken.
+         * @description Create a user (admin). 409 when ``external_id`` is taken. With ``referral_code``, the
+         *     user is referred (404 for an unknown code: nothing is created).
          */
         post: operations["create_user_api_v1_users_post"];
         delete?: never;
@@ -1140,6 +1643,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/users/{user_id}/allocations": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List Allocations
+         * @description The quota the user bought (``role=buyer``, the default) or sold, oldest first: what
+         *     remains, what was consumed, escrow released and returned.
+         */
+        get: operations["list_allocations_api_v1_users__user_id__allocations_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/users/{user_id}/creator-analytics": {
         parameters: {
             query?: never;
@@ -1155,6 +1679,26 @@ export interface paths {
          *     404 for others (and for an unknown ``model_id``).
          */
         get: operations["creator_analytics_api_v1_users__user_id__creator_analytics_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/users/{user_id}/disputes": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List User Disputes
+         * @description The disputes the user opened, oldest first, with their resolutions.
+         */
+        get: operations["list_user_disputes_api_v1_users__user_id__disputes_get"];
         put?: never;
         post?: never;
         delete?: never;
@@ -1225,7 +1769,8 @@ export interface paths {
         /**
          * Place Hold
          * @description Reserve credits for ``timeout_s`` seconds (pending); the available balance drops at
-         *     once. Capture, void, or let it expire.
+         *     once. Capture, void, or let it expire. A key with a spend limit reserves the hold on it
+         *     too (402 ``key_limit_reached`` past the limit); its capture counts there.
          */
         post: operations["place_hold_api_v1_users__user_id__holds_post"];
         delete?: never;
@@ -1241,14 +1786,44 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        get?: never;
+        /**
+         * List User Keys
+         * @description The user's keys, oldest first, never their secrets: each key's spend limit with what
+         *     was spent in the current period, what pending holds reserve, what is left and when the
+         *     period resets.
+         */
+        get: operations["list_user_keys_api_v1_users__user_id__keys_get"];
         put?: never;
         /**
          * Create User Key
-         * @description A new API key for the user (admin). The secret is in this response only.
+         * @description A new API key for the user (admin, service, or that user with a key without a spend
+         *     limit), optionally with a spend limit: ``limit_ucr`` µcr per ``limit_period``. Every
+         *     charge and hold made with a limited key counts against it (402 ``key_limit_reached``
+         *     past it). The secret is in this response only.
          */
         post: operations["create_user_key_api_v1_users__user_id__keys_post"];
         delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/users/{user_id}/keys/{key_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * Revoke User Key
+         * @description Revoke one of the user's keys (idempotent); it is refused (401) from then on. 404 for
+         *     a key that is not this user's.
+         */
+        delete: operations["revoke_user_key_api_v1_users__user_id__keys__key_id__delete"];
         options?: never;
         head?: never;
         patch?: never;
@@ -1302,6 +1877,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/users/{user_id}/orders": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List Orders
+         * @description The user's marketplace orders, oldest first: what they paid, what escrow released to
+         *     the seller and the platform, returned, and still holds.
+         */
+        get: operations["list_orders_api_v1_users__user_id__orders_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/users/{user_id}/payouts": {
         parameters: {
             query?: never;
@@ -1331,6 +1927,32 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/users/{user_id}/promo-redemptions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List Redemptions
+         * @description The user's promo redemptions, oldest first.
+         */
+        get: operations["list_redemptions_api_v1_users__user_id__promo_redemptions_get"];
+        put?: never;
+        /**
+         * Redeem
+         * @description Redeem a promo code: a bonus grant. Idempotent for once-per-user codes: redeeming
+         *     again answers 200 with the first redemption (``replayed: true``). 409
+         *     ``promo_code_unavailable``: expired or used up.
+         */
+        post: operations["redeem_api_v1_users__user_id__promo_redemptions_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/users/{user_id}/purchases": {
         parameters: {
             query?: never;
@@ -1351,6 +1973,33 @@ export interface paths {
          *     confirmation. Nothing is granted yet.
          */
         post: operations["start_purchase_api_v1_users__user_id__purchases_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/users/{user_id}/referral": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Referral
+         * @description The user's referral code (made on first call), who referred them, and how many users
+         *     they referred (and were rewarded for).
+         */
+        get: operations["referral_api_v1_users__user_id__referral_get"];
+        put?: never;
+        /**
+         * Apply Referral
+         * @description Record the referral code a new user signed up with (their first completed purchase
+         *     rewards both). 409 ``referral_not_allowed``: their own code, already referred, or they
+         *     already bought credits.
+         */
+        post: operations["apply_referral_api_v1_users__user_id__referral_post"];
         delete?: never;
         options?: never;
         head?: never;
@@ -1402,6 +2051,32 @@ export interface paths {
         get: operations["statement_api_v1_users__user_id__statement_csv_get"];
         put?: never;
         post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/users/{user_id}/subscriptions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List Subscriptions
+         * @description The user's subscriptions, newest first.
+         */
+        get: operations["list_subscriptions_api_v1_users__user_id__subscriptions_get"];
+        put?: never;
+        /**
+         * Subscribe
+         * @description Subscribe to a plan: Stripe answers with ``checkout_url`` (a Checkout Session in
+         *     subscription mode; each paid invoice grants that period's credits); ``manual`` waits for
+         *     an admin to confirm each period. 409 when the user already has a live subscription.
+         */
+        post: operations["subscribe_api_v1_users__user_id__subscriptions_post"];
         delete?: never;
         options?: never;
         head?: never;
@@ -1462,7 +2137,9 @@ export interface paths {
          * Stripe Webhook
          * @description Stripe's events (no API key: the ``Stripe-Signature`` header is verified against the
          *     endpoint secret; a bad signature is 400 and changes nothing). Deliveries are applied
-         *     once each, in any order.
+         *     once each, in any order. Subscription events (``invoice.paid``,
+         *     ``invoice.payment_failed``, ``customer.subscription.deleted``, subscription-mode
+         *     checkouts) go to :mod:`modelbank.wallets.subscriptions`, the others to purchases.
          */
         post: operations["stripe_webhook_api_v1_webhooks_stripe_post"];
         delete?: never;
@@ -1591,6 +2268,85 @@ export interface components {
              */
             top_creators: components["schemas"]["CreatorFiguresOut"][];
             totals: components["schemas"]["modelbank__api__analytics_schemas__FiguresOut"];
+        };
+        /** AllocationOut */
+        AllocationOut: {
+            /** Buyer Id */
+            buyer_id: number;
+            /** Closed At */
+            closed_at: string | null;
+            /** Commission Ucr */
+            commission_ucr: number;
+            /** Consumed Uusd */
+            consumed_uusd: number;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Expires At */
+            expires_at: string | null;
+            /**
+             * Held Uusd
+             * @description reserved by gateway calls in flight
+             */
+            held_uusd: number;
+            /** Id */
+            id: number;
+            /**
+             * In Escrow Ucr
+             * @description paid − released − returned
+             */
+            in_escrow_ucr: number;
+            /** Order Id */
+            order_id: number;
+            /**
+             * Paid Ucr
+             * @description this allocation's share of the order's payment
+             */
+            paid_ucr: number;
+            /**
+             * Quantity Uusd
+             * @description quota bought (µUSD of provider spend)
+             */
+            quantity_uusd: number;
+            /** Released */
+            released: string;
+            /**
+             * Released Ucr
+             * @description escrow released: seller + commission
+             */
+            released_ucr: number;
+            /** Remaining */
+            remaining: string;
+            /**
+             * Remaining Uusd
+             * @description quantity − consumed
+             */
+            remaining_uusd: number;
+            /** Resource Id */
+            resource_id: number;
+            /**
+             * Returned Ucr
+             * @description escrow returned to the buyer
+             */
+            returned_ucr: number;
+            /** Seller Id */
+            seller_id: number;
+            /** Seller Ucr */
+            seller_ucr: number;
+            /**
+             * Status
+             * @enum {string}
+             */
+            status: "active" | "exhausted" | "returned" | "expired" | "refunded";
+        };
+        /** AllocationPage */
+        AllocationPage: {
+            /** Items */
+            items: components["schemas"]["AllocationOut"][];
+            /** Next Cursor */
+            next_cursor: string | null;
         };
         /**
          * AuditPage
@@ -1734,6 +2490,23 @@ export interface components {
             /** Usage Id */
             usage_id: number | null;
         };
+        /** BundleItemIn */
+        BundleItemIn: {
+            /**
+             * Quantity Uusd
+             * @description units (> 0)
+             */
+            quantity_uusd: number;
+            /** Resource Id */
+            resource_id: number;
+        };
+        /** BundleItemOut */
+        BundleItemOut: {
+            /** Quantity Uusd */
+            quantity_uusd: number;
+            /** Resource Id */
+            resource_id: number;
+        };
         /** BurnOut */
         BurnOut: {
             /** Amount Ucr */
@@ -1741,13 +2514,76 @@ export interface components {
             /** Grant Id */
             grant_id: number;
         };
-        /** BuyIn */
-        BuyIn: {
+        /** BuyOut */
+        BuyOut: {
             /**
-             * Buyer Id
-             * @description admin/service keys: the buyer; user keys: omit (themselves)
+             * Allocations
+             * @description quota and bundle: the quota now the buyer's (empty for a stake)
              */
-            buyer_id?: number | null;
+            allocations: components["schemas"]["AllocationOut"][];
+            /** Buyer Id */
+            buyer_id: number;
+            /** Closed At */
+            closed_at: string | null;
+            /**
+             * Commission Bps
+             * @description frozen at fill time
+             */
+            commission_bps: number;
+            /**
+             * Commission Ucr
+             * @description released to the platform's fees so far
+             */
+            commission_ucr: number;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Id */
+            id: number;
+            /** In Escrow */
+            in_escrow: string;
+            /**
+             * In Escrow Ucr
+             * @description paid − seller − commission − returned
+             */
+            in_escrow_ucr: number;
+            /**
+             * Kind
+             * @enum {string}
+             */
+            kind: "quota" | "stake" | "bundle";
+            /** Listing Id */
+            listing_id: number;
+            /** Paid */
+            paid: string;
+            /**
+             * Paid Ucr
+             * @description moved from the buyer's wallet into escrow
+             */
+            paid_ucr: number;
+            /** Quantity */
+            quantity: number;
+            /**
+             * Returned Ucr
+             * @description returned to the buyer so far
+             */
+            returned_ucr: number;
+            /** Seller Id */
+            seller_id: number;
+            /**
+             * Seller Ucr
+             * @description released to the seller so far
+             */
+            seller_ucr: number;
+            /**
+             * Status
+             * @enum {string}
+             */
+            status: "open" | "closed";
+            /** Unit Price Ucr */
+            unit_price_ucr: number;
         };
         /** CaptureIn */
         CaptureIn: {
@@ -2202,6 +3038,59 @@ export interface components {
             /** Unfunded Events */
             unfunded_events: number;
         };
+        /** DisputeIn */
+        DisputeIn: {
+            /**
+             * Reason
+             * @description what failed to serve
+             */
+            reason: string;
+        };
+        /** DisputeOut */
+        DisputeOut: {
+            /** Allocation Id */
+            allocation_id: number;
+            /**
+             * Amount Ucr
+             * @description µcr the resolution refunded or released
+             */
+            amount_ucr: number;
+            /** Buyer Id */
+            buyer_id: number;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Id */
+            id: number;
+            /** Reason */
+            reason: string;
+            /**
+             * Resolution
+             * @description the admin's reason
+             */
+            resolution: string | null;
+            /** Resolved At */
+            resolved_at: string | null;
+            /**
+             * Resolved By
+             * @description the admin key that resolved it
+             */
+            resolved_by: number | null;
+            /**
+             * Status
+             * @enum {string}
+             */
+            status: "open" | "refunded" | "released";
+        };
+        /** DisputePage */
+        DisputePage: {
+            /** Items */
+            items: components["schemas"]["DisputeOut"][];
+            /** Next Cursor */
+            next_cursor: string | null;
+        };
         /** EarningLineOut */
         EarningLineOut: {
             /** Amount */
@@ -2422,13 +3311,77 @@ export interface components {
             /** User Id */
             user_id: number;
         };
-        /** KeyIn */
+        /**
+         * KeyIn
+         * @description A new user key. ``limit_ucr`` (µcr; none: no limit) caps what the key may charge per
+         *     ``limit_period`` (default ``never``: a lifetime budget); periods are UTC calendar days,
+         *     ISO weeks from Monday, calendar months.
+         */
         KeyIn: {
+            /** Limit Period */
+            limit_period?: ("day" | "week" | "month" | "never") | null;
+            /** Limit Ucr */
+            limit_ucr?: number | null;
             /**
              * Name
              * @default
              */
             name?: string;
+        };
+        /**
+         * KeyInfoOut
+         * @description A key as listed (never its secret).
+         */
+        KeyInfoOut: {
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Id */
+            id: number;
+            /** @description null: the key has no spend limit */
+            limit: components["schemas"]["KeyLimitOut"] | null;
+            /** Name */
+            name: string;
+            /** Prefix */
+            prefix: string;
+            /** Revoked At */
+            revoked_at: string | null;
+            /** Role */
+            role: string;
+            /** User Id */
+            user_id: number | null;
+        };
+        /**
+         * KeyLimitOut
+         * @description A key's spend limit now: µcr spent in the current period, reserved by pending holds,
+         *     left (never below 0), and when the period resets (null: never).
+         */
+        KeyLimitOut: {
+            /** Left */
+            left: string;
+            /** Left Ucr */
+            left_ucr: number;
+            /** Limit */
+            limit: string;
+            /** Limit Ucr */
+            limit_ucr: number;
+            /** Period */
+            period: string;
+            /** Reserved Ucr */
+            reserved_ucr: number;
+            /** Resets At */
+            resets_at: string | null;
+            /** Spent */
+            spent: string;
+            /** Spent Ucr */
+            spent_ucr: number;
+        };
+        /** KeyList */
+        KeyList: {
+            /** Items */
+            items: components["schemas"]["KeyInfoOut"][];
         };
         /** KeyOut */
         KeyOut: {
@@ -2444,6 +3397,16 @@ export interface components {
              * @description the secret: shown once, store it now
              */
             key: string;
+            /**
+             * Limit Period
+             * @description day, week, month or never; null: no limit
+             */
+            limit_period: string | null;
+            /**
+             * Limit Ucr
+             * @description the spend limit per period (µcr); null: none
+             */
+            limit_ucr: number | null;
             /** Name */
             name: string;
             /** Prefix */
@@ -2453,64 +3416,13 @@ export interface components {
             /** User Id */
             user_id: number | null;
         };
-        /** ListingIn */
-        ListingIn: {
+        /** ListingPriceIn */
+        ListingPriceIn: {
             /**
-             * Price Ucr
-             * @description µcr; 0 gives the stake away
+             * Unit Price Ucr
+             * @description µcr per unit: per USD of provider spend (quota, bundle) or per basis point (stake)
              */
-            price_ucr: number;
-            /**
-             * Seller Id
-             * @description admin/service keys: the seller; user keys: omit (themselves)
-             */
-            seller_id?: number | null;
-            /**
-             * Share Bps
-             * @description basis points, 1…10,000
-             */
-            share_bps: number;
-        };
-        /** ListingOut */
-        ListingOut: {
-            /** Buyer Id */
-            buyer_id: number | null;
-            /** Closed At */
-            closed_at: string | null;
-            /**
-             * Created At
-             * Format: date-time
-             */
-            created_at: string;
-            /** Id */
-            id: number;
-            /** Model Id */
-            model_id: number;
-            /** Price */
-            price: string;
-            /** Price Ucr */
-            price_ucr: number;
-            /** Seller Id */
-            seller_id: number;
-            /** Share Bps */
-            share_bps: number;
-            /**
-             * Status
-             * @description open, sold or cancelled
-             */
-            status: string;
-            /**
-             * Transfer Id
-             * @description the payment (None for a free listing)
-             */
-            transfer_id: number | null;
-        };
-        /** ListingPage */
-        ListingPage: {
-            /** Items */
-            items: components["schemas"]["ListingOut"][];
-            /** Next Cursor */
-            next_cursor: string | null;
+            unit_price_ucr: number;
         };
         /** LowBalanceIn */
         LowBalanceIn: {
@@ -2542,6 +3454,51 @@ export interface components {
             threshold_ucr: number;
             /** User Id */
             user_id: number;
+        };
+        /** MarketPanelOut */
+        MarketPanelOut: {
+            /** Allocations Active */
+            allocations_active: number;
+            /** Commission */
+            commission: string;
+            /**
+             * Commission Ucr
+             * @description released to the platform's fees
+             */
+            commission_ucr: number;
+            /**
+             * Disputes
+             * @description the oldest open disputes
+             */
+            disputes: components["schemas"]["DisputeOut"][];
+            /** Disputes Open */
+            disputes_open: number;
+            /** Listings Open */
+            listings_open: number;
+            /** Open Escrow */
+            open_escrow: string;
+            /**
+             * Open Escrow Ucr
+             * @description still held in marketplace_escrow
+             */
+            open_escrow_ucr: number;
+            /** Orders */
+            orders: number;
+            /** Volume */
+            volume: string;
+            /**
+             * Volume Ucr
+             * @description µcr paid into escrow over every order
+             */
+            volume_ucr: number;
+        };
+        /** MarketPartIn */
+        MarketPartIn: {
+            /**
+             * Amount Uusd
+             * @description µUSD of the resource's unconsumed pool part to move to its market part
+             */
+            amount_uusd: number;
         };
         /** MinimumIn */
         MinimumIn: {
@@ -2785,6 +3742,79 @@ export interface components {
             /** Enabled */
             enabled: boolean;
         };
+        /** OrderOut */
+        OrderOut: {
+            /** Buyer Id */
+            buyer_id: number;
+            /** Closed At */
+            closed_at: string | null;
+            /**
+             * Commission Bps
+             * @description frozen at fill time
+             */
+            commission_bps: number;
+            /**
+             * Commission Ucr
+             * @description released to the platform's fees so far
+             */
+            commission_ucr: number;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Id */
+            id: number;
+            /** In Escrow */
+            in_escrow: string;
+            /**
+             * In Escrow Ucr
+             * @description paid − seller − commission − returned
+             */
+            in_escrow_ucr: number;
+            /**
+             * Kind
+             * @enum {string}
+             */
+            kind: "quota" | "stake" | "bundle";
+            /** Listing Id */
+            listing_id: number;
+            /** Paid */
+            paid: string;
+            /**
+             * Paid Ucr
+             * @description moved from the buyer's wallet into escrow
+             */
+            paid_ucr: number;
+            /** Quantity */
+            quantity: number;
+            /**
+             * Returned Ucr
+             * @description returned to the buyer so far
+             */
+            returned_ucr: number;
+            /** Seller Id */
+            seller_id: number;
+            /**
+             * Seller Ucr
+             * @description released to the seller so far
+             */
+            seller_ucr: number;
+            /**
+             * Status
+             * @enum {string}
+             */
+            status: "open" | "closed";
+            /** Unit Price Ucr */
+            unit_price_ucr: number;
+        };
+        /** OrderPage */
+        OrderPage: {
+            /** Items */
+            items: components["schemas"]["OrderOut"][];
+            /** Next Cursor */
+            next_cursor: string | null;
+        };
         /** PackageIn */
         PackageIn: {
             /**
@@ -2895,6 +3925,139 @@ export interface components {
             count: number;
             /** Status */
             status: string;
+        };
+        /** PeriodList */
+        PeriodList: {
+            /** Items */
+            items: components["schemas"]["PeriodOut"][];
+        };
+        /** PeriodOut */
+        PeriodOut: {
+            /** Bonus Grant Id */
+            bonus_grant_id: number | null;
+            /** Bonus Ucr */
+            bonus_ucr: number;
+            /** Credits Ucr */
+            credits_ucr: number;
+            /** Grant Id */
+            grant_id: number | null;
+            /** Id */
+            id: number;
+            /** Invoice Ref */
+            invoice_ref: string;
+            /**
+             * Period End
+             * Format: date-time
+             */
+            period_end: string;
+            /**
+             * Period Start
+             * Format: date-time
+             */
+            period_start: string;
+            /** Price Uusd */
+            price_uusd: number;
+            /** Subscription Id */
+            subscription_id: number;
+        };
+        /** PlanIn */
+        PlanIn: {
+            /**
+             * Credits Ucr
+             * @description micro-credits, > 0
+             */
+            credits_ucr: number;
+            /**
+             * First Period Bonus Ucr
+             * @description micro-credits (1 credit = 10⁶ µcr)
+             * @default 0
+             */
+            first_period_bonus_ucr?: number;
+            /**
+             * Interval
+             * @default month
+             * @constant
+             */
+            interval?: "month";
+            /** Name */
+            name: string;
+            /**
+             * Price Uusd
+             * @description micro-dollars, whole cents
+             */
+            price_uusd: number;
+            /**
+             * Rollover Bps
+             * @description basis points (10000 = 100 %)
+             * @default 0
+             */
+            rollover_bps?: number;
+            /** Slug */
+            slug: string;
+            /**
+             * Sort Order
+             * @default 0
+             */
+            sort_order?: number;
+        };
+        /** PlanList */
+        PlanList: {
+            /** Items */
+            items: components["schemas"]["PlanOut"][];
+        };
+        /** PlanOut */
+        PlanOut: {
+            /** Credits */
+            credits: string;
+            /**
+             * Credits Ucr
+             * @description credits granted each paid period (µcr)
+             */
+            credits_ucr: number;
+            /** Currency */
+            currency: string;
+            /** First Period Bonus */
+            first_period_bonus: string;
+            /** First Period Bonus Ucr */
+            first_period_bonus_ucr: number;
+            /** Id */
+            id: number;
+            /** Interval */
+            interval: string;
+            /** Is Active */
+            is_active: boolean;
+            /** Name */
+            name: string;
+            /** Price */
+            price: string;
+            /** Price Uusd */
+            price_uusd: number;
+            /**
+             * Rollover Bps
+             * @description share of a period's unspent credits that rolls over
+             */
+            rollover_bps: number;
+            /** Slug */
+            slug: string;
+            /** Sort Order */
+            sort_order: number;
+        };
+        /** PlanPatch */
+        PlanPatch: {
+            /** Credits Ucr */
+            credits_ucr?: number | null;
+            /** First Period Bonus Ucr */
+            first_period_bonus_ucr?: number | null;
+            /** Is Active */
+            is_active?: boolean | null;
+            /** Name */
+            name?: string | null;
+            /** Price Uusd */
+            price_uusd?: number | null;
+            /** Rollover Bps */
+            rollover_bps?: number | null;
+            /** Sort Order */
+            sort_order?: number | null;
         };
         /** PlatformMonetisationOut */
         PlatformMonetisationOut: {
@@ -3014,6 +4177,32 @@ export interface components {
             /** Version */
             version: number;
         };
+        /** PriceSuggestionOut */
+        PriceSuggestionOut: {
+            /** Commission Bps */
+            commission_bps: number;
+            /**
+             * Floor Ucr
+             * @description the least that returns the seller's cost basis
+             */
+            floor_ucr: number;
+            /**
+             * Platform Ucr
+             * @description the platform's own price for the same spend (None: no price in force)
+             */
+            platform_ucr: number | null;
+            /** Resource Id */
+            resource_id: number;
+            /** Undercut Bps */
+            undercut_bps: number;
+            /** Unit Price */
+            unit_price: string;
+            /**
+             * Unit Price Ucr
+             * @description suggested µcr per USD of provider spend
+             */
+            unit_price_ucr: number;
+        };
         /** PricingPage */
         PricingPage: {
             /** Items */
@@ -3077,6 +4266,66 @@ export interface components {
             type: string;
         } & {
             [key: string]: unknown;
+        };
+        /** PromoIn */
+        PromoIn: {
+            /**
+             * Bonus Ucr
+             * @description micro-credits, > 0
+             */
+            bonus_ucr: number;
+            /** Code */
+            code: string;
+            /**
+             * Expires At
+             * @description last moment to redeem
+             */
+            expires_at?: string | null;
+            /**
+             * Grant Ttl S
+             * @description the credits' lifetime
+             */
+            grant_ttl_s?: number | null;
+            /**
+             * Per User Once
+             * @default true
+             */
+            per_user_once?: boolean;
+            /** Use Limit */
+            use_limit?: number | null;
+        };
+        /** PromoList */
+        PromoList: {
+            /** Items */
+            items: components["schemas"]["PromoOut"][];
+        };
+        /** PromoOut */
+        PromoOut: {
+            /** Bonus */
+            bonus: string;
+            /** Bonus Ucr */
+            bonus_ucr: number;
+            /** Code */
+            code: string;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Expires At */
+            expires_at: string | null;
+            /** Grant Ttl S */
+            grant_ttl_s: number | null;
+            /** Id */
+            id: number;
+            /** Is Active */
+            is_active: boolean;
+            /** Per User Once */
+            per_user_once: boolean;
+            /** Use Limit */
+            use_limit: number | null;
+            /** Uses */
+            uses: number;
         };
         /** PurchaseOut */
         PurchaseOut: {
@@ -3199,6 +4448,136 @@ export interface components {
             /** Purchased Ucr */
             purchased_ucr: number;
         };
+        /** RedemptionIn */
+        RedemptionIn: {
+            /** Code */
+            code: string;
+        };
+        /** RedemptionList */
+        RedemptionList: {
+            /** Items */
+            items: components["schemas"]["RedemptionOut"][];
+        };
+        /** RedemptionOut */
+        RedemptionOut: {
+            /** Bonus */
+            bonus: string;
+            /** Bonus Ucr */
+            bonus_ucr: number;
+            /** Code */
+            code: string;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Expires At */
+            expires_at: string | null;
+            /** Grant Id */
+            grant_id: number;
+            /** Id */
+            id: number;
+            /**
+             * Replayed
+             * @description true when this user had already redeemed the code
+             */
+            replayed: boolean;
+            /** User Id */
+            user_id: number;
+        };
+        /** ReferralIn */
+        ReferralIn: {
+            /** Code */
+            code: string;
+        };
+        /** ReferralOut */
+        ReferralOut: {
+            /**
+             * Code
+             * @description this user's referral code, to give to new users
+             */
+            code: string;
+            /** Referred By User Id */
+            referred_by_user_id: number | null;
+            /** Referred Count */
+            referred_count: number;
+            /** Rewarded Count */
+            rewarded_count: number;
+            /** User Id */
+            user_id: number;
+        };
+        /** ReferralSettings */
+        ReferralSettings: {
+            /**
+             * Referral Bonus Ttl S
+             * @description seconds the bonus credits last; 0: never expire
+             */
+            referral_bonus_ttl_s: number;
+            /** Referral Referred Bonus Ucr */
+            referral_referred_bonus_ucr: number;
+            /** Referral Referrer Bonus Ucr */
+            referral_referrer_bonus_ucr: number;
+        };
+        /** ReferralSettingsIn */
+        ReferralSettingsIn: {
+            /** Referral Bonus Ttl S */
+            referral_bonus_ttl_s?: number | null;
+            /** Referral Referred Bonus Ucr */
+            referral_referred_bonus_ucr?: number | null;
+            /** Referral Referrer Bonus Ucr */
+            referral_referrer_bonus_ucr?: number | null;
+        };
+        /** ReputationOut */
+        ReputationOut: {
+            /**
+             * Allocations Exhausted
+             * @description consumed in full
+             */
+            allocations_exhausted: number;
+            /**
+             * Allocations Returned
+             * @description returned: the resource failed or left
+             */
+            allocations_returned: number;
+            /**
+             * Fills
+             * @description allocations sold on this resource
+             */
+            fills: number;
+            /**
+             * Latency Ms
+             * @description EWMA latency (None before any request)
+             */
+            latency_ms: number | null;
+            /** Requests */
+            requests: number;
+            /** Resource Id */
+            resource_id: number;
+            /**
+             * Success Rate
+             * @description the router's success rate EWMA, 0…1 (measured)
+             */
+            success_rate: number;
+            /**
+             * Ttft Ms
+             * @description EWMA time to first token
+             */
+            ttft_ms: number | null;
+        };
+        /** ResolutionIn */
+        ResolutionIn: {
+            /**
+             * Action
+             * @description refund: the unreleased escrow returns to the buyer; release: it is paid to the seller, less the commission, as if consumed
+             * @enum {string}
+             */
+            action: "refund" | "release";
+            /**
+             * Reason
+             * @description recorded with the resolution
+             */
+            reason: string;
+        };
         /** ResourceIn */
         ResourceIn: {
             /**
@@ -3288,6 +4667,11 @@ export interface components {
             market_quota_uusd: number;
             /** Models */
             models: components["schemas"]["ServedModelOut"][];
+            /**
+             * Moved Credit Ucr
+             * @description deposit credit reversed when pool quota moved to the market part
+             */
+            moved_credit_ucr: number;
             /**
              * Owner Id
              * @description the depositor; null for a platform resource
@@ -3437,7 +4821,7 @@ export interface components {
         };
         /** SaleOut */
         SaleOut: {
-            listing: components["schemas"]["ListingOut"];
+            listing: components["schemas"]["modelbank__api__stake_schemas__ListingOut"];
             /** @description the model's stakes after the sale */
             stakes: components["schemas"]["StakesOut"];
         };
@@ -3597,6 +4981,58 @@ export interface components {
              * @description what the event did: completed, duplicate, ignored …
              */
             result: string;
+        };
+        /** SubscriptionIn */
+        SubscriptionIn: {
+            /** Cancel Url */
+            cancel_url?: string | null;
+            /** Plan Id */
+            plan_id: number;
+            /**
+             * Provider
+             * @description default: stripe when configured, else manual
+             */
+            provider?: ("stripe" | "manual") | null;
+            /** Success Url */
+            success_url?: string | null;
+        };
+        /** SubscriptionList */
+        SubscriptionList: {
+            /** Items */
+            items: components["schemas"]["SubscriptionOut"][];
+        };
+        /** SubscriptionOut */
+        SubscriptionOut: {
+            /** Cancel At Period End */
+            cancel_at_period_end: boolean;
+            /** Cancelled At */
+            cancelled_at: string | null;
+            /** Checkout Url */
+            checkout_url: string | null;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Current Period End */
+            current_period_end: string | null;
+            /** Current Period Start */
+            current_period_start: string | null;
+            /** Id */
+            id: number;
+            /** Periods Paid */
+            periods_paid: number;
+            /** Plan Id */
+            plan_id: number;
+            /** Provider */
+            provider: string;
+            /**
+             * Status
+             * @enum {string}
+             */
+            status: "pending" | "active" | "past_due" | "cancelled";
+            /** User Id */
+            user_id: number;
         };
         /**
          * Tier
@@ -3925,6 +5361,11 @@ export interface components {
             display_name?: string | null;
             /** External Id */
             external_id: string;
+            /**
+             * Referral Code
+             * @description another user's referral code: both get a bonus on this user's first purchase
+             */
+            referral_code?: string | null;
         };
         /** UserOut */
         UserOut: {
@@ -4038,7 +5479,7 @@ export interface components {
             description?: string | null;
             /**
              * Events
-             * @description event types to receive: wallet.low_balance, purchase.completed, purchase.refunded, usage.refunded, hold.expired, payout.requested, payout.completed, payout.failed, payout.cancelled; or a family wildcard such as `payout.*`, or `*` for all
+             * @description event types to receive: wallet.low_balance, purchase.completed, purchase.refunded, usage.refunded, hold.expired, payout.requested, payout.completed, payout.failed, payout.cancelled, marketplace.order.filled, marketplace.allocation.exhausted, marketplace.escrow.returned, subscription.period_paid, subscription.cancelled, subscription.renewal_failed, referral.rewarded; or a family wildcard such as `payout.*`, or `*` for all
              * @example [
              *       "wallet.low_balance",
              *       "payout.*"
@@ -4266,6 +5707,161 @@ export interface components {
             /** Slug */
             slug: string;
         };
+        /** BuyIn */
+        modelbank__api__marketplace_schemas__BuyIn: {
+            /**
+             * Buyer Id
+             * @description admin or service keys: the user who buys (a user key buys for itself)
+             */
+            buyer_id?: number | null;
+            /**
+             * Quantity
+             * @description µUSD (quota), bps (stake); a bundle's whole size
+             */
+            quantity: number;
+        };
+        /** ListingIn */
+        modelbank__api__marketplace_schemas__ListingIn: {
+            /**
+             * Allocation Days
+             * @description quota, bundle: bought quota expires this many days after the fill (its unconsumed escrow returns to the buyer); never when omitted
+             */
+            allocation_days?: number | null;
+            /**
+             * Expires At
+             * @description the listing closes then (must be in the future)
+             */
+            expires_at?: string | null;
+            /**
+             * Items
+             * @description bundle: each resource and its µUSD (the quantity is their sum)
+             */
+            items?: components["schemas"]["BundleItemIn"][] | null;
+            /**
+             * Kind
+             * @description quota: µUSD of one resource's market part; bundle: quota on several of the seller's resources, bought whole; stake: basis points of a model stake
+             * @enum {string}
+             */
+            kind: "quota" | "stake" | "bundle";
+            /**
+             * Min Fill
+             * @description smallest quantity one order buys (default: 1 µUSD for quota, all of a stake; a bundle is bought whole)
+             */
+            min_fill?: number | null;
+            /**
+             * Model Id
+             * @description stake: the model
+             */
+            model_id?: number | null;
+            /**
+             * Quantity
+             * @description µUSD (quota) or bps (stake); omitted for a bundle
+             */
+            quantity?: number | null;
+            /**
+             * Resource Id
+             * @description quota: the seller's resource
+             */
+            resource_id?: number | null;
+            /**
+             * Seller Id
+             * @description admin or service keys: the user who sells (a user key sells for itself)
+             */
+            seller_id?: number | null;
+            /**
+             * Unit Price Ucr
+             * @description µcr per unit: per USD of provider spend (quota, bundle) or per basis point (stake)
+             */
+            unit_price_ucr: number;
+        };
+        /** ListingOut */
+        modelbank__api__marketplace_schemas__ListingOut: {
+            /** Allocation Days */
+            allocation_days: number | null;
+            /**
+             * Available
+             * @description quantity − filled while open; 0 otherwise
+             */
+            available: number;
+            /** Closed At */
+            closed_at: string | null;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Expires At */
+            expires_at: string | null;
+            /** Filled */
+            filled: number;
+            /** Id */
+            id: number;
+            /**
+             * Items
+             * @description a bundle's resources (empty otherwise)
+             */
+            items: components["schemas"]["BundleItemOut"][];
+            /**
+             * Kind
+             * @enum {string}
+             */
+            kind: "quota" | "stake" | "bundle";
+            /** Min Fill */
+            min_fill: number;
+            /** Model Id */
+            model_id: number | null;
+            /**
+             * Models
+             * @description catalog model ids the quota serves (the stake's)
+             */
+            models: number[];
+            /**
+             * Price Ucr Per Mtok
+             * @description quota: µcr for 1M input + 1M output tokens of the cheapest model served, at this price (compare with the platform's); None for stakes or unknown costs
+             */
+            price_ucr_per_mtok: number | null;
+            /**
+             * Quantity
+             * @description µUSD (quota, bundle) or bps (stake)
+             */
+            quantity: number;
+            /**
+             * Reputation
+             * @description measured, per resource
+             */
+            reputation: components["schemas"]["ReputationOut"][];
+            /** Resource Id */
+            resource_id: number | null;
+            /** Seller Id */
+            seller_id: number;
+            /**
+             * Status
+             * @enum {string}
+             */
+            status: "open" | "filled" | "cancelled" | "expired" | "closed";
+            /**
+             * Unit
+             * @description what unit_price_ucr is per
+             * @enum {string}
+             */
+            unit: "usd" | "bps";
+            /** Unit Price */
+            unit_price: string;
+            /** Unit Price Ucr */
+            unit_price_ucr: number;
+            /**
+             * Updated At
+             * Format: date-time
+             */
+            updated_at: string;
+        };
+        /** ListingPage */
+        modelbank__api__marketplace_schemas__ListingPage: {
+            /** Items */
+            items: components["schemas"]["modelbank__api__marketplace_schemas__ListingOut"][];
+            /** Next Cursor */
+            next_cursor: string | null;
+        };
         /** PayoutOut */
         modelbank__api__payout_schemas__PayoutOut: {
             /**
@@ -4341,6 +5937,73 @@ export interface components {
              * @description admin/service keys: the buyer; user keys: omit
              */
             user_id?: number | null;
+        };
+        /** BuyIn */
+        modelbank__api__stake_schemas__BuyIn: {
+            /**
+             * Buyer Id
+             * @description admin/service keys: the buyer; user keys: omit (themselves)
+             */
+            buyer_id?: number | null;
+        };
+        /** ListingIn */
+        modelbank__api__stake_schemas__ListingIn: {
+            /**
+             * Price Ucr
+             * @description µcr; 0 gives the stake away
+             */
+            price_ucr: number;
+            /**
+             * Seller Id
+             * @description admin/service keys: the seller; user keys: omit (themselves)
+             */
+            seller_id?: number | null;
+            /**
+             * Share Bps
+             * @description basis points, 1…10,000
+             */
+            share_bps: number;
+        };
+        /** ListingOut */
+        modelbank__api__stake_schemas__ListingOut: {
+            /** Buyer Id */
+            buyer_id: number | null;
+            /** Closed At */
+            closed_at: string | null;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Id */
+            id: number;
+            /** Model Id */
+            model_id: number;
+            /** Price */
+            price: string;
+            /** Price Ucr */
+            price_ucr: number;
+            /** Seller Id */
+            seller_id: number;
+            /** Share Bps */
+            share_bps: number;
+            /**
+             * Status
+             * @description open, sold or cancelled
+             */
+            status: string;
+            /**
+             * Transfer Id
+             * @description the payment (None for a free listing)
+             */
+            transfer_id: number | null;
+        };
+        /** ListingPage */
+        modelbank__api__stake_schemas__ListingPage: {
+            /** Items */
+            items: components["schemas"]["modelbank__api__stake_schemas__ListingOut"][];
+            /** Next Cursor */
+            next_cursor: string | null;
         };
         /** StakeOut */
         modelbank__api__stake_schemas__StakeOut: {
@@ -4861,6 +6524,244 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["DefaultThresholdOut"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or an unknown or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's role may not do this, or a premium model without access */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown, or another user's (not revealed) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Idempotency-Key reused with another body, or a duplicate */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: nothing was written */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    admin_marketplace_api_v1_admin_marketplace_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["MarketPanelOut"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or an unknown or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's role may not do this, or a premium model without access */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown, or another user's (not revealed) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Idempotency-Key reused with another body, or a duplicate */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: nothing was written */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    list_disputes_api_v1_admin_marketplace_disputes_get: {
+        parameters: {
+            query?: {
+                status?: ("open" | "refunded" | "released") | null;
+                /** @description page size */
+                limit?: number;
+                /** @description next_cursor of the last page */
+                cursor?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DisputePage"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or an unknown or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's role may not do this, or a premium model without access */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown, or another user's (not revealed) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Idempotency-Key reused with another body, or a duplicate */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: nothing was written */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    resolve_dispute_api_v1_admin_marketplace_disputes__dispute_id__resolve_post: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description Unique per operation (1–200 printable ASCII characters); a retry with the same key and body returns the first response. */
+                "Idempotency-Key": string;
+            };
+            path: {
+                /** @description an id (64-bit) */
+                dispute_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ResolutionIn"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DisputeOut"];
                 };
             };
             /** @description Malformed request (e.g. a body that is not UTF-8) */
@@ -5556,6 +7457,165 @@ export interface operations {
             };
         };
     };
+    create_plan_api_v1_admin_plans_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["PlanIn"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PlanOut"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or an unknown or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's role may not do this, or a premium model without access */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown, or another user's (not revealed) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Idempotency-Key reused with another body, or a duplicate */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: nothing was written */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    update_plan_api_v1_admin_plans__plan_id__patch: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description an id (64-bit) */
+                plan_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["PlanPatch"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PlanOut"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or an unknown or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's role may not do this, or a premium model without access */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown, or another user's (not revealed) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Idempotency-Key reused with another body, or a duplicate */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: nothing was written */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     pool_panel_api_v1_admin_pool_get: {
         parameters: {
             query?: {
@@ -5872,6 +7932,235 @@ export interface operations {
             };
         };
     };
+    list_promos_api_v1_admin_promo_codes_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PromoList"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or an unknown or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's role may not do this, or a premium model without access */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown, or another user's (not revealed) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Idempotency-Key reused with another body, or a duplicate */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: nothing was written */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    create_promo_api_v1_admin_promo_codes_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["PromoIn"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PromoOut"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or an unknown or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's role may not do this, or a premium model without access */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown, or another user's (not revealed) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Idempotency-Key reused with another body, or a duplicate */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: nothing was written */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    deactivate_promo_api_v1_admin_promo_codes__promo_id__deactivate_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description an id (64-bit) */
+                promo_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PromoOut"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or an unknown or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's role may not do this, or a premium model without access */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown, or another user's (not revealed) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Idempotency-Key reused with another body, or a duplicate */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: nothing was written */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     admin_purchases_api_v1_admin_purchases_get: {
         parameters: {
             query?: {
@@ -6032,6 +8321,158 @@ export interface operations {
             };
         };
     };
+    referral_settings_api_v1_admin_referral_settings_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ReferralSettings"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or an unknown or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's role may not do this, or a premium model without access */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown, or another user's (not revealed) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Idempotency-Key reused with another body, or a duplicate */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: nothing was written */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    set_referral_settings_api_v1_admin_referral_settings_put: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ReferralSettingsIn"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ReferralSettings"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or an unknown or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's role may not do this, or a premium model without access */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown, or another user's (not revealed) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Idempotency-Key reused with another body, or a duplicate */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: nothing was written */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     deposit_platform_key_api_v1_admin_resources_post: {
         parameters: {
             query?: never;
@@ -6129,6 +8570,86 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["StatsOut"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or an unknown or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's role may not do this, or a premium model without access */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown, or another user's (not revealed) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Idempotency-Key reused with another body, or a duplicate */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: nothing was written */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    confirm_period_api_v1_admin_subscriptions__subscription_id__periods_post: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description Unique per operation (1–200 printable ASCII characters); a retry with the same key and body returns the first response. */
+                "Idempotency-Key": string;
+            };
+            path: {
+                /** @description an id (64-bit) */
+                subscription_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PeriodOut"];
                 };
             };
             /** @description Malformed request (e.g. a body that is not UTF-8) */
@@ -6783,7 +9304,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Insufficient funds: nothing was written */
+            /** @description Insufficient funds, or the key's spend limit reached: nothing was written */
             402: {
                 headers: {
                     [name: string]: unknown;
@@ -6910,6 +9431,813 @@ export interface operations {
             };
         };
     };
+    get_allocation_api_v1_marketplace_allocations__allocation_id__get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description an id (64-bit) */
+                allocation_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AllocationOut"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or an unknown or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's role may not do this, or a premium model without access */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown, or another user's (not revealed) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Idempotency-Key reused with another body, or a duplicate */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: nothing was written */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    open_dispute_api_v1_marketplace_allocations__allocation_id__disputes_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description an id (64-bit) */
+                allocation_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["DisputeIn"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DisputeOut"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or an unknown or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's role may not do this, or a premium model without access */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown, or another user's (not revealed) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Idempotency-Key reused with another body, or a duplicate */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: nothing was written */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    browse_listings_api_v1_marketplace_listings_get: {
+        parameters: {
+            query?: {
+                kind?: ("quota" | "stake" | "bundle") | null;
+                /** @description serving it */
+                model_id?: number | null;
+                seller_id?: number | null;
+                /** @description default open (unexpired) */
+                status?: ("open" | "filled" | "cancelled" | "expired" | "closed") | "any";
+                /** @description quota priced at most this per 1M tokens */
+                max_price_ucr_per_mtok?: number | null;
+                /** @description measured success rate at least */
+                min_success_rate?: number | null;
+                /** @description page size */
+                limit?: number;
+                /** @description next_cursor of the last page */
+                cursor?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["modelbank__api__marketplace_schemas__ListingPage"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or an unknown or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's role may not do this, or a premium model without access */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown, or another user's (not revealed) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Idempotency-Key reused with another body, or a duplicate */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: nothing was written */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    create_listing_api_v1_marketplace_listings_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["modelbank__api__marketplace_schemas__ListingIn"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["modelbank__api__marketplace_schemas__ListingOut"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or an unknown or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's role may not do this, or a premium model without access */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown, or another user's (not revealed) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Idempotency-Key reused with another body, or a duplicate */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: nothing was written */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    get_listing_api_v1_marketplace_listings__listing_id__get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description an id (64-bit) */
+                listing_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["modelbank__api__marketplace_schemas__ListingOut"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or an unknown or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's role may not do this, or a premium model without access */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown, or another user's (not revealed) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Idempotency-Key reused with another body, or a duplicate */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: nothing was written */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    update_price_api_v1_marketplace_listings__listing_id__patch: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description an id (64-bit) */
+                listing_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ListingPriceIn"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["modelbank__api__marketplace_schemas__ListingOut"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or an unknown or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's role may not do this, or a premium model without access */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown, or another user's (not revealed) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Idempotency-Key reused with another body, or a duplicate */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: nothing was written */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    buy_api_v1_marketplace_listings__listing_id__buy_post: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description Unique per operation (1–200 printable ASCII characters); a retry with the same key and body returns the first response. */
+                "Idempotency-Key": string;
+            };
+            path: {
+                /** @description an id (64-bit) */
+                listing_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["modelbank__api__marketplace_schemas__BuyIn"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BuyOut"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or an unknown or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Insufficient funds, or the key's spend limit reached: nothing was written */
+            402: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's role may not do this, or a premium model without access */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown, or another user's (not revealed) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Idempotency-Key reused with another body, or a duplicate */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: nothing was written */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    cancel_listing_api_v1_marketplace_listings__listing_id__cancel_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description an id (64-bit) */
+                listing_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["modelbank__api__marketplace_schemas__ListingOut"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or an unknown or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's role may not do this, or a premium model without access */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown, or another user's (not revealed) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Idempotency-Key reused with another body, or a duplicate */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: nothing was written */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    get_order_api_v1_marketplace_orders__order_id__get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description an id (64-bit) */
+                order_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OrderOut"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or an unknown or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's role may not do this, or a premium model without access */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown, or another user's (not revealed) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Idempotency-Key reused with another body, or a duplicate */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: nothing was written */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    pricing_suggestion_api_v1_marketplace_pricing_suggestion_get: {
+        parameters: {
+            query: {
+                /** @description the resource to list */
+                resource_id: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PriceSuggestionOut"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or an unknown or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's role may not do this, or a premium model without access */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown, or another user's (not revealed) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Idempotency-Key reused with another body, or a duplicate */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: nothing was written */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     list_models_api_v1_models_get: {
         parameters: {
             query?: {
@@ -6953,7 +10281,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Insufficient funds: nothing was written */
+            /** @description Insufficient funds, or the key's spend limit reached: nothing was written */
             402: {
                 headers: {
                     [name: string]: unknown;
@@ -7040,7 +10368,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Insufficient funds: nothing was written */
+            /** @description Insufficient funds, or the key's spend limit reached: nothing was written */
             402: {
                 headers: {
                     [name: string]: unknown;
@@ -7126,7 +10454,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Insufficient funds: nothing was written */
+            /** @description Insufficient funds, or the key's spend limit reached: nothing was written */
             402: {
                 headers: {
                     [name: string]: unknown;
@@ -7212,7 +10540,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Insufficient funds: nothing was written */
+            /** @description Insufficient funds, or the key's spend limit reached: nothing was written */
             402: {
                 headers: {
                     [name: string]: unknown;
@@ -7302,7 +10630,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Insufficient funds: nothing was written */
+            /** @description Insufficient funds, or the key's spend limit reached: nothing was written */
             402: {
                 headers: {
                     [name: string]: unknown;
@@ -7711,7 +11039,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Insufficient funds: nothing was written */
+            /** @description Insufficient funds, or the key's spend limit reached: nothing was written */
             402: {
                 headers: {
                     [name: string]: unknown;
@@ -7939,7 +11267,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ListingPage"];
+                    "application/json": components["schemas"]["modelbank__api__stake_schemas__ListingPage"];
                 };
             };
             /** @description Malformed request (e.g. a body that is not UTF-8) */
@@ -8010,7 +11338,7 @@ export interface operations {
         };
         requestBody: {
             content: {
-                "application/json": components["schemas"]["ListingIn"];
+                "application/json": components["schemas"]["modelbank__api__stake_schemas__ListingIn"];
             };
         };
         responses: {
@@ -8020,7 +11348,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ListingOut"];
+                    "application/json": components["schemas"]["modelbank__api__stake_schemas__ListingOut"];
                 };
             };
             /** @description Malformed request (e.g. a body that is not UTF-8) */
@@ -8096,7 +11424,7 @@ export interface operations {
         };
         requestBody?: {
             content: {
-                "application/json": components["schemas"]["BuyIn"] | null;
+                "application/json": components["schemas"]["modelbank__api__stake_schemas__BuyIn"] | null;
             };
         };
         responses: {
@@ -8127,7 +11455,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Insufficient funds: nothing was written */
+            /** @description Insufficient funds, or the key's spend limit reached: nothing was written */
             402: {
                 headers: {
                     [name: string]: unknown;
@@ -8194,7 +11522,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ListingOut"];
+                    "application/json": components["schemas"]["modelbank__api__stake_schemas__ListingOut"];
                 };
             };
             /** @description Malformed request (e.g. a body that is not UTF-8) */
@@ -8428,6 +11756,82 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["modelbank__api__payout_schemas__PayoutOut"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or an unknown or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's role may not do this, or a premium model without access */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown, or another user's (not revealed) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Idempotency-Key reused with another body, or a duplicate */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: nothing was written */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    list_plans_api_v1_plans_get: {
+        parameters: {
+            query?: {
+                include_inactive?: boolean;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PlanList"];
                 };
             };
             /** @description Malformed request (e.g. a body that is not UTF-8) */
@@ -8724,6 +12128,90 @@ export interface operations {
             };
         };
     };
+    move_to_market_api_v1_resources__resource_id__market_part_post: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description Unique per operation (1–200 printable ASCII characters); a retry with the same key and body returns the first response. */
+                "Idempotency-Key": string;
+            };
+            path: {
+                /** @description an id (64-bit) */
+                resource_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["MarketPartIn"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ResourceOut"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or an unknown or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's role may not do this, or a premium model without access */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown, or another user's (not revealed) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Idempotency-Key reused with another body, or a duplicate */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: nothing was written */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     route_logs_api_v1_resources__resource_id__route_logs_get: {
         parameters: {
             query?: {
@@ -8886,6 +12374,246 @@ export interface operations {
             };
         };
     };
+    get_subscription_api_v1_subscriptions__subscription_id__get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description an id (64-bit) */
+                subscription_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SubscriptionOut"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or an unknown or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's role may not do this, or a premium model without access */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown, or another user's (not revealed) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Idempotency-Key reused with another body, or a duplicate */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: nothing was written */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    cancel_subscription_api_v1_subscriptions__subscription_id__cancel_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description an id (64-bit) */
+                subscription_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SubscriptionOut"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or an unknown or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's role may not do this, or a premium model without access */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown, or another user's (not revealed) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Idempotency-Key reused with another body, or a duplicate */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: nothing was written */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The payment provider failed or refused the request: nothing was granted */
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    list_periods_api_v1_subscriptions__subscription_id__periods_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description an id (64-bit) */
+                subscription_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PeriodList"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or an unknown or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's role may not do this, or a premium model without access */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown, or another user's (not revealed) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Idempotency-Key reused with another body, or a duplicate */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: nothing was written */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     charge_api_v1_usage_post: {
         parameters: {
             query?: never;
@@ -8929,7 +12657,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Insufficient funds: nothing was written */
+            /** @description Insufficient funds, or the key's spend limit reached: nothing was written */
             402: {
                 headers: {
                     [name: string]: unknown;
@@ -9016,7 +12744,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Insufficient funds: nothing was written */
+            /** @description Insufficient funds, or the key's spend limit reached: nothing was written */
             402: {
                 headers: {
                     [name: string]: unknown;
@@ -9458,6 +13186,91 @@ export interface operations {
             };
         };
     };
+    list_allocations_api_v1_users__user_id__allocations_get: {
+        parameters: {
+            query?: {
+                /** @description the orders or allocations the user bought, sold, or both */
+                role?: "buyer" | "seller" | "any";
+                status?: ("active" | "exhausted" | "returned" | "expired" | "refunded") | null;
+                /** @description page size */
+                limit?: number;
+                /** @description next_cursor of the last page */
+                cursor?: string | null;
+            };
+            header?: never;
+            path: {
+                /** @description an id (64-bit) */
+                user_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AllocationPage"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or an unknown or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's role may not do this, or a premium model without access */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown, or another user's (not revealed) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Idempotency-Key reused with another body, or a duplicate */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: nothing was written */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     creator_analytics_api_v1_users__user_id__creator_analytics_get: {
         parameters: {
             query?: {
@@ -9482,6 +13295,88 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["CreatorAnalyticsOut"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or an unknown or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's role may not do this, or a premium model without access */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown, or another user's (not revealed) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Idempotency-Key reused with another body, or a duplicate */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: nothing was written */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    list_user_disputes_api_v1_users__user_id__disputes_get: {
+        parameters: {
+            query?: {
+                /** @description page size */
+                limit?: number;
+                /** @description next_cursor of the last page */
+                cursor?: string | null;
+            };
+            header?: never;
+            path: {
+                /** @description an id (64-bit) */
+                user_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DisputePage"];
                 };
             };
             /** @description Malformed request (e.g. a body that is not UTF-8) */
@@ -9916,8 +13811,87 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Insufficient funds: nothing was written */
+            /** @description Insufficient funds, or the key's spend limit reached: nothing was written */
             402: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's role may not do this, or a premium model without access */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown, or another user's (not revealed) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Idempotency-Key reused with another body, or a duplicate */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: nothing was written */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    list_user_keys_api_v1_users__user_id__keys_get: {
+        parameters: {
+            query?: {
+                include_revoked?: boolean;
+            };
+            header?: never;
+            path: {
+                /** @description an id (64-bit) */
+                user_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["KeyList"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or an unknown or revoked one */
+            401: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -9987,6 +13961,83 @@ export interface operations {
                 content: {
                     "application/json": components["schemas"]["KeyOut"];
                 };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or an unknown or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's role may not do this, or a premium model without access */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown, or another user's (not revealed) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Idempotency-Key reused with another body, or a duplicate */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: nothing was written */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    revoke_user_key_api_v1_users__user_id__keys__key_id__delete: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description an id (64-bit) */
+                user_id: number;
+                /** @description an id (64-bit) */
+                key_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
             };
             /** @description Malformed request (e.g. a body that is not UTF-8) */
             400: {
@@ -10282,6 +14333,90 @@ export interface operations {
             };
         };
     };
+    list_orders_api_v1_users__user_id__orders_get: {
+        parameters: {
+            query?: {
+                /** @description the orders or allocations the user bought, sold, or both */
+                role?: "buyer" | "seller" | "any";
+                /** @description page size */
+                limit?: number;
+                /** @description next_cursor of the last page */
+                cursor?: string | null;
+            };
+            header?: never;
+            path: {
+                /** @description an id (64-bit) */
+                user_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OrderPage"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or an unknown or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's role may not do this, or a premium model without access */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown, or another user's (not revealed) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Idempotency-Key reused with another body, or a duplicate */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: nothing was written */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     user_payouts_api_v1_users__user_id__payouts_get: {
         parameters: {
             query?: {
@@ -10391,6 +14526,173 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["modelbank__api__payout_schemas__PayoutOut"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or an unknown or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's role may not do this, or a premium model without access */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown, or another user's (not revealed) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Idempotency-Key reused with another body, or a duplicate */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: nothing was written */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    list_redemptions_api_v1_users__user_id__promo_redemptions_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description an id (64-bit) */
+                user_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RedemptionList"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or an unknown or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's role may not do this, or a premium model without access */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown, or another user's (not revealed) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Idempotency-Key reused with another body, or a duplicate */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: nothing was written */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    redeem_api_v1_users__user_id__promo_redemptions_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description an id (64-bit) */
+                user_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["RedemptionIn"];
+            };
+        };
+        responses: {
+            /** @description Already redeemed by this user (a once-per-user code): the first redemption, replayed */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RedemptionOut"];
+                };
+            };
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RedemptionOut"];
                 };
             };
             /** @description Malformed request (e.g. a body that is not UTF-8) */
@@ -10613,6 +14915,164 @@ export interface operations {
             };
             /** @description The payment provider failed or refused the request: nothing was granted */
             502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    referral_api_v1_users__user_id__referral_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description an id (64-bit) */
+                user_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ReferralOut"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or an unknown or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's role may not do this, or a premium model without access */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown, or another user's (not revealed) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Idempotency-Key reused with another body, or a duplicate */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: nothing was written */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    apply_referral_api_v1_users__user_id__referral_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description an id (64-bit) */
+                user_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ReferralIn"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ReferralOut"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or an unknown or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's role may not do this, or a premium model without access */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown, or another user's (not revealed) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Idempotency-Key reused with another body, or a duplicate */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: nothing was written */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -10859,6 +15319,173 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    list_subscriptions_api_v1_users__user_id__subscriptions_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description an id (64-bit) */
+                user_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SubscriptionList"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or an unknown or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's role may not do this, or a premium model without access */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown, or another user's (not revealed) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Idempotency-Key reused with another body, or a duplicate */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: nothing was written */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    subscribe_api_v1_users__user_id__subscriptions_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description an id (64-bit) */
+                user_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["SubscriptionIn"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SubscriptionOut"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or an unknown or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's role may not do this, or a premium model without access */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown, or another user's (not revealed) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Idempotency-Key reused with another body, or a duplicate */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: nothing was written */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The payment provider failed or refused the request: nothing was granted */
+            502: {
                 headers: {
                     [name: string]: unknown;
                 };

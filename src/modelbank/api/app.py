@@ -20,7 +20,9 @@ from modelbank.api.routes import admin, health, models, usage, users
 from modelbank.api.routes import analytics as analytics_routes
 from modelbank.api.routes import audit as audit_routes
 from modelbank.api.routes import exports as export_routes
+from modelbank.api.routes import marketplace as marketplace_routes
 from modelbank.api.routes import payouts as payout_routes
+from modelbank.api.routes import plans as plan_routes
 from modelbank.api.routes import pool as pool_routes
 from modelbank.api.routes import stakes as stake_routes
 from modelbank.api.routes import wallets as wallet_routes
@@ -146,6 +148,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     for module in (health, users, models, usage, admin):
         app.include_router(module.router)
     app.include_router(wallet_routes.router)
+    app.include_router(plan_routes.router)
     app.include_router(analytics_routes.router)
     app.include_router(payout_routes.router)
     app.include_router(webhook_routes.router)
@@ -153,6 +156,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.include_router(export_routes.router)
     app.include_router(pool_routes.router)
     app.include_router(whatif_routes.router)
+    app.include_router(marketplace_routes.router)
     app.include_router(audit_routes.router)
     from modelbank.web import create_web_app  # imported here: the dashboard imports the API
 

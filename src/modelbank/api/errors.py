@@ -25,6 +25,9 @@ STATUS_BY_CODE: dict[str, int] = {
     "forbidden": 403,
     "model_access_required": 403,
     "insufficient_funds": 402,
+    # the caller's key spent its limit for the period: like funds, more credits (a new
+    # period, a higher limit) fix it
+    "key_limit_reached": 402,
     "idempotency_key_reused": 409,
     "model_exists": 409,
     "character_in_use": 409,
@@ -34,11 +37,21 @@ STATUS_BY_CODE: dict[str, int] = {
     "batch_too_large": 413,
     "hold_amount_exceeded": 409,
     "purchase_state_conflict": 409,
+    "subscription_state_conflict": 409,
+    "promo_code_unavailable": 409,
+    "referral_not_allowed": 409,
     "refund_exceeds_charge": 409,
     "stake_listing_state": 409,
     # resource pool: a key already live in the pool, or a resource in the wrong status
     "resource_key_exists": 409,
     "resource_state": 409,
+    # marketplace: a listing no longer open, an allocation already closed, a dispute
+    # already open or resolved (a race the caller lost: 409, nothing written)
+    "market_listing_state": 409,
+    "allocation_state": 409,
+    "dispute_state": 409,
+    # moving pool quota to the market part reverses deposit credit the wallet no longer holds
+    "deposit_credit_spent": 409,
     # the operator's pool rates are out of range: not the depositor's fault
     "pool_settings_invalid": 500,
     # payouts: a request the caller can fix by asking for less or more (422, not 402: 402
@@ -64,7 +77,7 @@ STATUS_BY_CODE: dict[str, int] = {
 _DESCRIPTIONS = {
     400: "Malformed request (e.g. a body that is not UTF-8)",
     401: "No API key, or an unknown or revoked one",
-    402: "Insufficient funds: nothing was written",
+    402: "Insufficient funds, or the key's spend limit reached: nothing was written",
     403: "The key's role may not do this, or a premium model without access",
     404: "Unknown, or another user's (not revealed)",
     409: "Idempotency-Key reused with another body, or a duplicate",

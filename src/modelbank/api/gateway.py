@@ -215,7 +215,7 @@ def create_gateway_app(db: Database, gateway: Gateway) -> FastAPI:
     ) -> JSONResponse | StreamingResponse:
         user_id = _for_user(caller, acting_for)
         body, size = await _read_body(request, SCHEMAS[endpoint])
-        return _answer(await gateway.handle(user_id, endpoint, body, size))
+        return _answer(await gateway.handle(user_id, endpoint, body, size, caller.limited_key_id))
 
     @app.post("/chat/completions")
     async def chat(request: Request, caller: Caller, acting_for: ActingFor = None) -> Any:

@@ -82,6 +82,9 @@ class ResourceOut(BaseModel):
     deposit_credit: str
     fee_ucr: int = Field(description="kept by the platform at deposit")
     clawed_back_ucr: int = Field(description="deposit credit reversed at withdrawal/failure")
+    moved_credit_ucr: int = Field(
+        description="deposit credit reversed when pool quota moved to the market part"
+    )
     models: list[ServedModelOut]
     created_at: datetime
     updated_at: datetime
@@ -109,6 +112,7 @@ def resource_out(r: ResourceInfo) -> ResourceOut:
         deposit_credit=format_credits(r.deposit_credit_ucr),
         fee_ucr=r.fee_ucr,
         clawed_back_ucr=r.clawed_back_ucr,
+        moved_credit_ucr=r.moved_credit_ucr,
         models=[
             ServedModelOut(model_id=m.model_id, model=m.slug, upstream_model=m.upstream_model)
             for m in r.models

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 from modelbank.analytics.service import ModelEarningLine
 from modelbank.api import schemas as s
-from modelbank.auth.service import NewKey
+from modelbank.auth.service import KeyInfo, NewKey
 from modelbank.catalog.service import ModelInfo
 from modelbank.earnings.rules import EarningsRule
 from modelbank.money import format_credits, format_usd
@@ -95,6 +95,34 @@ def key(new: NewKey) -> s.KeyOut:
         prefix=new.prefix,
         key=new.secret,
         created_at=new.created_at,
+        limit_ucr=new.limit_ucr,
+        limit_period=None if new.limit_period is None else new.limit_period.value,
+    )
+
+
+def key_info(info: KeyInfo) -> s.KeyInfoOut:
+    usage = info.usage
+    return s.KeyInfoOut(
+        id=info.id,
+        role=info.role.value,
+        user_id=info.user_id,
+        name=info.name,
+        prefix=info.prefix,
+        created_at=info.created_at,
+        revoked_at=info.revoked_at,
+        limit=None
+        if usage is None
+        else s.KeyLimitOut(
+            limit_ucr=usage.limit_ucr,
+            limit=format_credits(usage.limit_ucr),
+            period=usage.period.value,
+            spent_ucr=usage.spent_ucr,
+            spent=format_credits(usage.spent_ucr),
+            reserved_ucr=usage.reserved_ucr,
+            left_ucr=usage.left_ucr,
+            left=format_credits(usage.left_ucr),
+            resets_at=usage.resets_at,
+        ),
     )
 
 

@@ -117,6 +117,13 @@ class Problem(BaseModel):
 class UserIn(Strict):
     external_id: str = Field(min_length=1, max_length=200, pattern=r"^\S(.*\S)?$")
     display_name: str | None = Field(default=None, max_length=200)
+    referral_code: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="another user's referral code: both get a bonus on this user's first purchase",
+    )
 
 
 class UserOut(BaseModel):
@@ -132,7 +139,19 @@ class UserPage(BaseModel):
 
 
 class KeyIn(Strict):
-    name: str = Field(default="", max_length=200)
+    """A new user key. ``limit_ucr`` (µcr; none: no limit) caps what the key may charge per
+    ``limit_period`` (default ``never``: a lifetime budget); periods are UTC calendar days,
+    ISO weeks from Monday, calendar months."""
+
+    name: str = Field(default="", max_length=200, pattern=NO_NUL)
+    limit_ucr: int | None = Field(default=None, ge=0, le=MAX_UCR)
+    limit_period: Literal["day", "week", "month", "never"] | None = None
+
+    @model_validator(mode="after")
+    def _period_needs_limit(self) -> KeyIn:
+        if self.limit_period is not None and self.limit_ucr is None:
+            raise ValueError("limit_period needs limit_ucr")
+        return self
 
 
 class ServiceKeyIn(Strict):
@@ -148,6 +167,40 @@ class KeyOut(BaseModel):
     prefix: str
     key: str = Field(description="the secret: shown once, store it now")
     created_at: datetime
+    limit_ucr: int | None = Field(description="the spend limit per period (µcr); null: none")
+    limit_period: str | None = Field(description="day, week, month or never; null: no limit")
+
+
+class KeyLimitOut(BaseModel):
+    """A key's spend limit now: µcr spent in the current period, reserved by pending holds,
+    left (never below 0), and when the period resets (null: never)."""
+
+    limit_ucr: int
+    limit: str
+    period: str
+    spent_ucr: int
+    spent: str
+    reserved_ucr: int
+    left_ucr: int
+    left: str
+    resets_at: datetime | None
+
+
+class KeyInfoOut(BaseModel):
+    """A key as listed (never its secret)."""
+
+    id: int
+    role: str
+    user_id: int | None
+    name: str
+    prefix: str
+    created_at: datetime
+    revoked_at: datetime | None
+    limit: KeyLimitOut | None = Field(description="null: the key has no spend limit")
+
+
+class KeyList(BaseModel):
+    items: list[KeyInfoOut]
 
 
 # --- wallets and ledger ---------------------------------------------------------------------

@@ -21,3 +21,10 @@ class KeyNotFound(NotFound):
     """No such API key."""
 
     code = "api_key_not_found"
+
+
+class KeyLimitReached(DomainError):
+    """A charge or hold made with a limited API key would pass the key's spend limit for
+    its period: nothing was written (HTTP 402)."""
+
+    code = "key_limit_reached"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import cast
 
-from sqlalchemy import ForeignKey, String, Table
+from sqlalchemy import BigInteger, ForeignKey, String, Table, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from modelbank.db.base import Base, BigId, UTCDateTime
@@ -15,7 +15,13 @@ class ApiKey(Base):
     """An API key. ``key_hash`` is the hex SHA-256 of the whole secret (keys are 256-bit
     random, so a fast digest is the right tool: there is nothing to brute-force);
     ``prefix`` is the non-secret start shown in listings. ``user_id`` is set for ``user``
-    keys and NULL for ``admin`` and ``service`` keys."""
+    keys and NULL for ``admin`` and ``service`` keys.
+
+    Spend limit (DESIGN §11, issue 13): ``limit_ucr`` NULL means none. Otherwise charges made
+    with the key count in ``spent_ucr`` for the period that began at ``period_start``
+    (``limit_period``: day, week, month or never, UTC calendar periods), and pending holds
+    placed with it in ``reserved_ucr``; every change is one conditional UPDATE that keeps
+    ``spent_ucr + reserved_ucr ≤ limit_ucr`` (:mod:`modelbank.auth.limits`)."""
 
     __tablename__ = "api_keys"
 
@@ -27,6 +33,11 @@ class ApiKey(Base):
     name: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    limit_ucr: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    limit_period: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    period_start: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    spent_ucr: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    reserved_ucr: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
 
 
 api_keys_table = cast(Table, ApiKey.__table__)

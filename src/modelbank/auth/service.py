@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from modelbank.audit import service as audit
 from modelbank.auth.errors import Forbidden, KeyNotFound, Unauthenticated
+from modelbank.auth.limits import KeyUsage, LimitPeriod, period_start, usage_of
 from modelbank.auth.models import api_keys_table as keys
 from modelbank.db.base import utcnow
 from modelbank.errors import InvalidInput
@@ -50,6 +51,14 @@ class Principal:
     key_id: int
     role: Role
     user_id: int | None
+    limited: bool = False
+    """The key carries a spend limit: what it charges counts against it
+    (:mod:`modelbank.auth.limits`)."""
+
+    @property
+    def limited_key_id(self) -> int | None:
+        """The key id charges made by this caller count against (None: no limit)."""
+        return self.key_id if self.limited else None
 
     @property
     def is_admin(self) -> bool:
@@ -69,6 +78,12 @@ class Principal:
         if self.role is not Role.ADMIN:
             raise Forbidden("this operation needs an admin key", role=self.role.value)
 
+    def require_key_manager(self) -> None:
+        """Raise :class:`Forbidden` for a key with a spend limit: it may not create or revoke
+        keys (an app handed a limited key must not mint itself an unlimited one)."""
+        if self.limited:
+            raise Forbidden("a key with a spend limit cannot create or revoke keys")
+
     def require_admin_or_service(self) -> None:
         """Raise :class:`Forbidden` unless this is an admin or service key."""
         if self.role not in (Role.ADMIN, Role.SERVICE):
@@ -86,6 +101,8 @@ class NewKey:
     prefix: str
     secret: str
     created_at: datetime
+    limit_ucr: int | None = None
+    limit_period: LimitPeriod | None = None
 
 
 def digest(secret: str) -> str:
@@ -94,14 +111,23 @@ def digest(secret: str) -> str:
 
 
 def create_key(
-    session: Session, role: Role | str, *, user_id: int | None = None, name: str = ""
+    session: Session,
+    role: Role | str,
+    *,
+    user_id: int | None = None,
+    name: str = "",
+    limit_ucr: int | None = None,
+    limit_period: LimitPeriod | str | None = None,
 ) -> NewKey:
     """Create an API key and return it with its secret (the only time it is visible).
 
-    ``user`` keys need ``user_id``; ``admin`` and ``service`` keys must not have one. Raises
-    :class:`InvalidInput` (bad role, user missing or extra),
+    ``user`` keys need ``user_id``; ``admin`` and ``service`` keys must not have one.
+    ``limit_ucr`` (µcr ≥ 0; None: no limit) caps what the key may charge per
+    ``limit_period`` (default ``never``; only user keys carry limits). Raises
+    :class:`InvalidInput` (bad role, user missing or extra, a bad limit),
     :class:`~modelbank.users.errors.UserNotFound`.
     """
+    period = _limit_period(role, limit_ucr, limit_period)
     try:
         role = Role(role)
     except ValueError:
@@ -115,6 +141,13 @@ def create_key(
     secret = f"mb_{role.value[0]}_{secrets.token_urlsafe(KEY_BYTES)}"
     prefix = secret[:12]
     now = utcnow()
+    limits = {}
+    if period is not None:
+        limits = {
+            "limit_ucr": limit_ucr,
+            "limit_period": period.value,
+            "period_start": period_start(period, now),
+        }
     key_id = (
         session.connection()
         .execute(
@@ -126,6 +159,7 @@ def create_key(
                 user_id=user_id,
                 name=name[:200],
                 created_at=now,
+                **limits,
             )
             .returning(keys.c.id)
         )
@@ -136,13 +170,41 @@ def create_key(
         "key.create",
         "api_key",
         key_id,
-        after={"role": role.value, "user_id": user_id, "name": name[:200], "prefix": prefix},
+        after={
+            "role": role.value,
+            "user_id": user_id,
+            "name": name[:200],
+            "prefix": prefix,
+            "limit_ucr": limit_ucr,
+            "limit_period": None if period is None else period.value,
+        },
         now=now,
     )
-    return NewKey(int(key_id), role, user_id, name[:200], prefix, secret, now)
+    return NewKey(int(key_id), role, user_id, name[:200], prefix, secret, now, limit_ucr, period)
 
 
-_FIND = select(keys.c.id, keys.c.role, keys.c.user_id, keys.c.revoked_at)
+def _limit_period(
+    role: Role | str, limit_ucr: int | None, limit_period: LimitPeriod | str | None
+) -> LimitPeriod | None:
+    """The period of a new key's limit (None: no limit). Raises :class:`InvalidInput`."""
+    if limit_ucr is None:
+        if limit_period is not None:
+            raise InvalidInput("limit_period needs limit_ucr", param="limit_period")
+        return None
+    if role != Role.USER.value:
+        raise InvalidInput("only user keys carry spend limits", param="limit_ucr")
+    if isinstance(limit_ucr, bool) or not 0 <= limit_ucr < 2**63:
+        raise InvalidInput(f"limit_ucr must be a µcr amount ≥ 0, got {limit_ucr!r}")
+    try:
+        return LimitPeriod(limit_period or LimitPeriod.NEVER)
+    except ValueError:
+        raise InvalidInput(
+            f"limit_period must be day, week, month or never, got {limit_period!r}",
+            param="limit_period",
+        ) from None
+
+
+_FIND = select(keys.c.id, keys.c.role, keys.c.user_id, keys.c.revoked_at, keys.c.limit_ucr)
 
 
 def authenticate(session: Session, secret: str | None) -> Principal:
@@ -153,7 +215,7 @@ def authenticate(session: Session, secret: str | None) -> Principal:
     row = session.connection().execute(_FIND.where(keys.c.key_hash == digest(secret))).first()
     if row is None or row.revoked_at is not None:
         raise Unauthenticated("invalid or revoked API key")
-    return Principal(int(row.id), Role(row.role), row.user_id)
+    return Principal(int(row.id), Role(row.role), row.user_id, row.limit_ucr is not None)
 
 
 def revoke_key(session: Session, key_id: int) -> None:
@@ -191,4 +253,63 @@ def authenticate_digest(session: Session, key_id: int, key_digest: str) -> Princ
     )
     if row is None or row.revoked_at is not None:
         raise Unauthenticated("invalid or revoked API key")
-    return Principal(int(row.id), Role(row.role), row.user_id)
+    return Principal(int(row.id), Role(row.role), row.user_id, row.limit_ucr is not None)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyInfo:
+    """A key as its owner sees it (never the secret): ``usage`` is its limit's state at the
+    moment read (None: no limit)."""
+
+    id: int
+    role: Role
+    user_id: int | None
+    name: str
+    prefix: str
+    created_at: datetime
+    revoked_at: datetime | None
+    usage: KeyUsage | None
+
+
+MAX_KEYS_LISTED = 500
+"""Keys per listing: more than any user needs; bounds the page."""
+
+
+def list_user_keys(
+    session: Session, user_id: int, *, include_revoked: bool = False, now: datetime | None = None
+) -> list[KeyInfo]:
+    """The user's keys, oldest first (at most :data:`MAX_KEYS_LISTED`), with each limit's
+    state at ``now``: spent in the current period, reserved by pending holds, left, reset
+    time. Raises :class:`~modelbank.users.errors.UserNotFound`."""
+    users.get_user(session, user_id)
+    now = now or utcnow()
+    query = select(keys).where(keys.c.user_id == user_id)
+    if not include_revoked:
+        query = query.where(keys.c.revoked_at.is_(None))
+    rows = session.connection().execute(query.order_by(keys.c.id).limit(MAX_KEYS_LISTED))
+    return [
+        KeyInfo(
+            id=int(row.id),
+            role=Role(row.role),
+            user_id=row.user_id,
+            name=row.name,
+            prefix=row.prefix,
+            created_at=row.created_at,
+            revoked_at=row.revoked_at,
+            usage=usage_of(row, now),
+        )
+        for row in rows
+    ]
+
+
+def revoke_user_key(session: Session, user_id: int, key_id: int) -> None:
+    """Revoke the user's key ``key_id`` (idempotent). Raises :class:`KeyNotFound` when the
+    key is not one of that user's (another user's key is not revealed to exist)."""
+    owner = (
+        session.connection()
+        .execute(select(keys.c.user_id).where(keys.c.id == key_id))
+        .scalar_one_or_none()
+    )
+    if owner != user_id:
+        raise KeyNotFound(f"no API key {key_id}", key_id=key_id)
+    revoke_key(session, key_id)

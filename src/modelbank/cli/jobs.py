@@ -53,12 +53,14 @@ def run(
                         factory,
                         box=box,
                         deliver=deliver,
+                        renew_manual_subscriptions=settings.manual_subscriptions_auto_renew,
                         on_step=lambda name: status.update(f"jobs: {name}…"),
                     )
                 console.print(
                     f"holds expired {report.holds_expired} · grants swept {report.grants_swept}"
                     f" · owed earnings collected {report.debts_collected_ucr} µcr"
                     f" · pool debts collected {report.pool_debts_collected_ucr} µcr"
+                    f" · marketplace expired {report.marketplace_expired}"
                     f" · webhooks delivered {report.webhooks_delivered},"
                     f" failed attempts {report.webhook_attempts_failed},"
                     f" given up {report.webhooks_given_up}"

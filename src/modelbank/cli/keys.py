@@ -18,16 +18,30 @@ def create(
     role: Annotated[str, typer.Option(help="admin, service or user")] = "admin",
     user: Annotated[int | None, typer.Option(help="The user of a user key")] = None,
     name: Annotated[str, typer.Option(help="A label for the key")] = "",
+    limit_ucr: Annotated[
+        int | None, typer.Option(help="A user key's spend limit per period (µcr)")
+    ] = None,
+    limit_period: Annotated[
+        str | None, typer.Option(help="day, week, month (UTC) or never (default)")
+    ] = None,
     db: Annotated[str | None, typer.Option(help=DB_OPTION_HELP)] = None,
 ) -> None:
     """Create a key and print it as the last line of stdout (shown once; stored hashed).
 
-    Example: modelbank keys create --role user --user 41 | tail -1
+    Example: modelbank keys create --role user --user 41 --limit-ucr 5000000 --limit-period
+    day | tail -1
     """
     with cli_errors():
         engine = migrated_engine(settings_for(db))
         with transaction(session_factory(engine)) as session:
-            key = auth.create_key(session, role, user_id=user, name=name)
+            key = auth.create_key(
+                session,
+                role,
+                user_id=user,
+                name=name,
+                limit_ucr=limit_ucr,
+                limit_period=limit_period,
+            )
         engine.dispose()
     console.print(
         f"created {key.role.value} key {key.id} ({key.prefix}…); store it now, it is not"

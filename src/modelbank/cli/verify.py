@@ -13,13 +13,14 @@ from modelbank.cli.common import DB_OPTION_HELP, cli_errors, console, err_consol
 from modelbank.db.engine import make_engine, session_factory, transaction
 from modelbank.db.migrate import current_revision
 from modelbank.ledger import invariants
+from modelbank.marketplace import invariants as market_invariants
 from modelbank.pool import invariants as pool_invariants
 from modelbank.wallets import grants
 
 OK_LINE = (
     "[green]ledger ok[/]: balanced, totals match transfers, no negative"
     " flagged account, holds resolved once, grants sum to wallet balances, pool"
-    " deposits accounted for"
+    " deposits accounted for, marketplace escrow accounted for"
 )
 
 
@@ -43,6 +44,7 @@ def check(session: Session, *, with_chain: bool) -> Findings:
         for v in grants.check(session)
     )
     found.violations.extend(str(v) for v in pool_invariants.check(session))
+    found.violations.extend(str(v) for v in market_invariants.check(session))
     if with_chain:
         found.chains = chains.verify_all(session)
         found.violations.extend(
@@ -82,7 +84,8 @@ def verify(
 
     The invariants: balanced, cached totals = transfers, no flagged account negative,
     holds resolved once, every wallet's grants sum to its balance, every pool resource's
-    deposit credit = consumed share + clawed back + outstanding.
+    deposit credit = consumed share + clawed back + outstanding, every marketplace order's
+    released to seller + commission + returned = paid (nothing in escrow once closed).
 
     With --chain, every sealed link of the transfers' and the audit log's hash chains is
     recomputed from the rows' content: a transfer changed after sealing (even with the

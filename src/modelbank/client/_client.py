@@ -67,6 +67,8 @@ class _Endpoints:
     get_user = endpoint(ops.get_user)
     list_users = endpoint(ops.list_users)
     create_user_key = endpoint(ops.create_user_key)
+    user_keys = endpoint(ops.user_keys)
+    revoke_user_key = endpoint(ops.revoke_user_key)
     create_service_key = endpoint(ops.create_service_key)
     revoke_key = endpoint(ops.revoke_key)
     # wallets

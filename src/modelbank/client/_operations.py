@@ -44,9 +44,16 @@ def healthz() -> Operation[dict[str, Any]]:
 # --- users and keys -------------------------------------------------------------------
 
 
-def create_user(external_id: str, *, display_name: str | None = None) -> Operation[m.User]:
-    """Create a user (admin). 409 ``user_exists`` when the external id is taken."""
-    body = {"external_id": external_id, "display_name": display_name}
+def create_user(
+    external_id: str, *, display_name: str | None = None, referral_code: str | None = None
+) -> Operation[m.User]:
+    """Create a user (admin). 409 ``user_exists`` when the external id is taken;
+    ``referral_code``: another user's code (404 ``referral_code_not_found`` when unknown)."""
+    body = {
+        "external_id": external_id,
+        "display_name": display_name,
+        "referral_code": referral_code,
+    }
     return send("POST", f"{V1}/users", decode(m.User), body)
 
 
@@ -60,10 +67,28 @@ def list_users(*, limit: int | None = None, cursor: str | None = None) -> Operat
     return get(f"{V1}/users", decode(m.UserPage), limit=limit, cursor=cursor)
 
 
-def create_user_key(user_id: int, *, name: str | None = None) -> Operation[m.Key]:
-    """A new ``user`` key for ``user_id`` (admin): the secret is in ``Key.key``, shown
-    once."""
-    return send("POST", f"{V1}/users/{user_id}/keys", decode(m.Key), {"name": name})
+def create_user_key(
+    user_id: int,
+    *,
+    name: str | None = None,
+    limit_ucr: int | None = None,
+    limit_period: Literal["day", "week", "month", "never"] | None = None,
+) -> Operation[m.Key]:
+    """A new ``user`` key for ``user_id`` (admin, service, or that user): the secret is in
+    ``Key.key``, shown once. ``limit_ucr`` caps what the key may charge per
+    ``limit_period`` (default ``never``); past it: 402 ``key_limit_reached``."""
+    body = {"name": name, "limit_ucr": limit_ucr, "limit_period": limit_period}
+    return send("POST", f"{V1}/users/{user_id}/keys", decode(m.Key), body)
+
+
+def user_keys(user_id: int, *, include_revoked: bool | None = None) -> Operation[m.KeyList]:
+    """The user's keys (never the secrets), with each limit's spent, reserved and left."""
+    return get(f"{V1}/users/{user_id}/keys", decode(m.KeyList), include_revoked=include_revoked)
+
+
+def revoke_user_key(user_id: int, key_id: int) -> Operation[None]:
+    """Revoke one of the user's keys (admin, service, or that user): it stops working."""
+    return send("DELETE", f"{V1}/users/{user_id}/keys/{key_id}", nothing)
 
 
 def create_service_key(

@@ -46,6 +46,40 @@ class Key(Out):
     prefix: str
     key: str
     created_at: datetime
+    limit_ucr: int | None = None
+    limit_period: str | None = None
+
+
+class KeyLimit(Out):
+    """A key's spend limit now: µcr spent in the current period, reserved by pending holds,
+    left, and when the period resets (None: never)."""
+
+    limit_ucr: int
+    limit: str
+    period: str
+    spent_ucr: int
+    spent: str
+    reserved_ucr: int
+    left_ucr: int
+    left: str
+    resets_at: datetime | None
+
+
+class KeyInfo(Out):
+    """A key as listed (never its secret); ``limit`` None: no spend limit."""
+
+    id: int
+    role: str
+    user_id: int | None
+    name: str
+    prefix: str
+    created_at: datetime
+    revoked_at: datetime | None
+    limit: KeyLimit | None
+
+
+class KeyList(Out):
+    items: list[KeyInfo]
 
 
 # --- wallets --------------------------------------------------------------------------

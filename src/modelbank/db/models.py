@@ -18,12 +18,30 @@ from modelbank.earnings.models import (
 )
 from modelbank.idempotency.models import IdempotentRequest
 from modelbank.ledger.models import Account, Transfer
+from modelbank.marketplace.models import (
+    MarketAllocation,
+    MarketAllocationUse,
+    MarketBundleItem,
+    MarketDispute,
+    MarketListing,
+    MarketOrder,
+)
 from modelbank.metering.models import UsageEventRow
 from modelbank.metering.rollups import CreatorDay, ModelDay, UserDay
 from modelbank.platform.models import PlatformSetting
 from modelbank.pool.models import PoolDebt, Resource, ResourceHealth, ResourceModel, RouteLog
 from modelbank.pricing.models import PriceVersion
 from modelbank.users.models import User
+from modelbank.wallets.billing_models import (
+    GrantRollover,
+    Plan,
+    PromoCode,
+    PromoRedemption,
+    Referral,
+    ReferralCode,
+    Subscription,
+    SubscriptionPeriod,
+)
 from modelbank.wallets.models import (
     CreditPackage,
     EarningsDebt,
@@ -58,23 +76,37 @@ __all__ = [
     "EarningsRuleVersion",
     "Grant",
     "GrantBurn",
+    "GrantRollover",
     "IdempotentRequest",
+    "MarketAllocation",
+    "MarketAllocationUse",
+    "MarketBundleItem",
+    "MarketDispute",
+    "MarketListing",
+    "MarketOrder",
     "ModelAccess",
     "ModelDay",
     "ModelStats",
     "OutboxEvent",
     "PaymentEventRow",
     "Payout",
+    "Plan",
     "PlatformSetting",
     "PoolDebt",
     "PriceVersion",
+    "PromoCode",
+    "PromoRedemption",
     "Purchase",
     "ReferenceEpoch",
+    "Referral",
+    "ReferralCode",
     "Resource",
     "ResourceHealth",
     "ResourceModel",
     "RouteLog",
     "StakeListing",
+    "Subscription",
+    "SubscriptionPeriod",
     "Transfer",
     "UsageEventRow",
     "UsageRefund",

@@ -19,7 +19,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -28,12 +28,13 @@ import httpx
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
+from modelbank.auth import limits as key_limits
 from modelbank.catalog import access
 from modelbank.catalog.errors import ModelNotFound
 from modelbank.catalog.service import ModelInfo
 from modelbank.db.base import utcnow
 from modelbank.errors import DomainError, InvalidInput
-from modelbank.gateway import estimate, usage
+from modelbank.gateway import allocated, estimate, usage
 from modelbank.gateway.errors import UpstreamRejected
 from modelbank.gateway.estimate import Bound
 from modelbank.gateway.upstream import Answer, OpenStream, Upstream
@@ -86,6 +87,11 @@ class Call:
     body_bytes: int
     bound: Bound
     hold_id: int
+    limited_key_id: int | None = None
+    """The caller's API key with a spend limit: the hold is reserved on it."""
+    allocation: allocated.Allocated | None = None
+    """Served from this marketplace allocation at provider cost (``hold_id`` is then 0:
+    nothing is held on the wallet nor on the key: the order was paid when bought)."""
     started: float = field(default_factory=time.perf_counter)
     failures: list[Attempt] = field(default_factory=list)
     outcome: str = "failed"
@@ -126,12 +132,24 @@ class Gateway:
 
     # -- steps on worker threads -------------------------------------------------------
 
-    def admit(self, user_id: int, endpoint: str, body: dict[str, Any], body_bytes: int) -> Call:
-        """Price the request and hold its upper bound, in one transaction. Raises
+    def admit(
+        self,
+        user_id: int,
+        endpoint: str,
+        body: dict[str, Any],
+        body_bytes: int,
+        limited_key_id: int | None = None,
+    ) -> Call:
+        """Price the request and hold its upper bound, in one transaction: on the user's
+        marketplace allocation serving the model when they have one with room
+        (:mod:`~modelbank.gateway.allocated`: provider cost, no wallet hold, no key limit
+        spent), else on the wallet; with ``limited_key_id`` (the caller's key has a spend
+        limit) a wallet hold is reserved on the key too. Raises
         :class:`~modelbank.catalog.errors.ModelNotFound`,
         :class:`~modelbank.catalog.errors.AccessRequired`,
         :class:`~modelbank.pricing.errors.NoPrice`, :class:`InvalidInput`,
-        :class:`~modelbank.ledger.errors.InsufficientFunds` (nothing held)."""
+        :class:`~modelbank.ledger.errors.InsufficientFunds`,
+        :class:`~modelbank.auth.errors.KeyLimitReached` (nothing held)."""
         request_id = uuid.uuid4().hex
         slug = body.get("model")
         if not isinstance(slug, str) or not slug:
@@ -152,18 +170,42 @@ class Gateway:
             now = utcnow()
             info, card = _price(session, slug, now)
             access.require_access(session, user_id, info)
-            bound = self._bound(session, user_id, endpoint, card, body, body_bytes)
-            if bound.max_tokens == 0:
-                raise _short_of_funds(user_id, card, bound)
-            hold = holds.place(
+            bought = allocated.admit(
                 session,
-                user_id,
-                max(bound.hold_ucr, 1),
+                user_id=user_id,
+                model_id=info.id,
+                card=card,
+                endpoint=endpoint,
+                body=body,
+                body_bytes=body_bytes,
+                request_id=request_id,
+                output_cap=self.settings.output_cap,
                 timeout_s=self.settings.hold_timeout_s,
-                idempotency_key=f"gw:{request_id}",
-                model=info.id,
                 now=now,
             )
+            hold_id = 0
+            if bought is not None:
+                bound = bought.bound
+            else:
+                key = None
+                if limited_key_id is not None:
+                    key = key_limits.state(session.connection(), limited_key_id, now)
+                bound = self._bound(session, user_id, endpoint, card, body, body_bytes, key)
+                if bound.max_tokens == 0:
+                    needed = card.charge_ucr(bound.input_tokens, 0, 1, 0)
+                    if key is not None and limited_key_id is not None and key.left_ucr < needed:
+                        raise key_limits.limit_reached(key, limited_key_id, needed)
+                    raise _short_of_funds(user_id, card, bound)
+                hold_id = holds.place(
+                    session,
+                    user_id,
+                    max(bound.hold_ucr, 1),
+                    timeout_s=self.settings.hold_timeout_s,
+                    idempotency_key=f"gw:{request_id}",
+                    model=info.id,
+                    now=now,
+                    limited_key_id=limited_key_id,
+                ).id
         if bound.max_tokens is not None:
             upstream_body["max_tokens"] = bound.max_tokens
         return Call(
@@ -177,7 +219,9 @@ class Gateway:
             body=upstream_body,
             body_bytes=body_bytes,
             bound=bound,
-            hold_id=hold.id,
+            hold_id=hold_id,
+            limited_key_id=None if bought is not None else limited_key_id,
+            allocation=bought,
         )
 
     def _bound(
@@ -188,7 +232,10 @@ class Gateway:
         card: RateCard,
         body: Mapping[str, Any],
         body_bytes: int,
+        key: key_limits.KeyUsage | None = None,
     ) -> Bound:
+        """The request's upper bound. A chat without ``max_tokens`` gets as many as the
+        wallet's available balance covers, and the key's limit left (``key``) too."""
         if endpoint == "embeddings":
             return estimate.embeddings_bound(card, body, body_bytes)
         if endpoint == "images":
@@ -197,6 +244,8 @@ class Gateway:
         if estimate.requested_output(body) is None:
             wallet = ledger.lock_user_accounts(session, [user_id], AccountCode.USER_WALLET)
             available = wallet[user_id].available if user_id in wallet else 0
+            if key is not None:
+                available = min(available, key.left_ucr)
         return estimate.chat_bound(
             card, body, body_bytes, available_ucr=available, output_cap=self.settings.output_cap
         )
@@ -216,6 +265,9 @@ class Gateway:
         long call) is logged as ``unbilled``, never raised: the answer was already sent."""
         attempts = route.attempts if route is not None else (failures or [])
         self._fail_refused_keys(attempts)
+        if call.allocation is not None:
+            self._settle_allocated(call, route, used, outcome, attempts)
+            return None
         with self.writes() as session, session.begin():
             now = utcnow()
             result = None
@@ -233,6 +285,24 @@ class Gateway:
                     self._release(session, call, now)
             routelog.write(session, _log_entry(call, route, attempts, outcome, result))
             return result
+
+    def _settle_allocated(
+        self,
+        call: Call,
+        route: RouteResult[Any] | None,
+        used: Usage | None,
+        outcome: str,
+        attempts: list[Attempt],
+    ) -> None:
+        """Settle a call served from an allocation (:mod:`modelbank.gateway.allocated`):
+        cost booked there, escrow released; no charge, so no :class:`ChargeResult`."""
+        with self.writes() as session, session.begin():
+            served = route is not None and used is not None and not _nothing(used)
+            cost = allocated.settle(
+                session, call.request_id, call.card, used if served else None, now=utcnow()
+            )
+            entry = _log_entry(call, route, attempts, outcome, None)
+            routelog.write(session, replace(entry, hold_id=None, cost_uusd=cost))
 
     def _release(self, session: Session, call: Call, now: datetime) -> None:
         """Void the call's hold if it is still pending (an expired or already voided hold is
@@ -281,6 +351,7 @@ class Gateway:
                 # user pays at most what was held.
                 charge_ucr=None if priced <= call.bound.hold_ucr else call.bound.hold_ucr,
                 hold_id=call.hold_id,
+                limited_key_id=call.limited_key_id,
             ),
             now=now,
         )
@@ -299,14 +370,22 @@ class Gateway:
     # -- the request ---------------------------------------------------------------------
 
     async def handle(
-        self, user_id: int, endpoint: str, body: dict[str, Any], body_bytes: int
+        self,
+        user_id: int,
+        endpoint: str,
+        body: dict[str, Any],
+        body_bytes: int,
+        limited_key_id: int | None = None,
     ) -> Reply | StreamReply:
-        """Serve one request: a :class:`Reply` (non-streamed) or a :class:`StreamReply`.
-        Raises what :meth:`admit` raises (nothing held),
+        """Serve one request: a :class:`Reply` (non-streamed) or a :class:`StreamReply`;
+        ``limited_key_id``: the caller's key when it has a spend limit (the hold and the
+        charge count against it). Raises what :meth:`admit` raises (nothing held),
         :class:`~modelbank.pool.router.NoRoute`,
         :class:`~modelbank.pool.router.AllAttemptsFailed`, :class:`UpstreamRejected` (the
         hold voided, the user paid nothing)."""
-        call = await anyio.to_thread.run_sync(self.admit, user_id, endpoint, body, body_bytes)
+        call = await anyio.to_thread.run_sync(
+            self.admit, user_id, endpoint, body, body_bytes, limited_key_id
+        )
         settled = False
         try:
             if call.stream:
@@ -336,7 +415,12 @@ class Gateway:
             return await attempt(call, target)
 
         try:
-            return await self.router.route(call.model.id, one, request_id=call.request_id)
+            return await self.router.route(
+                call.model.id,
+                one,
+                request_id=call.request_id,
+                only_resource=None if call.allocation is None else call.allocation.resource_id,
+            )
         except RouteFailed as exc:
             call.failures = list(exc.attempts)
             call.outcome = "no_route" if exc.code == "no_route" else "failed"

@@ -40,7 +40,8 @@ def capture(
     """Charge ``amount_ucr`` µcr (≤ held) of the hold as a usage event of its model (or
     ``model``) and release the rest, in the caller's transaction. The usage event's
     idempotency key is ``hold:<id>``; the counts given are recorded and drive per-token
-    creator earnings, the charge is exactly ``amount_ucr``.
+    creator earnings, the charge is exactly ``amount_ucr``. A hold reserved on a limited API
+    key settles there: its reservation goes and the charge counts in the key's period.
 
     Raises :class:`~modelbank.wallets.errors.HoldNotFound`,
     :class:`~modelbank.ledger.errors.HoldNotPending` (already captured or voided: a second
@@ -71,6 +72,7 @@ def capture(
             metadata=metadata,
             charge_ucr=amount_ucr,
             hold_id=hold_id,
+            limited_key_id=wallet_hold.api_key_id,
         ),
         now=now,
     )

@@ -10,8 +10,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
+from modelbank.auth import limits as key_limits
 from modelbank.catalog import access
 from modelbank.catalog.service import ModelInfo
 from modelbank.db import epoch as epochs
@@ -52,6 +54,8 @@ class BatchContext:
     payers: dict[int, Payer]
     earning_accounts: dict[int, int]
     revenue_account: int
+    conn: Connection
+    """The transaction's connection: key limits are counted as events are decided."""
     spent: dict[int, int] = field(default_factory=dict)
     """Wallet account id → µcr charged to it so far in this batch."""
     uses: dict[int, int] = field(default_factory=dict)
@@ -63,10 +67,15 @@ class BatchContext:
     released: dict[int, int] = field(default_factory=dict)
     """Wallet account id → µcr its holds captured in this batch reserved (released when
     posted, so available again to the batch's later events)."""
+    key_counts: list[tuple[int, int, int]] = field(default_factory=list)
+    """(key id, µcr charged, µcr of the hold settled) counted on limited keys so far."""
 
     def restart(self) -> None:
         """Forget the running totals, to decide the batch's events again (nothing of the
-        previous decisions was written)."""
+        previous decisions was posted; what they counted on limited keys is taken back)."""
+        for key_id, charged, held in self.key_counts:
+            key_limits.adjust(self.conn, key_id, spent_ucr=-charged, reserved_ucr=held)
+        self.key_counts.clear()
         self.spent.clear()
         self.uses.clear()
         self.first_of_key.clear()
@@ -147,6 +156,7 @@ def load(
         payers=payers,
         earning_accounts=snap.earning_accounts,
         revenue_account=ledger.platform_account(session, AccountCode.PLATFORM_REVENUE),
+        conn=session.connection(),
     )
 
 

@@ -2,7 +2,8 @@
 :class:`Rejection` that writes nothing, or a :class:`Repeat` of a key charged earlier in the
 same batch.
 
-The checks run in a fixed order (user, model, premium access, price, hold, funds) and the
+The checks run in a fixed order (user, model, premium access, price, hold, funds, the
+key's spend limit) and the
 rules are called from their homes: the rate card prices the usage
 (:mod:`modelbank.pricing.ratecard`), the payer computes creator earnings
 (:mod:`modelbank.earnings.payer`), the ledger says whether a hold may be posted
@@ -16,6 +17,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from modelbank.auth import limits as key_limits
+from modelbank.auth.errors import KeyLimitReached
 from modelbank.catalog.errors import AccessRequired, ModelNotFound
 from modelbank.earnings.payer import Earned
 from modelbank.errors import DomainError
@@ -136,7 +139,30 @@ def decide(ctx: BatchContext, index: int) -> Decision:
                 needed_ucr=charge,
             ),
         )
+    if event.limited_key_id is not None:
+        refused = _count_on_key(ctx, event, event.limited_key_id, charge)
+        if refused is not None:
+            return Rejection(index, refused)
     return _line(ctx, index, event, account.id, info.id, card, quote)
+
+
+def _count_on_key(
+    ctx: BatchContext, event: UsageEvent, key_id: int, charge_ucr: int
+) -> KeyLimitReached | None:
+    """Count the charge on its limited key, last of the checks (one conditional UPDATE in the
+    batch's transaction, :mod:`modelbank.auth.limits`); a capture settles the hold's
+    reservation instead, never refused. Returns the refusal, having written nothing."""
+    held = 0
+    try:
+        if event.hold_id is None:
+            key_limits.count_charge(ctx.conn, key_id, charge_ucr, ctx.now)
+        else:
+            held = ctx.holds[event.hold_id].amount
+            key_limits.settle_hold(ctx.conn, key_id, held, charge_ucr, ctx.now)
+    except KeyLimitReached as exc:
+        return exc
+    ctx.key_counts.append((key_id, charge_ucr, held))
+    return None
 
 
 def _capture_problem(

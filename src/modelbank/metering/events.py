@@ -48,6 +48,10 @@ class UsageEvent:
     hold_id: int | None = None
     """The pending hold this charge captures: it is posted for the charge and the rest is
     released (the wallet's available balance includes the held amount for it)."""
+    limited_key_id: int | None = None
+    """The API key with a spend limit this charge counts against (None: no key limit, and
+    no statement is run for it). With ``hold_id``: the key the hold was reserved on. Not
+    part of the request hash: who sends an event does not change what it is."""
 
 
 @dataclass(frozen=True, slots=True)

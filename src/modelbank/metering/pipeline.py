@@ -48,7 +48,8 @@ def charge(session: Session, event: UsageEvent, *, now: datetime | None = None) 
     :class:`~modelbank.catalog.errors.ModelNotFound`, :class:`~modelbank.pricing.errors.NoPrice`,
     :class:`~modelbank.users.errors.UserNotFound`,
     :class:`~modelbank.catalog.errors.AccessRequired` (a premium model without bought access),
-    and for a hold capture :class:`~modelbank.ledger.errors.HoldNotPending`,
+    :class:`~modelbank.auth.errors.KeyLimitReached` (the event's ``limited_key_id`` is at its
+    spend limit), and for a hold capture :class:`~modelbank.ledger.errors.HoldNotPending`,
     :class:`~modelbank.ledger.errors.HoldExpired`,
     :class:`~modelbank.ledger.errors.HoldAmountExceeded`.
     """
@@ -66,8 +67,9 @@ def charge_batch(
 
     Each event is independent: a rejected one (``invalid_usage``, ``insufficient_funds``,
     ``model_not_found``, ``no_price``, ``user_not_found``, ``idempotency_key_reused``,
-    ``model_access_required``) writes nothing and does not stop the others. Events are
-    charged in order, so a wallet that runs dry rejects its later events. A key repeated
+    ``model_access_required``, ``key_limit_reached``) writes nothing and does not stop the
+    others. Events are charged in order, so a wallet that runs dry rejects its later events
+    (and a limited key's later events past its limit). A key repeated
     inside the batch replays the first. Raises :class:`BatchTooLarge`.
     """
     return charge_batch_with_errors(session, events, now=now, raise_errors=_raise)[0]

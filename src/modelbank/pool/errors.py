@@ -10,6 +10,7 @@ Tree::
     │   └── InvalidResource        (code: invalid_resource)    bad base URL, quota, models…
     ├── ResourceKeyExists          (code: resource_key_exists) that key is already in the pool
     ├── ResourceState              (code: resource_state)      not allowed in this status
+    ├── DepositCreditSpent         (code: deposit_credit_spent) a move's credit is spent
     └── PoolSettingsInvalid        (code: pool_settings_invalid) deposit rates out of range
 """
 
@@ -50,3 +51,11 @@ class PoolSettingsInvalid(DomainError):
     10,000 (an operator's misconfiguration, not the caller's)."""
 
     code = "pool_settings_invalid"
+
+
+class DepositCreditSpent(DomainError):
+    """Moving quota from the pool part to the market part reverses its deposit credit, and
+    the depositor's wallet no longer holds that much (DESIGN §10). Context: ``resource_id``,
+    ``credit_ucr``, ``available_ucr``."""
+
+    code = "deposit_credit_spent"

@@ -9,11 +9,13 @@ Per resource (names are stable):
   ``pool_deposits`` paid out for the resource is exactly its deposit credit plus fee.
 * ``pool_clawback_ledger``: ``clawed_back_ucr`` = the reversals of its deposit credit
   (clawed from the wallet at the end, or collected later from a debt) + its debts still
-  open.
-* ``pool_deposit_identity``: ``deposit_credit_ucr`` = consumed share + ``clawed_back_ucr`` +
-  outstanding, where outstanding is the unconsumed credit of a live resource and 0 once it
-  ended (withdrawn or failed); so a live resource has clawed back nothing, an ended one
-  clawed back exactly its unconsumed credit; platform resources carry no credit or fee.
+  open; ``moved_credit_ucr`` = the reversals keyed ``pool:move:…`` (quota moved to the
+  market part, :mod:`modelbank.pool.market_part`).
+* ``pool_deposit_identity``: ``deposit_credit_ucr − moved_credit_ucr`` = consumed share +
+  ``clawed_back_ucr`` + outstanding, where outstanding is the unconsumed credit of a live
+  resource and 0 once it ended (withdrawn or failed); so a live resource has clawed back
+  nothing, an ended one clawed back exactly its unconsumed credit; platform resources carry
+  no credit or fee.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from modelbank.ledger.codes import AccountCode, TransferCode
 from modelbank.ledger.invariants import Violation
 from modelbank.ledger.models import transfers_table as transfers
 from modelbank.pool.lifecycle import ENDED
+from modelbank.pool.market_part import MOVE_KEY_PREFIX
 from modelbank.pool.models import pool_debts_table as debts
 from modelbank.pool.models import resources_table as resources
 from modelbank.pool.resources import consumed_share, unconsumed_credit
@@ -37,11 +40,13 @@ def _ledger_sums(session: Session) -> dict[tuple[int, str], int]:
     """(resource id, kind) → µcr, kind ``deposit`` / ``fee`` / ``reversal``."""
     pool = ledger.platform_account(session, AccountCode.POOL_DEPOSITS)
     kind = func.coalesce(transfers.c.reverses_id, 0) != 0
+    moved = transfers.c.idempotency_key.like(f"{MOVE_KEY_PREFIX}%")
     rows = session.connection().execute(
         select(
             transfers.c.ref_id,
             transfers.c.code,
             kind.label("is_reversal"),
+            moved.label("is_move"),
             func.sum(transfers.c.amount),
         )
         .where(
@@ -53,11 +58,11 @@ def _ledger_sums(session: Session) -> dict[tuple[int, str], int]:
                 | and_(transfers.c.credit_account_id == pool, transfers.c.reverses_id.is_not(None))
             ),
         )
-        .group_by(transfers.c.ref_id, transfers.c.code, kind)
+        .group_by(transfers.c.ref_id, transfers.c.code, kind, moved)
     )
     out: dict[tuple[int, str], int] = defaultdict(int)
-    for ref_id, code, is_reversal, amount in rows:
-        name = "reversal" if is_reversal else code
+    for ref_id, code, is_reversal, is_move, amount in rows:
+        name = ("move" if is_move else "reversal") if is_reversal else code
         out[(int(ref_id), name)] += int(amount)
     return out
 
@@ -90,6 +95,7 @@ def check(session: Session, *, limit: int = 20) -> list[Violation]:
             resources.c.deposit_credit_ucr,
             resources.c.fee_ucr,
             resources.c.clawed_back_ucr,
+            resources.c.moved_credit_ucr,
         ).order_by(resources.c.id)
     )
     for r in rows:
@@ -107,11 +113,14 @@ def check(session: Session, *, limit: int = 20) -> list[Violation]:
                 f" {booked[0]} / {booked[1]} µcr",
             )
         returned = sums.get((rid, "reversal"), 0) + open_debts.get(rid, 0)
-        if returned != clawed:
+        moved = int(r.moved_credit_ucr)
+        if returned != clawed or sums.get((rid, "move"), 0) != moved:
             report(
                 "pool_clawback_ledger",
-                f"resource {rid}: clawed back {clawed} µcr, reversed + owed {returned} µcr",
+                f"resource {rid}: clawed back {clawed} µcr, reversed + owed {returned} µcr;"
+                f" moved {moved} µcr, reversed {sums.get((rid, 'move'), 0)} µcr",
             )
+        deposit -= moved  # the credit of the current pool part
         pool = int(r.quota_uusd) - int(r.market_quota_uusd)
         share = consumed_share(deposit, pool, int(r.consumed_uusd))
         outstanding = (

@@ -2,21 +2,24 @@
 (:func:`book_consumption`), and it ends by withdrawal (:func:`withdraw`) or permanent failure
 (:func:`fail`), both of which claw back the deposit credit whose quota was never used.
 
-Clawback: ``unconsumed = deposit × (pool part − consumed, floored at 0) / pool part``, rounded
-once, half-even (:func:`~modelbank.pool.resources.unconsumed_credit`). It is reversed from
-the depositor's wallet (a reversing transfer of the deposit credit, wallet →
-``pool_deposits``) as far as the wallet's available balance allows, burning the deposit grant
-first and then the other grants in burn-down order; the rest becomes a
-:class:`~modelbank.pool.models.PoolDebt` that :func:`~modelbank.pool.debts.settle_debts`
-collects from the depositor's later credits. ``clawed_back_ucr`` records the whole amount
-(wallet part + debt). The platform's fee is not returned: it paid for taking the quota into
-the pool, which happened. After the end the resource's accounting is closed, so that
-``deposit = consumed share + clawed back`` stays exact: spend booked later (requests in
-flight at the end) is not added to ``consumed_uusd``.
+Clawback: ``unconsumed = (deposit − moved) × (pool part − consumed, floored at 0) / pool
+part``, rounded once, half-even (:func:`~modelbank.pool.resources.unconsumed_credit`;
+``moved``: credit already reversed when quota moved to the market part,
+:mod:`~modelbank.pool.market_part`). It is reversed from the depositor's wallet (a reversing
+transfer of the deposit credit, wallet → ``pool_deposits``) as far as the wallet's available
+balance allows, burning the deposit grant first and then the other grants in burn-down order;
+the rest becomes a :class:`~modelbank.pool.models.PoolDebt` that
+:func:`~modelbank.pool.debts.settle_debts` collects from the depositor's later credits.
+``clawed_back_ucr`` records the whole amount (wallet part + debt). The platform's fee is not
+returned: it paid for taking the quota into the pool, which happened. After the end the
+resource's accounting is closed, so that ``deposit − moved = consumed share + clawed back``
+stays exact: spend booked later (requests in flight at the end) is not added to
+``consumed_uusd``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 
 from sqlalchemy import case, insert, select, update
@@ -37,6 +40,11 @@ from modelbank.wallets.models import grants_table
 
 ENDED = ("withdrawn", "failed")
 """Statuses after which a resource's accounting is closed."""
+END_HOOKS: list[Callable[[Session, int, str, datetime], object]] = []
+"""Called as ``hook(session, resource_id, status, now)`` when a live resource is about to end
+(``withdrawn`` or ``failed``), in the same transaction, before the depositor's wallet and the
+resource are locked (so the hook's locks come first, in the marketplace's order). Upper layers
+register here (the marketplace returns its allocations' escrow); the pool imports none."""
 BOOKABLE = ("active", "depleted", "suspended")
 """Statuses in which provider spend is booked against the quota (a suspended resource may
 still finish requests in flight)."""
@@ -97,7 +105,11 @@ def fail(
 def _end(
     session: Session, resource_id: int, status: str, reason: str | None, now: datetime
 ) -> ResourceInfo:
-    owner = get_resource(session, resource_id).owner_id
+    current = get_resource(session, resource_id)
+    owner = current.owner_id
+    if current.status not in ENDED:
+        for hook in END_HOOKS:
+            hook(session, resource_id, status, now)
     wallet = None
     if owner is not None:  # lock order: the wallet, then the resource (as captures do)
         wallet_id = users.get_user(session, owner).wallet_account_id
@@ -112,7 +124,7 @@ def _end(
             status=info.status,
         )
     clawed = 0
-    if owner is not None and wallet is not None and info.deposit_credit_ucr > 0:
+    if owner is not None and wallet is not None and info.pool_credit_ucr > 0:
         clawed = claw_back(session, info, owner, wallet, now=now)
     session.connection().execute(
         update(resources)
@@ -151,7 +163,7 @@ def claw_back(
     """Reverse the unconsumed deposit credit of ``info`` from ``owner``'s wallet (locked by
     the caller, ``wallet`` read under that lock) as far as its available balance allows,
     and record the rest as a debt; return the whole amount (µcr). Module docstring."""
-    amount = unconsumed_credit(info.deposit_credit_ucr, info.pool_quota_uusd, info.consumed_uusd)
+    amount = unconsumed_credit(info.pool_credit_ucr, info.pool_quota_uusd, info.consumed_uusd)
     if amount <= 0:
         return 0
     original = deposit_transfer_id(session, info.id)

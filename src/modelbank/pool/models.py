@@ -45,7 +45,8 @@ class Resource(Base):
     Quota: ``quota_uusd`` of provider spend in all, of which ``market_quota_uusd`` is sold
     through marketplace listings (never credited at deposit); the pool part is the rest.
     ``consumed_uusd`` is provider spend through the pool part. Deposit accounting, per
-    resource: ``deposit_credit_ucr`` = consumed share + ``clawed_back_ucr`` + outstanding."""
+    resource: ``deposit_credit_ucr − moved_credit_ucr`` = consumed share + ``clawed_back_ucr``
+    + outstanding."""
 
     __tablename__ = "resources"
 
@@ -68,6 +69,10 @@ class Resource(Base):
     """Taken by the platform at activation (``pool_deposits`` → ``platform_fees``)."""
     clawed_back_ucr: Mapped[int] = mapped_column(BigInteger, default=0)
     """Deposit credit reversed on withdrawal or permanent failure (wallet plus debt)."""
+    moved_credit_ucr: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    """Deposit credit reversed because its quota moved from the pool part to the market part
+    (DESIGN §10: no quota is paid for twice); ``deposit − moved`` is the credit of the
+    current pool part."""
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
     activated_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

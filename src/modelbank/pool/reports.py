@@ -82,7 +82,7 @@ class ResourceReport:
         r = self.resource
         if r.status in ENDED:
             return 0
-        return unconsumed_credit(r.deposit_credit_ucr, r.pool_quota_uusd, r.consumed_uusd)
+        return unconsumed_credit(r.pool_credit_ucr, r.pool_quota_uusd, r.consumed_uusd)
 
 
 def _reports(

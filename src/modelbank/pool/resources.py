@@ -71,6 +71,13 @@ class ResourceInfo:
     activated_at: datetime | None
     ended_at: datetime | None
     models: tuple[ServedModel, ...] = ()
+    moved_credit_ucr: int = 0
+    """Deposit credit reversed when quota moved to the market part."""
+
+    @property
+    def pool_credit_ucr(self) -> int:
+        """The deposit credit of the current pool part: deposit − moved (µcr)."""
+        return self.deposit_credit_ucr - self.moved_credit_ucr
 
     @property
     def pool_quota_uusd(self) -> int:
@@ -148,6 +155,7 @@ def _info(row: Any, models: Sequence[ServedModel] = ()) -> ResourceInfo:
         activated_at=row.activated_at,
         ended_at=row.ended_at,
         models=tuple(models),
+        moved_credit_ucr=int(row.moved_credit_ucr),
     )
 
 

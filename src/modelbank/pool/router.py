@@ -110,6 +110,20 @@ _CANDIDATES = (
 )
 
 
+_ONE_RESOURCE = (
+    select(*_CANDIDATES.selected_columns)
+    .select_from(rm.join(r, r.c.id == rm.c.resource_id))
+    .where(
+        rm.c.model_id == bindparam("model_id"),
+        r.c.id == bindparam("resource_id"),
+        r.c.status.in_(("active", "depleted")),
+    )
+)
+"""The one resource a marketplace allocation names: its pool part may be used up (the
+allocation's market part is what serves), so :data:`_CANDIDATES`' quota condition is not
+applied; a depleted (pool part used) resource still serves its allocations."""
+
+
 class Router:
     """Routes requests over the pool. One per process (it holds the caches); async-safe on
     one event loop."""
@@ -145,11 +159,16 @@ class Router:
 
     # -- candidates ----------------------------------------------------------------------
 
-    def _load(self, model_id: int) -> tuple[list[_Row], dict[int, Health]]:
+    def _load(self, model_id: int, only: int | None = None) -> tuple[list[_Row], dict[int, Health]]:
         """The model's candidate rows and their health (worker thread; two or three
-        queries)."""
+        queries). ``only``: just that resource (an allocation's), whatever its pool part."""
         with self.reads() as session, session.begin():
-            rows = session.execute(_CANDIDATES, {"model_id": model_id}).all()
+            if only is None:
+                rows = session.execute(_CANDIDATES, {"model_id": model_id}).all()
+            else:
+                rows = session.execute(
+                    _ONE_RESOURCE, {"model_id": model_id, "resource_id": only}
+                ).all()
             price = pricing.current_prices(session, [model_id]).get(model_id)
         cost = 0
         if price is not None:
@@ -164,7 +183,9 @@ class Router:
                 key_token=row.key_encrypted,
                 key_id=row.key_id,
                 upstream_model=row.upstream_model,
-                quota_left=(row.quota_uusd - row.market_quota_uusd - row.consumed_uusd)
+                quota_left=1.0
+                if only is not None or row.quota_uusd <= row.market_quota_uusd
+                else (row.quota_uusd - row.market_quota_uusd - row.consumed_uusd)
                 / (row.quota_uusd - row.market_quota_uusd),
                 cost_uusd_per_mtok=cost,
             )
@@ -262,14 +283,22 @@ class Router:
         attempt: Callable[[Target], Awaitable[T]],
         *,
         request_id: str | None = None,
+        only_resource: int | None = None,
     ) -> RouteResult[T]:
         """Serve one request of ``model_id`` with ``attempt`` (module docstring). Returns
         the :class:`RouteResult`. Raises :class:`NoRoute` (no admissible candidate),
         :class:`AllAttemptsFailed` (attempts, deadline or candidates exhausted; carries the
         attempts), the attempt's :class:`UpstreamFailure` when it is a caller error (its
         ``attempts`` attribute lists the attempts), and whatever else the attempt raises
-        (cancellation included; the attempt is then counted as cancelled)."""
-        pairs = await self.candidates(model_id)
+        (cancellation included; the attempt is then counted as cancelled).
+        ``only_resource``: route to that resource alone (a marketplace allocation's; read
+        fresh, not cached), with the same health, breaker and attempt accounting."""
+        if only_resource is None:
+            pairs = await self.candidates(model_id)
+        else:
+            rows, snapshot = await self.recorder.load(lambda: self._load(model_id, only_resource))
+            self.recorder.absorb(snapshot)
+            pairs = [(row, self.recorder.view(row.resource_id)) for row in rows]
         order, admitted = self.ranked(pairs, self.clock())
         if not order:
             raise NoRoute(f"no resource can serve model {model_id} now", model_id=model_id)

@@ -7,6 +7,7 @@ Role modules: :mod:`~modelbank.pool.keys` (sealing, mask, fingerprint),
 :mod:`~modelbank.pool.resources` (reads, deposit arithmetic), :mod:`~modelbank.pool.deposits`
 (register, activate), :mod:`~modelbank.pool.probe`, :mod:`~modelbank.pool.lifecycle`
 (consumption, withdrawal, failure, clawback), :mod:`~modelbank.pool.debts`,
+:mod:`~modelbank.pool.market_part` (quota moved to the marketplace),
 :mod:`~modelbank.pool.invariants`, :mod:`~modelbank.pool.panel`,
 :mod:`~modelbank.pool.rotation`.
 """
@@ -17,6 +18,7 @@ from modelbank.pool.debts import open_debt, settle_debts
 from modelbank.pool.deposits import activate, deposit_rates, note_probe, register
 from modelbank.pool.invariants import check
 from modelbank.pool.lifecycle import book_consumption, fail, withdraw
+from modelbank.pool.market_part import move_to_market
 from modelbank.pool.panel import PoolSummary, summary
 from modelbank.pool.probe import ProbeResult, probe
 from modelbank.pool.resources import (
@@ -43,6 +45,7 @@ __all__ = [
     "fail",
     "get_resource",
     "list_resources",
+    "move_to_market",
     "note_probe",
     "open_debt",
     "probe",

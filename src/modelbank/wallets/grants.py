@@ -13,6 +13,10 @@ grant's cost basis it carries (µUSD, exact in total), and what it paid for (``r
 ``ref_id``: the usage id of a charge, …). The invariant, checked by :func:`check`: for every
 user, the remainders of their grants sum to their wallet's posted balance.
 
+A grant may carry a **rollover rule** (``grant_rollovers``: subscription periods): when it
+expires, that fraction of what the sweep would take becomes a new grant with its part of the
+cost basis instead (:meth:`GrantBook._roll_over`).
+
 Expired remainders are swept to ``platform_promotions`` (transfer code ``expiry``) by the jobs
 (:func:`sweep_expired`) and, lazily, by any spend that touches the wallet first
 (:meth:`GrantBook.load`), so an expired credit is never spent.
@@ -39,6 +43,7 @@ from modelbank.ledger.codes import AccountCode, TransferCode
 from modelbank.ledger.models import accounts_table as accounts
 from modelbank.money import div_half_even
 from modelbank.wallets import alerts
+from modelbank.wallets.billing_models import rollovers_table as rollovers
 from modelbank.wallets.models import burns_table as burns
 from modelbank.wallets.models import grants_table as grants
 
@@ -383,13 +388,14 @@ class GrantBook:
     ) -> None:
         transfers: list[ledger.LinkedRow] = []
         promotions: int | None = None
-        for user_id, open_grants in self.by_user.items():
+        rules = _rollover_rules(session, self.by_user.values(), now)
+        for user_id, open_grants in list(self.by_user.items()):
             wallet = wallets[user_id]
             # Credits reserved by pending holds stay until the holds resolve. They are
             # attributed to grants in burn-down order (the order a capture would burn them
             # in), so an expired grant keeps what holds reserved of it and loses the rest.
             reserved = max(wallet.debits_pending, 0)
-            for grant in open_grants:
+            for grant in list(open_grants):  # a rollover adds a grant to the list
                 kept = min(reserved, grant.remaining)
                 reserved -= kept
                 if grant.expires_at is None or grant.expires_at > now:
@@ -397,6 +403,11 @@ class GrantBook:
                 amount = grant.remaining - kept
                 if amount <= 0:
                     continue
+                rule = rules.get(grant.id)
+                if rule is not None:
+                    amount -= self._roll_over(session, grant, amount, rule, now)
+                    if amount <= 0:
+                        continue
                 self._take(grant, amount, "expiry", grant.id)
                 if promotions is None:
                     promotions = ledger.platform_account(session, AccountCode.PLATFORM_PROMOTIONS)
@@ -409,6 +420,60 @@ class GrantBook:
                 now=now,
                 locked={w.id: w for w in wallets.values()},
             )
+
+    def _roll_over(
+        self, session: Session, grant: _Open, amount: int, rule: Any, now: datetime
+    ) -> int:
+        """Move ``rollover_bps`` of ``amount`` (µcr the sweep would expire), rounded down to
+        the µcr, from ``grant`` into a new grant of the same source and priority expiring at
+        the rule's ``rolled_expires_at``; it carries exactly the cost basis those credits
+        carried in ``grant`` (:func:`basis_of` differences, half-even on the cumulative
+        share: the two grants' bases still sum to the original). No transfer: the credits
+        stay in the wallet. Returns the µcr rolled (0 when nothing rolls, or when the new
+        grant would already have expired)."""
+        rolled = amount * int(rule.rollover_bps) // BPS
+        if rolled <= 0 or rule.rolled_expires_at <= now:
+            return 0
+        basis = self._take(grant, rolled, "rollover", grant.id)
+        conn = fast_connection(session)
+        new_id = int(
+            conn.execute(
+                grants.insert().returning(grants.c.id),
+                {
+                    "user_id": grant.user_id,
+                    "source": grant.source,
+                    "amount_ucr": rolled,
+                    "remaining_ucr": rolled,
+                    "cost_basis_uusd": basis,
+                    "priority": grant.priority,
+                    "expires_at": rule.rolled_expires_at,
+                    "transfer_id": None,
+                    "purchase_id": None,
+                    "created_at": now,
+                },
+            ).scalar_one()
+        )
+        conn.execute(
+            rollovers.update()
+            .where(rollovers.c.grant_id == grant.id)
+            .values(rolled_grant_id=new_id)
+        )
+        mine = self.by_user.setdefault(grant.user_id, [])
+        mine.append(
+            _Open(
+                id=new_id,
+                user_id=grant.user_id,
+                source=grant.source,
+                amount=rolled,
+                remaining=rolled,
+                basis=basis,
+                expires_at=rule.rolled_expires_at,
+                priority=grant.priority,
+                original=rolled,
+            )
+        )
+        mine.sort(key=lambda g: burn_key(g.expires_at, g.priority, g.id))
+        return rolled
 
     def _take(self, grant: _Open, amount: int, ref_type: str, ref_id: int | None) -> int:
         before = grant.consumed()
@@ -584,6 +649,50 @@ def burns_for(
         per_ref = out.setdefault(int(row.ref_id), {})
         per_ref[int(row.grant_id)] = per_ref.get(int(row.grant_id), 0) + int(row.amount_ucr)
     return {ref: [(g, a) for g, a in grants_.items() if a > 0] for ref, grants_ in out.items()}
+
+
+BPS = 10_000
+"""Basis points in a whole (rollover fractions)."""
+
+
+def _rollover_rules(
+    session: Session, books: Iterable[list[_Open]], now: datetime
+) -> dict[int, Any]:
+    """The rollover rules not yet applied of the loaded grants that have expired (one query,
+    only when some grant has expired): grant id → row."""
+    expired = [
+        g.id
+        for open_grants in books
+        for g in open_grants
+        if g.expires_at is not None and g.expires_at <= now and g.remaining > 0
+    ]
+    if not expired:
+        return {}
+    rows = fast_connection(session).execute(
+        select(rollovers).where(
+            rollovers.c.grant_id.in_(expired), rollovers.c.rolled_grant_id.is_(None)
+        )
+    )
+    return {int(row.grant_id): row for row in rows}
+
+
+def set_rollover(
+    session: Session, grant_id: int, *, rollover_bps: int, rolled_expires_at: datetime
+) -> None:
+    """Give grant ``grant_id`` (which must expire) a rollover rule: when it expires,
+    ``rollover_bps`` (1–10,000) of what the sweep would take moves into a new grant expiring
+    at ``rolled_expires_at`` (see :meth:`GrantBook._roll_over`). Idempotent (a second call
+    keeps the first rule). Raises :class:`InvalidInput` for a fraction out of range."""
+    if not 0 < rollover_bps <= BPS:
+        raise InvalidInput("rollover_bps must be 1–10000", rollover_bps=rollover_bps)
+    conn = fast_connection(session)
+    if conn.execute(select(rollovers.c.grant_id).where(rollovers.c.grant_id == grant_id)).first():
+        return
+    conn.execute(
+        rollovers.insert().values(
+            grant_id=grant_id, rollover_bps=rollover_bps, rolled_expires_at=rolled_expires_at
+        )
+    )
 
 
 def sweep_expired(

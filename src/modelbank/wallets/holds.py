@@ -25,6 +25,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from modelbank.auth import limits as key_limits
 from modelbank.catalog import service as catalog
 from modelbank.catalog.errors import ModelNotFound
 from modelbank.db.base import utcnow
@@ -58,6 +59,8 @@ class HoldInfo:
     created_at: datetime | None
     expires_at: datetime | None
     resolved_at: datetime | None
+    api_key_id: int | None = None
+    """The limited API key the hold is reserved on (None: none); its capture counts there."""
 
 
 def _info(row: Any, hold: ledger.Hold) -> HoldInfo:
@@ -73,6 +76,7 @@ def _info(row: Any, hold: ledger.Hold) -> HoldInfo:
         created_at=hold.created_at,
         expires_at=hold.expires_at,
         resolved_at=hold.resolved_at,
+        api_key_id=None if row.api_key_id is None else int(row.api_key_id),
     )
 
 
@@ -151,6 +155,8 @@ def expire_due(session: Session, *, now: datetime | None = None, limit: int = 50
         if row is None:
             continue
         owners.add(int(row.user_id))
+        if row.api_key_id is not None:
+            key_limits.release_hold(session.connection(), int(row.api_key_id), hold.amount)
         webhooks.emit(
             session,
             "hold.expired",
@@ -175,15 +181,20 @@ def place(
     idempotency_key: str,
     model: int | str | None = None,
     now: datetime | None = None,
+    limited_key_id: int | None = None,
 ) -> HoldInfo:
     """Reserve ``amount_ucr`` µcr of the user's wallet for ``timeout_s`` seconds (1 s – 7 days)
     for a call to ``model`` (id or slug; optional, then required at capture).
+    ``limited_key_id``: the caller's API key with a spend limit, on which the hold is
+    reserved too until it is captured, voided or expires (:mod:`modelbank.auth.limits`).
 
     Expired grants are swept first, so only live credits can be reserved. Idempotent on
     ``idempotency_key``. Raises :class:`InvalidInput` (amount ≤ 0, timeout out of range),
     :class:`~modelbank.users.errors.UserNotFound`,
     :class:`~modelbank.catalog.errors.ModelNotFound`,
     :class:`~modelbank.ledger.errors.InsufficientFunds`,
+    :class:`~modelbank.auth.errors.KeyLimitReached` (raised after writing: the caller's
+    transaction must roll back, as it does on any error),
     :class:`~modelbank.errors.IdempotencyConflict`."""
     now = now or utcnow()
     if amount_ucr <= 0:
@@ -217,9 +228,19 @@ def place(
     )
     conn = session.connection()
     insert_row = _INSERT_HOLD_PG if conn.dialect.name == "postgresql" else _INSERT_HOLD_SQLITE
-    row = {"transfer_id": hold_id, "user_id": user_id, "model_id": model_id, "created_at": now}
-    if conn.execute(insert_row, row).rowcount == 0:  # a replay: the hold was placed before
+    row = {
+        "transfer_id": hold_id,
+        "user_id": user_id,
+        "model_id": model_id,
+        "created_at": now,
+        "api_key_id": limited_key_id,
+    }
+    # RETURNING, not rowcount: PostgreSQL's driver may report -1 for an insert that did
+    # nothing, and a replay must not reserve on the key twice.
+    if conn.execute(insert_row, row).first() is None:  # a replay: placed before
         return get_hold(session, hold_id)
+    if limited_key_id is not None:
+        key_limits.reserve_hold(conn, limited_key_id, amount_ucr, now)
     alerts.check(session, [user_id], now=now)
     return HoldInfo(
         id=hold_id,
@@ -233,11 +254,12 @@ def place(
         created_at=now,
         expires_at=now + timedelta(seconds=timeout_s),
         resolved_at=None,
+        api_key_id=limited_key_id,
     )
 
 
-_INSERT_HOLD_PG = pg_insert(holds).on_conflict_do_nothing()
-_INSERT_HOLD_SQLITE = sqlite_insert(holds).on_conflict_do_nothing()
+_INSERT_HOLD_PG = pg_insert(holds).on_conflict_do_nothing().returning(holds.c.transfer_id)
+_INSERT_HOLD_SQLITE = sqlite_insert(holds).on_conflict_do_nothing().returning(holds.c.transfer_id)
 
 
 def void(session: Session, hold_id: int, *, now: datetime | None = None) -> HoldInfo:
@@ -246,5 +268,7 @@ def void(session: Session, hold_id: int, *, now: datetime | None = None) -> Hold
     now = now or utcnow()
     hold = get_hold(session, hold_id)
     ledger.void_hold(session, hold_id, now=now, reason="voided")
+    if hold.api_key_id is not None:
+        key_limits.release_hold(session.connection(), hold.api_key_id, hold.amount_ucr)
     alerts.check(session, [hold.user_id], now=now)
     return get_hold(session, hold_id)

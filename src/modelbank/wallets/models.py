@@ -138,7 +138,8 @@ class GrantBurn(Base):
     """Credits taken from (positive) or returned to (negative) a grant, and why.
 
     ``ref_type``: ``usage`` (a charge; ``ref_id`` the usage id), ``access`` (a premium access
-    purchase), ``expiry`` (swept when the grant expired), ``purchase_refund``,
+    purchase), ``expiry`` (swept when the grant expired), ``rollover`` (moved into a new grant
+    by the grant's rollover rule), ``purchase_refund``,
     ``usage_refund`` (negative: credits returned). ``basis_uusd`` is the part of the grant's
     cost basis these credits carry (exact in total: a fully burned grant's burns sum to its
     basis)."""
@@ -174,6 +175,8 @@ class WalletHold(Base):
     model_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     usage_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    api_key_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    """The limited API key this hold's amount is reserved on (None: no key limit)."""
 
     __table_args__ = (Index("ix_wallet_holds_user", "user_id", "transfer_id"),)
 

@@ -31,7 +31,7 @@ from modelbank.errors import InvalidInput
 from modelbank.ledger import service as ledger
 from modelbank.ledger.codes import AccountCode, TransferCode
 from modelbank.users import service as users
-from modelbank.wallets import alerts, grants, packages
+from modelbank.wallets import alerts, grants, packages, referrals
 from modelbank.wallets.errors import PaymentProviderError, PurchaseNotFound, PurchaseState
 from modelbank.wallets.grants import GrantSource
 from modelbank.wallets.models import payment_events_table as payment_events
@@ -259,6 +259,7 @@ def complete(
         session, "purchase.confirm", "purchase", purchase_id, before=purchase, after=done, now=now
     )
     webhooks.emit(session, "purchase.completed", _payload(done), now=now)
+    referrals.reward_referral(session, purchase.user_id, reason=f"purchase:{purchase_id}", now=now)
     alerts.check(session, [purchase.user_id], now=now)
     return done, True
 

@@ -24,10 +24,15 @@ from modelbank.errors import DomainError
 from modelbank.secrets import SecretBox
 from modelbank.web import (
     admin,
+    admin_offers,
     admin_platform,
     analytics,
     auth_pages,
     earnings,
+    keys,
+    marketplace,
+    marketplace_admin,
+    plans,
     pool,
     pool_admin,
     wallet,
@@ -186,13 +191,18 @@ def create_web_app(db: Database, box: SecretBox) -> FastAPI:
     for module in (
         auth_pages,
         wallet,
+        keys,
+        plans,
         analytics,
         earnings,
         admin,
+        admin_offers,
         admin_platform,
         whatif,
         pool,
         pool_admin,
+        marketplace,
+        marketplace_admin,
         audit_pages,
     ):
         app.include_router(module.router)

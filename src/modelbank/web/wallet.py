@@ -1,5 +1,6 @@
-"""User — wallet: balance and low-balance warning, holds, grants, buying credits,
-transaction history with filters and the CSV statement (DESIGN §5)."""
+"""User — wallet: balance and low-balance warning, holds, grants, buying credits, API keys
+with their spend limits (forms in :mod:`modelbank.web.keys`), transaction history with
+filters and the CSV statement (DESIGN §5)."""
 
 from __future__ import annotations
 
@@ -10,14 +11,17 @@ from fastapi.responses import StreamingResponse
 from starlette.responses import Response
 
 from modelbank.api.deps import PathId, scoped
+from modelbank.auth import service as auth
+from modelbank.auth.limits import LimitPeriod
 from modelbank.catalog import service as catalog
 from modelbank.errors import InvalidInput
 from modelbank.ledger.codes import TransferCode
 from modelbank.ledger.queries import list_transfers
 from modelbank.ledger.service import get_balance
 from modelbank.users import service as users
-from modelbank.wallets import alerts, grants, holds, packages, providers, purchases
+from modelbank.wallets import alerts, grants, holds, packages, plans, providers, purchases
 from modelbank.wallets import service as wallets
+from modelbank.wallets import subscriptions as subs
 from modelbank.wallets.statement import statement_csv
 from modelbank.web import forms, views
 from modelbank.web.forms import Done, Form, int_field
@@ -80,6 +84,9 @@ def wallet_page(
             before_id=before,
             limit=HISTORY_PAGE,
         )
+        subscription = subs.current(session, user_id)
+        plan = None if subscription is None else plans.get_plan(session, subscription.plan_id)
+        api_keys = auth.list_user_keys(session, user_id)
         held_for = catalog.resolve_models(
             session, [h.model_id for h in pending_holds.items if h.model_id], active_only=False
         )
@@ -100,6 +107,8 @@ def wallet_page(
             "grants": open_grants,
             "packages": on_sale,
             "pending_purchases": waiting,
+            "subscription": subscription,
+            "plan": plan,
             "package_names": package_names,
             "history": history,
             "accounts": {
@@ -112,6 +121,10 @@ def wallet_page(
             if len(history) == HISTORY_PAGE
             else None,
             "csv_query": views.query_string({"from": since or "", "to": until or ""}),
+            "api_keys": api_keys,
+            "key_periods": [p.value for p in LimitPeriod],
+            "manages_keys": not viewer.principal.limited,
+            "signed_in_key": viewer.principal.key_id,
             "now": views.utc_now(),
         },
     )

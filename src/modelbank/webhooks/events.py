@@ -20,6 +20,13 @@ EVENT_TYPES: tuple[str, ...] = (
     "payout.completed",
     "payout.failed",
     "payout.cancelled",
+    "marketplace.order.filled",
+    "marketplace.allocation.exhausted",
+    "marketplace.escrow.returned",
+    "subscription.period_paid",
+    "subscription.cancelled",
+    "subscription.renewal_failed",
+    "referral.rewarded",
 )
 """Every event type modelbank emits (``<family>.<what happened>``)."""
 

@@ -32,9 +32,12 @@ def metering_key(caller: Principal, key: str) -> str:
     return key if caller.user_id is None else f"u{caller.user_id}:{key}"
 
 
-def event_of(body: s.UsageIn, key: str, model: int | str | None = None) -> UsageEvent:
+def event_of(
+    body: s.UsageIn, key: str, model: int | str | None = None, limited_key_id: int | None = None
+) -> UsageEvent:
     """The metering event of ``body``; ``model`` (the id a character resolved to) replaces
-    ``body.model``. The idempotency fingerprint then binds the key to the resolved model."""
+    ``body.model``. The idempotency fingerprint then binds the key to the resolved model.
+    ``limited_key_id``: the caller's API key when it has a spend limit."""
     resolved = model if model is not None else body.model
     assert resolved is not None  # UsageIn: exactly one of model and character_id
     return UsageEvent(
@@ -48,6 +51,7 @@ def event_of(body: s.UsageIn, key: str, model: int | str | None = None) -> Usage
         units=body.units,
         occurred_at=body.occurred_at,
         metadata=body.metadata,
+        limited_key_id=limited_key_id,
     )
 
 
@@ -78,12 +82,15 @@ async def charge(body: s.UsageIn, key: IdemKey, caller: Caller, db: DB) -> JSONR
     The model is ``model`` (id or slug) or the active model linked to ``character_id``
     (404 ``character_not_found`` when none is). The ``Idempotency-Key`` identifies the
     event: a retry returns the first result with ``Idempotency-Hit: true``. Premium models
-    need bought access."""
+    need bought access. A key with a spend limit counts the charge against it: 402
+    ``key_limit_reached`` past the limit, nothing charged."""
     scoped(caller, body.user_id)
     model = None
     if body.character_id is not None:
         model = await run_in_threadpool(character_model, db, body.character_id)
-    result = await db.charge(event_of(body, metering_key(caller, key), model))
+    result = await db.charge(
+        event_of(body, metering_key(caller, key), model, caller.limited_key_id)
+    )
     hit = "true" if result.status == "replayed" else "false"
     return JSONResponse(
         usage_out(result).model_dump(mode="json"), status_code=201, headers={IDEMPOTENCY_HIT: hit}
@@ -109,7 +116,7 @@ def charge_batch(body: s.BatchIn, caller: Caller, db: DB) -> s.BatchOut:
         characters = catalog.resolve_characters(
             session, [e.character_id for e in body.events if e.character_id is not None]
         )
-        results = _charge_resolved(session, body.events, characters)
+        results = _charge_resolved(session, body.events, characters, caller.limited_key_id)
     out = []
     for r in results:
         out.append(
@@ -134,7 +141,10 @@ def charge_batch(body: s.BatchIn, caller: Caller, db: DB) -> s.BatchOut:
 
 
 def _charge_resolved(
-    session: Session, events: list[s.BatchEventIn], characters: dict[str, ModelInfo]
+    session: Session,
+    events: list[s.BatchEventIn],
+    characters: dict[str, ModelInfo],
+    limited_key_id: int | None = None,
 ) -> list[ChargeResult]:
     """Charge the events whose model is known in one batch; an event whose character has no
     active model is rejected (``character_not_found``) in its place. Results in order."""
@@ -143,7 +153,7 @@ def _charge_resolved(
     for e in events:
         if e.character_id is None or e.character_id in characters:
             model = None if e.character_id is None else characters[e.character_id].id
-            todo.append(event_of(e, e.idempotency_key, model))
+            todo.append(event_of(e, e.idempotency_key, model, limited_key_id))
             results.append(None)
         else:
             results.append(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
@@ -19,6 +19,7 @@ from modelbank.ledger.queries import list_transfers
 from modelbank.ledger.service import get_balance
 from modelbank.money import format_credits
 from modelbank.users import service as users
+from modelbank.wallets import referrals
 from modelbank.wallets import service as wallets
 
 router = APIRouter(
@@ -43,10 +44,14 @@ def _user(info: users.UserInfo) -> s.UserOut:
 
 @router.post("/users", status_code=201, response_model=s.UserOut)
 def create_user(body: s.UserIn, caller: Caller, db: DB) -> s.UserOut:
-    """Create a user (admin). 409 when ``external_id`` is taken."""
+    """Create a user (admin). 409 when ``external_id`` is taken. With ``referral_code``, the
+    user is referred (404 for an unknown code: nothing is created)."""
     caller.require_admin()
     with db.write() as session:
-        return _user(users.create_user(session, body.external_id, body.display_name))
+        made = users.create_user(session, body.external_id, body.display_name)
+        if body.referral_code is not None:
+            referrals.apply_referral(session, made.id, body.referral_code)
+        return _user(made)
 
 
 @router.get("/users", response_model=s.UserPage)
@@ -69,17 +74,56 @@ def get_user(user_id: PathId, caller: Caller, db: DB) -> s.UserOut:
         return _user(users.get_user(session, user_id))
 
 
-@router.post("/users/{user_id}/keys", status_code=201, response_model=s.KeyOut)
+@router.post(
+    "/users/{user_id}/keys",
+    status_code=201,
+    response_model=s.KeyOut,
+)
 def create_user_key(
     user_id: PathId, caller: Caller, db: DB, body: s.KeyIn | None = None
 ) -> s.KeyOut:
-    """A new API key for the user (admin). The secret is in this response only."""
-    caller.require_admin()
+    """A new API key for the user (admin, service, or that user with a key without a spend
+    limit), optionally with a spend limit: ``limit_ucr`` µcr per ``limit_period``. Every
+    charge and hold made with a limited key counts against it (402 ``key_limit_reached``
+    past it). The secret is in this response only."""
+    scoped(caller, user_id)
+    caller.require_key_manager()
+    body = body or s.KeyIn()
     with db.write() as session:
         key = auth.create_key(
-            session, auth.Role.USER, user_id=user_id, name=body.name if body else ""
+            session,
+            auth.Role.USER,
+            user_id=user_id,
+            name=body.name,
+            limit_ucr=body.limit_ucr,
+            limit_period=body.limit_period,
         )
     return present.key(key)
+
+
+@router.get("/users/{user_id}/keys", response_model=s.KeyList)
+def list_user_keys(
+    user_id: PathId, caller: Caller, db: DB, include_revoked: bool = False
+) -> s.KeyList:
+    """The user's keys, oldest first, never their secrets: each key's spend limit with what
+    was spent in the current period, what pending holds reserve, what is left and when the
+    period resets."""
+    scoped(caller, user_id)
+    with db.read() as session:
+        found = auth.list_user_keys(session, user_id, include_revoked=include_revoked)
+    return s.KeyList(items=[present.key_info(k) for k in found])
+
+
+@router.delete("/users/{user_id}/keys/{key_id}", status_code=204, response_class=Response)
+def revoke_user_key(user_id: PathId, key_id: PathId, caller: Caller, db: DB) -> Response:
+    """Revoke one of the user's keys (idempotent); it is refused (401) from then on. 404 for
+    a key that is not this user's."""
+    scoped(caller, user_id)
+    caller.require_key_manager()
+    with db.write() as session:
+        auth.revoke_user_key(session, user_id, key_id)
+    db.keys.clear()
+    return Response(status_code=204)
 
 
 @router.post(

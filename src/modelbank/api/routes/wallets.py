@@ -31,7 +31,16 @@ from modelbank.db.base import utcnow
 from modelbank.metering import refunds
 from modelbank.metering.capture import capture
 from modelbank.money import format_credits
-from modelbank.wallets import alerts, grants, holds, packages, providers, purchases
+from modelbank.wallets import (
+    alerts,
+    billing,
+    grants,
+    holds,
+    packages,
+    providers,
+    purchases,
+    subscription_events,
+)
 from modelbank.wallets.errors import HoldNotFound, PurchaseNotFound, PurchaseState
 from modelbank.wallets.statement import statement_csv
 
@@ -232,10 +241,23 @@ def refund_purchase(
 async def stripe_webhook(request: Request, db: DB) -> ws.StripeWebhookOut:
     """Stripe's events (no API key: the ``Stripe-Signature`` header is verified against the
     endpoint secret; a bad signature is 400 and changes nothing). Deliveries are applied
-    once each, in any order."""
+    once each, in any order. Subscription events (``invoice.paid``,
+    ``invoice.payment_failed``, ``customer.subscription.deleted``, subscription-mode
+    checkouts) go to :mod:`modelbank.wallets.subscriptions`, the others to purchases."""
     payload = await request.body()
+    signature = request.headers.get("stripe-signature")
+    stripe_billing = billing.stripe_billing(db.settings, http_client=db.payment_http_client)
+    about_subscription = stripe_billing.parse_webhook(payload, signature)
+    if about_subscription is not None:
+        sub_event = about_subscription
+
+        def apply_subscription() -> str:
+            with db.write() as session:
+                return subscription_events.apply_event(session, sub_event)
+
+        return ws.StripeWebhookOut(result=await run_in_threadpool(apply_subscription))
     provider = providers.stripe_from_settings(db.settings, http_client=db.payment_http_client)
-    event = provider.parse_webhook(payload, request.headers.get("stripe-signature"))
+    event = provider.parse_webhook(payload, signature)
 
     def apply() -> str:
         with acting_as(Actor("stripe")), db.write() as session:
@@ -305,7 +327,8 @@ def place_hold(
     user_id: PathId, body: ws.HoldIn, key: IdemKey, caller: Caller, db: DB
 ) -> JSONResponse:
     """Reserve credits for ``timeout_s`` seconds (pending); the available balance drops at
-    once. Capture, void, or let it expire."""
+    once. Capture, void, or let it expire. A key with a spend limit reserves the hold on it
+    too (402 ``key_limit_reached`` past the limit); its capture counts there."""
     scoped(caller, user_id)
 
     def run(session: Session) -> tuple[int, dict[str, Any]]:
@@ -316,6 +339,7 @@ def place_hold(
             timeout_s=body.timeout_s,
             model=model_of(session, body),
             idempotency_key=f"api:{caller.scope}:{key}",
+            limited_key_id=caller.limited_key_id,
         )
         return 201, ws.hold_out(hold).model_dump(mode="json")
 
