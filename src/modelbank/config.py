@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -23,6 +24,11 @@ class Settings(BaseSettings):
     database_url: str = Field(
         default="sqlite:///./modelbank.db",
         description="SQLAlchemy URL: sqlite:///path (default) or postgresql://user@host/db",
+    )
+    read_database_url: str | None = Field(
+        default=None,
+        description="A read replica of database_url (streaming replication): dashboards,"
+        " analytics and exports read there; unset: everything reads the primary",
     )
     data_dir: Path = Field(
         default=PACKAGED_DATA_DIR,
@@ -83,6 +89,15 @@ class Settings(BaseSettings):
         " link-local address (self-hosted upstreams, demos); off, such deposits are refused"
         " so that the gateway never calls into the operator's network for a user. Platform"
         " resources (admin) may always name any host",
+    )
+    max_body_bytes: int = Field(
+        default=8 * 1024 * 1024,
+        ge=1024,
+        le=1024 * 1024 * 1024,
+        description="Largest request body accepted (bytes; default 8 MiB: a full usage batch"
+        " of 1,000 events with bounded metadata fits several times). A larger"
+        " `Content-Length` is refused before the body is read, a chunked body as soon as it"
+        " passes the limit: 413 problem+json `body_too_large`",
     )
     migrate_on_start: bool = Field(
         default=True,
@@ -172,6 +187,41 @@ class Settings(BaseSettings):
     breaker_min_requests: int = Field(default=20, ge=0)
     breaker_window: int = Field(default=50, ge=1, le=100_000)
     breaker_cooldown_s: float = Field(default=30.0, ge=0, le=86_400)
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token that may read GET /metrics (Prometheus' `authorization`"
+        " setting) besides admin keys; unset: admin keys only",
+    )
+    log_requests: bool = Field(
+        default=True,
+        description="`serve` logs one JSON line per request (method, route, status,"
+        " duration, request id) at INFO",
+    )
+    rate_limits: bool = Field(
+        default=False,
+        description="Enforce rate limits: per key (the two settings below) and per user by"
+        " the plan of the wallet's balance (table rate_limit_plans); 429 with Retry-After",
+    )
+    rate_limit_store: Literal["auto", "memory", "database", "redis"] = Field(
+        default="auto",
+        description="Where the counters live: auto = Redis when redis_url is set, else memory"
+        " on SQLite (one server process) and the database on PostgreSQL (shared by processes)",
+    )
+    rate_limit_key_requests_per_s: int = Field(
+        default=0, ge=0, description="Requests per second of one API key (0: no key limit)"
+    )
+    rate_limit_key_tokens_per_min: int = Field(
+        default=0,
+        ge=0,
+        description="Tokens (input + output, usage and gateway) per minute of one API key"
+        " (0: no key limit)",
+    )
+    rate_limit_plan_cache_s: float = Field(
+        default=10.0,
+        ge=0,
+        le=3600,
+        description="Seconds a user's plan (by balance) is reused before the balance is read again",
+    )
     redis_url: str | None = Field(
         default=None,
         description="redis://host:port/db: the pool's shared health and breaker"

@@ -19,10 +19,18 @@ rotate-keys`` does it for the pool's provider keys). :meth:`SecretBox.key_id` na
 a token was made with (a short digest, stored beside pool keys), so a reader knows which key
 it needs.
 
+One key per deployment (issue 16 D9): :func:`bind_deployment_key` records the key's id and
+where it lives in the database the first time a server or job runner starts; a later
+process whose key differs refuses to start (:class:`SecretKeyMismatch`, naming both
+places) instead of sealing new secrets and cookies that the others cannot read. A key file
+readable by group or others (mode 0644) is used but logged as a warning. Rotating through
+``MODELBANK_SECRET_KEYS_PREVIOUS`` moves the registration to the new key.
+
 Tree::
 
     DomainError
     ├── InvalidSecretKey      (code: invalid_secret_key)   the configured key is malformed
+    ├── SecretKeyMismatch     (code: secret_key_mismatch)  another key than the deployment's
     └── SecretUndecryptable   (code: secret_undecryptable) a stored secret needs another key
 """
 
@@ -30,16 +38,24 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
+import socket
 import threading
 from collections.abc import Sequence
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
 
 from modelbank.config import Settings
+from modelbank.db.base import utcnow
 from modelbank.errors import DomainError
+from modelbank.platform.models import deployment_key_table as deployment_key
+
+log = logging.getLogger("modelbank.secrets")
 
 KEY_FILE_NAME = "modelbank.secret.key"
 """Default key file name (beside the SQLite database, or in the working directory)."""
@@ -59,6 +75,12 @@ class InvalidSecretKey(DomainError):
     """The configured key (setting or key file) is not a Fernet key."""
 
     code = "invalid_secret_key"
+
+
+class SecretKeyMismatch(DomainError):
+    """This process's secret key is not the one the database's deployment uses."""
+
+    code = "secret_key_mismatch"
 
 
 class SecretUndecryptable(DomainError):
@@ -101,7 +123,24 @@ def _read_or_create(path: Path) -> bytes:
                 os.link(temporary, path)
         finally:
             temporary.unlink(missing_ok=True)
+    _warn_if_loose(path)
     return path.read_bytes()
+
+
+LOOSE_MODE_BITS = 0o077
+"""Permission bits of a key file that let anyone but its owner read or change it."""
+
+
+def _warn_if_loose(path: Path) -> None:
+    mode = path.stat().st_mode & 0o777
+    if mode & LOOSE_MODE_BITS:
+        log.warning(
+            "the secret key file %s has mode %04o: anyone on this machine in its group or"
+            " beyond can read it; run `chmod 600 %s`",
+            path,
+            mode,
+            path,
+        )
 
 
 class SecretBox:
@@ -125,6 +164,12 @@ class SecretBox:
         if (key is None) == (key_file is None):
             raise ValueError("SecretBox needs exactly one of key and key_file")
         self._key_file = key_file
+        self.location = (
+            "MODELBANK_SECRET_KEY (environment or settings)"
+            if key is not None
+            else f"{socket.gethostname()}:{Path(key_file or '').resolve()}"
+        )
+        """Where the key comes from, for messages: the setting, or host and file path."""
         self._lock = threading.Lock()
         self._key: bytes | None = None
         self._box: Fernet | None = None
@@ -173,6 +218,10 @@ class SecretBox:
         assert self._key is not None
         return key_id_of(self._key)
 
+    def has_key(self) -> bool:
+        """False only for a key file that does not exist yet (nothing created)."""
+        return self._box is not None or (self._key_file is not None and self._key_file.exists())
+
     def _all(self) -> MultiFernet:
         return MultiFernet([self._fernet(), *(box for _, box in self._previous)])
 
@@ -211,10 +260,62 @@ class SecretBox:
             ) from None
 
 
+def bind_deployment_key(box: SecretBox, engine: Engine) -> None:
+    """Make ``box``'s key the deployment's, or check that it is.
+
+    First run on a database: the key (created when it is a key file that does not exist
+    yet) is registered with :attr:`SecretBox.location`. Later runs: the same key passes; a
+    new key whose previous keys include the registered one takes over (rotation); any other
+    key raises :class:`SecretKeyMismatch` naming where the deployment's key lives, without
+    creating a key file. An in-memory SQLite database (nothing outlives the process) binds
+    nothing and creates no key file."""
+    if engine.dialect.name == "sqlite" and engine.url.database in (None, "", ":memory:"):
+        return
+    try:
+        _bind(box, engine)
+    except IntegrityError:  # another process registered its key at the same moment
+        _bind(box, engine)
+
+
+def _bind(box: SecretBox, engine: Engine) -> None:
+    with engine.begin() as conn:
+        row = conn.execute(select(deployment_key).where(deployment_key.c.id == 1)).first()
+        if row is not None and not box.has_key():
+            raise SecretKeyMismatch(
+                f"this database's secrets are sealed with key {row.key_id}, kept at"
+                f" {row.location}; no key is at {box.location}: set MODELBANK_SECRET_KEY or"
+                " MODELBANK_SECRET_KEY_FILE to that key",
+                expected_key_id=row.key_id,
+                expected_location=row.location,
+            )
+        current = box.key_id()
+        if row is None:
+            values = {"key_id": current, "location": box.location[:500], "registered_at": utcnow()}
+            conn.execute(insert(deployment_key).values(id=1, **values))
+        elif row.key_id != current:
+            if row.key_id not in box.known_key_ids():
+                raise SecretKeyMismatch(
+                    f"this process's secret key {current} ({box.location}) is not the"
+                    f" deployment's key {row.key_id}, kept at {row.location}: use that key, or"
+                    " rotate by setting the new key with the old one in"
+                    " MODELBANK_SECRET_KEYS_PREVIOUS",
+                    key_id=current,
+                    expected_key_id=row.key_id,
+                    expected_location=row.location,
+                )
+            conn.execute(
+                update(deployment_key)
+                .where(deployment_key.c.id == 1)
+                .values(key_id=current, location=box.location[:500], registered_at=utcnow())
+            )
+
+
 __all__ = [
     "InvalidSecretKey",
     "SecretBox",
+    "SecretKeyMismatch",
     "SecretUndecryptable",
+    "bind_deployment_key",
     "default_key_file",
     "key_id_of",
 ]

@@ -426,6 +426,30 @@ def test_stale_timestamp_is_invalid(provider: StripeProvider) -> None:
         provider.parse_webhook(payload, header)
 
 
+@pytest.mark.parametrize("ahead_s", [301, 3600])
+def test_future_timestamp_is_invalid(provider: StripeProvider, ahead_s: int) -> None:
+    """Issue 16 D11: a correctly signed event dated ahead of now by more than the tolerance
+    is refused, as one dated behind it is."""
+    payload, header = signed_event(
+        WEBHOOK_SECRET,
+        "checkout.session.completed",
+        checkout_session_completed(),
+        timestamp=int(time.time()) + ahead_s,
+    )
+    with pytest.raises(WebhookSignatureInvalid, match="future"):
+        provider.parse_webhook(payload, header)
+
+
+def test_slightly_future_timestamp_within_tolerance_is_accepted(provider: StripeProvider) -> None:
+    payload, header = signed_event(
+        WEBHOOK_SECRET,
+        "checkout.session.completed",
+        checkout_session_completed(),
+        timestamp=int(time.time()) + 200,
+    )
+    assert provider.parse_webhook(payload, header).kind is PaymentEventKind.COMPLETED
+
+
 def test_recent_timestamp_within_tolerance_is_accepted(provider: StripeProvider) -> None:
     payload, header = signed_event(
         WEBHOOK_SECRET,

@@ -2426,7 +2426,10 @@ export interface components {
              * @default 0
              */
             input_tokens?: number;
-            /** Metadata */
+            /**
+             * Metadata
+             * @description labels: at most 64 keys (all depths) of at most 64 characters, 4 levels deep, 16384 bytes as JSON; strings are stored cut to 100 characters
+             */
             metadata?: {
                 [key: string]: unknown;
             } | null;
@@ -2602,7 +2605,10 @@ export interface components {
              * @default 0
              */
             input_tokens?: number;
-            /** Metadata */
+            /**
+             * Metadata
+             * @description labels: at most 64 keys (all depths) of at most 64 characters, 4 levels deep, 16384 bytes as JSON; strings are stored cut to 100 characters
+             */
             metadata?: {
                 [key: string]: unknown;
             } | null;
@@ -5163,7 +5169,10 @@ export interface components {
              * @default 0
              */
             input_tokens?: number;
-            /** Metadata */
+            /**
+             * Metadata
+             * @description labels: at most 64 keys (all depths) of at most 64 characters, 4 levels deep, 16384 bytes as JSON; strings are stored cut to 100 characters
+             */
             metadata?: {
                 [key: string]: unknown;
             } | null;
@@ -6175,6 +6184,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     list_audit_api_v1_admin_audit_get: {
@@ -6427,6 +6445,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     revoke_key_api_v1_admin_keys__key_id__delete: {
@@ -6495,6 +6522,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -6580,6 +6616,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     admin_marketplace_api_v1_admin_marketplace_get: {
@@ -6647,6 +6692,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -6727,6 +6781,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -6818,6 +6881,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     get_platform_monetisation_api_v1_admin_monetisation_get: {
@@ -6885,6 +6957,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -6970,6 +7051,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     create_package_api_v1_admin_packages_post: {
@@ -7041,6 +7131,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -7129,6 +7228,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     set_payout_minimum_api_v1_admin_payout_minimum_put: {
@@ -7200,6 +7308,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -7280,6 +7397,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -7371,6 +7497,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     fail_payout_api_v1_admin_payouts__payout_id__fail_post: {
@@ -7455,6 +7590,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     create_plan_api_v1_admin_plans_post: {
@@ -7526,6 +7670,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -7614,6 +7767,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     pool_panel_api_v1_admin_pool_get: {
@@ -7686,6 +7848,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -7774,6 +7945,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     recalculate_api_v1_admin_pricing_recalculate_post: {
@@ -7845,6 +8025,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -7930,6 +8119,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     list_promos_api_v1_admin_promo_codes_get: {
@@ -7997,6 +8195,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -8082,6 +8289,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     deactivate_promo_api_v1_admin_promo_codes__promo_id__deactivate_post: {
@@ -8152,6 +8368,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -8239,6 +8464,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     confirm_purchase_api_v1_admin_purchases__purchase_id__confirm_post: {
@@ -8312,6 +8546,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -8393,6 +8636,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     set_referral_settings_api_v1_admin_referral_settings_put: {
@@ -8464,6 +8716,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -8552,6 +8813,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     stats_api_v1_admin_stats_get: {
@@ -8619,6 +8889,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -8706,6 +8985,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     list_webhooks_api_v1_admin_webhooks_get: {
@@ -8778,6 +9066,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -8863,6 +9160,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     get_webhook_api_v1_admin_webhooks__webhook_id__get: {
@@ -8940,6 +9246,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     disable_webhook_api_v1_admin_webhooks__webhook_id__delete: {
@@ -9008,6 +9323,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -9098,6 +9422,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     export_api_v1_exports__kind__csv_get: {
@@ -9179,6 +9512,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     get_hold_api_v1_holds__hold_id__get: {
@@ -9249,6 +9591,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -9349,6 +9700,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     void_hold_api_v1_holds__hold_id__void_post: {
@@ -9422,6 +9782,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -9506,6 +9875,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     open_dispute_api_v1_marketplace_allocations__allocation_id__disputes_post: {
@@ -9580,6 +9958,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -9676,6 +10063,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     create_listing_api_v1_marketplace_listings_post: {
@@ -9747,6 +10143,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -9831,6 +10236,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     update_price_api_v1_marketplace_listings__listing_id__patch: {
@@ -9905,6 +10319,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -10005,6 +10428,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     cancel_listing_api_v1_marketplace_listings__listing_id__cancel_post: {
@@ -10075,6 +10507,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -10159,6 +10600,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     pricing_suggestion_api_v1_marketplace_pricing_suggestion_get: {
@@ -10229,6 +10679,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -10326,6 +10785,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     create_model_api_v1_models_post: {
@@ -10406,6 +10874,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -10499,6 +10976,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     deactivate_model_api_v1_models__model_id__delete: {
@@ -10578,6 +11064,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -10675,6 +11170,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     get_earnings_rule_api_v1_models__model_id__earnings_rule_get: {
@@ -10745,6 +11249,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -10833,6 +11346,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     get_model_monetisation_api_v1_models__model_id__monetisation_get: {
@@ -10903,6 +11425,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -10984,6 +11515,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -11084,6 +11624,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     get_stakes_api_v1_models__model_id__stakes_get: {
@@ -11154,6 +11703,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -11235,6 +11793,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -11324,6 +11891,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     create_listing_api_v1_models__model_id__stakes_listings_post: {
@@ -11398,6 +11974,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -11500,6 +12085,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     cancel_listing_api_v1_models__model_id__stakes_listings__listing_id__cancel_post: {
@@ -11572,6 +12166,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -11655,6 +12258,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     get_payout_api_v1_payouts__payout_id__get: {
@@ -11725,6 +12337,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -11812,6 +12433,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     list_plans_api_v1_plans_get: {
@@ -11881,6 +12511,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -11958,6 +12597,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -12049,6 +12697,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     get_resource_api_v1_resources__resource_id__get: {
@@ -12119,6 +12776,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -12210,6 +12876,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     route_logs_api_v1_resources__resource_id__route_logs_get: {
@@ -12285,6 +12960,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -12372,6 +13056,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     get_subscription_api_v1_subscriptions__subscription_id__get: {
@@ -12449,6 +13142,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     cancel_subscription_api_v1_subscriptions__subscription_id__cancel_post: {
@@ -12519,6 +13221,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -12605,6 +13316,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -12702,6 +13422,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     charge_batch_api_v1_usage_batch_post: {
@@ -12789,6 +13518,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     usage_earnings_api_v1_usage__usage_id__earnings_get: {
@@ -12859,6 +13597,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -12950,6 +13697,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     list_users_api_v1_users_get: {
@@ -13022,6 +13778,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -13107,6 +13872,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     get_user_api_v1_users__user_id__get: {
@@ -13177,6 +13951,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -13269,6 +14052,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     creator_analytics_api_v1_users__user_id__creator_analytics_get: {
@@ -13344,6 +14136,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -13433,6 +14234,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     earnings_api_v1_users__user_id__earnings_get: {
@@ -13505,6 +14315,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -13596,6 +14415,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     grant_api_v1_users__user_id__grants_post: {
@@ -13680,6 +14508,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     list_holds_api_v1_users__user_id__holds_get: {
@@ -13756,6 +14593,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -13856,6 +14702,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     list_user_keys_api_v1_users__user_id__keys_get: {
@@ -13928,6 +14783,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -14016,6 +14880,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     revoke_user_key_api_v1_users__user_id__keys__key_id__delete: {
@@ -14093,6 +14966,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     low_balance_api_v1_users__user_id__low_balance_get: {
@@ -14163,6 +15045,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -14251,6 +15142,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     model_analytics_api_v1_users__user_id__model_analytics_get: {
@@ -14324,6 +15224,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -14415,6 +15324,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     user_payouts_api_v1_users__user_id__payouts_get: {
@@ -14491,6 +15409,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -14582,6 +15509,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     list_redemptions_api_v1_users__user_id__promo_redemptions_get: {
@@ -14652,6 +15588,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -14749,6 +15694,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     list_purchases_api_v1_users__user_id__purchases_get: {
@@ -14832,6 +15786,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     start_purchase_api_v1_users__user_id__purchases_post: {
@@ -14906,6 +15869,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -14999,6 +15971,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     apply_referral_api_v1_users__user_id__referral_post: {
@@ -15073,6 +16054,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -15155,6 +16145,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -15246,6 +16245,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     statement_api_v1_users__user_id__statement_csv_get: {
@@ -15319,6 +16327,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -15403,6 +16420,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     subscribe_api_v1_users__user_id__subscriptions_post: {
@@ -15477,6 +16503,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -15578,6 +16613,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     wallet_api_v1_users__user_id__wallet_get: {
@@ -15655,6 +16699,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     stripe_webhook_api_v1_webhooks_stripe_post: {
@@ -15722,6 +16775,15 @@ export interface operations {
             };
             /** @description Invalid input: nothing was written */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };

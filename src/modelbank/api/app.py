@@ -16,6 +16,8 @@ from modelbank.api import errors
 from modelbank.api.audit_scope import AuditScopeMiddleware
 from modelbank.api.deps import Database, KeyCache
 from modelbank.api.gateway import create_gateway_app
+from modelbank.api.guards import Guard
+from modelbank.api.observe import RequestObserver, install_metrics
 from modelbank.api.routes import admin, health, models, usage, users
 from modelbank.api.routes import analytics as analytics_routes
 from modelbank.api.routes import audit as audit_routes
@@ -29,15 +31,19 @@ from modelbank.api.routes import wallets as wallet_routes
 from modelbank.api.routes import webhooks as webhook_routes
 from modelbank.api.routes import whatif as whatif_routes
 from modelbank.config import Settings, load_settings
+from modelbank.db import rls
 from modelbank.db.engine import make_engine, read_session_factory, session_factory
 from modelbank.db.migrate import current_revision, head_revision, upgrade
 from modelbank.gateway.service import Gateway, GatewaySettings
 from modelbank.gateway.upstream import Timeouts, Upstream
 from modelbank.jobs import JobRunner
 from modelbank.metering.group import GroupCommitter
+from modelbank.observability.metrics import DatabaseCollector
 from modelbank.pool.health import health_store
 from modelbank.pool.router import Router
-from modelbank.secrets import SecretBox
+from modelbank.ratelimits.service import KeyLimits, Limiter
+from modelbank.ratelimits.store import DatabaseStore, MemoryStore, RedisStore, Store
+from modelbank.secrets import SecretBox, bind_deployment_key
 
 DESCRIPTION = """\
 modelbank's HTTP API: a double-entry credit ledger, model catalog and pricing, usage metering
@@ -84,6 +90,33 @@ def build_gateway(db: Database, box: SecretBox) -> Gateway:
     )
 
 
+def build_limiter(db: Database) -> Limiter | None:
+    """The rate limiter of this process (None unless ``MODELBANK_RATE_LIMITS``): counters in
+    Redis when configured, else in memory on SQLite (one server process) and in the database
+    on PostgreSQL (shared by the processes), unless ``MODELBANK_RATE_LIMIT_STORE`` says."""
+    settings = db.settings
+    if not settings.rate_limits:
+        return None
+    kind = settings.rate_limit_store
+    if kind == "auto":
+        kind = (
+            "redis"
+            if settings.redis_url
+            else ("database" if db.engine.dialect.name == "postgresql" else "memory")
+        )
+    store: Store
+    if kind == "redis":
+        if not settings.redis_url:
+            raise ValueError("MODELBANK_RATE_LIMIT_STORE=redis needs MODELBANK_REDIS_URL")
+        store = RedisStore(settings.redis_url)
+    elif kind == "database":
+        store = DatabaseStore(db.writes)
+    else:
+        store = MemoryStore()
+    keys = KeyLimits(settings.rate_limit_key_requests_per_s, settings.rate_limit_key_tokens_per_min)
+    return Limiter(store, db.reads, keys, plan_ttl_s=settings.rate_limit_plan_cache_s)
+
+
 def create_app(settings: Settings | None = None, *, engine: Engine | None = None) -> FastAPI:
     """Build the app on ``settings`` (default: from the environment).
 
@@ -109,7 +142,12 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         keys=KeyCache(settings.auth_cache_ttl_s),
     )
 
+    if settings.read_database_url:
+        db.replica = read_session_factory(make_engine(settings.read_database_url))
+    db.limiter = build_limiter(db)
+    db.rls = rls.available(engine)
     box = SecretBox.from_settings(settings)
+    bind_deployment_key(box, engine)  # one key per deployment: refuses to start with another
     gateway = build_gateway(db, box)
 
     @asynccontextmanager
@@ -144,7 +182,16 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.state.secret_box = box  # webhook secrets and provider keys at rest
     app.state.gateway = gateway
     errors.install(app)
+    # innermost: the audit scope takes the RequestObserver's request id
     app.add_middleware(AuditScopeMiddleware)
+    # Guard inside the observer: its 413s and 500s are counted and logged with the same id
+    app.add_middleware(Guard, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestObserver, log_requests=settings.log_requests)
+    install_metrics(
+        app,
+        DatabaseCollector(engine),
+        settings.metrics_token.get_secret_value() if settings.metrics_token else None,
+    )
     for module in (health, users, models, usage, admin):
         app.include_router(module.router)
     app.include_router(wallet_routes.router)

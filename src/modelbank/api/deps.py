@@ -12,19 +12,22 @@ from typing import Annotated, Any
 from fastapi import Depends, Header, Path, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from modelbank.audit import context as audit_context
 from modelbank.auth import service as auth
 from modelbank.auth.errors import Unauthenticated
-from modelbank.auth.service import Principal
+from modelbank.auth.service import Principal, Role
 from modelbank.config import Settings
+from modelbank.db import rls
 from modelbank.errors import InvalidInput
 from modelbank.idempotency import service as idempotency
 from modelbank.metering import service as metering
 from modelbank.metering.group import GroupCommitter
 from modelbank.metering.service import ChargeResult, UsageEvent
+from modelbank.ratelimits.service import Limiter
 from modelbank.users.errors import UserNotFound
 
 IDEMPOTENCY_HIT = "Idempotency-Hit"
@@ -46,6 +49,35 @@ class Database:
     pool_http_client: Any = None
     """The ``httpx.AsyncClient`` that probes deposited provider keys (None: a fresh client
     per probe); tests put one on an ``httpx.MockTransport`` here."""
+    replica: sessionmaker[Session] | None = None
+    """Read sessions on the read replica (``MODELBANK_READ_DATABASE_URL``), for
+    :meth:`read_analytics`; None: the primary."""
+    limiter: Limiter | None = None
+    """Rate limits (``MODELBANK_RATE_LIMITS``); None: none."""
+    rls: bool = False
+    """PostgreSQL with row-level security available (:mod:`modelbank.db.rls`): the reads of
+    user keys' requests run bound to their user."""
+
+    async def admit(self, who: Principal) -> None:
+        """Count a request of ``who`` against the rate limits (a user key: its user's plan
+        too). Raises :class:`~modelbank.ratelimits.errors.RateLimited`."""
+        limiter = self.limiter
+        if limiter is None:
+            return
+        if limiter.needs_io(who.user_id):
+            await run_in_threadpool(limiter.admit, who.key_id, who.user_id)
+        else:
+            limiter.admit(who.key_id, who.user_id)
+
+    async def check_tokens(self, who: Principal, user_id: int | None) -> None:
+        """Refuse when ``who``'s key or ``user_id`` used up its tokens this minute."""
+        if self.limiter is not None:
+            await run_in_threadpool(self.limiter.check_tokens, who.key_id, user_id)
+
+    async def add_tokens(self, who: Principal, user_id: int | None, tokens: int) -> None:
+        """Count ``tokens`` used for ``user_id`` by ``who``'s key."""
+        if self.limiter is not None and tokens > 0:
+            await run_in_threadpool(self.limiter.add_tokens, who.key_id, user_id, tokens)
 
     def authenticate(self, token: str) -> Principal:
         """The principal of ``token`` (a database read). Raises ``Unauthenticated``."""
@@ -73,9 +105,36 @@ class Database:
 
     @contextmanager
     def read(self) -> Iterator[Session]:
-        """A read transaction (never commits anything)."""
-        with self.reads() as session, session.begin():
+        """A read transaction (never commits anything). In a request made with a user key,
+        on PostgreSQL, it reads under row-level security bound to that user
+        (:func:`modelbank.db.rls.bind`): another user's rows are not there to be read."""
+        with self._read(self.reads) as session:
             yield session
+
+    @contextmanager
+    def read_analytics(self) -> Iterator[Session]:
+        """A read transaction for dashboards, analytics and exports: on the read replica
+        (``MODELBANK_READ_DATABASE_URL``) when one is configured, else as :meth:`read`. A
+        replica lags the primary by its replication delay; nothing that decides a charge
+        reads here."""
+        with self._read(self.replica or self.reads) as session:
+            yield session
+
+    @contextmanager
+    def _read(self, factory: sessionmaker[Session]) -> Iterator[Session]:
+        user_id = rls.bound_user() if self.rls else None
+        if user_id is None:
+            with factory() as session, session.begin():
+                yield session
+            return
+        try:
+            with factory() as session, session.begin():
+                rls.bind(session, user_id)
+                yield session
+        except DBAPIError as exc:
+            if rls.denied(exc):
+                raise rls.NotVisible("not found") from None
+            raise
 
     def idempotent(
         self,
@@ -158,6 +217,10 @@ async def principal(
         who = await run_in_threadpool(db.authenticate, token)
         db.keys.put(key_digest, who)
     audit_context.identify(who.role.value, key_id=who.key_id, user_id=who.user_id)
+    # a user key's request reads that user's rows only (PostgreSQL RLS); others unbound
+    rls.bind_context(who.user_id if who.role is Role.USER else None)
+    if db.limiter is not None:
+        await db.admit(who)
     return who
 
 

@@ -36,6 +36,8 @@ STATUS_BY_CODE: dict[str, int] = {
     "hold_expired": 409,
     "batch_too_large": 413,
     "hold_amount_exceeded": 409,
+    # an account's running total would pass 2⁶² µcr: a state of the ledger, not bad input
+    "account_total_limit": 409,
     "purchase_state_conflict": 409,
     "subscription_state_conflict": 409,
     "promo_code_unavailable": 409,
@@ -70,6 +72,8 @@ STATUS_BY_CODE: dict[str, int] = {
     # the server's secret key is misconfigured or changed: not the caller's fault
     "invalid_secret_key": 500,
     "secret_undecryptable": 500,
+    "secret_key_mismatch": 500,
+    "rate_limited": 429,
 }
 """HTTP status of the codes that are not plain 404 (NotFound) / 422 (InvalidInput)."""
 
@@ -82,6 +86,7 @@ _DESCRIPTIONS = {
     404: "Unknown, or another user's (not revealed)",
     409: "Idempotency-Key reused with another body, or a duplicate",
     422: "Invalid input: nothing was written",
+    429: "Rate limited (`Retry-After` says when to try again): nothing was written",
     502: "The payment provider failed or refused the request: nothing was granted",
 }
 
@@ -93,7 +98,7 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": Problem, "description": _DESCRIPTIONS[status]} for status in statuses}
 
 
-COMMON_PROBLEMS = (400, 401, 403, 404, 409, 422)
+COMMON_PROBLEMS = (400, 401, 403, 404, 409, 422, 429)
 """Errors any /api/v1 operation may answer."""
 
 
@@ -140,6 +145,8 @@ def problem_for(error: DomainError) -> JSONResponse:
     """The problem+json response of a domain error (its context is included)."""
     status = status_for(error)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if "retry_after_s" in error.context:
+        headers = {"Retry-After": str(error.context["retry_after_s"])}
     context = {k: v for k, v in error.context.items() if k not in ("type", "title", "status")}
     return problem(status, error.code, error.message, headers, **context)
 
@@ -168,7 +175,7 @@ def install(app: FastAPI) -> None:
 
     async def on_http(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
-        code = {404: "not_found", 405: "method_not_allowed"}.get(
+        code = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}.get(
             exc.status_code, HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_")
         )
         headers = dict(exc.headers) if exc.headers else None

@@ -12,6 +12,7 @@ validate the body, say for whom (a user key: its user; an admin or service key: 
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Header, Request
@@ -25,6 +26,7 @@ from starlette.types import Receive, Scope, Send
 
 from modelbank.api.deps import Caller, Database
 from modelbank.api.errors import status_for
+from modelbank.api.guards import Guard
 from modelbank.auth.service import Principal, Role
 from modelbank.errors import DomainError, InvalidInput
 from modelbank.gateway import catalog as gateway_catalog
@@ -48,12 +50,20 @@ OPENAI_TYPES: dict[int, str] = {
 
 
 def openai_error(
-    status: int, message: str, code: str, param: str | None = None, route: str | None = None
+    status: int,
+    message: str,
+    code: str,
+    param: str | None = None,
+    route: str | None = None,
+    retry_after_s: int | None = None,
 ) -> JSONResponse:
-    """An error in OpenAI's shape (with ``X-Modelbank-Route`` when routing was tried)."""
+    """An error in OpenAI's shape (with ``X-Modelbank-Route`` when routing was tried, and
+    ``Retry-After`` on a rate limit)."""
     kind = OPENAI_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
     body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+    if retry_after_s is not None:
+        headers["Retry-After"] = str(retry_after_s)
     if route is not None:
         headers["X-Modelbank-Route"] = route
     return JSONResponse(body, status_code=status, headers=headers)
@@ -77,7 +87,8 @@ def _on_domain(_: Request, exc: Exception) -> JSONResponse:
     status = GATEWAY_STATUS.get(exc.code) or status_for(exc)
     if status == 422:
         status = 400  # OpenAI answers invalid requests with 400
-    return openai_error(status, exc.message, exc.code, route=route)
+    retry = exc.context.get("retry_after_s")
+    return openai_error(status, exc.message, exc.code, route=route, retry_after_s=retry)
 
 
 def _on_validation(_: Request, exc: Exception) -> JSONResponse:
@@ -184,21 +195,39 @@ class _SettlingStream(StreamingResponse):
     """A streaming response that settles its gateway call when it ends, however it ends
     (the client's disconnect cancels the sending task: settlement runs after it)."""
 
-    def __init__(self, reply: StreamReply) -> None:
+    def __init__(self, reply: StreamReply, settled: Callable[[int], Awaitable[None]]) -> None:
         super().__init__(reply.events(), media_type="text/event-stream", headers=reply.headers)
         self.reply = reply
+        self.settled = settled
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
             await self.reply.finish()
+            used = self.reply.tally.usage
+            if used is not None:
+                await self.settled(used.input_tokens + used.output_tokens)
 
 
-def _answer(reply: Reply | StreamReply) -> JSONResponse | StreamingResponse:
+def _answer(
+    reply: Reply | StreamReply, settled: Callable[[int], Awaitable[None]]
+) -> JSONResponse | StreamingResponse:
     if isinstance(reply, StreamReply):
-        return _SettlingStream(reply)
+        return _SettlingStream(reply, settled)
     return JSONResponse(reply.body, status_code=reply.status, headers=reply.headers)
+
+
+def _tokens_of(body: dict[str, Any]) -> int:
+    """Tokens an answer reports (``usage.total_tokens``, else prompt + completion)."""
+    used = body.get("usage")
+    if not isinstance(used, dict):
+        return 0
+    total = used.get("total_tokens")
+    if isinstance(total, int) and not isinstance(total, bool):
+        return max(total, 0)
+    parts = (used.get("prompt_tokens"), used.get("completion_tokens"))
+    return sum(p for p in parts if isinstance(p, int) and not isinstance(p, bool) and p > 0)
 
 
 def create_gateway_app(db: Database, gateway: Gateway) -> FastAPI:
@@ -209,13 +238,23 @@ def create_gateway_app(db: Database, gateway: Gateway) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _on_validation)
     app.add_exception_handler(ValidationError, _on_validation)
     app.add_exception_handler(StarletteHTTPException, _on_http)
+    app.add_middleware(Guard)  # an unhandled error: problem+json, never a dropped connection
 
     async def serve(
         endpoint: str, request: Request, caller: Principal, acting_for: str | None
     ) -> JSONResponse | StreamingResponse:
         user_id = _for_user(caller, acting_for)
+        if db.limiter is not None:
+            await db.check_tokens(caller, user_id)
         body, size = await _read_body(request, SCHEMAS[endpoint])
-        return _answer(await gateway.handle(user_id, endpoint, body, size, caller.limited_key_id))
+        reply = await gateway.handle(user_id, endpoint, body, size, caller.limited_key_id)
+
+        async def settled(tokens: int) -> None:
+            await db.add_tokens(caller, user_id, tokens)
+
+        if isinstance(reply, Reply) and db.limiter is not None:
+            await settled(_tokens_of(reply.body))
+        return _answer(reply, settled)
 
     @app.post("/chat/completions")
     async def chat(request: Request, caller: Caller, acting_for: ActingFor = None) -> Any:

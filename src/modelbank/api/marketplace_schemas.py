@@ -14,7 +14,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, StrictInt, model_validator
 
 from modelbank.api.schemas import Id, Strict, Timestamp
 from modelbank.marketplace.records import ListingView, PriceSuggestion, Reputation
@@ -30,9 +30,9 @@ MAX_BUNDLE_ITEMS = 20
 MAX_ALLOCATION_DAYS = 3_650
 """Longest life of an allocation filled from a listing (ten years)."""
 
-Quantity = Annotated[int, Field(gt=0, le=MAX_QUANTITY, description="units (> 0)")]
+Quantity = Annotated[StrictInt, Field(gt=0, le=MAX_QUANTITY, description="units (> 0)")]
 UnitPrice = Annotated[
-    int,
+    StrictInt,
     Field(
         ge=0,
         le=MAX_UNIT_PRICE_UCR,
@@ -77,7 +77,7 @@ class ListingIn(Strict):
     expires_at: Timestamp | None = Field(
         default=None, description="the listing closes then (must be in the future)"
     )
-    allocation_days: int | None = Field(
+    allocation_days: StrictInt | None = Field(
         default=None,
         ge=1,
         le=MAX_ALLOCATION_DAYS,

@@ -8,7 +8,7 @@ import base64
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictInt
 
 from modelbank.api.schemas import PositiveUcr, Strict
 from modelbank.earnings.payouts import (
@@ -47,7 +47,7 @@ class FailIn(Strict):
 
 
 class MinimumIn(Strict):
-    minimum_ucr: int = Field(ge=1, le=MAX_MINIMUM_UCR, description="smallest payout, µcr")
+    minimum_ucr: StrictInt = Field(ge=1, le=MAX_MINIMUM_UCR, description="smallest payout, µcr")
 
 
 class MinimumOut(BaseModel):

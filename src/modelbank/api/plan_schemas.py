@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictBool, StrictInt
 
 from modelbank.api.schemas import Id, PositiveUcr, Strict, Timestamp, Ucr
 from modelbank.api.wallet_schemas import Name, Slug, Url, Uusd
@@ -16,7 +16,7 @@ from modelbank.wallets.plans import PlanInfo
 from modelbank.wallets.promos import PromoInfo, RedemptionInfo
 from modelbank.wallets.subscriptions import PeriodInfo, SubscriptionInfo
 
-Bps = Annotated[int, Field(ge=0, le=10_000, description="basis points (10000 = 100 %)")]
+Bps = Annotated[StrictInt, Field(ge=0, le=10_000, description="basis points (10000 = 100 %)")]
 Code = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 
 
@@ -68,7 +68,7 @@ class PlanIn(Strict):
     rollover_bps: Bps = 0
     first_period_bonus_ucr: Ucr = 0
     interval: Literal["month"] = "month"
-    sort_order: int = Field(default=0, ge=-1_000_000, le=1_000_000)
+    sort_order: StrictInt = Field(default=0, ge=-1_000_000, le=1_000_000)
 
 
 class PlanPatch(Strict):
@@ -77,8 +77,8 @@ class PlanPatch(Strict):
     credits_ucr: PositiveUcr | None = None
     rollover_bps: Bps | None = None
     first_period_bonus_ucr: Ucr | None = None
-    is_active: bool | None = None
-    sort_order: int | None = Field(default=None, ge=-1_000_000, le=1_000_000)
+    is_active: StrictBool | None = None
+    sort_order: StrictInt | None = Field(default=None, ge=-1_000_000, le=1_000_000)
 
 
 class SubscriptionIn(Strict):
@@ -179,18 +179,18 @@ class ReferralSettings(BaseModel):
 class ReferralSettingsIn(Strict):
     referral_referrer_bonus_ucr: Ucr | None = None
     referral_referred_bonus_ucr: Ucr | None = None
-    referral_bonus_ttl_s: int | None = Field(default=None, ge=0, le=10 * 365 * 86_400)
+    referral_bonus_ttl_s: StrictInt | None = Field(default=None, ge=0, le=10 * 365 * 86_400)
 
 
 class PromoIn(Strict):
     code: Code
     bonus_ucr: PositiveUcr
     expires_at: Timestamp | None = Field(default=None, description="last moment to redeem")
-    grant_ttl_s: int | None = Field(
+    grant_ttl_s: StrictInt | None = Field(
         default=None, ge=1, le=10 * 365 * 86_400, description="the credits' lifetime"
     )
-    use_limit: int | None = Field(default=None, ge=1, le=10**9)
-    per_user_once: bool = True
+    use_limit: StrictInt | None = Field(default=None, ge=1, le=10**9)
+    per_user_once: StrictBool = True
 
 
 class PromoOut(BaseModel):

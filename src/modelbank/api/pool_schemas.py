@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictInt
 
 from modelbank.api.schemas import NO_NUL, Strict
 from modelbank.money import format_credits, format_usd
@@ -19,12 +19,12 @@ from modelbank.pool.routelog import RouteLogRow
 
 Status = Literal["pending", "active", "depleted", "suspended", "withdrawn", "failed"]
 QuotaUusd = Annotated[
-    int, Field(gt=0, le=MAX_QUOTA_UUSD, description="µUSD of provider spend (> 0)")
+    StrictInt, Field(gt=0, le=MAX_QUOTA_UUSD, description="µUSD of provider spend (> 0)")
 ]
 
 
 class ServedModelIn(Strict):
-    model: int | str = Field(description="catalog model id or slug")
+    model: StrictInt | str = Field(description="catalog model id or slug")
     upstream_model: str = Field(
         min_length=1, max_length=200, pattern=NO_NUL, description="the upstream's model name"
     )
@@ -49,7 +49,7 @@ class ResourceIn(Strict):
     )
     models: list[ServedModelIn] = Field(min_length=1, max_length=MAX_MODELS)
     quota_uusd: QuotaUusd
-    market_quota_uusd: int = Field(
+    market_quota_uusd: StrictInt = Field(
         default=0,
         ge=0,
         le=MAX_QUOTA_UUSD,

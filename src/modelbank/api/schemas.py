@@ -12,14 +12,24 @@ from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
+    StrictBool,
+    StrictInt,
     field_validator,
     model_validator,
 )
 
 from modelbank.catalog.costs import Mode
 from modelbank.catalog.tiers import Tier
+from modelbank.metering.events import (
+    METADATA_MAX_BYTES,
+    METADATA_MAX_DEPTH,
+    METADATA_MAX_KEY_LENGTH,
+    METADATA_MAX_KEYS,
+    metadata_problem,
+)
 from modelbank.money import format_credits, format_usd
 
 MAX_UCR = 10**15
@@ -29,9 +39,17 @@ MAX_COUNT = 10**12
 
 MAX_ID = 2**63 - 1
 """Ids are signed 64-bit integers in the database."""
-Id = Annotated[int, Field(ge=1, le=MAX_ID)]
+Id = Annotated[StrictInt, Field(ge=1, le=MAX_ID)]
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+
+
+def _text_only(value: Any) -> Any:
+    """A timestamp arrives as ISO 8601 text: a number is refused rather than read as Unix
+    time (``"occurred_at": 12345`` was 1970-01-01T03:25:45Z, issue 16 D6)."""
+    if not isinstance(value, str | datetime):
+        raise ValueError("must be an ISO 8601 string with a time zone")
+    return value
 
 
 def _in_range(value: datetime) -> datetime:
@@ -40,14 +58,35 @@ def _in_range(value: datetime) -> datetime:
     return value
 
 
-Timestamp = Annotated[AwareDatetime, AfterValidator(_in_range)]
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_text_only), AfterValidator(_in_range)]
 """A timestamp with a time zone (naive ones are refused), 1970 … 9000."""
 NO_NUL = r"^[^\x00]*$"
 """Pattern for query strings: PostgreSQL cannot store NUL characters."""
 
-Ucr = Annotated[int, Field(ge=0, le=MAX_UCR, description="micro-credits (1 credit = 10⁶ µcr)")]
-PositiveUcr = Annotated[int, Field(gt=0, le=MAX_UCR, description="micro-credits, > 0")]
-Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
+Ucr = Annotated[
+    StrictInt, Field(ge=0, le=MAX_UCR, description="micro-credits (1 credit = 10⁶ µcr)")
+]
+PositiveUcr = Annotated[StrictInt, Field(gt=0, le=MAX_UCR, description="micro-credits, > 0")]
+Count = Annotated[StrictInt, Field(ge=0, le=MAX_COUNT)]
+
+
+def _bounded_metadata(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    if value:
+        problem = metadata_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+    return value
+
+
+Metadata = Annotated[
+    dict[str, Any] | None,
+    AfterValidator(_bounded_metadata),
+    Field(
+        description=f"labels: at most {METADATA_MAX_KEYS} keys (all depths) of at most"
+        f" {METADATA_MAX_KEY_LENGTH} characters, {METADATA_MAX_DEPTH} levels deep,"
+        f" {METADATA_MAX_BYTES} bytes as JSON; strings are stored cut to 100 characters",
+    ),
+]
 
 
 def _finite_rate(value: Decimal) -> Decimal:
@@ -144,7 +183,7 @@ class KeyIn(Strict):
     ISO weeks from Monday, calendar months."""
 
     name: str = Field(default="", max_length=200, pattern=NO_NUL)
-    limit_ucr: int | None = Field(default=None, ge=0, le=MAX_UCR)
+    limit_ucr: StrictInt | None = Field(default=None, ge=0, le=MAX_UCR)
     limit_period: Literal["day", "week", "month", "never"] | None = None
 
     @model_validator(mode="after")
@@ -281,10 +320,10 @@ class CostIn(Strict):
 class EarningsRuleIn(Strict):
     per_use_ucr: Ucr = 0
     per_token_ucr: Rate = Decimal(0)
-    share_bps: int | None = Field(default=None, ge=0, le=10_000)
-    popularity_tiers: list[tuple[Annotated[int, Field(ge=0, le=MAX_COUNT)], Multiplier]] | None = (
-        None
-    )
+    share_bps: StrictInt | None = Field(default=None, ge=0, le=10_000)
+    popularity_tiers: (
+        list[tuple[Annotated[StrictInt, Field(ge=0, le=MAX_COUNT)], Multiplier]] | None
+    ) = None
     type_multipliers: (
         dict[Annotated[str, Field(min_length=1, max_length=32)], Multiplier] | None
     ) = None
@@ -310,8 +349,8 @@ class ModelIn(Strict):
     category: str = Field(default="General", min_length=1, max_length=64)
     tier: Tier | None = None
     demand: Literal["high", "medium", "low"] = "medium"
-    creator_id: int | None = Field(default=None, ge=1, le=MAX_ID)
-    is_premium: bool = False
+    creator_id: StrictInt | None = Field(default=None, ge=1, le=MAX_ID)
+    is_premium: StrictBool = False
     access_price_ucr: Ucr = 0
     character_id: CharacterId | None = Field(
         default=None,
@@ -328,9 +367,9 @@ class ModelPatch(Strict):
     category: str | None = Field(default=None, min_length=1, max_length=64)
     tier: Tier | None = None
     demand: Literal["high", "medium", "low"] | None = None
-    is_premium: bool | None = None
+    is_premium: StrictBool | None = None
     access_price_ucr: Ucr | None = None
-    is_active: bool | None = None
+    is_active: StrictBool | None = None
     character_id: CharacterId | None = Field(
         default=None,
         description="link to this character (409 character_in_use when another active model"
@@ -398,7 +437,7 @@ class ModelPage(BaseModel):
 
 
 class PurchaseIn(Strict):
-    user_id: int | None = Field(
+    user_id: StrictInt | None = Field(
         default=None, ge=1, le=MAX_ID, description="admin/service keys: the buyer; user keys: omit"
     )
 
@@ -436,7 +475,7 @@ class UsageIn(Strict):
     cached_input_tokens: Count = 0
     units: Count = 0
     occurred_at: Timestamp | None = None
-    metadata: dict[str, Any] | None = None
+    metadata: Metadata = None
 
     @model_validator(mode="after")
     def _one_model_reference(self) -> UsageIn:
@@ -574,7 +613,7 @@ class RecalculateIn(Strict):
     )
     category: str | None = Field(default=None, max_length=64)
     mode: Mode | None = None
-    include_explicit: bool = False
+    include_explicit: StrictBool = False
 
 
 class RecalculateOut(BaseModel):

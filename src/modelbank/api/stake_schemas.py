@@ -9,7 +9,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictBool, StrictInt
 
 from modelbank.analytics.explain import UsageEarnings
 from modelbank.api import present
@@ -20,7 +20,7 @@ from modelbank.earnings.rules import BPS
 from modelbank.earnings.stakes import Listing, Stake
 from modelbank.money import format_credits
 
-Bps = Annotated[int, Field(ge=1, le=BPS, description="basis points, 1…10,000")]
+Bps = Annotated[StrictInt, Field(ge=1, le=BPS, description="basis points, 1…10,000")]
 
 # ---------------------------------------------------------------- stakes
 
@@ -150,7 +150,7 @@ class RuleHistoryOut(BaseModel):
 
 
 class MonetisationIn(Strict):
-    enabled: bool
+    enabled: StrictBool
 
 
 class ModelMonetisationOut(BaseModel):

@@ -5,15 +5,16 @@ string; money ``*_uusd`` µUSD with a display string."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, StrictBool, StrictInt, model_validator
 
 from modelbank.api.schemas import (
     NO_NUL,
     CharacterId,
     Count,
     Id,
+    Metadata,
     PositiveUcr,
     RecognitionOut,
     Strict,
@@ -29,7 +30,7 @@ from modelbank.wallets.holds import HoldInfo
 from modelbank.wallets.packages import PackageInfo
 from modelbank.wallets.purchases import PurchaseInfo
 
-Uusd = Annotated[int, Field(gt=0, le=10**13, description="micro-dollars, whole cents")]
+Uusd = Annotated[StrictInt, Field(gt=0, le=10**13, description="micro-dollars, whole cents")]
 Slug = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$")]
 Name = Annotated[str, Field(min_length=1, max_length=100, pattern=NO_NUL)]
 Url = Annotated[str, Field(min_length=1, max_length=2000, pattern=r"^https?://[^\s\x00]+$")]
@@ -78,17 +79,17 @@ class PackageIn(Strict):
     name: Name
     credits_ucr: PositiveUcr
     price_uusd: Uusd
-    highlighted: bool = False
-    sort_order: int = Field(default=0, ge=0, le=10_000)
+    highlighted: StrictBool = False
+    sort_order: StrictInt = Field(default=0, ge=0, le=10_000)
 
 
 class PackagePatch(Strict):
     name: Name | None = None
     credits_ucr: PositiveUcr | None = None
     price_uusd: Uusd | None = None
-    highlighted: bool | None = None
-    is_active: bool | None = None
-    sort_order: int | None = Field(default=None, ge=0, le=10_000)
+    highlighted: StrictBool | None = None
+    is_active: StrictBool | None = None
+    sort_order: StrictInt | None = Field(default=None, ge=0, le=10_000)
 
 
 class PurchaseIn(Strict):
@@ -219,7 +220,7 @@ class _ModelOrCharacter(Strict):
 
 class HoldIn(_ModelOrCharacter):
     amount_ucr: PositiveUcr
-    timeout_s: int = Field(ge=1, le=7 * 24 * 3600, description="seconds until it expires")
+    timeout_s: StrictInt = Field(ge=1, le=7 * 24 * 3600, description="seconds until it expires")
 
 
 class CaptureIn(_ModelOrCharacter):
@@ -228,7 +229,7 @@ class CaptureIn(_ModelOrCharacter):
     input_tokens: Count = 0
     output_tokens: Count = 0
     units: Count = 0
-    metadata: dict[str, Any] | None = None
+    metadata: Metadata = None
 
 
 class HoldOut(BaseModel):

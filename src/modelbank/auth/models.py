@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import cast
 
-from sqlalchemy import BigInteger, ForeignKey, String, Table, text
+from sqlalchemy import BigInteger, ForeignKey, Index, String, Table, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from modelbank.db.base import Base, BigId, UTCDateTime
@@ -41,3 +41,23 @@ class ApiKey(Base):
 
 
 api_keys_table = cast(Table, ApiKey.__table__)
+
+
+class WebSession(Base):
+    """A dashboard session (issue 16 part 4): the sealed cookie names this row by ``id`` (a
+    random 256-bit token, url-safe), and a request is signed in only while the row exists,
+    has not ``ended_at`` and has not expired. Signing out sets ``ended_at``, so a copied
+    cookie stops working at once everywhere."""
+
+    __tablename__ = "web_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    api_key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+    __table_args__ = (Index("ix_web_sessions_api_key_id", "api_key_id"),)
+
+
+web_sessions_table = cast(Table, WebSession.__table__)

@@ -17,7 +17,7 @@ from modelbank.cli.common import (
     settings_for,
 )
 from modelbank.db.engine import session_factory
-from modelbank.secrets import SecretBox
+from modelbank.secrets import SecretBox, bind_deployment_key
 
 jobs_app = typer.Typer(help="Background jobs (idempotent, bounded batches).", no_args_is_help=True)
 
@@ -46,6 +46,7 @@ def run(
         engine = migrated_engine(settings)
         factory = session_factory(engine)
         box = SecretBox.from_settings(settings)
+        bind_deployment_key(box, engine)  # one key per deployment (refuses another)
         try:
             while True:
                 with console.status("running jobs…") as status:

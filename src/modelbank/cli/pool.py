@@ -9,7 +9,7 @@ import typer
 from modelbank.cli.common import DB_OPTION_HELP, cli_errors, console, migrated_engine, settings_for
 from modelbank.db.engine import session_factory, transaction
 from modelbank.pool import rotation
-from modelbank.secrets import SecretBox
+from modelbank.secrets import SecretBox, bind_deployment_key
 
 pool_app = typer.Typer(
     help="Operate the resource pool of deposited provider keys.", no_args_is_help=True
@@ -30,6 +30,7 @@ def rotate_keys(db: Annotated[str | None, typer.Option(help=DB_OPTION_HELP)] = N
         settings = settings_for(db)
         box = SecretBox.from_settings(settings)
         engine = migrated_engine(settings)
+        bind_deployment_key(box, engine)  # a rotation moves the registration
         factory = session_factory(engine)
         total = 0
         while True:

@@ -39,14 +39,30 @@ def normalise_url(url: str) -> str:
     return url
 
 
+PREPARE_THRESHOLD_PARAM = "prepare_threshold"
+"""modelbank's own URL parameter for PostgreSQL: ``?prepare_threshold=none`` turns psycopg's
+server-side prepared statements off (PgBouncer in transaction mode before 1.21 hands the
+next transaction another server connection, where a statement prepared on the first does
+not exist); a number sets after how many runs a statement is prepared (psycopg's default 5)."""
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
-    """Create an engine for ``url`` (``sqlite:///path`` or ``postgresql://…``)."""
+    """Create an engine for ``url`` (``sqlite:///path`` or ``postgresql://…``; on PostgreSQL
+    ``?prepare_threshold=none`` for PgBouncer's transaction pooling, see
+    :data:`PREPARE_THRESHOLD_PARAM`)."""
     url = normalise_url(url)
-    backend = make_url(url).get_backend_name()
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
     if backend == "sqlite":
         engine = create_engine(url, connect_args={"check_same_thread": False}, **kwargs)
         _configure_sqlite(engine)
         return engine
+    if PREPARE_THRESHOLD_PARAM in parsed.query:
+        raw = str(parsed.query[PREPARE_THRESHOLD_PARAM]).strip().lower()
+        threshold = None if raw in ("", "none", "off") else int(raw)
+        connect_args = {**kwargs.pop("connect_args", {}), "prepare_threshold": threshold}
+        parsed = parsed.difference_update_query([PREPARE_THRESHOLD_PARAM])
+        return create_engine(parsed, pool_pre_ping=True, connect_args=connect_args, **kwargs)
     return create_engine(url, pool_pre_ping=True, **kwargs)
 
 

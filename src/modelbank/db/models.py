@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from modelbank.audit.models import AuditRecord
-from modelbank.auth.models import ApiKey
+from modelbank.auth.models import ApiKey, WebSession
 from modelbank.catalog.models import CatalogModel, ModelAccess
 from modelbank.chain.models import ChainBlock
 from modelbank.db.base import Base
@@ -28,9 +28,10 @@ from modelbank.marketplace.models import (
 )
 from modelbank.metering.models import UsageEventRow
 from modelbank.metering.rollups import CreatorDay, ModelDay, UserDay
-from modelbank.platform.models import PlatformSetting
+from modelbank.platform.models import DeploymentKey, PlatformSetting
 from modelbank.pool.models import PoolDebt, Resource, ResourceHealth, ResourceModel, RouteLog
 from modelbank.pricing.models import PriceVersion
+from modelbank.ratelimits.models import RateLimitCounter, RateLimitPlan
 from modelbank.users.models import User
 from modelbank.wallets.billing_models import (
     GrantRollover,
@@ -71,6 +72,7 @@ __all__ = [
     "ChainBlock",
     "CreatorDay",
     "CreditPackage",
+    "DeploymentKey",
     "Earning",
     "EarningsDebt",
     "EarningsRuleVersion",
@@ -97,6 +99,8 @@ __all__ = [
     "PromoCode",
     "PromoRedemption",
     "Purchase",
+    "RateLimitCounter",
+    "RateLimitPlan",
     "ReferenceEpoch",
     "Referral",
     "ReferralCode",
@@ -114,6 +118,7 @@ __all__ = [
     "UserDay",
     "WalletAlert",
     "WalletHold",
+    "WebSession",
     "WebhookAttempt",
     "WebhookDelivery",
     "WebhookEndpoint",

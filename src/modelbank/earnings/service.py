@@ -19,6 +19,7 @@ from modelbank.db.base import utcnow
 from modelbank.db.bulk import BulkInsert, db_timestamp
 from modelbank.db.fast import FastSQL, Read
 from modelbank.db.fast import connection as fast_connection
+from modelbank.db.locks import lock_sequence
 from modelbank.earnings.errors import InvalidRule, InvalidSplit
 from modelbank.earnings.models import beneficiaries_table as beneficiaries
 from modelbank.earnings.models import earnings_rules_table as rules
@@ -90,6 +91,7 @@ def set_rule(
     session: Session, model_id: int, rule: EarningsRule, *, effective_from: datetime | None = None
 ) -> EarningsRule:
     """Store ``rule`` as the next version of the model's earnings rule; return it versioned."""
+    lock_sequence(session, "earnings_rules", model_id)  # concurrent edits: next number each
     conn = fast_connection(session)
     version = (
         int(

@@ -51,3 +51,11 @@ class HoldAmountExceeded(LedgerError):
     """Posting more than the held amount."""
 
     code = "hold_amount_exceeded"
+
+
+class AccountTotalLimit(LedgerError):
+    """A transfer would carry an account's running total past
+    :data:`modelbank.ledger.models.MAX_ACCOUNT_TOTAL` (a CHECK constraint on both databases
+    refuses it before any 64-bit overflow); nothing was written."""
+
+    code = "account_total_limit"

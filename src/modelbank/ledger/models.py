@@ -19,6 +19,14 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from modelbank.db.base import Base, BigId, UTCDateTime
 
+MAX_ACCOUNT_TOTAL = 2**62
+"""Ceiling of each running total of an account (µcr; 4.6 × 10¹² credits). Half of 2⁶³:
+one request moves at most 10¹⁵ µcr and a batch at most 10¹⁸, so a total at the ceiling plus
+any one statement's delta still fits a signed 64-bit integer. The CHECK constraint below
+refuses the crossing on both databases (SQLite would otherwise turn the sum into a float,
+PostgreSQL raise ``bigint out of range``); the ledger translates it into
+:class:`~modelbank.ledger.errors.AccountTotalLimit`."""
+
 
 class Account(Base):
     """An account. Balance = credits_posted − debits_posted (µcr); available additionally
@@ -43,7 +51,18 @@ class Account(Base):
             " AND credits_pending >= 0",
             name="totals_non_negative",
         ),
+        CheckConstraint(
+            f"debits_posted <= {MAX_ACCOUNT_TOTAL} AND credits_posted <= {MAX_ACCOUNT_TOTAL}"
+            f" AND debits_pending <= {MAX_ACCOUNT_TOTAL}"
+            f" AND credits_pending <= {MAX_ACCOUNT_TOTAL}",
+            name="totals_bounded",
+        ),
     )
+
+
+STORED_KEY_LENGTH = 256
+"""Room for a caller's 200-character Idempotency-Key plus the prefix that scopes it
+(``api:key:<id>:``, ``u<user id>:``): every role gets the full 200 the README promises."""
 
 
 class Transfer(Base):
@@ -54,7 +73,9 @@ class Transfer(Base):
     __tablename__ = "transfers"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    idempotency_key: Mapped[str | None] = mapped_column(String(200), nullable=True, unique=True)
+    idempotency_key: Mapped[str | None] = mapped_column(
+        String(STORED_KEY_LENGTH), nullable=True, unique=True
+    )
     debit_account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
     credit_account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
     amount: Mapped[int] = mapped_column(BigInteger)

@@ -39,11 +39,13 @@ from modelbank.ledger.codes import (
 )
 from modelbank.ledger.errors import (
     AccountNotFound,
+    AccountTotalLimit,
     InsufficientFunds,
     InvalidTransfer,
     TransferNotFound,
 )
 from modelbank.ledger.holds import Hold as Hold  # re-exported: the ledger's hold type
+from modelbank.ledger.models import MAX_ACCOUNT_TOTAL
 from modelbank.ledger.models import accounts_table as accounts
 from modelbank.ledger.models import transfers_table as transfers
 
@@ -77,6 +79,9 @@ _UPDATE_TOTALS_FAST = FastSQL(
     "UPDATE accounts SET debits_posted = debits_posted + ?, credits_posted = credits_posted + ?,"
     " debits_pending = debits_pending + ?, credits_pending = credits_pending + ? WHERE id = ?"
 )
+
+_TOTALS_BOUNDED = "ck_accounts_totals_bounded"
+"""The CHECK constraint that keeps account totals under :data:`MAX_ACCOUNT_TOTAL`."""
 
 _INSERT_LINKED = BulkInsert(
     transfers,
@@ -747,13 +752,21 @@ def _apply(
         new_id = int(conn.execute(_INSERT_RETURNING_ID, plan.rows[0]).scalar_one())
     else:
         conn.execute(insert(transfers), plan.rows)
-    _UPDATE_TOTALS_FAST.executemany(
-        conn,
-        [
-            (d.debits_posted, d.credits_posted, d.debits_pending, d.credits_pending, account_id)
-            for account_id, d in sorted(plan.deltas.items())
-        ],
-    )
+    try:
+        _UPDATE_TOTALS_FAST.executemany(
+            conn,
+            [
+                (d.debits_posted, d.credits_posted, d.debits_pending, d.credits_pending, account_id)
+                for account_id, d in sorted(plan.deltas.items())
+            ],
+        )
+    except Exception as exc:  # the driver's IntegrityError: sqlite3's or psycopg's
+        if _TOTALS_BOUNDED not in str(exc):
+            raise
+        raise AccountTotalLimit(
+            f"a transfer would carry an account's running total past {MAX_ACCOUNT_TOTAL} µcr",
+            limit_ucr=MAX_ACCOUNT_TOTAL,
+        ) from None
     # Keep the caller's locked view current so a later call in the same transaction sees it.
     if locked is not None:
         for account_id, delta in plan.deltas.items():

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from modelbank.errors import DomainError
 from modelbank.metering.events import ChargeResult, UsageEvent, rejected
+from modelbank.observability.metrics import REJECTIONS
 
 
 class Batch:
@@ -25,7 +26,9 @@ class Batch:
         self.hashes: list[str] = [""] * count
 
     def reject(self, index: int, error: DomainError) -> None:
-        """Answer event ``index`` with ``error`` (raised at once with ``raise_errors``)."""
+        """Answer event ``index`` with ``error`` (raised at once with ``raise_errors``).
+        Counted at once (a rejection writes nothing, whatever the transaction does)."""
+        REJECTIONS.labels(error.code).inc()
         if self.raise_errors:
             raise error
         self.errors[index] = error

@@ -21,10 +21,20 @@ from modelbank.metering.errors import InvalidUsage
 MAX_BATCH_EVENTS = 1_000
 """Events per batch: keeps one transaction's lock time and memory bounded (and the
 ``IN (…)`` lists under every backend's parameter limit)."""
-MAX_KEY_LENGTH = 200
-"""Idempotency keys are at most 200 characters (the column width)."""
+MAX_KEY_LENGTH = 224
+"""An event's stored idempotency key: a caller's 200 characters plus the ``u<user id>:``
+prefix the API adds for user keys (at most 21 more); the column holds 256."""
 METADATA_TEXT_LIMIT = 100
 """DESIGN §6: prompts and other strings in metadata are truncated to 100 characters."""
+METADATA_MAX_KEYS = 64
+"""Keys in an event's metadata, counted at every depth: a label set, not a document."""
+METADATA_MAX_KEY_LENGTH = 64
+"""Characters of one metadata key (values are truncated; keys are refused: a key is a name)."""
+METADATA_MAX_DEPTH = 4
+"""Nesting of objects and lists in metadata (the top object is depth 1)."""
+METADATA_MAX_BYTES = 16 * 1024
+"""Size of the metadata as compact JSON, before truncation: ~100 µs to check, and a row's
+metadata stays far below a page even before the 100-character cut."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +150,7 @@ def validate(event: UsageEvent) -> None:
     """Raise :class:`InvalidUsage` for a bad key, negative counts, cached > input, an
     empty usage type or a naive ``occurred_at``."""
     if not event.idempotency_key or len(event.idempotency_key) > MAX_KEY_LENGTH:
-        raise InvalidUsage("idempotency_key must be 1–200 characters")
+        raise InvalidUsage(f"idempotency_key must be 1–{MAX_KEY_LENGTH} characters")
     for name in ("input_tokens", "output_tokens", "cached_input_tokens", "units"):
         value = getattr(event, name)
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
@@ -151,9 +161,46 @@ def validate(event: UsageEvent) -> None:
         raise InvalidUsage("usage_type must be 1–32 characters")
     if event.occurred_at is not None and event.occurred_at.tzinfo is None:
         raise InvalidUsage("occurred_at must carry a time zone")
+    if event.metadata:
+        problem = metadata_problem(event.metadata)
+        if problem is not None:
+            raise InvalidUsage(problem)
     fixed = event.charge_ucr
     if fixed is not None and (not isinstance(fixed, int) or isinstance(fixed, bool) or fixed < 0):
         raise InvalidUsage(f"charge_ucr must be an integer ≥ 0, got {fixed!r}")
+
+
+def metadata_problem(metadata: Mapping[str, Any]) -> str | None:
+    """Why ``metadata`` is out of bounds (:data:`METADATA_MAX_KEYS` keys at all depths, keys
+    of at most :data:`METADATA_MAX_KEY_LENGTH` characters, :data:`METADATA_MAX_DEPTH` levels,
+    :data:`METADATA_MAX_BYTES` bytes of compact JSON), or None when it is within them.
+    Stored values are truncated afterwards (:func:`clean_metadata`); keys never are."""
+    keys = 0
+    stack: list[tuple[Any, int]] = [(metadata, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > METADATA_MAX_DEPTH:
+            return f"metadata is nested deeper than {METADATA_MAX_DEPTH} levels"
+        if isinstance(value, Mapping):
+            keys += len(value)
+            if keys > METADATA_MAX_KEYS:
+                return f"metadata has more than {METADATA_MAX_KEYS} keys"
+            for key, item in value.items():
+                if len(str(key)) > METADATA_MAX_KEY_LENGTH:
+                    return f"a metadata key is longer than {METADATA_MAX_KEY_LENGTH} characters"
+                if isinstance(item, Mapping | list | tuple):
+                    stack.append((item, depth + 1))
+        elif isinstance(value, list | tuple):
+            for item in value:
+                if isinstance(item, Mapping | list | tuple):
+                    stack.append((item, depth + 1))
+    try:
+        size = len(json.dumps(metadata, separators=(",", ":"), default=str).encode())
+    except (TypeError, ValueError):
+        return "metadata must be JSON"
+    if size > METADATA_MAX_BYTES:
+        return f"metadata is larger than {METADATA_MAX_BYTES} bytes as JSON"
+    return None
 
 
 def clean_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any] | None:

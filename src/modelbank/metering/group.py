@@ -42,6 +42,7 @@ from sqlalchemy.orm import Session
 
 from modelbank.metering.events import MAX_BATCH_EVENTS, ChargeResult, UsageEvent
 from modelbank.metering.pipeline import charge_batch_with_errors
+from modelbank.observability.metrics import GROUP_COMMIT_BATCH
 
 log = logging.getLogger(__name__)
 
@@ -200,6 +201,7 @@ class GroupCommitter:
             return
         self.batches += 1
         self.events += len(live)
+        GROUP_COMMIT_BATCH.observe(len(live))
         try:
             with self._factory() as session, session.begin():
                 results, errors = charge_batch_with_errors(session, [p.event for p in live])

@@ -9,6 +9,7 @@ from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, String, Tab
 from sqlalchemy.orm import Mapped, mapped_column
 
 from modelbank.db.base import Base, BigId, UTCDateTime
+from modelbank.ledger.models import STORED_KEY_LENGTH
 
 
 class UsageEventRow(Base):
@@ -23,7 +24,7 @@ class UsageEventRow(Base):
     __tablename__ = "usage_events"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
+    idempotency_key: Mapped[str] = mapped_column(String(STORED_KEY_LENGTH), unique=True)
     request_hash: Mapped[str] = mapped_column(String(64))
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))

@@ -35,6 +35,7 @@ from modelbank.metering.events import (
     validate,
 )
 from modelbank.metering.post import post, usage_ids_read
+from modelbank.observability import metrics
 from modelbank.wallets import grants
 
 
@@ -96,9 +97,11 @@ def charge_batch_with_errors(
     conn = fast.connection(session)
     try:
         _read_ahead(session, batch)
-        return _charge(session, batch, now)
+        results, errors = _charge(session, batch, now)
     finally:
         fast.forget_reads_ahead(conn)  # rows read ahead never outlive the batch
+    metrics.count_on_commit(session, [r.status for r in results])
+    return results, errors
 
 
 def _charge(

@@ -23,3 +23,21 @@ class PlatformSetting(Base):
 
 
 settings_table = cast(Table, PlatformSetting.__table__)
+
+
+class DeploymentKey(Base):
+    """The deployment's secret key, by id (issue 16 D9): one row (``id`` 1) naming the key
+    that seals this database's secrets and the dashboard's cookies (its
+    :func:`~modelbank.secrets.key_id_of`, never the key) and where the process that
+    registered it found it, so that a process started with another key refuses to start
+    and says where the right one lives."""
+
+    __tablename__ = "deployment_key"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    key_id: Mapped[str] = mapped_column(String(16))
+    location: Mapped[str] = mapped_column(String(500))
+    registered_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+deployment_key_table = cast(Table, DeploymentKey.__table__)

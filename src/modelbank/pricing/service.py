@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from modelbank.audit import service as audit
 from modelbank.catalog.tiers import Tier
 from modelbank.db.base import utcnow
+from modelbank.db.locks import lock_sequence
 from modelbank.db.versions import in_force
 from modelbank.money import DEFAULT_CREDITS_PER_USD
 from modelbank.pricing.errors import InvalidPrice, NoPrice
@@ -95,6 +96,7 @@ def set_price(
             "cost",
         )
     conn = session.connection()
+    lock_sequence(session, "price_versions", model_id)  # concurrent edits: next number each
     version = (
         int(
             conn.execute(

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import insert, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from modelbank.db.base import utcnow
@@ -45,17 +46,20 @@ def create_user(session: Session, external_id: str, display_name: str | None = N
     if conn.execute(select(users.c.id).where(users.c.external_id == external_id)).first():
         raise UserExists(f"user {external_id!r} already exists", external_id=external_id)
     now = utcnow()
-    user_id = int(
-        conn.execute(
-            insert(users)
-            .values(
-                external_id=external_id,
-                display_name=display_name or external_id,
-                created_at=now,
-            )
-            .returning(users.c.id)
-        ).scalar_one()
-    )
+    try:
+        user_id = int(
+            conn.execute(
+                insert(users)
+                .values(
+                    external_id=external_id,
+                    display_name=display_name or external_id,
+                    created_at=now,
+                )
+                .returning(users.c.id)
+            ).scalar_one()
+        )
+    except IntegrityError:  # created concurrently since the check above
+        raise UserExists(f"user {external_id!r} already exists", external_id=external_id) from None
     opened = ledger.open_user_accounts(session, user_id)
     return UserInfo(
         id=user_id,

@@ -19,6 +19,7 @@ Money here is in **cents** (the provider edge, DESIGN §2); credits in µcr.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -38,7 +39,10 @@ PROVIDER_NAMES = ("manual", "stripe")
 """Names :func:`provider_for` accepts."""
 
 STRIPE_WEBHOOK_TOLERANCE_S = 300
-"""Oldest Stripe webhook signature timestamp accepted, in seconds (the SDK's default)."""
+"""How far a Stripe webhook signature's timestamp may be from now, in seconds, in either
+direction (the SDK's default for the past; the same for the future, issue 16 D11: a
+correctly signed event dated later than now + tolerance was made with a wrong clock or
+prepared for a later replay, and is refused)."""
 
 STRIPE_TIMEOUT_S = 30.0
 """Seconds the default Stripe HTTP client waits for an API response."""
@@ -299,8 +303,9 @@ class StripeProvider:
 
         Raises :class:`PaymentProviderNotConfigured` without a webhook secret,
         :class:`WebhookSignatureInvalid` for a missing, malformed or wrong signature or a
-        timestamp older than the tolerance, and :class:`~modelbank.errors.InvalidInput` for a
-        correctly signed body that is not a Stripe event.
+        timestamp further than the tolerance from now (past or future), and
+        :class:`~modelbank.errors.InvalidInput` for a correctly signed body that is not a
+        Stripe event.
         """
         if not self._webhook_secret:
             raise PaymentProviderNotConfigured(
@@ -327,7 +332,28 @@ class StripeProvider:
                 f"signed Stripe webhook body is not a Stripe snapshot event: {exc}",
                 provider="stripe",
             ) from None
+        # the SDK checks the past side only
+        signed_at = _signature_time(signature_header)
+        if signed_at is not None and signed_at > time.time() + self._tolerance_s:
+            raise WebhookSignatureInvalid(
+                "Stripe webhook signature timestamp is in the future (beyond the"
+                f" {self._tolerance_s} s tolerance)",
+                provider="stripe",
+            )
         return _map_event(event.to_dict())
+
+
+def _signature_time(header: str | None) -> int | None:
+    """The ``t=`` timestamp (Unix seconds) of a ``Stripe-Signature`` header, or None when
+    there is none (the SDK then refuses the header itself)."""
+    for part in (header or "").split(","):
+        name, _, value = part.strip().partition("=")
+        if name == "t":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
 
 
 def _map_event(data: Mapping[str, Any]) -> PaymentEvent:

@@ -46,7 +46,7 @@ def platform_page(request: Request, viewer: SignedIn, period: Period = "30d") ->
     viewer.principal.require_admin()
     db = state_of(request).db
     now = utcnow()
-    with db.read() as session:
+    with db.read_analytics() as session:
         found = dashboards.admin_analytics(
             session, period, credits_per_usd=db.settings.credits_per_usd, now=now
         )

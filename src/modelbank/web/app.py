@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from modelbank.api.deps import Database
 from modelbank.api.errors import status_for
+from modelbank.api.guards import Guard
 from modelbank.errors import DomainError
 from modelbank.secrets import SecretBox
 from modelbank.web import (
@@ -165,6 +166,7 @@ def create_web_app(db: Database, box: SecretBox) -> FastAPI:
     app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None, title="modelbank dashboard")
     app.state.web = WebState(db=db, sessions=Sessions(box))
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(Guard)  # an unhandled error: problem+json, never a dropped connection
     _install_errors(app)
     plotly_path = plotly_js()
 

@@ -9,6 +9,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from modelbank.auth import service as auth
+from modelbank.auth import sessions as web_sessions
 from modelbank.auth.errors import Unauthenticated
 from modelbank.auth.service import Principal, Role
 from modelbank.web.render import redirect, render, safe_next
@@ -129,16 +130,27 @@ async def sign_in(request: Request) -> Response:
             error="Service keys are for the operator's backend: sign in with a user or admin key.",
             status_code=403,
         )
-    token = state_of(request).sessions.issue(who.key_id, auth.digest(key))
+    web = state_of(request)
+    session_id = await run_in_threadpool(_start_session, request, who.key_id)
+    token = web.sessions.issue(who.key_id, auth.digest(key), session_id)
     response = redirect(safe_next(next_url, landing(who)))
     set_cookie(response, request, SESSION_COOKIE, token, max_age=state_of(request).sessions.ttl_s)
     clear_cookie(response, request, PRESESSION_COOKIE)
     return response
 
 
+def _start_session(request: Request, key_id: int) -> str:
+    web = state_of(request)
+    with web.db.write() as session:
+        return web_sessions.start(session, key_id, ttl_s=web.sessions.ttl_s)
+
+
 @router.post("/sign-out")
-def sign_out(request: Request, _: Annotated[Viewer, Depends(signed_in_post)]) -> Response:
-    """End the session in this browser."""
+def sign_out(request: Request, viewer: Annotated[Viewer, Depends(signed_in_post)]) -> Response:
+    """End the session: on the server (a copy of the cookie no longer works) and in this
+    browser."""
+    with state_of(request).db.write() as session:
+        web_sessions.end(session, viewer.session_id)
     response = redirect("/app/sign-in")
     clear_cookie(response, request, SESSION_COOKIE)
     return response

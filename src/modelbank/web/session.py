@@ -4,12 +4,12 @@
 request came over https): a token sealed with the server's secret key (the
 :class:`~modelbank.secrets.SecretBox` that also encrypts webhook secrets; Fernet:
 AES-128-CBC, then HMAC-SHA256 over the ciphertext with the other half of that key) holding
-``{"k": API key id, "d": the key's stored SHA-256 digest, "e": expiry, unix seconds}``;
-never the key itself. Every request re-authenticates the key through
-:func:`modelbank.auth.service.authenticate_digest`, so revoking the key ends its sessions
-at once; a session also ends :data:`SESSION_TTL_S` after sign-in. Sessions are stateless:
-signing out deletes the cookie in this browser, a copied cookie stays valid until it
-expires or the key is revoked.
+``{"k": API key id, "d": the key's stored SHA-256 digest, "e": expiry, unix seconds,
+"s": session id}``; never the key itself. Every request re-authenticates the key through
+:func:`modelbank.auth.service.authenticate_digest` and checks that the session row
+(:mod:`modelbank.auth.sessions`) is live, in one read transaction: revoking the key ends its
+sessions at once, signing out ends that session on the server (a copied cookie stops
+working too), and a session ends :data:`SESSION_TTL_S` after sign-in.
 
 **CSRF**: every form carries ``csrf_token`` = HMAC-SHA256 keyed with the session token
 (:func:`csrf_token`), compared in constant time on every POST (403 otherwise); the sign-in
@@ -37,6 +37,7 @@ from starlette.responses import Response
 from modelbank.api.deps import Database
 from modelbank.audit import context as audit_context
 from modelbank.auth import service as auth
+from modelbank.auth import sessions as web_sessions
 from modelbank.auth.errors import Forbidden, Unauthenticated
 from modelbank.auth.service import Principal
 from modelbank.secrets import SecretBox, SecretUndecryptable
@@ -74,11 +75,13 @@ class CsrfRejected(Forbidden):
 
 @dataclass(frozen=True, slots=True)
 class Claims:
-    """What a session token says: the API key (id and stored digest) and the expiry."""
+    """What a session token says: the API key (id and stored digest), the expiry and the
+    server-side session's id."""
 
     key_id: int
     key_digest: str
     expires_at: int
+    session_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +91,7 @@ class Viewer:
 
     principal: Principal
     csrf: str
+    session_id: str
 
     @property
     def user_id(self) -> int | None:
@@ -111,17 +115,21 @@ class Sessions:
         self.box = box
         self.ttl_s = ttl_s
 
-    def issue(self, key_id: int, key_digest: str, *, now: float | None = None) -> str:
-        """A session token for the key ``key_id`` (its stored digest), valid ``ttl_s``."""
+    def issue(
+        self, key_id: int, key_digest: str, session_id: str, *, now: float | None = None
+    ) -> str:
+        """A session token for the key ``key_id`` (its stored digest) and the server-side
+        session ``session_id``, valid ``ttl_s``."""
         expires = int(now if now is not None else time.time()) + self.ttl_s
-        return self.box.encrypt(json.dumps({"k": key_id, "d": key_digest, "e": expires}))
+        claims = {"k": key_id, "d": key_digest, "e": expires, "s": session_id}
+        return self.box.encrypt(json.dumps(claims))
 
     def open(self, token: str, *, now: float | None = None) -> Claims | None:
         """The claims of a token made by :meth:`issue`; None when it was altered, sealed
         with another key, malformed or expired."""
         try:
             data = json.loads(self.box.decrypt(token))
-            claims = Claims(int(data["k"]), str(data["d"]), int(data["e"]))
+            claims = Claims(int(data["k"]), str(data["d"]), int(data["e"]), str(data["s"]))
         except (SecretUndecryptable, ValueError, TypeError, KeyError):
             return None
         if claims.expires_at <= (now if now is not None else time.time()):
@@ -234,10 +242,13 @@ def _viewer(request: Request) -> Viewer:
     try:
         with web.db.read() as session:
             who = auth.authenticate_digest(session, claims.key_id, claims.key_digest)
+            live = web_sessions.is_live(session, claims.session_id, claims.key_id)
     except Unauthenticated:
         raise SignInRequired(expired=True) from None
+    if not live:  # signed out (maybe in another browser holding a copy of the cookie)
+        raise SignInRequired(expired=True)
     audit_context.identify(who.role.value, key_id=who.key_id, user_id=who.user_id)
-    return Viewer(who, csrf_token(token))
+    return Viewer(who, csrf_token(token), claims.session_id)
 
 
 def signed_in(request: Request) -> Viewer:

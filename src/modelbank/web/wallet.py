@@ -200,7 +200,7 @@ def statement(
     """The user's statement as CSV (the API's statement, with the session's scoping)."""
     scoped(viewer.principal, user_id)
     start, end = forms.date_range(since, until)
-    chunks = statement_csv(state_of(request).db.read, user_id, since=start, until=end)
+    chunks = statement_csv(state_of(request).db.read_analytics, user_id, since=start, until=end)
     name = f"statement-user-{user_id}.csv"
     return StreamingResponse(
         chunks,

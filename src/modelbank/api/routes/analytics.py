@@ -37,7 +37,7 @@ def creator_analytics(
     and what is available to withdraw now. The user themself, a service key or an admin;
     404 for others (and for an unknown ``model_id``)."""
     scoped(caller, user_id)
-    with db.read() as session:
+    with db.read_analytics() as session:
         found = dashboards.creator_analytics(session, user_id, period, model_id)
     return a.creator_analytics_out(found)
 
@@ -51,7 +51,7 @@ def model_analytics(
     activity; and for the period: spend by model, category and usage type, a daily series,
     and the portfolio (stakes held, what each earned, paid out)."""
     scoped(caller, user_id)
-    with db.read() as session:
+    with db.read_analytics() as session:
         found = dashboards.user_analytics(session, user_id, period)
     return a.user_analytics_out(found)
 
@@ -62,7 +62,7 @@ def admin_analytics(caller: Caller, db: DB, period: Period = "30d") -> a.AdminAn
     per model, per category and per day; top creators; payouts by status; earnings owed
     (admin). Margins convert provider cost at the configured credits per USD."""
     caller.require_admin()
-    with db.read() as session:
+    with db.read_analytics() as session:
         found = dashboards.admin_analytics(
             session, period, credits_per_usd=db.settings.credits_per_usd
         )

@@ -57,7 +57,7 @@ def export(
     where they are the beneficiary; payouts: theirs), or every user for an admin without
     ``user_id``."""
     scope = export_scope(caller, user_id)
-    chunks = export_csv(db.read, kind, user_id=scope, since=since, until=until)
+    chunks = export_csv(db.read_analytics, kind, user_id=scope, since=since, until=until)
     name = f"{kind.value}-{'all' if scope is None else f'user-{scope}'}.csv"
     return StreamingResponse(
         chunks,

@@ -17,6 +17,7 @@ from modelbank.catalog.service import ModelInfo
 from modelbank.metering import service as metering
 from modelbank.metering.service import ChargeResult, UsageEvent
 from modelbank.money import format_credits, format_usd
+from modelbank.ratelimits.service import Limiter
 
 router = APIRouter(
     prefix="/api/v1",
@@ -85,12 +86,16 @@ async def charge(body: s.UsageIn, key: IdemKey, caller: Caller, db: DB) -> JSONR
     need bought access. A key with a spend limit counts the charge against it: 402
     ``key_limit_reached`` past the limit, nothing charged."""
     scoped(caller, body.user_id)
+    if db.limiter is not None:
+        await db.check_tokens(caller, body.user_id)
     model = None
     if body.character_id is not None:
         model = await run_in_threadpool(character_model, db, body.character_id)
     result = await db.charge(
         event_of(body, metering_key(caller, key), model, caller.limited_key_id)
     )
+    if db.limiter is not None and result.status == "charged":
+        await db.add_tokens(caller, body.user_id, body.input_tokens + body.output_tokens)
     hit = "true" if result.status == "replayed" else "false"
     return JSONResponse(
         usage_out(result).model_dump(mode="json"), status_code=201, headers={IDEMPOTENCY_HIT: hit}
@@ -112,11 +117,16 @@ def charge_batch(body: s.BatchIn, caller: Caller, db: DB) -> s.BatchOut:
     ``character_not_found``. Each event succeeds or is rejected on its own; the results come
     back in order."""
     caller.require_admin_or_service()
+    limiter = db.limiter
+    if limiter is not None:  # the key's tokens (the operator's backend); users' are counted
+        limiter.check_tokens(caller.key_id, None)
     with db.write() as session:
         characters = catalog.resolve_characters(
             session, [e.character_id for e in body.events if e.character_id is not None]
         )
         results = _charge_resolved(session, body.events, characters, caller.limited_key_id)
+    if limiter is not None:
+        _count_tokens(limiter, caller, body.events, results)
     out = []
     for r in results:
         out.append(
@@ -138,6 +148,21 @@ def charge_batch(body: s.BatchIn, caller: Caller, db: DB) -> s.BatchOut:
         rejected=sum(r.status == "rejected" for r in results),
         results=out,
     )
+
+
+def _count_tokens(
+    limiter: Limiter, caller: Principal, events: list[s.BatchEventIn], results: list[ChargeResult]
+) -> None:
+    """Add the charged events' tokens to the key's and each user's minute."""
+    by_user: dict[int, int] = {}
+    for event, result in zip(events, results, strict=True):
+        if result.status == "charged":
+            tokens = event.input_tokens + event.output_tokens
+            by_user[event.user_id] = by_user.get(event.user_id, 0) + tokens
+    if by_user:
+        limiter.add_tokens(caller.key_id, None, sum(by_user.values()))
+    for user_id, tokens in by_user.items():
+        limiter.add_tokens(None, user_id, tokens)
 
 
 def _charge_resolved(

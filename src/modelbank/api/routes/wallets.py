@@ -488,7 +488,7 @@ def statement(
     """The user's wallet and earnings movements in ``[from, to)``, oldest first, as CSV
     (streamed; amounts signed µcr)."""
     scoped(caller, user_id)
-    chunks = statement_csv(db.read, user_id, since=since, until=until)
+    chunks = statement_csv(db.read_analytics, user_id, since=since, until=until)
     name = f"statement-user-{user_id}.csv"
     return StreamingResponse(
         chunks,
