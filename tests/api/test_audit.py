@@ -35,9 +35,14 @@ class Log:
         self.api = api
         self.seen = {r["id"] for r in _records(api)}
 
-    def one(self, action: str, request_id: str | None = None) -> dict[str, Any]:
+    def new(self) -> list[dict[str, Any]]:
+        """The records written since the last look."""
         new = [r for r in _records(self.api) if r["id"] not in self.seen]
         self.seen |= {r["id"] for r in new}
+        return new
+
+    def one(self, action: str, request_id: str | None = None) -> dict[str, Any]:
+        new = self.new()
         mine = [r for r in new if r["action"] == action]
         assert len(mine) == 1, (action, new)
         record = mine[0]
