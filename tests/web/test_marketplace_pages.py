@@ -127,6 +127,27 @@ def test_browse_buy_consume_dispute_and_refund(api: Api, market: Market) -> None
     assert "the key answers 503" in page and "No open disputes." in page
 
 
+def test_the_buy_form_pays_no_more_than_the_price_it_showed(api: Api, market: Market) -> None:
+    """The seller re-prices after the buyer loaded the page: the form's buy is refused with
+    a message, nothing written; after a reload it buys at the new price."""
+    m = market
+    _, buyer = _clients(api, m)
+    listing = list_quota(api, m)
+    html = buyer.get("/app/marketplace").text
+    data = {**_keys(html, f'data-listing-id="{listing["id"]}"'), "listing_id": listing["id"]}
+    data["max_unit_price_ucr"] = re.search(r'name="max_unit_price_ucr" value="(\d+)"', html)[1]
+    r = api.client.patch(
+        f"/api/v1/marketplace/listings/{listing['id']}",
+        json={"unit_price_ucr": 10 * int(data["max_unit_price_ucr"])},
+        headers=m.seller_headers,
+    )
+    assert r.status_code == 200, r.text
+    page = _post(buyer, "/app/marketplace/buy", "/app/marketplace", {**data, "quantity": "0.25"})
+    kind, text = _flash(page)
+    assert kind == "error" and "above the" in text, text
+    assert wallet(api, m.buyer) == 100 * CREDIT
+
+
 def test_seller_lists_at_the_suggested_price_reprices_and_cancels(api: Api, market: Market) -> None:
     m = market
     seller, _ = _clients(api, m)
