@@ -600,6 +600,27 @@ def test_concurrent_buyers_never_overfill(api: Api, market: Market) -> None:
     assert paid == 5 * 16 * CREDIT
 
 
+def test_concurrent_disputes_on_one_allocation_open_one(api: Api, market: Market) -> None:
+    """The buyer double-clicks "dispute": on PostgreSQL 8 racing requests open exactly one
+    dispute, the rest a typed 409 (two open disputes on one allocation were possible)."""
+    m = market
+    listing = list_quota(api, m)
+    [alloc] = buy(api, m.buyer_headers, listing["id"], 250_000).json()["allocations"]
+    url = f"{MARKET}/allocations/{alloc['id']}/disputes"
+
+    def attempt(n: int) -> Any:
+        return api.client.post(url, json={"reason": f"503s {n}"}, headers=m.buyer_headers)
+
+    with ThreadPoolExecutor(max_workers=8) as pool_:
+        results = list(pool_.map(attempt, range(8)))
+    assert sorted(r.status_code for r in results) == [201] + [409] * 7, [r.text for r in results]
+    for r in results:
+        if r.status_code == 409:
+            problem(r, 409, "dispute_state")
+    mine = api.client.get(f"{V1}/users/{m.buyer}/disputes", headers=m.buyer_headers).json()
+    assert len(mine["items"]) == 1
+
+
 def test_a_bundle_is_bought_whole(api: Api, market: Market) -> None:
     m, c = market, api.client
     second = _resource(api, m.seller, "sk-seller-key-000000000002", market_uusd=1_000_000)
