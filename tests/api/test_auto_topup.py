@@ -512,3 +512,23 @@ def test_signed_payment_events_with_absurd_values_are_a_4xx_and_grant_nothing(
         if r.status_code >= 400:
             problem(r, 422, "invalid_input")
     assert wallet(api, user_id)["available_ucr"] == 30 * CR
+
+
+def test_a_card_saved_for_an_unknown_user_is_ignored_not_retried(
+    stripe_api: tuple[Api, FakeStripeHTTP],  # noqa: F811
+) -> None:
+    """A signed ``setup_intent.succeeded`` naming no user of ours is acknowledged (200,
+    ignored): a 404 makes Stripe retry it for three days."""
+    api, _ = stripe_api
+    obj = {
+        "id": "seti_nobody",
+        "object": "setup_intent",
+        "customer": "cus_1",
+        "payment_method": "pm_1",
+        "status": "succeeded",
+        "metadata": {"user_id": "999999", "purpose": "auto_topup"},
+    }
+    r = deliver(api, "setup_intent.succeeded", obj, "evt_setup_nobody")
+    assert r.status_code == 200 and r.json() == {"result": "ignored"}, r.text
+    r = deliver(api, "setup_intent.succeeded", obj, "evt_setup_nobody")
+    assert r.json() == {"result": "duplicate"}
