@@ -31,6 +31,11 @@ fresh schema, dropped at the end):
 * ``modelbank charge``: ``with factory() as s, s.begin(): metering.charge(s, event)``.
 * ``modelbank charge_batch``: ``metering.charge_batch`` with ``--batch`` events per
   transaction.
+* ``modelbank seal``: after ``charge_batch``, :func:`modelbank.chain.seal_all` links every
+  transfer it wrote into the hash chain (blocks of 1,000 on SQLite, 5,000 on PostgreSQL),
+  then ``verify_all`` must find the chain sound. Its rate is in charged events per second;
+  ``charge_batch + seal`` is the rate when the same cores charge and seal (issue 16: the
+  chain's cost).
 * ``modelbank group commit``: the ``charge`` events again, one per call, submitted from
   ``--group-threads`` threads through :class:`modelbank.metering.group.GroupCommitter`
   (``--group-wait`` s of collecting); latency is one whole ``submit``. ``events/txn`` is
@@ -80,9 +85,11 @@ from sqlalchemy import Engine, event, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 import lean
+from modelbank import chain
 from modelbank.catalog import service as catalog
 from modelbank.catalog.costs import Mode
 from modelbank.catalog.tiers import Tier
+from modelbank.chain.seal import SEAL_BATCH, SEAL_BATCH_SQLITE
 from modelbank.db.base import utcnow
 from modelbank.db.engine import make_engine, session_factory
 from modelbank.db.migrate import upgrade
@@ -934,6 +941,39 @@ def run_modelbank(
     return timing.result(f"modelbank {name}", backend, per_txn)
 
 
+def run_seal(fixture: Fixture, backend: str, charged: Result) -> list[tuple[str, Result]]:
+    """Seal the hash chains over what the ``charge_batch`` phase wrote (its warm-up too) and
+    time it (issue 16: chaining is done by a sealer off the write path). Gives two rows:
+    the sealer's own rate in charged events per second, and ``charge_batch`` + seal, the
+    rate when the same cores do both (1 / (1/charge + 1/seal))."""
+    with fixture.factory() as s, s.begin():
+        events = (
+            s.connection()
+            .execute(select(func.count()).select_from(usage_events_table))
+            .scalar_one()
+        )
+    started = time.perf_counter()
+    sealed = chain.seal_all(fixture.factory)
+    seconds = time.perf_counter() - started
+    with fixture.factory() as s, s.begin():
+        reports = chain.verify_all(s)
+    bad = [r.problem for r in reports if not r.ok]
+    if bad or not sealed["transfers"]:
+        raise RuntimeError(f"sealing broken: {sealed}, {bad}")
+    seal = Result(
+        f"modelbank seal, {sealed['transfers']:,} transfers",
+        backend,
+        events,
+        SEAL_BATCH_SQLITE if backend == "sqlite" else SEAL_BATCH,
+        seconds,
+    )
+    both_seconds = charged.seconds + seconds * charged.events / events
+    both = Result(
+        "modelbank charge_batch + seal", backend, charged.events, charged.per_txn, both_seconds
+    )
+    return [("seal", seal), ("batch+seal", both)]
+
+
 def run_group(
     fixture: Fixture,
     backend: str,
@@ -1309,10 +1349,14 @@ LEAN_OF = {
     "sqlite single": "lean single",
     "sqlite group": "lean single",
     "sqlite batch": "lean batch",
+    "sqlite seal": "lean batch",
+    "sqlite batch+seal": "lean batch",
     "sqlite holds": "lean single",
     "postgres single": "pg lean single",
     "postgres group": "pg lean single",
     "postgres batch": "pg lean batch",
+    "postgres seal": "pg lean batch",
+    "postgres batch+seal": "pg lean batch",
     "postgres holds": "pg lean single",
     "postgres alone": "pg lean single",
     "postgres hot": "pg lean single",
@@ -1620,6 +1664,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 runner,
                 sql_stats.get("batch"),
             )
+            for key, result in run_seal(fixture, "sqlite", results["sqlite batch"]):
+                results[f"sqlite {key}"] = result
         finally:
             fixture.cleanup()
         if args.hold_pairs:
@@ -1686,6 +1732,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     results[key] = run_modelbank(
                         fixture, "postgres", phase_specs, warm, per_txn, runner
                     )
+                    if per_txn > 1:
+                        for sub, result in run_seal(fixture, "postgres", results[key]):
+                            results[f"postgres {sub}"] = result
                 finally:
                     fixture.cleanup()
             if args.group_threads:

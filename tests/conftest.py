@@ -19,6 +19,7 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from modelbank import chain
 from modelbank.data import PACKAGED_DATA_DIR, require
 from modelbank.db.engine import make_engine, session_factory
 from modelbank.db.migrate import upgrade
@@ -66,7 +67,7 @@ class Db:
                 found.extend(grants.check(session))
             found.extend(pool_invariants.check(session))
             found.extend(market_invariants.check(session))
-            return found
+        return found + chain.check(self.factory)  # issue 16: every link sealed, recomputed
 
 
 def _postgres_reason() -> str | None:

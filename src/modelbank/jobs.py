@@ -1,7 +1,7 @@
 """Background jobs (DESIGN §13 ``jobs.py``): expire holds, sweep expired grants, collect owed
 earnings, expire marketplace listings and allocations (returning their escrow), run
 after-commit tasks (auto top-up purchases, email notices; :mod:`modelbank.tasks`), deliver the
-webhook outbox.
+webhook outbox, seal the hash chains (:mod:`modelbank.chain`).
 
 Each step is idempotent and works in bounded batches, each batch its own short transaction,
 so a run can be interrupted at any point and run again (by ``modelbank jobs run``, by cron,
@@ -22,6 +22,7 @@ import httpx
 import stripe
 from sqlalchemy.orm import Session, sessionmaker
 
+from modelbank import chain
 from modelbank.config import Settings
 from modelbank.db.base import utcnow
 from modelbank.marketplace import service as market
@@ -72,6 +73,9 @@ class JobReport:
     task_attempts_failed: int = 0
     subscriptions_renewed: int = 0
     """Manual subscriptions renewed or ended at their period's end (when turned on)."""
+    transfers_sealed: int = 0
+    """Transfers linked into the hash chain (issue 16)."""
+    audit_records_sealed: int = 0
 
 
 def _until_done(
@@ -145,6 +149,10 @@ def run_once(
     report.marketplace_expired = _until_done(
         factory, lambda s: market.expire_due(s, now=at, limit=BATCH)
     )
+    step("seal hash chains")
+    sealed = chain.seal_all(factory, now=now)
+    report.transfers_sealed = sealed[chain.TRANSFERS.name]
+    report.audit_records_sealed = sealed[chain.AUDIT.name]
     if deliver:
         step("run tasks")
         report.tasks_done, report.task_attempts_failed = run_tasks(

@@ -603,6 +603,12 @@ TABLE: dict[tuple[str, str], Case] = {
         "admin",
         200,
     ),
+    ("GET", "/api/v1/admin/audit"): Case(
+        lambda w: ("/api/v1/admin/audit", {"params": {"action": "key."}}), ADMIN_ONLY, "admin", 200
+    ),
+    ("GET", "/api/v1/admin/audit.csv"): Case(
+        lambda w: ("/api/v1/admin/audit.csv", {}), ADMIN_ONLY, "admin", 200
+    ),
     ("PUT", "/api/v1/admin/payout-minimum"): Case(
         lambda w: ("/api/v1/admin/payout-minimum", {"json": {"minimum_ucr": 1_000}}),
         ADMIN_ONLY,

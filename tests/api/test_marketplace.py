@@ -569,6 +569,14 @@ def test_disputes_are_refunded_or_released_by_an_admin(api: Api, market: Market)
     assert r.status_code == 200 and r.json()["status"] == "released", r.text
     # the second allocation's 40 credits go to the seller, less 15 %
     assert wallet(api, m.seller) == 720 * CREDIT + 6_800_000 + 34 * CREDIT
+    # each resolution is in the admin audit log, once, with the dispute before and after
+    audit = c.get(
+        f"{V1}/admin/audit", params={"action": "marketplace.dispute.resolve"}, headers=api.admin
+    ).json()["items"]
+    assert sorted((a["target_id"], a["before"]["status"], a["after"]["status"]) for a in audit) == [
+        (str(d["id"]), "open", "refunded"),
+        (str(by_service.json()["id"]), "open", "released"),
+    ]
     assert wallet(api, m.buyer) == 52 * CREDIT
     allocs = c.get(
         f"{V1}/users/{m.buyer}/allocations", params={"status": "active"}, headers=m.buyer_headers

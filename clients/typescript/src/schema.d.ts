@@ -26,6 +26,47 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/admin/audit": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List Audit
+         * @description Audit records (admin), newest first, filtered by actor, action, target and time.
+         */
+        get: operations["list_audit_api_v1_admin_audit_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/admin/audit.csv": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Export Audit
+         * @description The audit records matching the filters as CSV (admin), oldest first, streamed;
+         *     ``before`` and ``after`` as JSON text.
+         */
+        get: operations["export_audit_api_v1_admin_audit_csv_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/admin/keys": {
         parameters: {
             query?: never;
@@ -2381,6 +2422,58 @@ export interface components {
             items: components["schemas"]["AllocationOut"][];
             /** Next Cursor */
             next_cursor: string | null;
+        };
+        /**
+         * AuditPage
+         * @description Newest first; pass ``next_cursor`` as ``cursor`` for the next (older) page.
+         */
+        AuditPage: {
+            /** Items */
+            items: components["schemas"]["AuditRecordOut"][];
+            /** Next Cursor */
+            next_cursor: string | null;
+        };
+        /**
+         * AuditRecordOut
+         * @description One state-changing action: who (``actor_kind``: admin, service, user, cli, stripe or
+         *     system; the API key and user), when, what (``action`` on ``target_type`` /
+         *     ``target_id``), the state ``before`` and ``after`` (null when there was none) and the
+         *     request id. ``chain_seq`` is its position in the audit hash chain (null until sealed).
+         */
+        AuditRecordOut: {
+            /** Action */
+            action: string;
+            /** Actor Key Id */
+            actor_key_id: number | null;
+            /** Actor Kind */
+            actor_kind: string;
+            /** Actor User Id */
+            actor_user_id: number | null;
+            /**
+             * After
+             * @description the state after the action (JSON), or null
+             */
+            after: unknown;
+            /**
+             * Before
+             * @description the state before the action (JSON), or null
+             */
+            before: unknown;
+            /** Chain Seq */
+            chain_seq: number | null;
+            /** Id */
+            id: number;
+            /**
+             * Occurred At
+             * Format: date-time
+             */
+            occurred_at: string;
+            /** Request Id */
+            request_id: string | null;
+            /** Target Id */
+            target_id: string | null;
+            /** Target Type */
+            target_type: string;
         };
         /**
          * AutoTopupIn
@@ -6219,6 +6312,198 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["AdminAnalyticsOut"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or an unknown or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's role may not do this, or a premium model without access */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown, or another user's (not revealed) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Idempotency-Key reused with another body, or a duplicate */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: nothing was written */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    list_audit_api_v1_admin_audit_get: {
+        parameters: {
+            query?: {
+                /** @description page size */
+                limit?: number;
+                /** @description next_cursor of the last page */
+                cursor?: string | null;
+                /** @description admin, service, user, cli, stripe */
+                actor_kind?: string | null;
+                actor_key_id?: number | null;
+                actor_user_id?: number | null;
+                /** @description an action (price.set) or a prefix ending in a dot (payout.) */
+                action?: string | null;
+                target_type?: string | null;
+                target_id?: string | null;
+                from?: string | null;
+                to?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AuditPage"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or an unknown or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's role may not do this, or a premium model without access */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown, or another user's (not revealed) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Idempotency-Key reused with another body, or a duplicate */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: nothing was written */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    export_audit_api_v1_admin_audit_csv_get: {
+        parameters: {
+            query?: {
+                /** @description admin, service, user, cli, stripe */
+                actor_kind?: string | null;
+                actor_key_id?: number | null;
+                actor_user_id?: number | null;
+                /** @description an action (price.set) or a prefix ending in a dot (payout.) */
+                action?: string | null;
+                target_type?: string | null;
+                target_id?: string | null;
+                from?: string | null;
+                to?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description the records as CSV */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/csv": unknown;
                 };
             };
             /** @description Malformed request (e.g. a body that is not UTF-8) */

@@ -13,12 +13,14 @@ from sqlalchemy import Engine
 
 from modelbank import __version__
 from modelbank.api import errors
+from modelbank.api.audit_scope import AuditScopeMiddleware
 from modelbank.api.deps import Database, KeyCache
 from modelbank.api.gateway import create_gateway_app
 from modelbank.api.guards import Guard
 from modelbank.api.observe import RequestObserver, install_metrics
 from modelbank.api.routes import admin, health, models, usage, users
 from modelbank.api.routes import analytics as analytics_routes
+from modelbank.api.routes import audit as audit_routes
 from modelbank.api.routes import autotopup as autotopup_routes
 from modelbank.api.routes import exports as export_routes
 from modelbank.api.routes import marketplace as marketplace_routes
@@ -181,6 +183,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.state.secret_box = box  # webhook secrets and provider keys at rest
     app.state.gateway = gateway
     errors.install(app)
+    # innermost: the audit scope takes the RequestObserver's request id
+    app.add_middleware(AuditScopeMiddleware)
     # Guard inside the observer: its 413s and 500s are counted and logged with the same id
     app.add_middleware(Guard, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(RequestObserver, log_requests=settings.log_requests)
@@ -202,6 +206,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.include_router(pool_routes.router)
     app.include_router(whatif_routes.router)
     app.include_router(marketplace_routes.router)
+    app.include_router(audit_routes.router)
     from modelbank.web import create_web_app  # imported here: the dashboard imports the API
 
     app.mount("/app", create_web_app(db, app.state.secret_box))

@@ -16,6 +16,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
+from modelbank.audit import context as audit_context
 from modelbank.auth import service as auth
 from modelbank.auth.errors import Unauthenticated
 from modelbank.auth.service import Principal, Role
@@ -215,6 +216,7 @@ async def principal(
     if who is None:
         who = await run_in_threadpool(db.authenticate, token)
         db.keys.put(key_digest, who)
+    audit_context.identify(who.role.value, key_id=who.key_id, user_id=who.user_id)
     # a user key's request reads that user's rows only (PostgreSQL RLS); others unbound
     rls.bind_context(who.user_id if who.role is Role.USER else None)
     if db.limiter is not None:

@@ -24,6 +24,7 @@ from enum import StrEnum
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
+from modelbank.audit import service as audit
 from modelbank.auth.errors import Forbidden, KeyNotFound, Unauthenticated
 from modelbank.auth.limits import KeyUsage, LimitPeriod, period_start, usage_of
 from modelbank.auth.models import api_keys_table as keys
@@ -171,6 +172,21 @@ def create_key(
         )
         .scalar_one()
     )
+    audit.record(
+        session,
+        "key.create",
+        "api_key",
+        key_id,
+        after={
+            "role": role.value,
+            "user_id": user_id,
+            "name": name[:200],
+            "prefix": prefix,
+            "limit_ucr": limit_ucr,
+            "limit_period": None if period is None else period.value,
+        },
+        now=now,
+    )
     return NewKey(int(key_id), role, user_id, name[:200], prefix, secret, now, limit_ucr, period)
 
 
@@ -210,12 +226,22 @@ def authenticate(session: Session, secret: str | None) -> Principal:
 
 
 def revoke_key(session: Session, key_id: int) -> None:
-    """Revoke a key (idempotent). Raises :class:`KeyNotFound`."""
+    """Revoke a key (idempotent: a second revocation changes and records nothing). Raises
+    :class:`KeyNotFound`."""
+    now = utcnow()
     result = session.connection().execute(
-        update(keys)
-        .where(keys.c.id == key_id, keys.c.revoked_at.is_(None))
-        .values(revoked_at=utcnow())
+        update(keys).where(keys.c.id == key_id, keys.c.revoked_at.is_(None)).values(revoked_at=now)
     )
+    if result.rowcount:
+        audit.record(
+            session,
+            "key.revoke",
+            "api_key",
+            key_id,
+            before={"revoked_at": None},
+            after={"revoked_at": now},
+            now=now,
+        )
     if result.rowcount == 0 and (
         session.connection().execute(select(keys.c.id).where(keys.c.id == key_id)).first() is None
     ):

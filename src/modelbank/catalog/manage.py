@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from modelbank.audit import service as audit
 from modelbank.catalog.costs import Mode
 from modelbank.catalog.models import models_table as models
 from modelbank.catalog.service import (
@@ -63,7 +64,17 @@ def update_model(session: Session, model_id: int, changes: ModelChanges) -> Mode
             session.connection().execute(
                 update(models).where(models.c.id == model_id).values(values)
             )
-    return get_model(session, model_id)
+        after = get_model(session, model_id)
+        audit.record(
+            session,
+            "model.update",
+            "model",
+            model_id,
+            before={k: getattr(current, k) for k in values},
+            after={k: getattr(after, k) for k in values},
+        )
+        return after
+    return current
 
 
 def _values(changes: ModelChanges) -> dict[str, object]:
@@ -144,8 +155,17 @@ def set_monetised(session: Session, model_id: int, enabled: bool) -> ModelInfo:
     earns its beneficiaries nothing (the usage row's ``earnings_note`` is
     ``monetisation_off``). Return the model as it now is. Raises
     :class:`~modelbank.catalog.errors.ModelNotFound`."""
-    get_model(session, model_id)
+    before = get_model(session, model_id)
     session.connection().execute(
         update(models).where(models.c.id == model_id).values(monetised=bool(enabled))
     )
-    return get_model(session, model_id)
+    after = get_model(session, model_id)
+    audit.record(
+        session,
+        "model.monetisation",
+        "model",
+        model_id,
+        before={"monetised": before.monetised},
+        after={"monetised": after.monetised},
+    )
+    return after

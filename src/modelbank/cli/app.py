@@ -13,6 +13,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+from modelbank.cli import backup as backup_command  # noqa: E402
 from modelbank.cli import demo, jobs, keys, migrate, replay, serve, verify  # noqa: E402
 from modelbank.cli import export as export_command  # noqa: E402
 from modelbank.cli import fake_upstream as fake_upstream_command  # noqa: E402
@@ -30,3 +31,4 @@ rollups_command.register(app)
 export_command.register(app)
 pool_command.register(app)
 fake_upstream_command.register(app)
+backup_command.register(app)

@@ -12,6 +12,7 @@ from rich.markup import escape
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 
+from modelbank.audit import context as audit_context
 from modelbank.config import Settings, load_settings
 from modelbank.db.engine import make_engine
 from modelbank.db.migrate import upgrade
@@ -45,7 +46,9 @@ def cli_errors() -> Iterator[None]:
 
 
 def settings_for(db: str | None) -> Settings:
-    """Settings from the environment with the ``--db`` override."""
+    """Settings from the environment with the ``--db`` override. (Every command starts
+    here: what it changes is audited as done by ``cli``.)"""
+    audit_context.act_as(audit_context.Actor("cli"))
     return load_settings(database_url=db)
 
 

@@ -67,7 +67,9 @@ def run(
                     f" failed attempts {report.webhook_attempts_failed},"
                     f" given up {report.webhooks_given_up}"
                     f" · tasks done {report.tasks_done},"
-                    f" failed attempts {report.task_attempts_failed}",
+                    f" failed attempts {report.task_attempts_failed}"
+                    f" · sealed {report.transfers_sealed} transfers,"
+                    f" {report.audit_records_sealed} audit records",
                     highlight=False,
                 )
                 if not loop:

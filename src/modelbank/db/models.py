@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from modelbank.audit.models import AuditRecord
 from modelbank.auth.models import ApiKey, WebSession
 from modelbank.catalog.models import CatalogModel, ModelAccess
+from modelbank.chain.models import ChainBlock
 from modelbank.db.base import Base
 from modelbank.db.epoch import ReferenceEpoch
 from modelbank.earnings.models import (
@@ -67,9 +69,11 @@ metadata = Base.metadata
 __all__ = [
     "Account",
     "ApiKey",
+    "AuditRecord",
     "AutoTopup",
     "Beneficiary",
     "CatalogModel",
+    "ChainBlock",
     "CreatorDay",
     "CreditPackage",
     "DeploymentKey",

@@ -29,6 +29,7 @@ from typing import Any
 from sqlalchemy import and_, case, func, insert, literal, or_, select, text, update
 from sqlalchemy.orm import Session
 
+from modelbank.audit import service as audit
 from modelbank.db.base import utcnow
 from modelbank.earnings.errors import (
     PayoutBelowMinimum,
@@ -240,6 +241,7 @@ def request(
         )
     )
     info = get_payout(session, payout_id)
+    audit.record(session, "payout.request", "payout", payout_id, after=info, now=now)
     webhooks.emit(session, "payout.requested", _payload(info), now=now)
     return apply_adapter_result(
         session, payout_id, adapter.send(info), credits_per_usd=credits_per_usd, now=now
@@ -323,6 +325,7 @@ def complete(
         resolved_at=now,
     )
     done = get_payout(session, payout_id)
+    audit.record(session, "payout.complete", "payout", payout_id, before=info, after=done, now=now)
     webhooks.emit(session, "payout.completed", _payload(done), now=now)
     notices.notify(
         session,
@@ -347,6 +350,7 @@ def fail(
     ledger.void_hold(session, info.hold_id, now=now, reason="payout_failed")
     _set(session, payout_id, status=PayoutStatus.FAILED.value, failure_reason=why, resolved_at=now)
     done = get_payout(session, payout_id)
+    audit.record(session, "payout.fail", "payout", payout_id, before=info, after=done, now=now)
     webhooks.emit(session, "payout.failed", _payload(done), now=now)
     return done
 
@@ -366,6 +370,7 @@ def cancel(
     ledger.void_hold(session, info.hold_id, now=now, reason="payout_cancelled")
     _set(session, payout_id, status=PayoutStatus.CANCELLED.value, resolved_at=now)
     done = get_payout(session, payout_id)
+    audit.record(session, "payout.cancel", "payout", payout_id, before=info, after=done, now=now)
     webhooks.emit(session, "payout.cancelled", _payload(done), now=now)
     return done
 

@@ -14,6 +14,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from modelbank.audit import service as audit
 from modelbank.db.base import utcnow
 from modelbank.db.bulk import BulkInsert, db_timestamp
 from modelbank.db.fast import FastSQL, Read
@@ -117,16 +118,32 @@ def set_rule(
             created_at=utcnow(),
         )
     )
-    return _rule_from_row(
-        {
-            "version": version,
-            "per_use_ucr": rule.per_use_ucr,
-            "per_token_ucr": rule.per_token_ucr,
-            "share_bps": rule.share_bps,
-            "popularity_tiers": [[m, str(x)] for m, x in rule.popularity_tiers],
-            "type_multipliers": multipliers,
-        }
+    stored = {
+        "version": version,
+        "per_use_ucr": rule.per_use_ucr,
+        "per_token_ucr": rule.per_token_ucr,
+        "share_bps": rule.share_bps,
+        "popularity_tiers": [[m, str(x)] for m, x in rule.popularity_tiers],
+        "type_multipliers": multipliers,
+    }
+    previous = (
+        conn.execute(
+            select(*(rules.c[k] for k in stored)).where(
+                rules.c.model_id == model_id, rules.c.version == version - 1
+            )
+        )
+        .mappings()
+        .first()
     )
+    audit.record(
+        session,
+        "earnings_rule.set",
+        "model",
+        model_id,
+        before=None if previous is None else dict(previous),
+        after={**stored, "effective_from": effective_from},
+    )
+    return _rule_from_row(stored)
 
 
 def build_rule(

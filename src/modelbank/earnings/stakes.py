@@ -46,6 +46,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
+from modelbank.audit import service as audit
 from modelbank.catalog import service as catalog
 from modelbank.catalog.service import ModelInfo
 from modelbank.db.base import utcnow
@@ -158,7 +159,7 @@ def set_stakes(
         .order_by(listings.c.id)
         .with_for_update()
     ).all()
-    _lock_model(session, model)
+    before = _lock_model(session, model)
     earnings.set_beneficiaries(session, model_id, shares)
     held = dict(shares)
     covered: dict[int, int] = {}
@@ -173,7 +174,9 @@ def set_stakes(
         conn.execute(
             update(listings).where(listings.c.id.in_(stale)).values(status=CANCELLED, closed_at=now)
         )
-    return _stakes(session, model)
+    after = _stakes(session, model)
+    audit.record(session, "stakes.set", "model", model_id, before=before, after=after, now=now)
+    return after
 
 
 def _lock_model(session: Session, model: ModelInfo) -> list[Stake]:

@@ -5,7 +5,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import JSON, BigInteger, CheckConstraint, ForeignKey, Index, String, Table
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    String,
+    Table,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from modelbank.db.base import Base, BigId, UTCDateTime
@@ -83,6 +92,12 @@ class Transfer(Base):
     metadata_: Mapped[dict[str, Any] | None] = mapped_column(
         "metadata", JSON(none_as_null=True), nullable=True
     )
+    chain_seq: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    """Position in the transfers' hash chain (1, 2, …), set once by the sealer
+    (:mod:`modelbank.chain`); NULL until sealed. Written unchained so that chaining never
+    serialises writers."""
+    chain_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    """SHA-256 (hex) of the previous link's hash and this transfer's canonical content."""
 
     __table_args__ = (
         CheckConstraint("amount > 0", name="amount_positive"),
@@ -90,6 +105,21 @@ class Transfer(Base):
         Index("ix_transfers_debit", "debit_account_id", "id"),
         Index("ix_transfers_credit", "credit_account_id", "id"),
         Index("ix_transfers_ref", "ref_type", "ref_id"),
+        # Partial indexes: the sealer finds unsealed rows without a scan, and a sealed
+        # position is taken once; neither costs an insert anything but the small first one.
+        Index(
+            "ix_transfers_unsealed",
+            "id",
+            sqlite_where=text("chain_seq IS NULL"),
+            postgresql_where=text("chain_seq IS NULL"),
+        ),
+        Index(
+            "uq_transfers_chain_seq",
+            "chain_seq",
+            unique=True,
+            sqlite_where=text("chain_seq IS NOT NULL"),
+            postgresql_where=text("chain_seq IS NOT NULL"),
+        ),
     )
 
 

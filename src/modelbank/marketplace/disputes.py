@@ -11,6 +11,7 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from modelbank.audit import service as audit
 from modelbank.db.base import utcnow
 from modelbank.errors import InvalidInput
 from modelbank.marketplace import allocations as allocs
@@ -173,7 +174,17 @@ def resolve_dispute(
             resolved_at=now,
         )
     )
-    return get_dispute(session, dispute_id)
+    resolved = get_dispute(session, dispute_id)
+    audit.record(
+        session,
+        "marketplace.dispute.resolve",
+        "marketplace_dispute",
+        dispute_id,
+        before=dispute_view(row),
+        after=resolved,
+        now=now,
+    )
+    return resolved
 
 
 def _release_rest(session: Session, allocation_id: int, now: datetime) -> int:

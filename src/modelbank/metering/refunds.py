@@ -26,6 +26,7 @@ from datetime import datetime
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
+from modelbank.audit import service as audit
 from modelbank.db.base import utcnow
 from modelbank.earnings import service as earnings
 from modelbank.earnings.payer import reversal_ucr
@@ -194,6 +195,15 @@ def refund_usage(
         charge_ucr=usage.charge_ucr,
         reason=reason,
         created_at=now,
+    )
+    audit.record(
+        session,
+        "usage.refund",
+        "usage",
+        usage_id,
+        before={"refunded_ucr": before, "charge_ucr": usage.charge_ucr},
+        after=info,
+        now=now,
     )
     webhooks.emit(session, "usage.refunded", _event_payload(info), now=now)
     alerts.check(session, [usage.user_id], now=now)

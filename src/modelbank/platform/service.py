@@ -9,6 +9,7 @@ from datetime import datetime
 from sqlalchemy import ScalarSelect, select, update
 from sqlalchemy.orm import Session
 
+from modelbank.audit import service as audit
 from modelbank.db.base import utcnow
 from modelbank.platform.models import settings_table as settings
 
@@ -30,9 +31,11 @@ def put(session: Session, key: str, value: int, *, now: datetime | None = None) 
     """Set ``key`` to ``value`` (in the caller's transaction); return the value."""
     now = now or utcnow()
     conn = session.connection()
+    before = conn.execute(select(settings.c.value).where(settings.c.key == key)).scalar()
     changed = conn.execute(
         update(settings).where(settings.c.key == key).values(value=value, updated_at=now)
     ).rowcount
     if not changed:
         conn.execute(settings.insert().values(key=key, value=value, updated_at=now))
+    audit.record(session, "setting.set", "setting", key, before=before, after=value, now=now)
     return value

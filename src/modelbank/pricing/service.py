@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import bindparam, func, insert, select
 from sqlalchemy.orm import Session
 
+from modelbank.audit import service as audit
 from modelbank.catalog.tiers import Tier
 from modelbank.db.base import utcnow
 from modelbank.db.locks import lock_sequence
@@ -129,7 +130,45 @@ def set_price(
         "created_at": utcnow(),
     }
     new_id = conn.execute(insert(versions).values(**values).returning(versions.c.id)).scalar_one()
+    audit.record(
+        session,
+        "price.set",
+        "model",
+        model_id,
+        before=_audited(conn, model_id, version - 1),
+        after=_audited(conn, model_id, version),
+    )
     return _info({**values, "id": new_id})
+
+
+_AUDITED = (
+    "version",
+    "effective_from",
+    "source",
+    "tier",
+    "input_ucr_per_mtok",
+    "output_ucr_per_mtok",
+    "cache_read_ucr_per_mtok",
+    "per_request_ucr",
+    "per_unit_ucr",
+    "input_uusd_per_mtok",
+    "output_uusd_per_mtok",
+    "reason",
+)
+
+
+def _audited(conn: Any, model_id: int, version: int) -> dict[str, Any] | None:
+    """A price version as the audit log shows it (None when there is no such version)."""
+    row = (
+        conn.execute(
+            select(*(versions.c[k] for k in _AUDITED)).where(
+                versions.c.model_id == model_id, versions.c.version == version
+            )
+        )
+        .mappings()
+        .first()
+    )
+    return None if row is None else dict(row)
 
 
 _INFO_CACHE: dict[tuple[Any, ...], PriceInfo] = {}

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
+from modelbank.audit import service as audit
 from modelbank.db.base import utcnow
 from modelbank.errors import InvalidInput
 from modelbank.money import UCR_PER_CREDIT, div_half_even
@@ -132,7 +133,9 @@ def create_package(
             "updated_at": now,
         },
     ).scalar_one()
-    return get_package(session, int(new_id))
+    made = get_package(session, int(new_id))
+    audit.record(session, "package.create", "package", made.id, after=made, now=now)
+    return made
 
 
 def update_package(session: Session, package_id: int, **changes: Any) -> PackageInfo:
@@ -146,13 +149,24 @@ def update_package(session: Session, package_id: int, **changes: Any) -> Package
         raise InvalidInput(f"cannot change {sorted(unknown)}")
     values = {k: v for k, v in changes.items() if v is not None}
     _check(values.get("credits_ucr"), values.get("price_uusd"), None)
-    get_package(session, package_id)
+    before = get_package(session, package_id)
     if values:
         values["updated_at"] = utcnow()
         session.connection().execute(
             update(packages).where(packages.c.id == package_id).values(**values)
         )
-    return get_package(session, package_id)
+        after = get_package(session, package_id)
+        changed = [k for k in values if k != "updated_at"]
+        audit.record(
+            session,
+            "package.update",
+            "package",
+            package_id,
+            before={k: getattr(before, k) for k in changed},
+            after={k: getattr(after, k) for k in changed},
+        )
+        return after
+    return before
 
 
 def seed_defaults(session: Session) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
+from modelbank.audit import service as audit
 from modelbank.db.base import utcnow
 from modelbank.errors import InvalidInput
 from modelbank.wallets.billing_errors import PlanNotFound
@@ -135,7 +136,9 @@ def create_plan(
         insert(plans).returning(plans.c.id),
         {**values, "is_active": True, "created_at": now, "updated_at": now},
     ).scalar_one()
-    return get_plan(session, int(new_id))
+    created = get_plan(session, int(new_id))
+    audit.record(session, "plan.create", "plan", created.id, after=created)
+    return created
 
 
 def update_plan(session: Session, plan_id: int, **changes: Any) -> PlanInfo:
@@ -157,8 +160,11 @@ def update_plan(session: Session, plan_id: int, **changes: Any) -> PlanInfo:
         raise InvalidInput(f"cannot change {sorted(unknown)}")
     values = {k: v for k, v in changes.items() if v is not None}
     _check(values)
-    get_plan(session, plan_id)
-    if values:
-        values["updated_at"] = utcnow()
-        session.connection().execute(update(plans).where(plans.c.id == plan_id).values(**values))
-    return get_plan(session, plan_id)
+    before = get_plan(session, plan_id)
+    if not values:
+        return before
+    values["updated_at"] = utcnow()
+    session.connection().execute(update(plans).where(plans.c.id == plan_id).values(**values))
+    after = get_plan(session, plan_id)
+    audit.record(session, "plan.update", "plan", plan_id, before=before, after=after)
+    return after

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
+from modelbank.audit import service as audit
 from modelbank.db.base import utcnow
 from modelbank.errors import InvalidInput
 from modelbank.users import service as users
@@ -111,7 +112,9 @@ def create_promo(
             "created_at": now,
         },
     ).scalar_one()
-    return _promo(conn.execute(select(promo_codes).where(promo_codes.c.id == new_id)).one())
+    created = _promo(conn.execute(select(promo_codes).where(promo_codes.c.id == new_id)).one())
+    audit.record(session, "promo_code.create", "promo_code", created.id, after=created)
+    return created
 
 
 def list_promos(session: Session, *, after_id: int = 0, limit: int = 100) -> list[PromoInfo]:
@@ -128,11 +131,17 @@ def list_promos(session: Session, *, after_id: int = 0, limit: int = 100) -> lis
 def deactivate_promo(session: Session, promo_id: int) -> PromoInfo:
     """Switch a promo code off (no more redemptions). Raises :class:`PromoCodeNotFound`."""
     conn = session.connection()
-    conn.execute(update(promo_codes).where(promo_codes.c.id == promo_id).values(is_active=False))
-    row = conn.execute(select(promo_codes).where(promo_codes.c.id == promo_id)).first()
-    if row is None:
+    found = conn.execute(select(promo_codes).where(promo_codes.c.id == promo_id)).first()
+    if found is None:
         raise PromoCodeNotFound(f"no promo code {promo_id}")
-    return _promo(row)
+    conn.execute(update(promo_codes).where(promo_codes.c.id == promo_id).values(is_active=False))
+    row = conn.execute(select(promo_codes).where(promo_codes.c.id == promo_id)).one()
+    before, after = _promo(found), _promo(row)
+    if before != after:
+        audit.record(
+            session, "promo_code.deactivate", "promo_code", promo_id, before=before, after=after
+        )
+    return after
 
 
 @dataclass(frozen=True, slots=True)

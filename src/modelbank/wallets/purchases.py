@@ -25,6 +25,7 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
+from modelbank.audit import service as audit
 from modelbank.db.base import utcnow
 from modelbank.errors import InvalidInput
 from modelbank.ledger import service as ledger
@@ -286,6 +287,9 @@ def complete(
         values["payment_reference"] = payment_reference
     _set(session, purchase_id, **values)
     done = get_purchase(session, purchase_id)
+    audit.record(
+        session, "purchase.confirm", "purchase", purchase_id, before=purchase, after=done, now=now
+    )
     webhooks.emit(session, "purchase.completed", _payload(done), now=now)
     if done.origin == autotopup.ORIGIN:
         autotopup.record_success(session, done.user_id, _payload(done), now=now)
@@ -396,6 +400,9 @@ def refund(
         status=REFUNDED if left == 0 else COMPLETED,
     )
     done = get_purchase(session, purchase_id)
+    audit.record(
+        session, "purchase.refund", "purchase", purchase_id, before=purchase, after=done, now=now
+    )
     webhooks.emit(
         session,
         "purchase.refunded",

@@ -11,6 +11,7 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
+from modelbank.audit import service as audit
 from modelbank.db.base import utcnow
 from modelbank.ledger import service as ledger
 from modelbank.users import service as users
@@ -94,6 +95,7 @@ def grant(
         expires_at=expires_at,
     )
     assert info.transfer_id is not None
+    audit.record(session, "grant.create", "user", user_id, after=info)
     return info.transfer_id
 
 

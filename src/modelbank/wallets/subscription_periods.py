@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
+from modelbank.audit import service as audit
 from modelbank.db.base import utcnow
 from modelbank.users import service as users
 from modelbank.wallets import alerts, grants, plans, referrals
@@ -187,6 +188,14 @@ def confirm_manual_period(
         f"manual:{sub.periods_paid + 1}",
         period_start=start_at,
         period_end=add_month(start_at),
+        now=now,
+    )
+    audit.record(
+        session,
+        "subscription.period.confirm",
+        "subscription",
+        subscription_id,
+        after=period,
         now=now,
     )
     return period

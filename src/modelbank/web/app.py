@@ -39,6 +39,7 @@ from modelbank.web import (
     wallet,
     whatif,
 )
+from modelbank.web import audit as audit_pages
 from modelbank.web.render import STATIC_DIR, back_url, flash_redirect, redirect, render
 from modelbank.web.session import (
     SESSION_COOKIE,
@@ -204,6 +205,7 @@ def create_web_app(db: Database, box: SecretBox) -> FastAPI:
         pool_admin,
         marketplace,
         marketplace_admin,
+        audit_pages,
     ):
         app.include_router(module.router)
     return app

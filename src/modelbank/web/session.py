@@ -35,6 +35,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from modelbank.api.deps import Database
+from modelbank.audit import context as audit_context
 from modelbank.auth import service as auth
 from modelbank.auth import sessions as web_sessions
 from modelbank.auth.errors import Forbidden, Unauthenticated
@@ -246,6 +247,7 @@ def _viewer(request: Request) -> Viewer:
         raise SignInRequired(expired=True) from None
     if not live:  # signed out (maybe in another browser holding a copy of the cookie)
         raise SignInRequired(expired=True)
+    audit_context.identify(who.role.value, key_id=who.key_id, user_id=who.user_id)
     return Viewer(who, csrf_token(token), claims.session_id)
 
 

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import RowMapping, insert, select, update
 from sqlalchemy.orm import Session
 
+from modelbank.audit import service as audit
 from modelbank.db.base import utcnow
 from modelbank.errors import InvalidInput
 from modelbank.secrets import SecretBox
@@ -177,7 +178,9 @@ def create_endpoint(
         )
         .returning(endpoints.c.id)
     ).scalar_one()
-    return get_endpoint(session, endpoint_id), secret
+    info = get_endpoint(session, endpoint_id)
+    audit.record(session, "webhook.create", "webhook_endpoint", endpoint_id, after=info, now=now)
+    return info, secret
 
 
 def get_endpoint(session: Session, endpoint_id: int) -> EndpointInfo:
@@ -211,7 +214,7 @@ def disable_endpoint(
     """Disable an endpoint (idempotent: the first ``disabled_at`` is kept). Its pending
     deliveries become ``failed`` with ``last_error`` "endpoint disabled"; it gets no new
     ones. Raises :class:`WebhookEndpointNotFound`."""
-    get_endpoint(session, endpoint_id)
+    before = get_endpoint(session, endpoint_id)
     now = now or utcnow()
     session.execute(
         update(endpoints)
@@ -228,7 +231,18 @@ def disable_endpoint(
             status=DeliveryStatus.FAILED.value, next_attempt_at=None, last_error="endpoint disabled"
         )
     )
-    return get_endpoint(session, endpoint_id)
+    after = get_endpoint(session, endpoint_id)
+    if before.is_active:
+        audit.record(
+            session,
+            "webhook.disable",
+            "webhook_endpoint",
+            endpoint_id,
+            before=before,
+            after=after,
+            now=now,
+        )
+    return after
 
 
 def _check_payload(value: Any, where: str = "payload") -> None:

@@ -24,6 +24,7 @@ from modelbank.api.deps import (
 )
 from modelbank.api.errors import COMMON_PROBLEMS, problem_responses
 from modelbank.api.schemas import Timestamp
+from modelbank.audit.context import Actor, acting_as
 from modelbank.auth.errors import Forbidden
 from modelbank.auth.service import Principal
 from modelbank.catalog import service as catalog
@@ -260,7 +261,7 @@ async def stripe_webhook(request: Request, db: DB) -> ws.StripeWebhookOut:
     event = provider.parse_webhook(payload, signature)
 
     def apply() -> str:
-        with db.write() as session:
+        with acting_as(Actor("stripe")), db.write() as session:
             return purchases.apply_event(session, event)
 
     return ws.StripeWebhookOut(result=await run_in_threadpool(apply))

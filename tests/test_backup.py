@@ -1,0 +1,127 @@
+"""``modelbank backup`` → ``modelbank restore`` → ``verify --chain`` (issue 16 part 6), on
+SQLite (the online backup API, restored into a fresh file) and PostgreSQL (pg_dump of the
+test's schema, restored into a fresh database)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select, text, update
+from typer.testing import CliRunner
+
+from modelbank import chain
+from modelbank.audit import service as audit
+from modelbank.cli.app import app
+from modelbank.db.engine import make_engine
+from modelbank.ledger.models import transfers_table as transfers
+from modelbank.metering import service as metering
+from tests.conftest import POSTGRES_URL, Db
+from tests.factories import model, user
+
+runner = CliRunner()
+
+
+def _cli(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.stdout + result.stderr
+
+
+def _some_business(db: Db) -> None:
+    with db.tx() as session:
+        alice = user(session, "alice", credits_ucr=50_000_000)
+        model(session, "gpt-4o")
+        for i in range(3):
+            metering.charge(
+                session,
+                metering.UsageEvent(
+                    idempotency_key=f"e{i}",
+                    user_id=alice,
+                    model="gpt-4o",
+                    input_tokens=1_000,
+                    output_tokens=200,
+                ),
+            )
+        audit.record(session, "test.backup", "thing", 1, after={"n": 1})
+    chain.seal_all(db.factory)
+
+
+def _state(url: str) -> tuple[int, list[str]]:
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            count = conn.execute(select(func.count()).select_from(transfers)).scalar_one()
+            heads = conn.execute(
+                text("SELECT head_hash FROM chain_blocks ORDER BY chain, last_seq")
+            ).scalars()
+            return int(count), list(heads)
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def fresh_url(db: Db, tmp_path: Path) -> Iterator[str]:
+    """An empty database to restore into: a new SQLite file, or a new PostgreSQL database
+    (the dump recreates the test's schema in it)."""
+    if db.backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'restored.db'}"
+        return
+    name = f"mb_restore_{uuid.uuid4().hex[:10]}"
+    admin = make_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    base, _, query = db.url.partition("?")
+    yield f"{base.rsplit('/', 1)[0]}/{name}?{query}"
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def test_backup_restore_verify(db: Db, fresh_url: str, tmp_path: Path) -> None:
+    _some_business(db)
+    before = _state(db.url)
+    path = tmp_path / "backup.bin"
+    code, out = _cli("backup", str(path), "--db", db.url)
+    assert code == 0, out
+    assert "chain transfers ok: " in out and "ledger ok" in out
+    assert before[1][-1] in out.replace("\n", "")  # the heads, to record elsewhere
+    code, out = _cli("restore", str(path), "--db", fresh_url, "--yes")
+    assert code == 0, out
+    assert "chain transfers ok" in out and "chain audit ok" in out
+    assert _state(fresh_url) == before
+
+
+def test_restore_puts_back_what_was_backed_up(db: Db, tmp_path: Path) -> None:
+    _some_business(db)
+    before = _state(db.url)
+    path = tmp_path / "backup.bin"
+    assert _cli("backup", str(path), "--db", db.url)[0] == 0
+    with db.tx() as session:
+        user(session, "bob", credits_ucr=1_000_000)  # written after the backup
+    assert _state(db.url)[0] == before[0] + 1
+    db.engine.dispose()  # the restore replaces the schema: no connection may hold it
+    code, out = _cli("restore", str(path), "--db", db.url, "--yes")
+    assert code == 0, out
+    assert _state(db.url) == before
+
+
+def test_a_tampered_backup_is_named_and_a_bad_file_refused(db: Db, tmp_path: Path) -> None:
+    _some_business(db)
+    with db.tx() as session:
+        first = session.execute(select(func.min(transfers.c.id))).scalar_one()
+        ref_type = session.execute(
+            select(transfers.c.ref_type).where(transfers.c.id == first)
+        ).scalar_one()
+        session.execute(update(transfers).where(transfers.c.id == first).values(ref_type="forged"))
+    code, out = _cli("backup", str(tmp_path / "b.bin"), "--db", db.url)
+    assert code == 1
+    assert f"chain transfers: transfer {first} at position 1" in out
+    with db.tx() as session:
+        session.execute(update(transfers).where(transfers.c.id == first).values(ref_type=ref_type))
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(b"not a backup")
+    code, out = _cli("restore", str(junk), "--db", db.url, "--yes")
+    assert code == 2 and "not a modelbank backup" in out, out
+    assert _cli("verify", "--chain", "--db", db.url)[0] == 0
