@@ -431,3 +431,104 @@ def test_purchase_listing_shows_origin(api: Api) -> None:
         for p in api.client.get(f"{V1}/users/{user_id}/purchases", headers=user).json()["items"]
     ]
     assert origins == ["checkout", "auto_topup"]
+
+
+def test_signed_payment_events_with_absurd_values_are_a_4xx_and_grant_nothing(
+    stripe_api: tuple[Api, FakeStripeHTTP],  # noqa: F811
+) -> None:
+    """A correctly signed one-off purchase, PaymentIntent, SetupIntent or refund event with a
+    30-digit id, a 300-character id or an out-of-range amount is refused with a problem or
+    ignored, never a 500 (which Stripe retries for days); the ledger is unchanged."""
+    api, _ = stripe_api
+    user_id, _ = api.user("odd", credits_ucr=30 * CR)
+    huge, long_ = "9" * 30, "x" * 300
+    meta = {"purchase_id": huge, "user_id": str(user_id), "origin": "auto_topup"}
+    pi = {"id": "pi_odd", "object": "payment_intent", "amount": 499, "amount_received": 499}
+    seti = {"id": "seti_odd", "object": "setup_intent", "status": "succeeded"}
+    seti_meta = {"user_id": str(user_id), "purpose": "auto_topup"}
+    cases: list[tuple[str, dict[str, Any]]] = [
+        ("payment_intent.succeeded", pi | {"metadata": meta}),
+        ("payment_intent.succeeded", pi | {"id": "pi_" + long_, "metadata": meta}),
+        ("payment_intent.succeeded", pi | {"amount_received": 2**62, "metadata": meta}),
+        ("payment_intent.payment_failed", pi | {"metadata": meta}),
+        ("setup_intent.succeeded", seti | {"metadata": seti_meta | {"user_id": huge}}),
+        ("setup_intent.succeeded", seti | {"customer": "cus_" + long_, "metadata": seti_meta}),
+        (
+            "setup_intent.succeeded",
+            seti | {"customer": "cus_1", "payment_method": "pm_" + long_, "metadata": seti_meta},
+        ),
+        (
+            "checkout.session.completed",
+            {
+                "id": "cs_1",
+                "mode": "payment",
+                "payment_status": "paid",
+                "client_reference_id": huge,
+                "amount_total": 499,
+            },
+        ),
+        (
+            "checkout.session.completed",
+            {
+                "id": "cs_" + long_,
+                "mode": "payment",
+                "payment_status": "paid",
+                "client_reference_id": "1",
+                "amount_total": 499,
+            },
+        ),
+        (
+            "checkout.session.completed",
+            {
+                "id": "cs_2",
+                "mode": "payment",
+                "payment_status": "paid",
+                "client_reference_id": "1",
+                "amount_total": 2**62,
+            },
+        ),
+        (
+            "charge.refunded",
+            {
+                "id": "ch_1",
+                "payment_intent": "pi_" + long_,
+                "amount_refunded": 499,
+                "metadata": {"purchase_id": huge},
+            },
+        ),
+        (
+            "charge.refunded",
+            {
+                "id": "ch_2",
+                "payment_intent": "pi_1",
+                "amount_refunded": 2**62,
+                "metadata": {"purchase_id": "1"},
+            },
+        ),
+    ]
+    for i, (kind, obj) in enumerate(cases):
+        r = deliver(api, kind, obj, f"evt_odd_{i}")
+        assert r.status_code < 500, (i, kind, r.text)
+        if r.status_code >= 400:
+            problem(r, 422, "invalid_input")
+    assert wallet(api, user_id)["available_ucr"] == 30 * CR
+
+
+def test_a_card_saved_for_an_unknown_user_is_ignored_not_retried(
+    stripe_api: tuple[Api, FakeStripeHTTP],  # noqa: F811
+) -> None:
+    """A signed ``setup_intent.succeeded`` naming no user of ours is acknowledged (200,
+    ignored): a 404 makes Stripe retry it for three days."""
+    api, _ = stripe_api
+    obj = {
+        "id": "seti_nobody",
+        "object": "setup_intent",
+        "customer": "cus_1",
+        "payment_method": "pm_1",
+        "status": "succeeded",
+        "metadata": {"user_id": "999999", "purpose": "auto_topup"},
+    }
+    r = deliver(api, "setup_intent.succeeded", obj, "evt_setup_nobody")
+    assert r.status_code == 200 and r.json() == {"result": "ignored"}, r.text
+    r = deliver(api, "setup_intent.succeeded", obj, "evt_setup_nobody")
+    assert r.json() == {"result": "duplicate"}

@@ -321,6 +321,37 @@ def test_browse_filters_by_model_price_and_kind(api: Api, market: Market) -> Non
     assert ids(status="any", seller_id=m.seller) == [cheap["id"], dear["id"]]
 
 
+def test_a_buy_is_refused_when_the_seller_repriced_above_what_the_buyer_saw(
+    api: Api, market: Market
+) -> None:
+    """The buyer sends the unit price they saw (``max_unit_price_ucr``): a seller who raised
+    it meanwhile gets no sale at the new price (409, nothing written); at or below it buys."""
+    m, c = market, api.client
+    listing = list_quota(api, m)
+    url = f"{MARKET}/listings/{listing['id']}"
+    r = c.patch(url, json={"unit_price_ucr": 10 * PRICE_PER_USD}, headers=m.seller_headers)
+    assert r.status_code == 200, r.text
+    body = api.rejects(
+        "POST",
+        f"{url}/buy",
+        409,
+        "market_price_changed",
+        json={"quantity": 500_000, "max_unit_price_ucr": PRICE_PER_USD},
+        headers={**m.buyer_headers, "Idempotency-Key": "saw-old-price"},
+    )
+    assert body["unit_price_ucr"] == 10 * PRICE_PER_USD
+    assert wallet(api, m.buyer) == 100 * CREDIT
+    assert c.get(url, headers=m.buyer_headers).json()["filled"] == 0
+    r = c.patch(url, json={"unit_price_ucr": PRICE_PER_USD // 2}, headers=m.seller_headers)
+    r = c.post(
+        f"{url}/buy",
+        json={"quantity": 500_000, "max_unit_price_ucr": PRICE_PER_USD},
+        headers={**m.buyer_headers, "Idempotency-Key": "cheaper-is-fine"},
+    )
+    assert r.status_code == 201 and r.json()["paid_ucr"] == 40 * CREDIT, r.text
+    assert wallet(api, m.buyer) == 60 * CREDIT
+
+
 def test_seller_reprices_and_cancels_the_unfilled_part(api: Api, market: Market) -> None:
     m, c = market, api.client
     listing = list_quota(api, m)
@@ -575,6 +606,27 @@ def test_concurrent_buyers_never_overfill(api: Api, market: Market) -> None:
     assert (final["filled"], final["status"]) == (500_000, "filled")
     paid = sum(100 * CREDIT - wallet(api, b) for b, _ in buyers)
     assert paid == 5 * 16 * CREDIT
+
+
+def test_concurrent_disputes_on_one_allocation_open_one(api: Api, market: Market) -> None:
+    """The buyer double-clicks "dispute": on PostgreSQL 8 racing requests open exactly one
+    dispute, the rest a typed 409 (two open disputes on one allocation were possible)."""
+    m = market
+    listing = list_quota(api, m)
+    [alloc] = buy(api, m.buyer_headers, listing["id"], 250_000).json()["allocations"]
+    url = f"{MARKET}/allocations/{alloc['id']}/disputes"
+
+    def attempt(n: int) -> Any:
+        return api.client.post(url, json={"reason": f"503s {n}"}, headers=m.buyer_headers)
+
+    with ThreadPoolExecutor(max_workers=8) as pool_:
+        results = list(pool_.map(attempt, range(8)))
+    assert sorted(r.status_code for r in results) == [201] + [409] * 7, [r.text for r in results]
+    for r in results:
+        if r.status_code == 409:
+            problem(r, 409, "dispute_state")
+    mine = api.client.get(f"{V1}/users/{m.buyer}/disputes", headers=m.buyer_headers).json()
+    assert len(mine["items"]) == 1
 
 
 def test_a_bundle_is_bought_whole(api: Api, market: Market) -> None:

@@ -127,6 +127,54 @@ def test_browse_buy_consume_dispute_and_refund(api: Api, market: Market) -> None
     assert "the key answers 503" in page and "No open disputes." in page
 
 
+def test_the_buy_form_pays_no_more_than_the_price_it_showed(api: Api, market: Market) -> None:
+    """The seller re-prices after the buyer loaded the page: the form's buy is refused with
+    a message, nothing written; after a reload it buys at the new price."""
+    m = market
+    _, buyer = _clients(api, m)
+    listing = list_quota(api, m)
+    html = buyer.get("/app/marketplace").text
+    data = {**_keys(html, f'data-listing-id="{listing["id"]}"'), "listing_id": listing["id"]}
+    data["max_unit_price_ucr"] = re.search(r'name="max_unit_price_ucr" value="(\d+)"', html)[1]
+    r = api.client.patch(
+        f"/api/v1/marketplace/listings/{listing['id']}",
+        json={"unit_price_ucr": 10 * int(data["max_unit_price_ucr"])},
+        headers=m.seller_headers,
+    )
+    assert r.status_code == 200, r.text
+    page = _post(buyer, "/app/marketplace/buy", "/app/marketplace", {**data, "quantity": "0.25"})
+    kind, text = _flash(page)
+    assert kind == "error" and "above the" in text, text
+    assert wallet(api, m.buyer) == 100 * CREDIT
+
+
+def test_a_form_field_with_a_nul_character_is_refused_not_a_500(api: Api, market: Market) -> None:
+    """PostgreSQL cannot store NUL: a dispute reason holding one is refused with a message,
+    no dispute written (it was a 500 on PostgreSQL)."""
+    m = market
+    _, buyer = _clients(api, m)
+    listing = list_quota(api, m)
+    r = api.client.post(
+        f"/api/v1/marketplace/listings/{listing['id']}/buy",
+        json={"quantity": 250_000},
+        headers={**m.buyer_headers, "Idempotency-Key": "nul"},
+    )
+    [alloc] = r.json()["allocations"]
+    orders_page = f"/app/users/{m.buyer}/marketplace/orders"
+    html = buyer.get(orders_page).text
+    data = {**_keys(html, f'data-allocation-id="{alloc["id"]}"'), "allocation_id": alloc["id"]}
+    page = _post(
+        buyer,
+        f"/app/users/{m.buyer}/marketplace/disputes",
+        orders_page,
+        {**data, "reason": "it\x00failed"},
+    )
+    kind, text = _flash(page)
+    assert kind == "error" and "NUL" in text, text
+    disputes = api.client.get(f"/api/v1/users/{m.buyer}/disputes", headers=m.buyer_headers)
+    assert disputes.json()["items"] == []
+
+
 def test_seller_lists_at_the_suggested_price_reprices_and_cancels(api: Api, market: Market) -> None:
     m = market
     seller, _ = _clients(api, m)

@@ -924,7 +924,8 @@ export interface paths {
          *
          *     A retry with the same ``Idempotency-Key`` (per buyer) and body answers the same order
          *     with ``Idempotency-Hit: true``; another body 409 ``idempotency_key_reused``. 402
-         *     without the credits; 409 ``market_listing_state`` when it closed meanwhile; 422
+         *     without the credits; 409 ``market_listing_state`` when it closed meanwhile,
+         *     ``market_price_changed`` when re-priced above ``max_unit_price_ucr``; 422
          *     ``invalid_fill`` (below the minimum fill or above what is left), ``own_market_listing``
          *     for its seller; 403 for a key with a spend limit. Nothing is written on an error.
          */
@@ -5901,6 +5902,11 @@ export interface components {
              * @description admin or service keys: the user who buys (a user key buys for itself)
              */
             buyer_id?: number | null;
+            /**
+             * Max Unit Price Ucr
+             * @description the most paid per unit (the price the buyer saw): a listing re-priced above it is refused with 409 market_price_changed
+             */
+            max_unit_price_ucr?: number | null;
             /**
              * Quantity
              * @description µUSD (quota), bps (stake); a bundle's whole size

@@ -51,6 +51,7 @@ STATUS_BY_CODE: dict[str, int] = {
     # marketplace: a listing no longer open, an allocation already closed, a dispute
     # already open or resolved (a race the caller lost: 409, nothing written)
     "market_listing_state": 409,
+    "market_price_changed": 409,
     "allocation_state": 409,
     "dispute_state": 409,
     # moving pool quota to the market part reverses deposit credit the wallet no longer holds

@@ -126,6 +126,11 @@ class ListingPriceIn(Strict):
 
 class BuyIn(Strict):
     quantity: Quantity = Field(description="µUSD (quota), bps (stake); a bundle's whole size")
+    max_unit_price_ucr: UnitPrice | None = Field(
+        default=None,
+        description="the most paid per unit (the price the buyer saw): a listing re-priced"
+        " above it is refused with 409 market_price_changed",
+    )
     buyer_id: Id | None = Field(
         default=None,
         description="admin or service keys: the user who buys (a user key buys for itself)",

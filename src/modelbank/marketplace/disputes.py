@@ -51,11 +51,20 @@ def open_dispute(
             allocation_id=allocation_id,
             status=found.status,
         )
-    if found.status != "active":
+    # The allocation's row lock serialises racing disputes (a double click): the second
+    # finds the first open and is refused, never a second open dispute.
+    locked = (
+        session.connection()
+        .execute(
+            select(allocations.c.status).where(allocations.c.id == allocation_id).with_for_update()
+        )
+        .one()
+    )
+    if locked.status != "active":
         raise AllocationState(
-            f"allocation {allocation_id} is {found.status}: nothing left in escrow to dispute",
+            f"allocation {allocation_id} is {locked.status}: nothing left in escrow to dispute",
             allocation_id=allocation_id,
-            status=found.status,
+            status=locked.status,
         )
     open_one = (
         session.connection()

@@ -16,6 +16,7 @@ Tree::
     │   ├── QuotaUnavailable        (code: market_quota_unavailable) market part too small
     │   └── ResourceNotListable     (code: resource_not_listable) not active/probed/healthy
     ├── MarketListingState          (code: market_listing_state) not open / expired
+    ├── MarketPriceChanged          (code: market_price_changed) dearer than the buyer's limit
     ├── AllocationState             (code: allocation_state) not active / already closed
     └── DisputeState                (code: dispute_state) already resolved
 """
@@ -88,6 +89,14 @@ class MarketListingState(DomainError):
     ``listing_id``, ``status``."""
 
     code = "market_listing_state"
+
+
+class MarketPriceChanged(DomainError):
+    """The listing's unit price is above the ``max_unit_price_ucr`` the buyer sent (the
+    seller re-priced it meanwhile). Context: ``listing_id``, ``unit_price_ucr``,
+    ``max_unit_price_ucr``."""
+
+    code = "market_price_changed"
 
 
 class AllocationState(DomainError):

@@ -34,7 +34,12 @@ from modelbank.earnings.errors import StakeUnavailable
 from modelbank.errors import IdempotencyConflict, InvalidInput
 from modelbank.ledger import service as ledger
 from modelbank.marketplace import escrow, views
-from modelbank.marketplace.errors import InvalidFill, OwnMarketListing, ResourceNotListable
+from modelbank.marketplace.errors import (
+    InvalidFill,
+    MarketPriceChanged,
+    OwnMarketListing,
+    ResourceNotListable,
+)
 from modelbank.marketplace.listings import allocation_expiry, lock_listing, require_open
 from modelbank.marketplace.models import allocations_table as allocations
 from modelbank.marketplace.models import bundle_items_table as bundle_items
@@ -102,6 +107,7 @@ def buy(
     quantity: int,
     *,
     idempotency_key: str,
+    max_unit_price_ucr: int | None = None,
     now: datetime | None = None,
 ) -> BuyResult:
     """See :func:`modelbank.marketplace.service.buy`."""
@@ -113,6 +119,14 @@ def buy(
     if replay is not None:
         return replay
     require_open(row, now)
+    if max_unit_price_ucr is not None and int(row.unit_price_ucr) > max_unit_price_ucr:
+        raise MarketPriceChanged(
+            f"listing {listing_id} costs {int(row.unit_price_ucr)} µcr per unit now,"
+            f" above the {max_unit_price_ucr} the buyer accepts",
+            listing_id=listing_id,
+            unit_price_ucr=int(row.unit_price_ucr),
+            max_unit_price_ucr=max_unit_price_ucr,
+        )
     if int(row.seller_id) == buyer_id:
         raise OwnMarketListing("a seller cannot buy their own listing", listing_id=listing_id)
     users.get_user(session, buyer_id)

@@ -249,6 +249,7 @@ def buy(
     quantity: int,
     *,
     idempotency_key: str,
+    max_unit_price_ucr: int | None = None,
     now: datetime | None = None,
 ) -> BuyResult:
     """Buy ``quantity`` units of an open listing for ``buyer_id``: the price moves from the
@@ -259,7 +260,9 @@ def buy(
     Idempotent per buyer on ``idempotency_key`` (1–200 characters): the same key with the
     same listing and quantity returns the first order (``replayed`` True, nothing moves);
     with another, :class:`~modelbank.errors.IdempotencyConflict`. The listing row is locked
-    first: concurrent buyers never overfill it.
+    first: concurrent buyers never overfill it. ``max_unit_price_ucr``: the most the buyer
+    pays per unit; a listing re-priced above it raises
+    :class:`~modelbank.marketplace.errors.MarketPriceChanged` (None: the price in force).
 
     Raises :class:`~modelbank.marketplace.errors.MarketListingNotFound`,
     :class:`~modelbank.marketplace.errors.MarketListingState` (not open, expired),
@@ -272,7 +275,13 @@ def buy(
     :class:`~modelbank.errors.InvalidInput` (no key); nothing is written then (the caller
     rolls back)."""
     return orders.buy(
-        session, listing_id, buyer_id, quantity, idempotency_key=idempotency_key, now=now
+        session,
+        listing_id,
+        buyer_id,
+        quantity,
+        idempotency_key=idempotency_key,
+        max_unit_price_ucr=max_unit_price_ucr,
+        now=now,
     )
 
 

@@ -31,6 +31,7 @@ from modelbank.errors import InvalidInput
 from modelbank.ledger import service as ledger
 from modelbank.ledger.codes import AccountCode, TransferCode
 from modelbank.users import service as users
+from modelbank.users.errors import UserNotFound
 from modelbank.wallets import alerts, autotopup, grants, packages, referrals
 from modelbank.wallets.errors import PaymentProviderError, PurchaseNotFound, PurchaseState
 from modelbank.wallets.grants import GrantSource
@@ -460,7 +461,10 @@ def apply_event(session: Session, event: PaymentEvent, *, now: datetime | None =
     if event.kind is PaymentEventKind.PAYMENT_METHOD_SAVED:
         if event.user_id is None or not event.customer_id or not event.payment_method_id:
             return "ignored"
-        users.get_user(session, event.user_id)
+        try:
+            users.get_user(session, event.user_id)
+        except UserNotFound:  # no such user (deleted, forged): a 404 Stripe would retry for days
+            return "ignored"
         known = autotopup.get(session, event.user_id).stripe_customer_id
         if known is not None and known != event.customer_id:
             return "ignored"  # a card saved for another customer than the one we made

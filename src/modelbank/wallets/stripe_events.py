@@ -99,6 +99,8 @@ def _map_event(data: Mapping[str, Any]) -> PaymentEvent:
     event_id = data.get("id")
     if not isinstance(event_id, str) or not isinstance(event_type, str):
         raise InvalidInput("Stripe event without an id or type", provider="stripe")
+    if len(event_id) > MAX_REF:
+        raise InvalidInput(f"Stripe event id longer than {MAX_REF} characters", provider="stripe")
     created = _int(data, "created")
     inner = data.get("data")
     obj: Mapping[str, Any] = {}
@@ -131,7 +133,7 @@ def _map_event(data: Mapping[str, Any]) -> PaymentEvent:
         )
         if paid:
             return event(
-                PaymentEventKind.COMPLETED, amount_cents=_int(obj, "amount_total"), **session
+                PaymentEventKind.COMPLETED, amount_cents=_amount(obj, "amount_total"), **session
             )
         if event_type in ("checkout.session.expired", "checkout.session.async_payment_failed"):
             return event(PaymentEventKind.EXPIRED, **session)
@@ -143,7 +145,7 @@ def _map_event(data: Mapping[str, Any]) -> PaymentEvent:
             PaymentEventKind.REFUNDED,
             purchase_id=_purchase_id(obj),
             payment_reference=_ref(obj, "payment_intent"),
-            amount_cents=_int(obj, "amount_refunded"),
+            amount_cents=_amount(obj, "amount_refunded"),
         )
     return event(PaymentEventKind.IGNORED)
 
@@ -161,7 +163,7 @@ def _map_saved_card(
         user = meta.get("user_id")
         if event_type != "setup_intent.succeeded" or meta.get("purpose") != "auto_topup":
             return event(PaymentEventKind.IGNORED)
-        if not (isinstance(user, str) and user.isascii() and user.isdigit()):
+        if not (isinstance(user, str) and user.isascii() and user.isdigit() and len(user) < 19):
             return event(PaymentEventKind.IGNORED)
         return replace(
             event(PaymentEventKind.PAYMENT_METHOD_SAVED),
@@ -178,7 +180,7 @@ def _map_saved_card(
     }
     if event_type == "payment_intent.succeeded":
         return event(
-            PaymentEventKind.COMPLETED, amount_cents=_int(obj, "amount_received"), **fields
+            PaymentEventKind.COMPLETED, amount_cents=_amount(obj, "amount_received"), **fields
         )
     if event_type == "payment_intent.payment_failed":
         error = obj.get("last_payment_error")
@@ -189,9 +191,26 @@ def _map_saved_card(
     return event(PaymentEventKind.IGNORED, **fields)
 
 
+MAX_REF = 255
+"""The longest Stripe id stored (the columns' length); a longer one is refused."""
+MAX_AMOUNT_CENTS = 10**12
+"""The largest amount accepted (cents; its µUSD fit a BIGINT many times over)."""
+
+
 def _str(obj: Mapping[str, Any], key: str) -> str | None:
+    """A non-empty string field. Raises :class:`InvalidInput` past :data:`MAX_REF`."""
     value = obj.get(key)
+    if isinstance(value, str) and len(value) > MAX_REF:
+        raise InvalidInput(f"Stripe {key} longer than {MAX_REF} characters", provider="stripe")
     return value if isinstance(value, str) and value else None
+
+
+def _amount(obj: Mapping[str, Any], key: str) -> int | None:
+    """An amount in cents. Raises :class:`InvalidInput` outside 0…:data:`MAX_AMOUNT_CENTS`."""
+    cents = _int(obj, key)
+    if cents is not None and not 0 <= cents <= MAX_AMOUNT_CENTS:
+        raise InvalidInput(f"Stripe {key} {cents} is out of range", provider="stripe")
+    return cents
 
 
 def _int(obj: Mapping[str, Any], key: str) -> int | None:
@@ -212,8 +231,8 @@ def _purchase_id(obj: Mapping[str, Any]) -> int | None:
     candidates = [metadata.get("purchase_id") if isinstance(metadata, Mapping) else None]
     candidates.append(obj.get("client_reference_id"))
     for value in candidates:
-        if isinstance(value, str) and value.isascii() and value.isdigit():
-            return int(value)
+        if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) < 19:
+            return int(value)  # past 18 digits no purchase of ours (BIGINT): not ours
     return None
 
 

@@ -45,9 +45,12 @@ Form = Annotated[FormData, Depends(form_data)]
 
 def text_field(form: FormData, name: str, *, required: bool = False, label: str = "") -> str:
     """A text field, stripped; "" when absent. Raises :class:`InvalidInput` when
-    ``required`` and blank, or when longer than :data:`MAX_FIELD_LENGTH`."""
+    ``required`` and blank, longer than :data:`MAX_FIELD_LENGTH`, or holding a NUL
+    character (PostgreSQL cannot store one)."""
     value = form.get(name)
     text = value.strip() if isinstance(value, str) else ""
+    if "\x00" in text:
+        raise InvalidInput(f"{label or name} must not contain NUL characters")
     if required and not text:
         raise InvalidInput(f"{label or name} is required")
     if len(text) > MAX_FIELD_LENGTH:

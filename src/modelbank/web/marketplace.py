@@ -139,6 +139,18 @@ def buy_quantity(listing: ListingView, form: FormData) -> int:
     return typed
 
 
+def seen_price(form: FormData) -> int | None:
+    """The unit price (µcr) the buy form was shown, or None when it sent none: the buy is
+    refused (``market_price_changed``) if the seller re-priced the listing above it since.
+    Raises :class:`InvalidInput`."""
+    text = text_field(form, "max_unit_price_ucr")
+    if not text:
+        return None
+    if not (text.isascii() and text.isdigit() and len(text) < 19):
+        raise InvalidInput("max_unit_price_ucr must be a whole number of µcr")
+    return int(text)
+
+
 @router.post("/marketplace/buy")
 def buy(request: Request, viewer: Posted, form: Form) -> Response:
     """Buy from a listing: the price moves from the wallet into escrow (the same rules as
@@ -152,7 +164,14 @@ def buy(request: Request, viewer: Posted, form: Form) -> Response:
     def run(session: Session) -> Done:
         listing = market.get_listing(session, listing_id)
         quantity = buy_quantity(listing, form)
-        result = market.buy(session, listing_id, buyer, quantity, idempotency_key=key)
+        result = market.buy(
+            session,
+            listing_id,
+            buyer,
+            quantity,
+            idempotency_key=key,
+            max_unit_price_ucr=seen_price(form),
+        )
         order = result.order
         what = (
             f"{quantity:,} bps of model #{listing.model_id}'s earnings"

@@ -191,13 +191,21 @@ def buy(listing_id: PathId, body: ms.BuyIn, key: IdemKey, caller: Caller, db: DB
 
     A retry with the same ``Idempotency-Key`` (per buyer) and body answers the same order
     with ``Idempotency-Hit: true``; another body 409 ``idempotency_key_reused``. 402
-    without the credits; 409 ``market_listing_state`` when it closed meanwhile; 422
+    without the credits; 409 ``market_listing_state`` when it closed meanwhile,
+    ``market_price_changed`` when re-priced above ``max_unit_price_ucr``; 422
     ``invalid_fill`` (below the minimum fill or above what is left), ``own_market_listing``
     for its seller; 403 for a key with a spend limit. Nothing is written on an error."""
     caller.require_wallet_spender()
     buyer = _acting_user(caller, body.buyer_id, "buyer_id")
     with db.write() as session:
-        result = market.buy(session, listing_id, buyer, body.quantity, idempotency_key=key)
+        result = market.buy(
+            session,
+            listing_id,
+            buyer,
+            body.quantity,
+            idempotency_key=key,
+            max_unit_price_ucr=body.max_unit_price_ucr,
+        )
         out = ts.buy_out(result).model_dump(mode="json")
     return JSONResponse(
         out,
