@@ -1,5 +1,5 @@
-"""Marketplace errors (DESIGN §10). Suggested HTTP statuses are in ``/work/spec/market-api.md``
-(the API maps codes in one place, ``api/errors.py``).
+"""Marketplace errors (DESIGN §10). The API maps their codes to HTTP statuses in one place,
+``api/errors.py`` (state conflicts are 409, missing or not visible 404, bad input 422).
 
 Tree::
 
