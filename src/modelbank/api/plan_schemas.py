@@ -106,20 +106,8 @@ class SubscriptionOut(BaseModel):
 
 
 def subscription_out(s: SubscriptionInfo) -> SubscriptionOut:
-    return SubscriptionOut(
-        id=s.id,
-        user_id=s.user_id,
-        plan_id=s.plan_id,
-        provider=s.provider,
-        status=s.status,
-        checkout_url=s.checkout_url,
-        periods_paid=s.periods_paid,
-        current_period_start=s.current_period_start,
-        current_period_end=s.current_period_end,
-        cancel_at_period_end=s.cancel_at_period_end,
-        created_at=s.created_at,
-        cancelled_at=s.cancelled_at,
-    )
+    """The API's view of a subscription (the same fields, read by attribute)."""
+    return SubscriptionOut.model_validate(s, from_attributes=True)
 
 
 class SubscriptionList(BaseModel):
@@ -140,18 +128,8 @@ class PeriodOut(BaseModel):
 
 
 def period_out(p: PeriodInfo) -> PeriodOut:
-    return PeriodOut(
-        id=p.id,
-        subscription_id=p.subscription_id,
-        invoice_ref=p.invoice_ref,
-        period_start=p.period_start,
-        period_end=p.period_end,
-        credits_ucr=p.credits_ucr,
-        bonus_ucr=p.bonus_ucr,
-        price_uusd=p.price_uusd,
-        grant_id=p.grant_id,
-        bonus_grant_id=p.bonus_grant_id,
-    )
+    """The API's view of a paid period (the same fields, read by attribute)."""
+    return PeriodOut.model_validate(p, from_attributes=True)
 
 
 class PeriodList(BaseModel):
