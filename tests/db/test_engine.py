@@ -45,7 +45,7 @@ def test_writers_queue_and_a_failed_transaction_releases_the_queue(tmp_path: Pat
     started = time.monotonic()
     with factory() as s, s.begin():  # the rolled-back writer left the queue
         s.execute(text("INSERT INTO t VALUES (4)"))
-    assert time.monotonic() - started < 1
+    assert time.monotonic() - started < 5  # a writer left queued would block for good
     with factory() as s:
         assert sorted(s.execute(text("SELECT n FROM t")).scalars()) == [1, 2, 4]
     engine.dispose()

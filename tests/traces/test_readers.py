@@ -5,7 +5,6 @@ from __future__ import annotations
 import gzip
 import json
 import statistics
-import time
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -101,16 +100,6 @@ def test_mooncake_real_file_totals_and_cache_fraction() -> None:
     assert round(100 * repeated_blocks / total_blocks, 1) == 36.6  # the data's README
     assert sum(r.cached_input_tokens for r in requests) == cached_tokens
     assert all(0 <= r.cached_input_tokens <= r.input_tokens for r in requests)
-
-
-def test_mooncake_real_file_reads_in_under_a_second() -> None:
-    path = _data_file(MOONCAKE_FILE)
-    best = float("inf")
-    for _ in range(3):  # best of three: a busy CI neighbour should not fail the budget
-        began = time.perf_counter()
-        read_trace(path)
-        best = min(best, time.perf_counter() - began)
-    assert best < 1.0  # ~0.35 s alone (gunzip ~40 ms of it); CI neighbours share the cores
 
 
 # --- Azure format, hand-written -----------------------------------------------------------
