@@ -3,9 +3,10 @@
 * SQLite: the online backup API (``sqlite3.Connection.backup``): a consistent copy of a live
   database, page by page, while writers go on; restore copies a backup back the same way.
 * PostgreSQL: ``pg_dump --format=custom`` (one consistent snapshot, compressed) and
-  ``pg_restore --clean --if-exists --single-transaction`` (all or nothing). A URL whose
-  ``options`` set a ``search_path`` (one schema per deployment or test) dumps that schema
-  only. The tools come with PostgreSQL (``pg_dump`` ≥ the server's major version).
+  ``pg_restore --clean --if-exists`` into a script that ``psql --single-transaction`` runs
+  (all or nothing). A URL whose ``options`` set a ``search_path`` (one schema per
+  deployment or test) dumps that schema only. The tools come with PostgreSQL (``pg_dump``
+  ≥ the server's major version; ``psql``).
 
 The CLI (``modelbank backup`` / ``modelbank restore``) runs ``verify --chain`` after each:
 on the backup's own snapshot (SQLite: the copy; PostgreSQL: the snapshot ``pg_dump`` read,
@@ -18,6 +19,7 @@ import re
 import shutil
 import sqlite3
 import subprocess
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -137,15 +139,47 @@ def pg_dump_snapshot(engine: Engine, url: str, path: Path, check: Callable[[Conn
             return check(conn)
 
 
+PARTITION_CONSTRAINT_DROP = re.compile(
+    r"^ALTER TABLE IF EXISTS ONLY \S+\.(usage_events|transfers|route_logs)_(y\d{4}m\d{2}|default)"
+    r" DROP CONSTRAINT IF EXISTS "
+)
+"""The ``--clean`` statements pg_restore (PostgreSQL 15) writes for a month partition's own
+primary key: PostgreSQL refuses them (the constraint is the parent's, inherited) and they
+are not needed (dropping the partition drops it)."""
+
+
 def pg_restore(url: str, path: Path) -> None:
     """Restore the custom-format dump ``path`` into the database of ``url``: its objects are
-    dropped first when present (``--clean --if-exists``), in one transaction."""
+    dropped first when present (``--clean --if-exists``), in one transaction (``psql
+    --single-transaction``, stopping at the first error, so nothing is half-restored).
+
+    The dump becomes a SQL script first (``pg_restore --file``) so that the drops of the
+    month partitions' inherited constraints (:data:`PARTITION_CONSTRAINT_DROP`) can be left
+    out of it; raises :class:`BackupFailed` when a tool is missing or fails."""
     if not path.is_file():
         raise BackupFailed(f"no backup file at {path}")
     uri, _schema = libpq(url)
-    args = [_tool("pg_restore"), "--clean", "--if-exists", "--no-owner", "--single-transaction"]
-    args += ["--exit-on-error", f"--dbname={uri}", str(path)]
-    _run(args)
+    with tempfile.TemporaryDirectory(prefix="modelbank-restore-") as work:
+        script = Path(work) / "restore.sql"
+        args = [_tool("pg_restore"), "--clean", "--if-exists", "--no-owner"]
+        _run([*args, f"--file={script}", str(path)])
+        runnable = Path(work) / "restore-runnable.sql"
+        _without_partition_constraint_drops(script, runnable)
+        psql = [_tool("psql"), "--no-psqlrc", "--quiet", "--set=ON_ERROR_STOP=1"]
+        _run([*psql, "--single-transaction", f"--file={runnable}", f"--dbname={uri}"])
+
+
+def _without_partition_constraint_drops(script: Path, target: Path) -> None:
+    """Copy ``script`` to ``target`` line by line, leaving out the partition constraint
+    drops; only in the clean section (before the first ``CREATE``), never in the data."""
+    cleaning = True
+    with script.open(encoding="utf-8") as source, target.open("w", encoding="utf-8") as out:
+        for line in source:
+            if cleaning and line.startswith("CREATE "):
+                cleaning = False
+            if cleaning and PARTITION_CONSTRAINT_DROP.match(line):
+                continue
+            out.write(line)
 
 
 def is_pg_dump(path: Path) -> bool:
