@@ -1901,7 +1901,15 @@ export interface paths {
         delete: operations["revoke_user_key_api_v1_users__user_id__keys__key_id__delete"];
         options?: never;
         head?: never;
-        patch?: never;
+        /**
+         * Edit User Key
+         * @description Change one of the user's keys' spend limit (admin, service, or that user with a key
+         *     without a spend limit: 403 for a limited key). ``limit_ucr`` and ``limit_period`` are
+         *     validated as at creation; ``limit_ucr: null`` removes the limit. What was spent in the
+         *     current period stays spent; a limit below it leaves 0. 404 for a key that is not this
+         *     user's (or is revoked).
+         */
+        patch: operations["edit_user_key_api_v1_users__user_id__keys__key_id__patch"];
         trace?: never;
     };
     "/api/v1/users/{user_id}/low-balance": {
@@ -3521,6 +3529,18 @@ export interface components {
             role: string;
             /** User Id */
             user_id: number | null;
+        };
+        /**
+         * KeyLimitIn
+         * @description A change to a key's spend limit: ``limit_ucr`` (µcr; ``null``: the key loses its limit)
+         *     and/or ``limit_period``; a field left out stays as it is. What was spent in the current
+         *     period stays spent (also when the period changes); a limit below it leaves 0.
+         */
+        KeyLimitIn: {
+            /** Limit Period */
+            limit_period?: ("day" | "week" | "month" | "never") | null;
+            /** Limit Ucr */
+            limit_ucr?: number | null;
         };
         /**
          * KeyLimitOut
@@ -15560,6 +15580,98 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content?: never;
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or an unknown or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's role may not do this, or a premium model without access */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown, or another user's (not revealed) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Idempotency-Key reused with another body, or a duplicate */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: nothing was written */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    edit_user_key_api_v1_users__user_id__keys__key_id__patch: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description an id (64-bit) */
+                user_id: number;
+                /** @description an id (64-bit) */
+                key_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["KeyLimitIn"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["KeyInfoOut"];
+                };
             };
             /** @description Malformed request (e.g. a body that is not UTF-8) */
             400: {

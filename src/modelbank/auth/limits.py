@@ -20,6 +20,7 @@ so tests can freeze it), SQL picks the one of the key's period and, when the sto
 * :func:`settle_hold`: the hold is captured: its reservation goes, the charge (≤ held) is
   spent (unconditional: it fitted when reserved);
 * :func:`release_hold`: the hold is voided or expired: its reservation goes;
+* :func:`set_limit` / :func:`remove_limit`: the owner edits the key's limit (issue 13).
 * :func:`refund_charge`: a charge counted on the key is refunded: the refunded µcr leave
   ``spent_ucr`` again, only while the refund falls in the charge's period (a refund of
   last month's charge never raises this month's allowance), never below 0.
@@ -233,6 +234,43 @@ def refund_charge(
     }
     params = {"key_id": key_id, "amount": amount_ucr, **_starts(now), **charged}
     return bool(conn.execute(_REFUND_CHARGE, params).rowcount == 1)
+
+
+_SET_LIMIT = (
+    update(keys)
+    .where(keys.c.id == _KEY)
+    .values(
+        limit_ucr=bindparam("limit", type_=BigInteger()),
+        limit_period=bindparam("period"),
+        spent_ucr=case((keys.c.limit_ucr.is_(None), 0), else_=_SPENT_NOW),
+        period_start=bindparam("new_start", type_=UTCDateTime()),
+    )
+)
+
+
+def set_limit(
+    conn: Connection, key_id: int, limit_ucr: int, period: LimitPeriod, now: datetime
+) -> None:
+    """Give key ``key_id`` the limit ``limit_ucr`` µcr (≥ 0) per ``period`` from ``now`` on,
+    in one UPDATE (a concurrent charge is never lost). What was spent in the key's current
+    period stays spent, in the new period's counter too when the period changes (switching
+    periods never grants a fresh allowance); a key without a limit starts at 0 spent.
+    Reservations of pending holds stay. A limit below what is spent is allowed: nothing is
+    left until the period resets."""
+    params = {
+        "key_id": key_id,
+        "limit": limit_ucr,
+        "period": period.value,
+        "new_start": period_start(period, now),
+        **_starts(now),
+    }
+    conn.execute(_SET_LIMIT, params)
+
+
+def remove_limit(conn: Connection, key_id: int) -> None:
+    """Take key ``key_id``'s limit away. Its counters stay as they are so that pending holds
+    reserved on it still release what they reserved."""
+    conn.execute(update(keys).where(keys.c.id == key_id).values(limit_ucr=None, limit_period=None))
 
 
 def adjust(conn: Connection, key_id: int, *, spent_ucr: int, reserved_ucr: int) -> None:
