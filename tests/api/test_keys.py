@@ -383,3 +383,74 @@ def test_editing_a_limit_is_scoped_and_validated(api: Api) -> None:
     assert r.status_code == 200 and r.json()["limit"]["period"] == "day"
     (state,) = [k["limit"] for k in _listed(api, alice, alice_h) if k["id"] == unlimited["id"]]
     assert (state["limit_ucr"], state["period"]) == (7, "day")
+
+
+def test_a_limited_key_cannot_request_payouts_or_list_stakes(api: Api) -> None:
+    """A payout withdraws earnings and a stake listing offers the owner's stake for credits:
+    both move value out outside usage, so a key with a spend limit gets 403 (as for buys)
+    and nothing changes; the same user's unlimited key may."""
+    creator, creator_h = api.user("creator")
+    payer, _ = api.user("payer", credits_ucr=200 * CREDIT)
+    model = api.model(
+        "earning",
+        creator_id=creator,
+        price={"per_request_ucr": 100 * CREDIT},
+        earnings_rule={"share_bps": 10_000, "popularity_tiers": [], "type_multipliers": {"*": 1}},
+    )
+    assert api.charge(payer, "earning", key="use", units=1).status_code == 201
+    limited = bearer(_key(api, creator, creator_h, limit_ucr=1)["key"])
+    payout = {"amount_ucr": 100 * CREDIT}
+    api.rejects(
+        "POST",
+        f"{V1}/users/{creator}/payouts",
+        403,
+        "forbidden",
+        json=payout,
+        headers={**limited, "Idempotency-Key": "cash-out"},
+    )
+    summary = api.client.get(f"{V1}/users/{creator}/payouts", headers=creator_h).json()
+    assert summary["available_ucr"] == 100 * CREDIT and not summary["items"]
+    stake_listing = {"share_bps": 100, "price_ucr": 1}
+    api.rejects(
+        "POST",
+        f"{V1}/models/{model['id']}/stakes/listings",
+        403,
+        "forbidden",
+        json=stake_listing,
+        headers=limited,
+    )
+    market_listing = {"kind": "stake", "model_id": model["id"], "quantity": 100}
+    market_listing["unit_price_ucr"] = 1
+    api.rejects(
+        "POST", f"{V1}/marketplace/listings", 403, "forbidden", json=market_listing, headers=limited
+    )
+    listings = api.client.get(f"{V1}/models/{model['id']}/stakes/listings", headers=creator_h)
+    assert listings.json()["items"] == []
+    # The unlimited key may do each; a limited key may not re-price the listing either.
+    r = api.client.post(
+        f"{V1}/marketplace/listings",
+        json={**market_listing, "unit_price_ucr": CREDIT},
+        headers=creator_h,
+    )
+    assert r.status_code == 201, r.text
+    listing_id = r.json()["id"]
+    api.rejects(
+        "PATCH",
+        f"{V1}/marketplace/listings/{listing_id}",
+        403,
+        "forbidden",
+        json={"unit_price_ucr": 1},
+        headers=limited,
+    )
+    r = api.client.get(f"{V1}/marketplace/listings/{listing_id}", headers=creator_h)
+    assert r.json()["unit_price_ucr"] == CREDIT
+    r = api.client.post(
+        f"{V1}/models/{model['id']}/stakes/listings", json=stake_listing, headers=creator_h
+    )
+    assert r.status_code == 201, r.text
+    r = api.client.post(
+        f"{V1}/users/{creator}/payouts",
+        json=payout,
+        headers={**creator_h, "Idempotency-Key": "cash-out"},
+    )
+    assert r.status_code == 201, r.text

@@ -156,3 +156,21 @@ def test_change_a_keys_limit_on_the_wallet_page(api: Api) -> None:
         follow_redirects=False,
     )
     assert r.status_code == 404 and limit() is None
+
+
+def test_a_session_of_a_limited_key_cannot_request_payouts_or_list(api: Api) -> None:
+    a, a_headers = api.user("alice")
+    limited = api.client.post(
+        f"/api/v1/users/{a}/keys", json={"limit_ucr": 10}, headers=a_headers
+    ).json()
+    client = signed_in(api, bearer(limited["key"]))
+    token = csrf_of(client.get(f"/app/users/{a}/wallet").text)
+    for path, data in (
+        (f"/app/users/{a}/payouts", {"amount": "100"}),
+        (f"/app/users/{a}/marketplace/listings", {"kind": "stake"}),
+        (f"/app/users/{a}/marketplace/listings/price", {"listing_id": "1", "price": "1"}),
+    ):
+        r = client.post(path, data={"csrf_token": token, **data}, follow_redirects=False)
+        assert r.status_code == 403, (path, r.status_code)
+    summary = api.client.get(f"/api/v1/users/{a}/payouts", headers=a_headers).json()
+    assert summary["items"] == []

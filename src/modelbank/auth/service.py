@@ -87,11 +87,17 @@ class Principal:
             raise Forbidden("a key with a spend limit cannot create or revoke keys")
 
     def require_wallet_spender(self) -> None:
-        """Raise :class:`Forbidden` for a key with a spend limit on a route that spends the
-        wallet outside usage (premium access, stake listings): only usage charges and holds
-        count against a limit, so a limited key may make no other spend."""
+        """Raise :class:`Forbidden` for a key with a spend limit on a route that moves value
+        out of the user's account outside usage: spending the wallet (premium access, stake
+        and marketplace buys), withdrawing earnings (payout requests), or offering stakes or
+        quota for sale (listing, re-pricing). Only usage charges and holds count against a
+        limit, so a limited key may move no other value (an app handed a 1 µcr key must not
+        sell its owner's stake for 1 µcr to a colluder, nor cash out the earnings)."""
         if self.limited:
-            raise Forbidden("a key with a spend limit can only spend on usage and holds")
+            raise Forbidden(
+                "a key with a spend limit can only spend on usage and holds: it cannot buy,"
+                " list for sale or request payouts"
+            )
 
     def require_admin_or_service(self) -> None:
         """Raise :class:`Forbidden` unless this is an admin or service key."""
