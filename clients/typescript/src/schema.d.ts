@@ -868,7 +868,8 @@ export interface paths {
          *     healthy resource, not already offered or sold (422 ``resource_not_listable``,
          *     ``market_quota_unavailable``), priced per USD of provider spend; stake: basis points
          *     the seller holds beyond their open listings (422 ``stake_unavailable``), priced per
-         *     basis point; bundle: quota on 2–20 of the seller's resources, bought whole.
+         *     basis point; bundle: quota on 2–20 of the seller's resources, bought whole. 403 for a
+         *     key with a spend limit.
          */
         post: operations["create_listing_api_v1_marketplace_listings_post"];
         delete?: never;
@@ -899,7 +900,7 @@ export interface paths {
          * Update Price
          * @description Re-price the unfilled part of an open listing (its seller, or an admin or service
          *     key); orders already filled keep their price. 409 ``market_listing_state`` once it is
-         *     filled, cancelled or expired.
+         *     filled, cancelled or expired; 403 for a key with a spend limit.
          */
         patch: operations["update_price_api_v1_marketplace_listings__listing_id__patch"];
         trace?: never;
@@ -1177,7 +1178,7 @@ export interface paths {
          * Create Listing
          * @description Offer part of a stake for credits: a user key for itself, an admin or service key for
          *     ``seller_id``. The seller must hold the share beyond their open listings (422
-         *     ``stake_unavailable``).
+         *     ``stake_unavailable``); 403 for a key with a spend limit.
          */
         post: operations["create_listing_api_v1_models__model_id__stakes_listings_post"];
         delete?: never;
@@ -2001,7 +2002,8 @@ export interface paths {
          *     at least ``minimum_ucr``, at most ``available_ucr`` (earnings − pending payouts − what is
          *     owed back from refunded usage; both in ``GET …/payouts``). The amount is held at once;
          *     the payout stays ``pending`` until an admin completes or fails it. 422
-         *     ``payout_below_minimum`` / ``payout_exceeds_available`` change nothing.
+         *     ``payout_below_minimum`` / ``payout_exceeds_available`` change nothing; 403 for a key
+         *     with a spend limit.
          */
         post: operations["request_payout_api_v1_users__user_id__payouts_post"];
         delete?: never;
@@ -2026,8 +2028,11 @@ export interface paths {
         /**
          * Redeem
          * @description Redeem a promo code: a bonus grant. Idempotent for once-per-user codes: redeeming
-         *     again answers 200 with the first redemption (``replayed: true``). 409
-         *     ``promo_code_unavailable``: expired or used up.
+         *     again answers 200 with the first redemption (``replayed: true``). With an
+         *     ``Idempotency-Key`` (advised, and needed for codes a user may redeem many times): a
+         *     retry with the same key and body answers the first response again
+         *     (``Idempotency-Hit: true``) and grants nothing more; the same key with another body is
+         *     409 ``idempotency_key_reused``. 409 ``promo_code_unavailable``: expired or used up.
          */
         post: operations["redeem_api_v1_users__user_id__promo_redemptions_post"];
         delete?: never;
@@ -16370,7 +16375,10 @@ export interface operations {
     redeem_api_v1_users__user_id__promo_redemptions_post: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Optional: a retry with the same key and body returns the first response (1–200 printable ASCII characters). */
+                "Idempotency-Key"?: string | null;
+            };
             path: {
                 /** @description an id (64-bit) */
                 user_id: number;
