@@ -5692,7 +5692,7 @@ export interface components {
             description?: string | null;
             /**
              * Events
-             * @description event types to receive: wallet.low_balance, wallet.auto_topup_failed, purchase.completed, purchase.refunded, usage.refunded, hold.expired, payout.requested, payout.completed, payout.failed, payout.cancelled, marketplace.order.filled, marketplace.allocation.exhausted, marketplace.escrow.returned, subscription.period_paid, subscription.cancelled, subscription.renewal_failed, referral.rewarded; or a family wildcard such as `payout.*`, or `*` for all
+             * @description event types to receive: wallet.low_balance, wallet.auto_topup_failed, purchase.completed, purchase.refunded, purchase.amount_mismatch, usage.refunded, hold.expired, payout.requested, payout.completed, payout.failed, payout.cancelled, marketplace.order.filled, marketplace.allocation.exhausted, marketplace.escrow.returned, subscription.period_paid, subscription.cancelled, subscription.renewal_failed, referral.rewarded; or a family wildcard such as `payout.*`, or `*` for all
              * @example [
              *       "wallet.low_balance",
              *       "payout.*"
