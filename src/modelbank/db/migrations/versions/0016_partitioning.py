@@ -169,9 +169,11 @@ BEGIN
     END IF;
     RETURN NEW;
 END $$;
+-- The keys and the partition key never change: an UPDATE that moved a row to another
+-- month would run as DELETE + INSERT, and the INSERT's key check would drop the row.
 CREATE FUNCTION modelbank_keys_frozen() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    RAISE EXCEPTION 'modelbank: % of % is a unique key and cannot change', TG_ARGV[0],
+    RAISE EXCEPTION 'modelbank: % of % cannot change', TG_ARGV[0],
         TG_TABLE_NAME USING ERRCODE = 'restrict_violation';
 END $$;
 """
@@ -181,16 +183,17 @@ CREATE TRIGGER usage_key BEFORE INSERT ON usage_events
     FOR EACH ROW EXECUTE FUNCTION modelbank_usage_key();
 CREATE TRIGGER usage_key_gone AFTER DELETE ON usage_events
     FOR EACH ROW EXECUTE FUNCTION modelbank_usage_key_gone();
-CREATE TRIGGER usage_key_frozen BEFORE UPDATE OF idempotency_key ON usage_events
-    FOR EACH ROW EXECUTE FUNCTION modelbank_keys_frozen('idempotency_key');
+CREATE TRIGGER usage_key_frozen BEFORE UPDATE OF idempotency_key, created_at ON usage_events
+    FOR EACH ROW EXECUTE FUNCTION modelbank_keys_frozen('idempotency_key or created_at');
 CREATE TRIGGER transfer_keys BEFORE INSERT ON transfers
     FOR EACH ROW EXECUTE FUNCTION modelbank_transfer_keys();
-CREATE TRIGGER transfer_keys_frozen BEFORE UPDATE OF idempotency_key, pending_id ON transfers
-    FOR EACH ROW EXECUTE FUNCTION modelbank_keys_frozen('idempotency_key or pending_id');
+CREATE TRIGGER transfer_keys_frozen
+    BEFORE UPDATE OF idempotency_key, pending_id, created_at ON transfers
+    FOR EACH ROW EXECUTE FUNCTION modelbank_keys_frozen('idempotency_key, pending_id or created_at');
 CREATE TRIGGER route_log_request BEFORE INSERT ON route_logs
     FOR EACH ROW EXECUTE FUNCTION modelbank_route_log_request();
-CREATE TRIGGER route_log_request_frozen BEFORE UPDATE OF request_id ON route_logs
-    FOR EACH ROW EXECUTE FUNCTION modelbank_keys_frozen('request_id');
+CREATE TRIGGER route_log_request_frozen BEFORE UPDATE OF request_id, created_at ON route_logs
+    FOR EACH ROW EXECUTE FUNCTION modelbank_keys_frozen('request_id or created_at');
 """
 
 
