@@ -338,6 +338,12 @@ TABLE: dict[tuple[str, str], Case] = {
     ("DELETE", "/api/v1/users/{user_id}/keys/{key_id}"): Case(
         lambda w: (f"/api/v1/users/{w.a}/keys/{w.a_key_id}", {}), OWN, "user", 204
     ),
+    ("PATCH", "/api/v1/users/{user_id}/keys/{key_id}"): Case(
+        lambda w: (f"/api/v1/users/{w.a}/keys/{w.a_key_id}", {"json": {"limit_ucr": 5}}),
+        OWN,
+        "user",
+        200,
+    ),
     ("POST", "/api/v1/users/{user_id}/grants"): Case(
         lambda w: (f"/api/v1/users/{w.a}/grants", idem("g", json={"amount_ucr": 5})),
         ADMIN_ONLY,

@@ -285,3 +285,172 @@ def test_a_limited_key_cannot_buy_on_the_marketplace(api: Api) -> None:
         json={"quantity": 100},
         headers={**limited, "Idempotency-Key": "buy"},
     )
+
+
+def _patch(api: Api, user: int, key_id: int, headers: dict[str, str], **body: Any) -> Any:
+    return api.client.patch(f"{V1}/users/{user}/keys/{key_id}", json=body, headers=headers)
+
+
+def test_an_owner_edits_a_keys_limit(api: Api) -> None:
+    alice, alice_h = api.user("alice", credits_ucr=10 * CREDIT)
+    api.model("m")
+    made = _key(api, alice, alice_h, limit_ucr=3 * CHARGE, limit_period="day")
+    for k in range(2):
+        assert _use(api, alice, made["key"], f"u{k}").status_code == 201
+    # Raise it: what was spent stays spent.
+    r = _patch(api, alice, made["id"], alice_h, limit_ucr=5 * CHARGE)
+    assert r.status_code == 200, r.text
+    limit = r.json()["limit"]
+    assert (limit["limit_ucr"], limit["period"]) == (5 * CHARGE, "day")
+    assert (limit["spent_ucr"], limit["left_ucr"]) == (2 * CHARGE, 3 * CHARGE)
+    # Change the period only: the spend carries into the new period's counter.
+    r = _patch(api, alice, made["id"], alice_h, limit_period="month")
+    assert r.status_code == 200, r.text
+    limit = r.json()["limit"]
+    assert (limit["limit_ucr"], limit["period"], limit["spent_ucr"]) == (
+        5 * CHARGE,
+        "month",
+        2 * CHARGE,
+    )
+    # Lower it below what was spent: allowed, nothing left, the next charge is refused.
+    r = _patch(api, alice, made["id"], alice_h, limit_ucr=CHARGE)
+    assert r.status_code == 200, r.text
+    assert (r.json()["limit"]["spent_ucr"], r.json()["limit"]["left_ucr"]) == (2 * CHARGE, 0)
+    problem(_use(api, alice, made["key"], "u2"), 402, "key_limit_reached")
+    (listed,) = [k for k in _listed(api, alice, alice_h) if k["id"] == made["id"]]
+    assert listed["limit"] == r.json()["limit"]
+    # Remove it: the key charges freely.
+    r = _patch(api, alice, made["id"], alice_h, limit_ucr=None)
+    assert r.status_code == 200, r.text and r.json()["limit"] is None
+    assert r.json()["limit"] is None
+    assert _use(api, alice, made["key"], "u3").status_code == 201
+    # A key without a limit gets one: it starts at 0 spent and applies at once.
+    free = _key(api, alice, alice_h)
+    assert _use(api, alice, free["key"], "f0").status_code == 201
+    r = _patch(api, alice, free["id"], alice_h, limit_ucr=CHARGE, limit_period="week")
+    assert r.status_code == 200, r.text
+    assert (r.json()["limit"]["spent_ucr"], r.json()["limit"]["left_ucr"]) == (0, CHARGE)
+    assert _use(api, alice, free["key"], "f1").status_code == 201
+    problem(_use(api, alice, free["key"], "f2"), 402, "key_limit_reached")
+    wallet = api.client.get(f"{V1}/users/{alice}/wallet", headers=alice_h).json()
+    assert wallet["balance_ucr"] == 10 * CREDIT - 5 * CHARGE
+    # Each edit is audited like the key's creation.
+    r = api.client.get(
+        f"{V1}/admin/audit", params={"action": "key.limit", "limit": 50}, headers=api.admin
+    )
+    assert r.status_code == 200, r.text
+    edits = [e for e in r.json()["items"] if e["target_id"] == str(made["id"])]
+    assert sorted((e["before"]["limit_ucr"], e["after"]["limit_ucr"]) for e in edits) == sorted(
+        [(3 * CHARGE, 5 * CHARGE), (5 * CHARGE, 5 * CHARGE), (5 * CHARGE, CHARGE), (CHARGE, None)]
+    )
+
+
+def test_editing_a_limit_is_scoped_and_validated(api: Api) -> None:
+    alice, alice_h = api.user("alice")
+    bob, bob_h = api.user("bob")
+    made = _key(api, alice, alice_h, limit_ucr=1_000)
+    unlimited = _key(api, alice, alice_h)
+    # A limited key may not edit keys (itself included): 403, like minting one.
+    lh = bearer(made["key"])
+    problem(_patch(api, alice, made["id"], lh, limit_ucr=10**9), 403, "forbidden")
+    # Another user's key: 404 through either path.
+    problem(_patch(api, alice, made["id"], bob_h, limit_ucr=5), 404, "user_not_found")
+    problem(_patch(api, bob, made["id"], bob_h, limit_ucr=5), 404, "api_key_not_found")
+    # Same validation as creation; a period alone needs a key that has a limit.
+    for body in (
+        {},
+        {"limit_ucr": -1},
+        {"limit_ucr": 5, "limit_period": "year"},
+        {"limit_ucr": None, "limit_period": "day"},
+        {"limit_ucr": 5, "spent_ucr": 0},
+    ):
+        api.rejects(
+            "PATCH",
+            f"{V1}/users/{alice}/keys/{made['id']}",
+            422,
+            "validation_error",
+            json=body,
+            headers=alice_h,
+        )
+    problem(_patch(api, alice, unlimited["id"], alice_h, limit_period="day"), 422)
+    # A revoked key cannot be edited.
+    assert api.client.delete(f"{V1}/users/{alice}/keys/{made['id']}", headers=alice_h).status_code
+    problem(_patch(api, alice, made["id"], alice_h, limit_ucr=5), 404, "api_key_not_found")
+    # Admin and service keys edit any user's keys.
+    r = _patch(api, alice, unlimited["id"], api.service, limit_ucr=7)
+    assert r.status_code == 200 and r.json()["limit"]["limit_ucr"] == 7
+    r = _patch(api, alice, unlimited["id"], api.admin, limit_period="day")
+    assert r.status_code == 200 and r.json()["limit"]["period"] == "day"
+    (state,) = [k["limit"] for k in _listed(api, alice, alice_h) if k["id"] == unlimited["id"]]
+    assert (state["limit_ucr"], state["period"]) == (7, "day")
+
+
+def test_a_limited_key_cannot_request_payouts_or_list_stakes(api: Api) -> None:
+    """A payout withdraws earnings and a stake listing offers the owner's stake for credits:
+    both move value out outside usage, so a key with a spend limit gets 403 (as for buys)
+    and nothing changes; the same user's unlimited key may."""
+    creator, creator_h = api.user("creator")
+    payer, _ = api.user("payer", credits_ucr=200 * CREDIT)
+    model = api.model(
+        "earning",
+        creator_id=creator,
+        price={"per_request_ucr": 100 * CREDIT},
+        earnings_rule={"share_bps": 10_000, "popularity_tiers": [], "type_multipliers": {"*": 1}},
+    )
+    assert api.charge(payer, "earning", key="use", units=1).status_code == 201
+    limited = bearer(_key(api, creator, creator_h, limit_ucr=1)["key"])
+    payout = {"amount_ucr": 100 * CREDIT}
+    api.rejects(
+        "POST",
+        f"{V1}/users/{creator}/payouts",
+        403,
+        "forbidden",
+        json=payout,
+        headers={**limited, "Idempotency-Key": "cash-out"},
+    )
+    summary = api.client.get(f"{V1}/users/{creator}/payouts", headers=creator_h).json()
+    assert summary["available_ucr"] == 100 * CREDIT and not summary["items"]
+    stake_listing = {"share_bps": 100, "price_ucr": 1}
+    api.rejects(
+        "POST",
+        f"{V1}/models/{model['id']}/stakes/listings",
+        403,
+        "forbidden",
+        json=stake_listing,
+        headers=limited,
+    )
+    market_listing = {"kind": "stake", "model_id": model["id"], "quantity": 100}
+    market_listing["unit_price_ucr"] = 1
+    api.rejects(
+        "POST", f"{V1}/marketplace/listings", 403, "forbidden", json=market_listing, headers=limited
+    )
+    listings = api.client.get(f"{V1}/models/{model['id']}/stakes/listings", headers=creator_h)
+    assert listings.json()["items"] == []
+    # The unlimited key may do each; a limited key may not re-price the listing either.
+    r = api.client.post(
+        f"{V1}/marketplace/listings",
+        json={**market_listing, "unit_price_ucr": CREDIT},
+        headers=creator_h,
+    )
+    assert r.status_code == 201, r.text
+    listing_id = r.json()["id"]
+    api.rejects(
+        "PATCH",
+        f"{V1}/marketplace/listings/{listing_id}",
+        403,
+        "forbidden",
+        json={"unit_price_ucr": 1},
+        headers=limited,
+    )
+    r = api.client.get(f"{V1}/marketplace/listings/{listing_id}", headers=creator_h)
+    assert r.json()["unit_price_ucr"] == CREDIT
+    r = api.client.post(
+        f"{V1}/models/{model['id']}/stakes/listings", json=stake_listing, headers=creator_h
+    )
+    assert r.status_code == 201, r.text
+    r = api.client.post(
+        f"{V1}/users/{creator}/payouts",
+        json=payout,
+        headers={**creator_h, "Idempotency-Key": "cash-out"},
+    )
+    assert r.status_code == 201, r.text

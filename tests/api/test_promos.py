@@ -366,3 +366,47 @@ def test_a_user_who_paid_a_subscription_period_is_not_referred(api: Api) -> None
     assert body["reason"] == "already_purchased"
     buy_manual(api, user_id, user, "buy-1")
     assert balance(api, referrer) == 0
+
+
+def test_a_retried_redemption_with_its_idempotency_key_grants_once(api: Api) -> None:
+    """A code that may be redeemed many times per user (``per_user_once: false``): a retry of
+    the same POST (same ``Idempotency-Key``) answers the first redemption again and grants
+    nothing more; a new key redeems again; a reused key with another body is 409."""
+    uid, headers = api.user("wes")
+    r = api.client.post(
+        f"{V1}/admin/promo-codes",
+        json={"code": "AGAIN", "bonus_ucr": 2 * CREDIT, "per_user_once": False},
+        headers=api.admin,
+    )
+    assert r.status_code == 201, r.text
+    url = f"{V1}/users/{uid}/promo-redemptions"
+    first = api.client.post(
+        url, json={"code": "again"}, headers={**headers, "Idempotency-Key": "redeem-1"}
+    )
+    assert first.status_code == 201, first.text
+    assert first.headers["Idempotency-Hit"] == "false"
+    retry = api.client.post(
+        url, json={"code": "again"}, headers={**headers, "Idempotency-Key": "redeem-1"}
+    )
+    assert retry.status_code == 201 and retry.headers["Idempotency-Hit"] == "true"
+    assert retry.json() == first.json()
+    assert balance(api, uid) == 2 * CREDIT
+    api.rejects(
+        "POST",
+        url,
+        409,
+        "idempotency_key_reused",
+        json={"code": "LAUNCH"},
+        headers={**headers, "Idempotency-Key": "redeem-1"},
+    )
+    second = api.client.post(
+        url, json={"code": "again"}, headers={**headers, "Idempotency-Key": "redeem-2"}
+    )
+    assert second.status_code == 201 and second.json()["id"] != first.json()["id"]
+    assert balance(api, uid) == 4 * CREDIT
+    listed = api.client.get(f"{V1}/admin/promo-codes", headers=api.admin).json()["items"]
+    assert [(p["code"], p["uses"]) for p in listed] == [("AGAIN", 2)]
+    assert promotions_spent(api) == 4 * CREDIT
+    api.rejects(
+        "POST", url, 422, json={"code": "again"}, headers={**headers, "Idempotency-Key": "a\tb"}
+    )

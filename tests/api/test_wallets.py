@@ -620,6 +620,51 @@ def test_stripe_refund_before_completion_ends_refunded(
     assert grant["amount_ucr"] == 200 * CR and grant["remaining_ucr"] == 0
 
 
+def test_stripe_completion_paying_another_amount_or_currency_grants_nothing(
+    stripe_api: tuple[Api, FakeStripeHTTP],
+) -> None:
+    """A correctly signed completion whose ``amount_total`` or ``currency`` is not what the
+    purchase recorded (17.99 USD for Popular) grants nothing: the purchase fails with reason
+    ``amount_mismatch`` (audited, a webhook event), ledger unchanged; a refund of that
+    payment then takes nothing back and grants nothing either."""
+    api, _ = stripe_api
+    user_id, user = api.user("alice")
+    before = api.ledger_state()
+    cheap, other_currency = stripe_purchase(api, user_id, user), stripe_purchase(api, user_id, user)
+    r = deliver(api, "checkout.session.completed", completed(cheap) | {"amount_total": 1}, "evt_1")
+    assert r.status_code == 200 and r.json() == {"result": "amount_mismatch"}
+    euros = completed(other_currency, intent="pi_2") | {"currency": "eur"}
+    r = deliver(api, "checkout.session.completed", euros, "evt_2")
+    assert r.status_code == 200 and r.json() == {"result": "amount_mismatch"}
+    for p in (cheap, other_currency):
+        got = api.client.get(f"{V1}/purchases/{p['id']}", headers=user).json()
+        assert got["status"] == "failed" and got["grant_id"] is None
+    assert api.ledger_state() == before
+    assert wallet(api, user_id)["balance_ucr"] == 0 and grants_of(api, user_id) == []
+    r = api.client.get(
+        f"{V1}/admin/audit", params={"action": "purchase.amount_mismatch"}, headers=api.admin
+    )
+    flagged = {int(x["target_id"]): x["after"] for x in r.json()["items"]}
+    assert flagged[cheap["id"]]["reason"] == "amount_mismatch"
+    assert (flagged[cheap["id"]]["paid_cents"], flagged[cheap["id"]]["expected_cents"]) == (1, 1799)
+    assert flagged[other_currency["id"]]["paid_currency"] == "eur"
+    # Redelivered: a duplicate. Refunded by the operator: nothing granted, nothing taken.
+    again = deliver(
+        api, "checkout.session.completed", completed(cheap) | {"amount_total": 1}, "evt_1"
+    )
+    assert again.json() == {"result": "duplicate"}
+    back = refunded(cheap, 1) | {"amount": 1}
+    assert deliver(api, "charge.refunded", back, "evt_3").json() == {"result": "amount_mismatch"}
+    assert api.ledger_state() == before
+    got = api.client.get(f"{V1}/purchases/{cheap['id']}", headers=user).json()
+    assert got["status"] == "failed" and got["refunded_ucr"] == 0
+    # The matching completion of a purchase still grants.
+    right = stripe_purchase(api, user_id, user)
+    r = deliver(api, "checkout.session.completed", completed(right, intent="pi_9"), "evt_9")
+    assert r.json() == {"result": "completed"}
+    assert wallet(api, user_id)["balance_ucr"] == 200 * CR
+
+
 def test_stripe_partial_refunds_reverse_unspent_credits_in_proportion(
     stripe_api: tuple[Api, FakeStripeHTTP],
 ) -> None:

@@ -372,3 +372,101 @@ def test_a_batch_decided_again_takes_back_what_it_counted(
     assert calls == [2, 2]
     assert [r.status for r in results] == ["charged", "charged"]
     assert _usage(db, user, MONDAY).spent_ucr == 2 * CHARGE
+
+
+# -- refunds ----------------------------------------------------------------------------------
+
+
+def _captured(db: Db, user: int, key_id: int, key: str, now: datetime) -> int:
+    """A hold placed with the limited key and captured for CHARGE at ``now``: the usage id."""
+    with db.tx() as s:
+        hold = holds.place(
+            s,
+            user,
+            CHARGE,
+            timeout_s=600,
+            idempotency_key=key,
+            model="m",
+            limited_key_id=key_id,
+            now=now,
+        )
+    with db.tx() as s:
+        capture(s, hold.id, CHARGE, now=now)
+        usage_id = holds.get_hold(s, hold.id).usage_id
+    assert usage_id is not None
+    return usage_id
+
+
+def test_a_refund_in_the_charges_period_gives_the_allowance_back(db: Db) -> None:
+    from modelbank.metering.refunds import refund_usage
+
+    user, key_id = _setup(db, limit_ucr=2 * CHARGE, period="day")
+    first = _captured(db, user, key_id, "h1", MONDAY)
+    second = _captured(db, user, key_id, "h2", MONDAY)
+    assert _usage(db, user, MONDAY).left_ucr == 0
+    with db.tx() as s:
+        refund_usage(s, first, amount_ucr=100_000, now=MONDAY + timedelta(hours=1))
+    state = _usage(db, user, MONDAY)
+    assert (state.spent_ucr, state.left_ucr) == (2 * CHARGE - 100_000, 100_000)
+    with db.tx() as s:
+        refund_usage(s, first, now=MONDAY + timedelta(hours=2))  # the rest of it
+        refund_usage(s, second, now=MONDAY + timedelta(hours=2))
+    state = _usage(db, user, MONDAY)
+    assert (state.spent_ucr, state.left_ucr) == (0, 2 * CHARGE)
+    assert _balance(db, user) == 100 * CREDIT
+    # The allowance given back is spendable again.
+    _captured(db, user, key_id, "h3", MONDAY + timedelta(hours=3))
+    assert _usage(db, user, MONDAY).spent_ucr == CHARGE
+
+
+def test_a_refund_in_a_later_period_leaves_the_new_allowance_alone(db: Db) -> None:
+    from modelbank.metering.refunds import refund_usage
+
+    user, key_id = _setup(db, limit_ucr=2 * CHARGE, period="day")
+    sunday = MONDAY - timedelta(hours=11)  # Sunday 23:00
+    old = _captured(db, user, key_id, "sun", sunday)
+    _captured(db, user, key_id, "mon", MONDAY)
+    with db.tx() as s:
+        refund_usage(s, old, now=MONDAY)  # Sunday's charge, refunded on Monday
+    state = _usage(db, user, MONDAY)
+    assert (state.spent_ucr, state.left_ucr) == (CHARGE, CHARGE)
+    assert _balance(db, user) == 100 * CREDIT - CHARGE
+    # A refund in a later period with no charge since writes nothing either.
+    user2_key = _setup_second_key(db, user)
+    tuesday = MONDAY + timedelta(days=1)
+    monday_usage = _captured(db, user, user2_key, "k2", MONDAY)
+    with db.tx() as s:
+        refund_usage(s, monday_usage, now=tuesday)
+        spent = s.execute(select(keys.c.spent_ucr).where(keys.c.id == user2_key)).scalar_one()
+    assert spent == CHARGE  # the stored Monday counter, not raised into Tuesday's
+
+
+def _setup_second_key(db: Db, user: int) -> int:
+    with db.tx() as s:
+        return auth.create_key(
+            s, auth.Role.USER, user_id=user, limit_ucr=CHARGE, limit_period="day"
+        ).id
+
+
+def test_a_refund_never_takes_the_counter_below_zero(db: Db) -> None:
+    user, key_id = _setup(db, limit_ucr=10 * CHARGE, period="month")
+    _captured(db, user, key_id, "h", MONDAY)
+    with db.tx() as s:
+        reduced = limits.refund_charge(s.connection(), key_id, 3 * CHARGE, MONDAY, MONDAY)
+    assert reduced
+    assert _usage(db, user, MONDAY).spent_ucr == 0
+    next_month = datetime(2027, 1, 2, tzinfo=UTC)
+    with db.tx() as s:
+        assert not limits.refund_charge(s.connection(), key_id, 1, MONDAY, next_month)
+
+
+def test_a_refund_of_a_charge_without_a_limited_key_touches_no_key(db: Db) -> None:
+    from modelbank.metering.refunds import refund_usage
+
+    user, key_id = _setup(db, limit_ucr=2 * CHARGE, period="never")
+    with db.tx() as s:
+        metering.charge(s, _event("k", user, key_id), now=MONDAY)
+        free = metering.charge(s, _event("free", user, None), now=MONDAY)
+    with db.tx() as s:
+        refund_usage(s, free.usage_id, now=MONDAY)
+    assert _usage(db, user, MONDAY).spent_ucr == CHARGE

@@ -290,7 +290,10 @@ def test_paid_completion_is_completed(provider: StripeProvider) -> None:
         payment_reference="pi_test_1",
         amount_cents=1799,
         created=1_700,
+        currency="usd",
     )
+    shouted = checkout_session_completed(purchase_id=7) | {"currency": "EUR"}
+    assert parse(provider, "checkout.session.completed", shouted).currency == "eur"
 
 
 def test_unpaid_completion_is_ignored_until_the_async_payment_succeeds(

@@ -115,3 +115,62 @@ def test_a_session_of_a_limited_key_cannot_buy_premium_access(api: Api) -> None:
     assert r.status_code == 403
     wallet = api.client.get(f"/api/v1/users/{a}/wallet", headers=a_headers).json()
     assert wallet["balance_ucr"] == 5_000_000
+
+
+def test_change_a_keys_limit_on_the_wallet_page(api: Api) -> None:
+    uid, headers = api.user("alice", credits_ucr=5_000_000)
+    made = api.client.post(
+        f"/api/v1/users/{uid}/keys", json={"limit_ucr": 500_000}, headers=headers
+    ).json()
+    client = signed_in(api, headers)
+    page = client.get(f"/app/users/{uid}/wallet")
+    assert f'action="/app/users/{uid}/keys/{made["id"]}/limit"' in page.text
+    token = csrf_of(page.text)
+    url = f"/app/users/{uid}/keys/{made['id']}/limit"
+
+    def limit() -> object:
+        listed = api.client.get(f"/api/v1/users/{uid}/keys", headers=headers).json()["items"]
+        (mine,) = [k for k in listed if k["id"] == made["id"]]
+        found = mine["limit"]
+        return None if found is None else (found["limit_ucr"], found["period"])
+
+    data = {"csrf_token": token, "limit": "lots", "limit_period": "week"}
+    r = client.post(url, data=data, follow_redirects=False)
+    assert r.status_code == 303 and limit() == (500_000, "never")  # bad amount: unchanged
+    data["limit"] = "1,234.5"
+    r = client.post(url, data=data, follow_redirects=False)
+    assert r.status_code == 303, r.text
+    assert limit() == (1_234_500_000, "week")
+    page = client.get(r.headers["location"])
+    assert f"Key #{made['id']} has a new limit" in page.text
+    assert 'value="1234.50"' in page.text
+    r = client.post(url, data={"csrf_token": token, "limit": ""}, follow_redirects=False)
+    assert r.status_code == 303 and limit() is None
+    # Without the token, or for another user's key: refused, unchanged.
+    assert client.post(url, data={"limit": "1"}, follow_redirects=False).status_code == 403
+    b, b_headers = api.user("bob")
+    bobs = api.client.post(f"/api/v1/users/{b}/keys", json={}, headers=b_headers).json()
+    r = client.post(
+        f"/app/users/{uid}/keys/{bobs['id']}/limit",
+        data={"csrf_token": token, "limit": "1"},
+        follow_redirects=False,
+    )
+    assert r.status_code == 404 and limit() is None
+
+
+def test_a_session_of_a_limited_key_cannot_request_payouts_or_list(api: Api) -> None:
+    a, a_headers = api.user("alice")
+    limited = api.client.post(
+        f"/api/v1/users/{a}/keys", json={"limit_ucr": 10}, headers=a_headers
+    ).json()
+    client = signed_in(api, bearer(limited["key"]))
+    token = csrf_of(client.get(f"/app/users/{a}/wallet").text)
+    for path, data in (
+        (f"/app/users/{a}/payouts", {"amount": "100"}),
+        (f"/app/users/{a}/marketplace/listings", {"kind": "stake"}),
+        (f"/app/users/{a}/marketplace/listings/price", {"listing_id": "1", "price": "1"}),
+    ):
+        r = client.post(path, data={"csrf_token": token, **data}, follow_redirects=False)
+        assert r.status_code == 403, (path, r.status_code)
+    summary = api.client.get(f"/api/v1/users/{a}/payouts", headers=a_headers).json()
+    assert summary["items"] == []

@@ -868,7 +868,8 @@ export interface paths {
          *     healthy resource, not already offered or sold (422 ``resource_not_listable``,
          *     ``market_quota_unavailable``), priced per USD of provider spend; stake: basis points
          *     the seller holds beyond their open listings (422 ``stake_unavailable``), priced per
-         *     basis point; bundle: quota on 2–20 of the seller's resources, bought whole.
+         *     basis point; bundle: quota on 2–20 of the seller's resources, bought whole. 403 for a
+         *     key with a spend limit.
          */
         post: operations["create_listing_api_v1_marketplace_listings_post"];
         delete?: never;
@@ -899,7 +900,7 @@ export interface paths {
          * Update Price
          * @description Re-price the unfilled part of an open listing (its seller, or an admin or service
          *     key); orders already filled keep their price. 409 ``market_listing_state`` once it is
-         *     filled, cancelled or expired.
+         *     filled, cancelled or expired; 403 for a key with a spend limit.
          */
         patch: operations["update_price_api_v1_marketplace_listings__listing_id__patch"];
         trace?: never;
@@ -1177,7 +1178,7 @@ export interface paths {
          * Create Listing
          * @description Offer part of a stake for credits: a user key for itself, an admin or service key for
          *     ``seller_id``. The seller must hold the share beyond their open listings (422
-         *     ``stake_unavailable``).
+         *     ``stake_unavailable``); 403 for a key with a spend limit.
          */
         post: operations["create_listing_api_v1_models__model_id__stakes_listings_post"];
         delete?: never;
@@ -1901,7 +1902,15 @@ export interface paths {
         delete: operations["revoke_user_key_api_v1_users__user_id__keys__key_id__delete"];
         options?: never;
         head?: never;
-        patch?: never;
+        /**
+         * Edit User Key
+         * @description Change one of the user's keys' spend limit (admin, service, or that user with a key
+         *     without a spend limit: 403 for a limited key). ``limit_ucr`` and ``limit_period`` are
+         *     validated as at creation; ``limit_ucr: null`` removes the limit. What was spent in the
+         *     current period stays spent; a limit below it leaves 0. 404 for a key that is not this
+         *     user's (or is revoked).
+         */
+        patch: operations["edit_user_key_api_v1_users__user_id__keys__key_id__patch"];
         trace?: never;
     };
     "/api/v1/users/{user_id}/low-balance": {
@@ -1993,7 +2002,8 @@ export interface paths {
          *     at least ``minimum_ucr``, at most ``available_ucr`` (earnings − pending payouts − what is
          *     owed back from refunded usage; both in ``GET …/payouts``). The amount is held at once;
          *     the payout stays ``pending`` until an admin completes or fails it. 422
-         *     ``payout_below_minimum`` / ``payout_exceeds_available`` change nothing.
+         *     ``payout_below_minimum`` / ``payout_exceeds_available`` change nothing; 403 for a key
+         *     with a spend limit.
          */
         post: operations["request_payout_api_v1_users__user_id__payouts_post"];
         delete?: never;
@@ -2018,8 +2028,11 @@ export interface paths {
         /**
          * Redeem
          * @description Redeem a promo code: a bonus grant. Idempotent for once-per-user codes: redeeming
-         *     again answers 200 with the first redemption (``replayed: true``). 409
-         *     ``promo_code_unavailable``: expired or used up.
+         *     again answers 200 with the first redemption (``replayed: true``). With an
+         *     ``Idempotency-Key`` (advised, and needed for codes a user may redeem many times): a
+         *     retry with the same key and body answers the first response again
+         *     (``Idempotency-Hit: true``) and grants nothing more; the same key with another body is
+         *     409 ``idempotency_key_reused``. 409 ``promo_code_unavailable``: expired or used up.
          */
         post: operations["redeem_api_v1_users__user_id__promo_redemptions_post"];
         delete?: never;
@@ -3521,6 +3534,18 @@ export interface components {
             role: string;
             /** User Id */
             user_id: number | null;
+        };
+        /**
+         * KeyLimitIn
+         * @description A change to a key's spend limit: ``limit_ucr`` (µcr; ``null``: the key loses its limit)
+         *     and/or ``limit_period``; a field left out stays as it is. What was spent in the current
+         *     period stays spent (also when the period changes); a limit below it leaves 0.
+         */
+        KeyLimitIn: {
+            /** Limit Period */
+            limit_period?: ("day" | "week" | "month" | "never") | null;
+            /** Limit Ucr */
+            limit_ucr?: number | null;
         };
         /**
          * KeyLimitOut
@@ -5667,7 +5692,7 @@ export interface components {
             description?: string | null;
             /**
              * Events
-             * @description event types to receive: wallet.low_balance, wallet.auto_topup_failed, purchase.completed, purchase.refunded, usage.refunded, hold.expired, payout.requested, payout.completed, payout.failed, payout.cancelled, marketplace.order.filled, marketplace.allocation.exhausted, marketplace.escrow.returned, subscription.period_paid, subscription.cancelled, subscription.renewal_failed, referral.rewarded; or a family wildcard such as `payout.*`, or `*` for all
+             * @description event types to receive: wallet.low_balance, wallet.auto_topup_failed, purchase.completed, purchase.refunded, purchase.amount_mismatch, usage.refunded, hold.expired, payout.requested, payout.completed, payout.failed, payout.cancelled, marketplace.order.filled, marketplace.allocation.exhausted, marketplace.escrow.returned, subscription.period_paid, subscription.cancelled, subscription.renewal_failed, referral.rewarded; or a family wildcard such as `payout.*`, or `*` for all
              * @example [
              *       "wallet.low_balance",
              *       "payout.*"
@@ -15626,6 +15651,98 @@ export interface operations {
             };
         };
     };
+    edit_user_key_api_v1_users__user_id__keys__key_id__patch: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description an id (64-bit) */
+                user_id: number;
+                /** @description an id (64-bit) */
+                key_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["KeyLimitIn"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["KeyInfoOut"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or an unknown or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's role may not do this, or a premium model without access */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown, or another user's (not revealed) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Idempotency-Key reused with another body, or a duplicate */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: nothing was written */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited (`Retry-After` says when to try again): nothing was written */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     low_balance_api_v1_users__user_id__low_balance_get: {
         parameters: {
             query?: never;
@@ -16258,7 +16375,10 @@ export interface operations {
     redeem_api_v1_users__user_id__promo_redemptions_post: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Optional: a retry with the same key and body returns the first response (1–200 printable ASCII characters). */
+                "Idempotency-Key"?: string | null;
+            };
             path: {
                 /** @description an id (64-bit) */
                 user_id: number;

@@ -245,6 +245,24 @@ async def idempotency_key(
 
 IdemKey = Annotated[str, Depends(idempotency_key)]
 
+
+async def optional_idempotency_key(
+    key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            max_length=idempotency.MAX_KEY_LENGTH,
+            description="Optional: a retry with the same key and body returns the first"
+            " response (1–200 printable ASCII characters).",
+        ),
+    ] = None,
+) -> str | None:
+    """The request's ``Idempotency-Key`` header where it is optional (None when absent)."""
+    return None if key is None else idempotency.check_key(key)
+
+
+OptionalIdemKey = Annotated[str | None, Depends(optional_idempotency_key)]
+
 PathId = Annotated[int, Path(ge=1, le=2**63 - 1, description="an id (64-bit)")]
 
 

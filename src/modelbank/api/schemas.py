@@ -193,6 +193,28 @@ class KeyIn(Strict):
         return self
 
 
+class KeyLimitIn(Strict):
+    """A change to a key's spend limit: ``limit_ucr`` (µcr; ``null``: the key loses its limit)
+    and/or ``limit_period``; a field left out stays as it is. What was spent in the current
+    period stays spent (also when the period changes); a limit below it leaves 0."""
+
+    limit_ucr: StrictInt | None = Field(default=None, ge=0, le=MAX_UCR)
+    limit_period: Literal["day", "week", "month", "never"] | None = None
+
+    @model_validator(mode="after")
+    def _something_to_change(self) -> KeyLimitIn:
+        if not self.model_fields_set:
+            raise ValueError("give limit_ucr or limit_period")
+        if self.removes_limit and self.limit_period is not None:
+            raise ValueError("limit_ucr null removes the limit: give no limit_period")
+        return self
+
+    @property
+    def removes_limit(self) -> bool:
+        """``limit_ucr`` was sent as ``null``."""
+        return "limit_ucr" in self.model_fields_set and self.limit_ucr is None
+
+
 class ServiceKeyIn(Strict):
     role: Literal["admin", "service"]
     name: str = Field(default="", max_length=200)

@@ -19,7 +19,11 @@ so tests can freeze it), SQL picks the one of the key's period and, when the sto
 * :func:`reserve_hold`: a hold placed with the key (conditional: the hold counts at once);
 * :func:`settle_hold`: the hold is captured: its reservation goes, the charge (≤ held) is
   spent (unconditional: it fitted when reserved);
-* :func:`release_hold`: the hold is voided or expired: its reservation goes.
+* :func:`release_hold`: the hold is voided or expired: its reservation goes;
+* :func:`set_limit` / :func:`remove_limit`: the owner edits the key's limit (issue 13).
+* :func:`refund_charge`: a charge counted on the key is refunded: the refunded µcr leave
+  ``spent_ucr`` again, only while the refund falls in the charge's period (a refund of
+  last month's charge never raises this month's allowance), never below 0.
 
 Keys without a limit never reach this module: the caller's principal says whether its key
 is limited, and the charge pipeline runs no statement for the others.
@@ -145,6 +149,32 @@ _SETTLE_HOLD = (
         period_start=_CURRENT_START,
     )
 )
+_CHARGE_START = case(
+    (
+        keys.c.limit_period == LimitPeriod.DAY.value,
+        bindparam("charge_day_start", type_=UTCDateTime()),
+    ),
+    (
+        keys.c.limit_period == LimitPeriod.WEEK.value,
+        bindparam("charge_week_start", type_=UTCDateTime()),
+    ),
+    (
+        keys.c.limit_period == LimitPeriod.MONTH.value,
+        bindparam("charge_month_start", type_=UTCDateTime()),
+    ),
+    else_=bindparam("never_start", type_=UTCDateTime()),
+)
+"""The start of the key's period that contained the refunded charge."""
+_REFUND_CHARGE = (
+    update(keys)
+    .where(
+        keys.c.id == _KEY,
+        keys.c.limit_ucr.is_not(None),
+        keys.c.period_start == _CURRENT_START,
+        _CHARGE_START == _CURRENT_START,
+    )
+    .values(spent_ucr=case((keys.c.spent_ucr > _AMOUNT, keys.c.spent_ucr - _AMOUNT), else_=0))
+)
 _ADJUST = (
     update(keys)
     .where(keys.c.id == _KEY)
@@ -186,6 +216,61 @@ def settle_hold(
 def release_hold(conn: Connection, key_id: int, held_ucr: int) -> None:
     """A hold of ``held_ucr`` reserved on the key is voided or expired: release it."""
     adjust(conn, key_id, spent_ucr=0, reserved_ucr=-held_ucr)
+
+
+def refund_charge(
+    conn: Connection, key_id: int, amount_ucr: int, charged_at: datetime, now: datetime
+) -> bool:
+    """Give ``amount_ucr`` µcr (> 0) of a charge counted on key ``key_id`` at ``charged_at``
+    back to the key's allowance, refunded at ``now``, in the refund's transaction (one
+    conditional UPDATE). Only when ``now`` falls in the same period of the key as
+    ``charged_at`` and the stored counter is that period's; ``spent_ucr`` never goes below
+    0. Returns True when the counter was reduced, False when the refund was in a later
+    period (or the key has no limit any more): nothing written."""
+    charged = {
+        f"charge_{name}": value
+        for name, value in _starts(charged_at).items()
+        if name != "never_start"
+    }
+    params = {"key_id": key_id, "amount": amount_ucr, **_starts(now), **charged}
+    return bool(conn.execute(_REFUND_CHARGE, params).rowcount == 1)
+
+
+_SET_LIMIT = (
+    update(keys)
+    .where(keys.c.id == _KEY)
+    .values(
+        limit_ucr=bindparam("limit", type_=BigInteger()),
+        limit_period=bindparam("period"),
+        spent_ucr=case((keys.c.limit_ucr.is_(None), 0), else_=_SPENT_NOW),
+        period_start=bindparam("new_start", type_=UTCDateTime()),
+    )
+)
+
+
+def set_limit(
+    conn: Connection, key_id: int, limit_ucr: int, period: LimitPeriod, now: datetime
+) -> None:
+    """Give key ``key_id`` the limit ``limit_ucr`` µcr (≥ 0) per ``period`` from ``now`` on,
+    in one UPDATE (a concurrent charge is never lost). What was spent in the key's current
+    period stays spent, in the new period's counter too when the period changes (switching
+    periods never grants a fresh allowance); a key without a limit starts at 0 spent.
+    Reservations of pending holds stay. A limit below what is spent is allowed: nothing is
+    left until the period resets."""
+    params = {
+        "key_id": key_id,
+        "limit": limit_ucr,
+        "period": period.value,
+        "new_start": period_start(period, now),
+        **_starts(now),
+    }
+    conn.execute(_SET_LIMIT, params)
+
+
+def remove_limit(conn: Connection, key_id: int) -> None:
+    """Take key ``key_id``'s limit away. Its counters stay as they are so that pending holds
+    reserved on it still release what they reserved."""
+    conn.execute(update(keys).where(keys.c.id == key_id).values(limit_ucr=None, limit_period=None))
 
 
 def adjust(conn: Connection, key_id: int, *, spent_ucr: int, reserved_ucr: int) -> None:

@@ -20,11 +20,13 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from modelbank.audit import service as audit
+from modelbank.auth import limits as key_limits
 from modelbank.auth.errors import Forbidden, KeyNotFound, Unauthenticated
 from modelbank.auth.limits import KeyUsage, LimitPeriod, period_start, usage_of
 from modelbank.auth.models import api_keys_table as keys
@@ -85,11 +87,17 @@ class Principal:
             raise Forbidden("a key with a spend limit cannot create or revoke keys")
 
     def require_wallet_spender(self) -> None:
-        """Raise :class:`Forbidden` for a key with a spend limit on a route that spends the
-        wallet outside usage (premium access, stake listings): only usage charges and holds
-        count against a limit, so a limited key may make no other spend."""
+        """Raise :class:`Forbidden` for a key with a spend limit on a route that moves value
+        out of the user's account outside usage: spending the wallet (premium access, stake
+        and marketplace buys), withdrawing earnings (payout requests), or offering stakes or
+        quota for sale (listing, re-pricing). Only usage charges and holds count against a
+        limit, so a limited key may move no other value (an app handed a 1 µcr key must not
+        sell its owner's stake for 1 µcr to a colluder, nor cash out the earnings)."""
         if self.limited:
-            raise Forbidden("a key with a spend limit can only spend on usage and holds")
+            raise Forbidden(
+                "a key with a spend limit can only spend on usage and holds: it cannot buy,"
+                " list for sale or request payouts"
+            )
 
     def require_admin_or_service(self) -> None:
         """Raise :class:`Forbidden` unless this is an admin or service key."""
@@ -294,19 +302,69 @@ def list_user_keys(
     if not include_revoked:
         query = query.where(keys.c.revoked_at.is_(None))
     rows = session.connection().execute(query.order_by(keys.c.id).limit(MAX_KEYS_LISTED))
-    return [
-        KeyInfo(
-            id=int(row.id),
-            role=Role(row.role),
-            user_id=row.user_id,
-            name=row.name,
-            prefix=row.prefix,
-            created_at=row.created_at,
-            revoked_at=row.revoked_at,
-            usage=usage_of(row, now),
+    return [_key_info(row, now) for row in rows]
+
+
+def _key_info(row: Any, now: datetime) -> KeyInfo:
+    return KeyInfo(
+        id=int(row.id),
+        role=Role(row.role),
+        user_id=row.user_id,
+        name=row.name,
+        prefix=row.prefix,
+        created_at=row.created_at,
+        revoked_at=row.revoked_at,
+        usage=usage_of(row, now),
+    )
+
+
+def edit_key_limit(
+    session: Session,
+    user_id: int,
+    key_id: int,
+    *,
+    limit_ucr: int | None = None,
+    limit_period: LimitPeriod | str | None = None,
+    remove: bool = False,
+    now: datetime | None = None,
+) -> KeyInfo:
+    """Change the spend limit of the user's active key ``key_id`` and return the key as now
+    limited (``usage`` at ``now``). ``limit_ucr`` (µcr ≥ 0) and ``limit_period`` are each
+    optional; the one not given stays (a key without a limit needs ``limit_ucr``; its period
+    then defaults to ``never``). ``remove``: the key loses its limit (nothing else may be
+    given). Counters follow :func:`modelbank.auth.limits.set_limit`: what was spent in the
+    current period stays spent; a limit below it is allowed and leaves 0. Audited as
+    ``key.limit``.
+
+    Raises :class:`KeyNotFound` (not one of the user's keys, or revoked: another user's key
+    is not revealed to exist), :class:`InvalidInput` (nothing to change, a bad amount or
+    period, a period for a key without a limit)."""
+    now = now or utcnow()
+    conn = session.connection()
+    row = conn.execute(select(keys).where(keys.c.id == key_id).with_for_update()).first()
+    if row is None or row.user_id != user_id or row.revoked_at is not None:
+        raise KeyNotFound(f"no API key {key_id}", key_id=key_id)
+    before = {"limit_ucr": row.limit_ucr, "limit_period": row.limit_period}
+    if remove:
+        if limit_ucr is not None or limit_period is not None:
+            raise InvalidInput("a removed limit takes no limit_period", param="limit_period")
+        key_limits.remove_limit(conn, key_id)
+        after: dict[str, object] = {"limit_ucr": None, "limit_period": None}
+    else:
+        if limit_ucr is None and limit_period is None:
+            raise InvalidInput("give limit_ucr or limit_period to change")
+        if limit_ucr is None and row.limit_ucr is None:
+            raise InvalidInput("limit_period needs limit_ucr", param="limit_period")
+        new_limit = int(row.limit_ucr) if limit_ucr is None else limit_ucr
+        period = _limit_period(
+            row.role, new_limit, limit_period or row.limit_period or LimitPeriod.NEVER
         )
-        for row in rows
-    ]
+        assert period is not None
+        key_limits.set_limit(conn, key_id, new_limit, period, now)
+        after = {"limit_ucr": new_limit, "limit_period": period.value}
+    audit.record(session, "key.limit", "api_key", key_id, before=before, after=after, now=now)
+    edited = conn.execute(select(keys).where(keys.c.id == key_id)).one()
+    return _key_info(edited, now)
 
 
 def revoke_user_key(session: Session, user_id: int, key_id: int) -> None:

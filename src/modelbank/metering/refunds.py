@@ -12,6 +12,11 @@ A refund of ``amount`` µcr of a charge of ``charge`` µcr, in one transaction:
    earnings settle (:func:`modelbank.wallets.refunds.settle_debts`) and that payouts cannot
    withdraw past.
 3. The daily rollups take the refund back (:func:`modelbank.metering.rollups.record_refund`).
+4. When the charge counted on a limited API key (it captured a hold placed with that key),
+   the refunded µcr leave the key's spent counter, if the refund falls in the charge's limit
+   period (:func:`modelbank.auth.limits.refund_charge`). A charge made directly with a
+   limited key (``POST /usage``) records no key on the usage row: its refund leaves the
+   counter as it is.
 
 Debts, their settlement and the total refunded stay with the wallets
 (:mod:`modelbank.wallets.refunds`).
@@ -27,6 +32,7 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
 from modelbank.audit import service as audit
+from modelbank.auth import limits as key_limits
 from modelbank.db.base import utcnow
 from modelbank.earnings import service as earnings
 from modelbank.earnings.payer import reversal_ucr
@@ -36,7 +42,7 @@ from modelbank.ledger.codes import AccountCode, TransferCode
 from modelbank.metering import rollups
 from modelbank.metering import service as metering
 from modelbank.users import service as users
-from modelbank.wallets import alerts, grants
+from modelbank.wallets import alerts, grants, holds
 from modelbank.wallets.errors import RefundExceedsCharge
 from modelbank.wallets.models import debts_table as debts
 from modelbank.wallets.models import refunds_table as refunds
@@ -172,6 +178,9 @@ def refund_usage(
     ledger.post_transfers(session, specs, now=now, locked=locked)
     burned = grants.burns_for(session, "usage", [usage_id]).get(usage_id, [])
     grants.restore(session, burned, amount, ref_type="usage_refund", ref_id=usage_id, now=now)
+    key_id = holds.limited_key_of_usage(session, usage_id)
+    if key_id is not None:
+        key_limits.refund_charge(session.connection(), key_id, amount, usage.created_at, now)
     owed_total = sum(a for _, a in owed)
     refund_id = _record(session, usage, amount, reversed_total, owed, reason, now)
     rollups.record_refund(

@@ -272,3 +272,19 @@ def void(session: Session, hold_id: int, *, now: datetime | None = None) -> Hold
         key_limits.release_hold(session.connection(), hold.api_key_id, hold.amount_ucr)
     alerts.check(session, [hold.user_id], now=now)
     return get_hold(session, hold_id)
+
+
+def limited_key_of_usage(session: Session, usage_id: int) -> int | None:
+    """The limited API key (``api_keys.id``) a usage charge counted on, when the charge
+    captured a hold placed with one (gateway calls, ``POST …/holds/{id}/capture``); None
+    otherwise. Usage charged directly (``POST /usage``) records no key."""
+    found = (
+        session.connection()
+        .execute(
+            select(holds.c.api_key_id).where(
+                holds.c.usage_id == usage_id, holds.c.api_key_id.is_not(None)
+            )
+        )
+        .first()
+    )
+    return None if found is None else int(found.api_key_id)

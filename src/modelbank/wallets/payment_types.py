@@ -95,7 +95,9 @@ class PaymentEvent:
     (REFUNDED; the charge's ``amount_refunded``, cumulative, not this refund's delta); ``None``
     otherwise. ``created``: the event's Unix time in seconds, for ordering out-of-order
     deliveries. ``user_id``, ``customer_id``, ``payment_method_id``: the card a setup session
-    saved (PAYMENT_METHOD_SAVED); ``reason``: why a payment failed (FAILED).
+    saved (PAYMENT_METHOD_SAVED); ``reason``: why a payment failed (FAILED); ``currency``:
+    the lowercase ISO 4217 code of ``amount_cents`` (COMPLETED), compared with the purchase's
+    before anything is granted.
     """
 
     provider: str
@@ -110,6 +112,7 @@ class PaymentEvent:
     customer_id: str | None = None
     payment_method_id: str | None = None
     reason: str | None = None
+    currency: str | None = None
 
 
 class PaymentProvider(Protocol):

@@ -12,10 +12,17 @@ or out of order: each provider event id is recorded once (``payment_events``), t
 purchase row is locked while an event is applied, a grant has a per-purchase idempotency
 key, a late ``expired`` never undoes a completion, and a refund that arrives before its
 completion completes the purchase first (the provider only refunds payments it took).
+
+A completion whose amount or currency differ from what the purchase recorded (its price in
+cents, its currency) grants nothing: the purchase is marked ``failed`` and the mismatch is
+recorded with reason ``amount_mismatch`` (the provider event row's kind, an audit record
+``purchase.amount_mismatch``, a ``purchase.amount_mismatch`` webhook event and a warning in
+the log) for an operator to settle with the provider (refund, or a manual grant).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -54,6 +61,11 @@ PENDING, COMPLETED, EXPIRED, REFUNDED, FAILED = (
     "failed",
 )
 STATUSES = (PENDING, COMPLETED, EXPIRED, REFUNDED, FAILED)
+
+AMOUNT_MISMATCH = "amount_mismatch"
+"""Why a paid completion was not granted: its amount or currency differ from the purchase's."""
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -430,7 +442,9 @@ def _payload(p: PurchaseInfo) -> dict[str, Any]:
 def apply_event(session: Session, event: PaymentEvent, *, now: datetime | None = None) -> str:
     """Apply a verified payment-provider event; return what happened: ``duplicate`` (this
     event id was applied before), ``ignored``, ``unknown_purchase``, ``completed``,
-    ``already_completed``, ``expired``, ``failed``, ``refunded``, ``payment_method_saved``.
+    ``already_completed``, ``expired``, ``failed``, ``refunded``, ``payment_method_saved``,
+    ``amount_mismatch`` (a completion that paid another amount or currency than the
+    purchase's price: nothing granted, the purchase failed; see the module doc).
 
     Safe to receive twice and out of order (see the module doc). Raises nothing for events
     about purchases this installation does not know: they are recorded and ignored."""
@@ -480,6 +494,28 @@ def apply_event(session: Session, event: PaymentEvent, *, now: datetime | None =
     if event.kind is PaymentEventKind.FAILED:
         after, _ = fail(session, purchase.id, event.reason or "payment declined", now=now)
         return "failed" if after.status == FAILED else "already_completed"
+    if event.kind is PaymentEventKind.COMPLETED and purchase.status in (PENDING, EXPIRED, FAILED):
+        mismatch = _payment_mismatch(purchase, event)
+        if mismatch is not None:
+            conn.execute(
+                update(payment_events)
+                .where(
+                    payment_events.c.provider == event.provider,
+                    payment_events.c.event_id == event.event_id,
+                )
+                .values(kind=AMOUNT_MISMATCH)
+            )
+            _flag_mismatch(session, purchase, event, mismatch, now)
+            return AMOUNT_MISMATCH
+    if (
+        event.kind is PaymentEventKind.REFUNDED
+        and purchase.status in (PENDING, EXPIRED, FAILED)
+        and _had_mismatch(session, purchase.id)
+    ):
+        # The mismatched payment is being refunded: it granted nothing, so nothing to take
+        # back (completing it first, as for a refund that overtook its completion, would
+        # grant the package's credits for whatever was paid).
+        return AMOUNT_MISMATCH
     if purchase.status in (PENDING, EXPIRED, FAILED):
         _, new = complete(session, purchase.id, payment_reference=event.payment_reference, now=now)
         if event.kind is PaymentEventKind.COMPLETED:
@@ -494,6 +530,75 @@ def apply_event(session: Session, event: PaymentEvent, *, now: datetime | None =
     target = purchase.credits_ucr * refunded_cents // price_cents
     refund(session, purchase.id, target_refunded_ucr=target, now=now)
     return "refunded"
+
+
+def _payment_mismatch(purchase: PurchaseInfo, event: PaymentEvent) -> dict[str, Any] | None:
+    """What a completion paid against what the purchase expects (cents, currency), when
+    they differ (an amount or currency the event does not state differs too); None when
+    they match."""
+    expected_cents = purchase.price_uusd // packages.UUSD_PER_CENT
+    expected_currency = purchase.currency.lower()
+    if event.amount_cents == expected_cents and event.currency == expected_currency:
+        return None
+    return {
+        "reason": AMOUNT_MISMATCH,
+        "expected_cents": expected_cents,
+        "expected_currency": expected_currency,
+        "paid_cents": event.amount_cents,
+        "paid_currency": event.currency,
+        "event_id": event.event_id,
+    }
+
+
+def _had_mismatch(session: Session, purchase_id: int) -> bool:
+    """True when a completion of the purchase was refused for an amount mismatch."""
+    return (
+        session.connection()
+        .execute(
+            select(payment_events.c.id).where(
+                payment_events.c.purchase_id == purchase_id,
+                payment_events.c.kind == AMOUNT_MISMATCH,
+            )
+        )
+        .first()
+        is not None
+    )
+
+
+def _flag_mismatch(
+    session: Session,
+    purchase: PurchaseInfo,
+    event: PaymentEvent,
+    mismatch: dict[str, Any],
+    now: datetime,
+) -> None:
+    """Fail the purchase (nothing granted) and record the mismatch: audit, webhook, log."""
+    if purchase.status != FAILED:
+        fail(session, purchase.id, AMOUNT_MISMATCH, now=now)
+    if event.payment_reference and not purchase.payment_reference:
+        _set(session, purchase.id, payment_reference=event.payment_reference)
+    done = get_purchase(session, purchase.id)
+    audit.record(
+        session,
+        "purchase.amount_mismatch",
+        "purchase",
+        purchase.id,
+        before=purchase,
+        after={**_payload(done), **mismatch},
+        now=now,
+    )
+    webhooks.emit(session, "purchase.amount_mismatch", {**_payload(done), **mismatch}, now=now)
+    log.warning(
+        "purchase %s: %s event %s paid %s %s, the purchase expects %s %s; nothing granted,"
+        " purchase marked failed (amount_mismatch)",
+        purchase.id,
+        event.provider,
+        event.event_id,
+        mismatch["paid_cents"],
+        mismatch["paid_currency"],
+        mismatch["expected_cents"],
+        mismatch["expected_currency"],
+    )
 
 
 def _find(session: Session, event: PaymentEvent) -> PurchaseInfo | None:

@@ -32,7 +32,8 @@ def parse_webhook(
     """Verify a webhook delivery (raw body + ``Stripe-Signature`` header) and map it.
 
     Mapping: ``checkout.session.completed`` with ``payment_status`` ``paid`` (or
-    ``no_payment_required``) → COMPLETED (``amount_total``), with ``unpaid`` → IGNORED
+    ``no_payment_required``) → COMPLETED (``amount_total`` and ``currency``, which the
+    purchase compares with its price before granting), with ``unpaid`` → IGNORED
     (an async payment is pending; its outcome follows as another event);
     ``checkout.session.async_payment_succeeded`` → COMPLETED;
     ``checkout.session.expired`` and ``checkout.session.async_payment_failed`` → EXPIRED;
@@ -132,8 +133,11 @@ def _map_event(data: Mapping[str, Any]) -> PaymentEvent:
             and obj.get("payment_status") in ("paid", "no_payment_required")
         )
         if paid:
-            return event(
-                PaymentEventKind.COMPLETED, amount_cents=_amount(obj, "amount_total"), **session
+            return replace(
+                event(
+                    PaymentEventKind.COMPLETED, amount_cents=_amount(obj, "amount_total"), **session
+                ),
+                currency=_currency(obj),
             )
         if event_type in ("checkout.session.expired", "checkout.session.async_payment_failed"):
             return event(PaymentEventKind.EXPIRED, **session)
@@ -179,8 +183,11 @@ def _map_saved_card(
         "payment_reference": _str(obj, "id"),
     }
     if event_type == "payment_intent.succeeded":
-        return event(
-            PaymentEventKind.COMPLETED, amount_cents=_amount(obj, "amount_received"), **fields
+        return replace(
+            event(
+                PaymentEventKind.COMPLETED, amount_cents=_amount(obj, "amount_received"), **fields
+            ),
+            currency=_currency(obj),
         )
     if event_type == "payment_intent.payment_failed":
         error = obj.get("last_payment_error")
@@ -211,6 +218,13 @@ def _amount(obj: Mapping[str, Any], key: str) -> int | None:
     if cents is not None and not 0 <= cents <= MAX_AMOUNT_CENTS:
         raise InvalidInput(f"Stripe {key} {cents} is out of range", provider="stripe")
     return cents
+
+
+def _currency(obj: Mapping[str, Any]) -> str | None:
+    """The object's ``currency``, lower case (Stripe's three-letter ISO code; anything else
+    is kept as given, truncated, and so never matches a purchase's currency)."""
+    value = _str(obj, "currency")
+    return None if value is None else value.lower()[:16]
 
 
 def _int(obj: Mapping[str, Any], key: str) -> int | None:

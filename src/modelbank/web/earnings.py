@@ -124,8 +124,10 @@ def _refusal(exc: DomainError) -> str:
 def request_payout(request: Request, user_id: PathId, viewer: Posted, form: Form) -> Response:
     """Ask to withdraw an amount of earnings (credits typed, µcr exact): held at once,
     pending until an admin pays it. Below the minimum or above what is available: the
-    message comes back on the page and nothing is written."""
+    message comes back on the page and nothing is written. Refused (403) to a session of
+    a key with a spend limit."""
     scoped(viewer.principal, user_id)
+    viewer.principal.require_wallet_spender()
     amount = forms.credits_amount(text_field(form, "amount", required=True), "amount")
     if not amount:
         raise InvalidInput("amount must be more than 0 credits")

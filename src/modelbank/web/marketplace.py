@@ -273,6 +273,7 @@ def listing_fields(session: Session, form: FormData) -> dict[str, Any]:
 def create_listing(request: Request, user_id: PathId, viewer: Posted, form: Form) -> Response:
     """List quota or a stake (the rules of ``POST /api/v1/marketplace/listings``)."""
     scoped(viewer.principal, user_id)
+    viewer.principal.require_wallet_spender()
 
     def run(session: Session) -> Done:
         listing = market.create_listing(session, user_id, **listing_fields(session, form))
@@ -306,8 +307,9 @@ def move_to_market(request: Request, user_id: PathId, viewer: Posted, form: Form
 
 @router.post("/users/{user_id}/marketplace/listings/price")
 def reprice(request: Request, user_id: PathId, viewer: Posted, form: Form) -> Response:
-    """Change the price of an open listing's unfilled part."""
+    """Change the price of an open listing's unfilled part (not with a limited key)."""
     scoped(viewer.principal, user_id)
+    viewer.principal.require_wallet_spender()
     listing_id = forms.int_field(form, "listing_id", "listing")
     price = forms.credits_amount(text_field(form, "price", required=True, label="price"), "price")
 

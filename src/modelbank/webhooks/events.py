@@ -15,6 +15,7 @@ EVENT_TYPES: tuple[str, ...] = (
     "wallet.auto_topup_failed",
     "purchase.completed",
     "purchase.refunded",
+    "purchase.amount_mismatch",
     "usage.refunded",
     "hold.expired",
     "payout.requested",

@@ -121,7 +121,9 @@ def create_listing(body: ms.ListingIn, caller: Caller, db: DB) -> ms.ListingOut:
     healthy resource, not already offered or sold (422 ``resource_not_listable``,
     ``market_quota_unavailable``), priced per USD of provider spend; stake: basis points
     the seller holds beyond their open listings (422 ``stake_unavailable``), priced per
-    basis point; bundle: quota on 2–20 of the seller's resources, bought whole."""
+    basis point; bundle: quota on 2–20 of the seller's resources, bought whole. 403 for a
+    key with a spend limit."""
+    caller.require_wallet_spender()
     seller = _acting_user(caller, body.seller_id, "seller_id")
     items = [(i.resource_id, i.quantity_uusd) for i in body.items or ()]
     with db.write() as session:
@@ -156,7 +158,8 @@ def update_price(
 ) -> ms.ListingOut:
     """Re-price the unfilled part of an open listing (its seller, or an admin or service
     key); orders already filled keep their price. 409 ``market_listing_state`` once it is
-    filled, cancelled or expired."""
+    filled, cancelled or expired; 403 for a key with a spend limit."""
+    caller.require_wallet_spender()
     with db.write() as session:
         return ms.listing_out(
             market.update_price(

@@ -44,8 +44,10 @@ def request_payout(
     at least ``minimum_ucr``, at most ``available_ucr`` (earnings − pending payouts − what is
     owed back from refunded usage; both in ``GET …/payouts``). The amount is held at once;
     the payout stays ``pending`` until an admin completes or fails it. 422
-    ``payout_below_minimum`` / ``payout_exceeds_available`` change nothing."""
+    ``payout_below_minimum`` / ``payout_exceeds_available`` change nothing; 403 for a key
+    with a spend limit."""
     scoped(caller, user_id)
+    caller.require_wallet_spender()
 
     def run(session: Session) -> tuple[int, dict[str, Any]]:
         info = payouts.request(

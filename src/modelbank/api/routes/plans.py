@@ -12,7 +12,15 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from modelbank.api import plan_schemas as ps
-from modelbank.api.deps import DB, Caller, Database, IdemKey, PathId, scoped
+from modelbank.api.deps import (
+    DB,
+    Caller,
+    Database,
+    IdemKey,
+    OptionalIdemKey,
+    PathId,
+    scoped,
+)
 from modelbank.api.errors import COMMON_PROBLEMS, problem_responses
 from modelbank.auth.service import Principal
 from modelbank.wallets import (
@@ -271,15 +279,28 @@ def deactivate_promo(promo_id: PathId, caller: Caller, db: DB) -> ps.PromoOut:
         **problem_responses(409),
     },
 )
-def redeem(user_id: PathId, body: ps.RedemptionIn, caller: Caller, db: DB) -> JSONResponse:
+def redeem(
+    user_id: PathId, body: ps.RedemptionIn, caller: Caller, db: DB, key: OptionalIdemKey = None
+) -> JSONResponse:
     """Redeem a promo code: a bonus grant. Idempotent for once-per-user codes: redeeming
-    again answers 200 with the first redemption (``replayed: true``). 409
-    ``promo_code_unavailable``: expired or used up."""
+    again answers 200 with the first redemption (``replayed: true``). With an
+    ``Idempotency-Key`` (advised, and needed for codes a user may redeem many times): a
+    retry with the same key and body answers the first response again
+    (``Idempotency-Hit: true``) and grants nothing more; the same key with another body is
+    409 ``idempotency_key_reused``. 409 ``promo_code_unavailable``: expired or used up."""
     scoped(caller, user_id)
-    with db.write() as session:
+
+    def run(session: Session) -> tuple[int, dict[str, Any]]:
         info, new = promos.redeem(session, user_id, body.code)
-    out = ps.redemption_out(info, replayed=not new)
-    return JSONResponse(out.model_dump(mode="json"), status_code=201 if new else 200)
+        out = ps.redemption_out(info, replayed=not new)
+        return 201 if new else 200, out.model_dump(mode="json")
+
+    if key is not None:
+        route = f"/users/{user_id}/promo-redemptions"
+        return db.idempotent(caller, key, route, body.model_dump(mode="json"), run)
+    with db.write() as session:
+        status, response = run(session)
+    return JSONResponse(response, status_code=status)
 
 
 @router.get("/users/{user_id}/promo-redemptions", response_model=ps.RedemptionList)

@@ -87,7 +87,8 @@ def list_listings(
 def create_listing(model_id: PathId, body: ss.ListingIn, caller: Caller, db: DB) -> ss.ListingOut:
     """Offer part of a stake for credits: a user key for itself, an admin or service key for
     ``seller_id``. The seller must hold the share beyond their open listings (422
-    ``stake_unavailable``)."""
+    ``stake_unavailable``); 403 for a key with a spend limit."""
+    caller.require_wallet_spender()
     seller = _acting_user(caller, body.seller_id, "seller_id")
     with db.write() as session:
         return ss.listing_out(

@@ -114,6 +114,30 @@ def list_user_keys(
     return s.KeyList(items=[present.key_info(k) for k in found])
 
 
+@router.patch("/users/{user_id}/keys/{key_id}", response_model=s.KeyInfoOut)
+def edit_user_key(
+    user_id: PathId, key_id: PathId, body: s.KeyLimitIn, caller: Caller, db: DB
+) -> s.KeyInfoOut:
+    """Change one of the user's keys' spend limit (admin, service, or that user with a key
+    without a spend limit: 403 for a limited key). ``limit_ucr`` and ``limit_period`` are
+    validated as at creation; ``limit_ucr: null`` removes the limit. What was spent in the
+    current period stays spent; a limit below it leaves 0. 404 for a key that is not this
+    user's (or is revoked)."""
+    scoped(caller, user_id)
+    caller.require_key_manager()
+    with db.write() as session:
+        edited = auth.edit_key_limit(
+            session,
+            user_id,
+            key_id,
+            limit_ucr=body.limit_ucr,
+            limit_period=body.limit_period,
+            remove=body.removes_limit,
+        )
+    db.keys.clear()
+    return present.key_info(edited)
+
+
 @router.delete("/users/{user_id}/keys/{key_id}", status_code=204, response_class=Response)
 def revoke_user_key(user_id: PathId, key_id: PathId, caller: Caller, db: DB) -> Response:
     """Revoke one of the user's keys (idempotent); it is refused (401) from then on. 404 for
