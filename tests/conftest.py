@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from modelbank import chain
 from modelbank.data import PACKAGED_DATA_DIR, require
+from modelbank.db import partitions
 from modelbank.db.engine import make_engine, session_factory
 from modelbank.db.migrate import upgrade
 from modelbank.db.models import metadata
@@ -67,6 +68,7 @@ class Db:
                 found.extend(grants.check(session))
             found.extend(pool_invariants.check(session))
             found.extend(market_invariants.check(session))
+            found.extend(partitions.dangling_references(session.connection()))
         return found + chain.check(self.factory)  # issue 16: every link sealed, recomputed
 
 
@@ -124,7 +126,8 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Db]:
         )
         # reference_epoch keeps its seeded row (the TRUNCATE moves it forward, by trigger)
         tables = ", ".join(
-            f'"{t.name}"' for t in metadata.sorted_tables if t.name != "reference_epoch"
+            [f'"{t.name}"' for t in metadata.sorted_tables if t.name != "reference_epoch"]
+            + list(partitions.SIDE_TABLES)  # the partitioned tables' unique keys (0016)
         )
         with engine.begin() as conn:
             conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from modelbank import chain
 from modelbank.config import Settings
+from modelbank.db import partitions
 from modelbank.db.base import utcnow
 from modelbank.marketplace import service as market
 from modelbank.notices import sender
@@ -73,6 +74,8 @@ class JobReport:
     task_attempts_failed: int = 0
     subscriptions_renewed: int = 0
     """Manual subscriptions renewed or ended at their period's end (when turned on)."""
+    partitions_made: int = 0
+    """PostgreSQL: monthly partitions made (the current month and two ahead are kept)."""
     transfers_sealed: int = 0
     """Transfers linked into the hash chain (issue 16)."""
     audit_records_sealed: int = 0
@@ -149,6 +152,9 @@ def run_once(
     report.marketplace_expired = _until_done(
         factory, lambda s: market.expire_due(s, now=at, limit=BATCH)
     )
+    step("keep monthly partitions ahead")
+    with factory() as session, session.begin():
+        report.partitions_made = len(partitions.ensure_ahead(session.connection(), now=at))
     step("seal hash chains")
     sealed = chain.seal_all(factory, now=now)
     report.transfers_sealed = sealed[chain.TRANSFERS.name]

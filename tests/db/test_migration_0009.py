@@ -5,12 +5,10 @@ and up again. SQLite and PostgreSQL (its own schema)."""
 from __future__ import annotations
 
 from alembic import command
-from alembic.autogenerate import compare_metadata
-from alembic.migration import MigrationContext
 from sqlalchemy import Engine, inspect
 
 from modelbank.db.migrate import alembic_config, upgrade
-from modelbank.db.models import metadata
+from tests.db.compare import schema_diffs
 from tests.db.test_migration_0008 import engine as engine
 
 TABLES = {
@@ -31,7 +29,7 @@ def _about_marketplace(diff: object) -> bool:
 def test_migration_matches_the_models_and_downgrades(engine: Engine) -> None:
     upgrade(engine)
     with engine.connect() as conn:
-        diffs = compare_metadata(MigrationContext.configure(conn), metadata)
+        diffs = schema_diffs(conn)
     assert [d for d in diffs if _about_marketplace(d)] == []
     assert set(inspect(engine).get_table_names()) >= TABLES
     config = alembic_config()

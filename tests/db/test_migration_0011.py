@@ -7,12 +7,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from alembic import command
-from alembic.autogenerate import compare_metadata
-from alembic.migration import MigrationContext
 from sqlalchemy import Engine, text
 
 from modelbank.db.migrate import alembic_config, upgrade
-from modelbank.db.models import metadata
+from tests.db.compare import schema_diffs
 from tests.db.test_migration_0008 import engine  # noqa: F401 - the fixture
 
 OURS = {"auto_topups", "tasks", "notice_recipients", "purchases"}
@@ -37,7 +35,7 @@ def _table_of(diff: object) -> str | None:
 def test_migration_matches_the_tables(engine: Engine) -> None:  # noqa: F811
     upgrade(engine)
     with engine.connect() as conn:
-        diffs = compare_metadata(MigrationContext.configure(conn), metadata)
+        diffs = schema_diffs(conn)
     assert [d for d in diffs if _table_of(d) in OURS] == []
 
 

@@ -33,14 +33,12 @@ def _about(diff: object) -> tuple[str, str | None] | None:
 
 
 def test_migration_and_models_declare_the_same_tables(engine: Engine) -> None:  # noqa: F811
-    from alembic.autogenerate import compare_metadata
-    from alembic.migration import MigrationContext
 
-    from modelbank.db.models import metadata
+    from tests.db.compare import schema_diffs
 
     upgrade(engine)
     with engine.connect() as conn:
-        diffs = compare_metadata(MigrationContext.configure(conn), metadata)
+        diffs = schema_diffs(conn)
     found = []
     for diff in diffs:
         about = _about(diff)

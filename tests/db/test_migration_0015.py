@@ -5,14 +5,12 @@ PostgreSQL (its own schema)."""
 from __future__ import annotations
 
 from alembic import command
-from alembic.autogenerate import compare_metadata
-from alembic.migration import MigrationContext
 from sqlalchemy import Engine, inspect, select
 
 from modelbank.db.migrate import alembic_config, upgrade
-from modelbank.db.models import metadata
 from modelbank.ratelimits.models import rate_limit_plans_table as plans
 from modelbank.ratelimits.plans import DEFAULT_PLANS, Plan
+from tests.db.compare import schema_diffs
 from tests.db.test_migration_0008 import engine  # noqa: F401 (fixture)
 
 TABLES = {"rate_limit_plans", "rate_limit_counters"}
@@ -30,7 +28,7 @@ def _table_of(diff: object) -> str | None:
 def test_tables_match_the_models_and_the_plans_are_seeded(engine: Engine) -> None:  # noqa: F811
     upgrade(engine)
     with engine.connect() as conn:
-        diffs = compare_metadata(MigrationContext.configure(conn), metadata)
+        diffs = schema_diffs(conn)
         rows = conn.execute(
             select(
                 plans.c.name,

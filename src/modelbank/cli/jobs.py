@@ -69,7 +69,8 @@ def run(
                     f" · tasks done {report.tasks_done},"
                     f" failed attempts {report.task_attempts_failed}"
                     f" · sealed {report.transfers_sealed} transfers,"
-                    f" {report.audit_records_sealed} audit records",
+                    f" {report.audit_records_sealed} audit records"
+                    f" · monthly partitions made {report.partitions_made}",
                     highlight=False,
                 )
                 if not loop:

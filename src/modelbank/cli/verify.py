@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from modelbank import chain as chains
 from modelbank.cli.common import DB_OPTION_HELP, cli_errors, console, err_console, settings_for
+from modelbank.db import partitions
 from modelbank.db.engine import make_engine, session_factory, transaction
 from modelbank.db.migrate import current_revision
 from modelbank.ledger import invariants
@@ -20,7 +21,8 @@ from modelbank.wallets import grants
 OK_LINE = (
     "[green]ledger ok[/]: balanced, totals match transfers, no negative"
     " flagged account, holds resolved once, grants sum to wallet balances, pool"
-    " deposits accounted for, marketplace escrow accounted for"
+    " deposits accounted for, marketplace escrow accounted for, every reference to a"
+    " transfer resolves"
 )
 
 
@@ -45,6 +47,7 @@ def check(session: Session, *, with_chain: bool) -> Findings:
     )
     found.violations.extend(str(v) for v in pool_invariants.check(session))
     found.violations.extend(str(v) for v in market_invariants.check(session))
+    found.violations.extend(str(v) for v in partitions.dangling_references(session.connection()))
     if with_chain:
         found.chains = chains.verify_all(session)
         found.violations.extend(

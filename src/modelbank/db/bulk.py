@@ -19,6 +19,8 @@ from typing import Any
 
 from sqlalchemy import JSON, Connection, Table
 
+from modelbank.db.partitions import PARTITIONED_TABLES
+
 _SQLITE_FORMAT = "%04d-%02d-%02d %02d:%02d:%02d.%06d"
 
 
@@ -70,6 +72,14 @@ class BulkInsert:
             raise ValueError(f"{table.name} has no column {missing[0]!r}")
         self._sql: dict[str, str] = {}
 
+    def _conflict_clause(self, postgres: bool) -> bool:
+        """Whether the INSERT names its conflict target. Not on PostgreSQL's month-partitioned
+        tables (:mod:`modelbank.db.partitions`): they cannot hold a unique index on the key
+        alone, and their insert trigger skips a taken key instead, with the same row count."""
+        if self.skip_conflicts_on is None:
+            return False
+        return not (postgres and self.table.name in PARTITIONED_TABLES)
+
     def sql(self, conn: Connection) -> str:
         """The INSERT for ``conn``'s dialect."""
         dialect = conn.dialect
@@ -89,9 +99,9 @@ class BulkInsert:
                 f" ({', '.join(quote(column) for column in self.columns)})"
                 f" VALUES ({', '.join(marks)})"
             )
-            if self.skip_conflicts_on is not None:
+            if self._conflict_clause(postgres):
                 found = self._sql[dialect.name] = (
-                    f"{found} ON CONFLICT ({quote(self.skip_conflicts_on)}) DO NOTHING"
+                    f"{found} ON CONFLICT ({quote(self.skip_conflicts_on or '')}) DO NOTHING"
                 )
         return found
 
@@ -110,8 +120,8 @@ class BulkInsert:
                 f" ({', '.join(quote(column) for column in self.columns)})"
                 f" SELECT * FROM unnest({arrays})"
             )
-            if self.skip_conflicts_on is not None:
-                found += f" ON CONFLICT ({quote(self.skip_conflicts_on)}) DO NOTHING"
+            if self._conflict_clause(postgres=True):
+                found += f" ON CONFLICT ({quote(self.skip_conflicts_on or '')}) DO NOTHING"
             self._sql["unnest"] = found
         return found
 

@@ -32,6 +32,8 @@ from prometheus_client.registry import Collector
 from sqlalchemy import Engine, and_, event, exists, func, select, text
 from sqlalchemy.orm import Session
 
+from modelbank.db import partitions
+
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 """Request latency buckets (seconds): a usage request takes ~1 ms on SQLite, a gateway
 stream tens of seconds."""
@@ -154,6 +156,7 @@ class DatabaseCollector(Collector):
             conn.execute(text("SELECT 1"))  # fails fast while the database is down
             holds, held = conn.execute(open_holds).one()
             waiting, oldest = conn.execute(outbox).one()
+            ahead = partitions.months_ahead(conn)
         from modelbank.db.base import utcnow
 
         lag = 0.0
@@ -170,6 +173,15 @@ class DatabaseCollector(Collector):
         ):
             family = GaugeMetricFamily(name, doc)
             family.add_metric([], float(value))
+            families.append(family)
+        if ahead is not None:  # PostgreSQL after migration 0016
+            family = GaugeMetricFamily(
+                "modelbank_partition_months_ahead",
+                "Months past the current one with a partition ready (usage, transfers, route"
+                " logs; the least of the three): 0 means next month's rows will fall into the"
+                " default partition unless `modelbank jobs run` makes it",
+            )
+            family.add_metric([], float(ahead))
             families.append(family)
         return families
 

@@ -125,7 +125,9 @@ def _values(entry: RouteLogEntry) -> dict[str, Any]:
     }
 
 
-_INSERT_PG = pg_insert(t).on_conflict_do_nothing(index_elements=[t.c.request_id])
+_INSERT_PG = pg_insert(t)
+"""PostgreSQL: ``route_logs`` is partitioned by month; its insert trigger skips a request id
+already stored (:mod:`modelbank.db.partitions`), as SQLite's ``ON CONFLICT`` does."""
 _INSERT_SQLITE = sqlite_insert(t).on_conflict_do_nothing(index_elements=[t.c.request_id])
 _BY_REQUEST = select(t.c.id).where(t.c.request_id == bindparam("request_id"))
 
