@@ -22,6 +22,7 @@ _LOOKUPS = {
     "ix_transfers_key",
     "ix_transfers_pending",
     "ix_route_logs_request",
+    "uq_transfers_chain_seq",  # unique per month: (chain_seq, created_at)
 }
 _MOVED_UNIQUES = {
     ("usage_events", "idempotency_key"),
