@@ -5317,7 +5317,7 @@ export interface components {
             earnings: string;
             /**
              * Earnings Note
-             * @description why nothing was earned: self_usage, no_creator, zero, monetisation_off, monetisation_off_platform
+             * @description why nothing was earned: self_usage, no_creator, zero, monetisation_off, monetisation_off_platform, prepaid (served from a marketplace allocation)
              */
             earnings_note: string | null;
             /** Earnings Ucr */

@@ -2,10 +2,10 @@
 what each of their models earned and why").
 
 Its charge, why it earned nothing when it did not (``earnings_note``: ``self_usage``,
-``no_creator``, ``zero``, ``monetisation_off``, ``monetisation_off_platform``), each earning
-line with the rule version, popularity and type multipliers and the beneficiary's stake it
-used, the rule of that version (:mod:`modelbank.earnings.explain`), and the payer's grants it
-burned.
+``no_creator``, ``zero``, ``monetisation_off``, ``monetisation_off_platform``, ``prepaid``),
+each earning line with the rule version, popularity and type multipliers and the
+beneficiary's stake it used, the rule of that version (:mod:`modelbank.earnings.explain`),
+and the payer's grants it burned.
 
 Visibility (DESIGN §11): the payer and the beneficiaries it paid see an event; others do
 not (as if it did not exist). A beneficiary who is not the payer sees neither the payer's

@@ -205,7 +205,7 @@ class UsageEarningsOut(BaseModel):
     platform_kept_ucr: int = Field(description="charge minus earnings")
     earnings_note: str | None = Field(
         description="why nothing was earned: self_usage, no_creator, zero, monetisation_off,"
-        " monetisation_off_platform"
+        " monetisation_off_platform, prepaid (served from a marketplace allocation)"
     )
     occurred_at: datetime
     lines: list[EarningLineOut]

@@ -42,6 +42,10 @@ class NoEarnings(StrEnum):
     """The payer is the model's only paid beneficiary (no self-earnings)."""
     ZERO = "zero"
     """The rule gave less than 1 µcr to every beneficiary."""
+    PREPAID = "prepaid"
+    """The use was paid for outside the wallet: served from a marketplace allocation
+    (DESIGN §10), provider quota the user bought from a seller, who is paid through the
+    escrow. Nothing was charged, so nothing is shared with the model's creators."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,10 +118,21 @@ class Payer:
         return _ONE if index == 0 else self._tier_multipliers[index - 1]
 
     def pay(
-        self, *, tokens: int, charge_ucr: int, prior_uses: int, usage_type: str, payer_id: int
+        self,
+        *,
+        tokens: int,
+        charge_ucr: int,
+        prior_uses: int,
+        usage_type: str,
+        payer_id: int,
+        prepaid: bool = False,
     ) -> Earned:
         """The earnings of one charge of ``charge_ucr`` µcr for ``tokens`` (input + output)
-        by user ``payer_id``, the model having been used ``prior_uses`` times before it."""
+        by user ``payer_id``, the model having been used ``prior_uses`` times before it.
+        ``prepaid``: the use was paid outside the wallet (:attr:`NoEarnings.PREPAID`): it
+        earns nothing, whatever the rule."""
+        if prepaid:
+            return Earned(note=NoEarnings.PREPAID)
         if self._off is not None:
             return Earned(note=self._off)
         rule = self._rule

@@ -53,7 +53,8 @@ def admit(
     """Price the request and hold its upper bound, in one transaction: on the user's
     marketplace allocation serving the model when they have one with room
     (:mod:`~modelbank.gateway.allocated`: provider cost, no wallet hold, no key limit
-    spent), else on the wallet; with ``limited_key_id`` (the caller's key has a spend
+    spent; :func:`fall_back` moves it to the wallet if the allocation cannot serve it),
+    else on the wallet; with ``limited_key_id`` (the caller's key has a spend
     limit) a wallet hold is reserved on the key too. Raises
     :class:`~modelbank.catalog.errors.ModelNotFound`,
     :class:`~modelbank.catalog.errors.AccessRequired`,
@@ -113,9 +114,46 @@ def admit(
         body_bytes=body_bytes,
         bound=bound,
         hold_id=hold_id,
-        limited_key_id=None if bought is not None else limited_key_id,
+        limited_key_id=limited_key_id,
         allocation=bought,
     )
+
+
+def fall_back(writes: sessionmaker[Session], settings: GatewaySettings, call: Call) -> None:
+    """Move a call admitted on an allocation whose resource could not serve it (its breaker
+    open, or it failed before the first byte) to the normal way, in one transaction: void
+    its allocation hold (the allocation pays nothing for it) and hold its bound on the
+    wallet (and the caller's limited key) as :func:`admit` would have, the output limit the
+    gateway chose for the allocation chosen again for the wallet. Updates ``call``
+    (``allocation`` None, ``hold_id``, ``bound``, ``body``). Raises what a wallet hold
+    raises (:class:`~modelbank.ledger.errors.InsufficientFunds`,
+    :class:`~modelbank.auth.errors.KeyLimitReached`): then nothing changed, the allocation
+    hold included."""
+    bought = call.allocation
+    if bought is None:
+        return
+    body = dict(call.body)
+    if bought.bound.max_tokens is not None:  # the gateway's choice, not the caller's
+        body.pop("max_tokens", None)
+    with writes() as session, session.begin():
+        now = utcnow()
+        allocated.release(session, call.request_id, now=now)
+        bound, hold_id = _hold_on_wallet(
+            session,
+            settings,
+            call.user_id,
+            call.endpoint,
+            call.model,
+            call.card,
+            body,
+            call.body_bytes,
+            call.request_id,
+            call.limited_key_id,
+            now,
+        )
+    if bound.max_tokens is not None:
+        body["max_tokens"] = bound.max_tokens
+    call.allocation, call.hold_id, call.bound, call.body = None, hold_id, bound, body
 
 
 def _check(endpoint: str, body: dict[str, Any]) -> _Request:

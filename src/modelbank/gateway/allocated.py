@@ -7,14 +7,20 @@ cost** (no markup, no wallet debit, no usage charge).
   the allocation in µUSD (:func:`modelbank.marketplace.allocations.reserve`), keyed by the
   request id. A call whose bound exceeds what the allocation has free goes the normal way
   (a wallet hold, the pool, the platform's price).
-* **route**: to the allocation's resource alone (the router's ``only_resource``); no
-  failover to the pool after admission (the buyer is not charged the platform's price for a
-  call they expected at cost): the call fails like any call no upstream served.
+* **route**: to the allocation's resource alone (the router's ``only_resource``). When it
+  cannot serve (its breaker open, as the shared health store says; or a connect error,
+  timeout, 429 or 5xx before the first byte), the allocation hold is voided (the
+  allocation pays nothing for the failed attempt) and the call goes the normal way
+  (:func:`modelbank.gateway.admission.fall_back`: a wallet hold, the pool without the
+  resources that failed, the platform's price), failing as usual when that cannot serve
+  either. A caller error (400…) fails the call at once, as on the pool.
 * **settle**: the upstream's reported usage is costed with the cost card and booked on the
   allocation (capped at what it has left), releasing escrow to the seller 85/15 in
   proportion (:func:`modelbank.marketplace.allocations.settle`); nothing reported voids the
   allocation hold. The pool part's ``consumed_uusd`` is not touched: the spend is the market
-  part's, sold once.
+  part's, sold once. The call is recorded as a *prepaid* usage event
+  (:mod:`modelbank.gateway.settlement`): 0 µcr charged, its provider cost, no creator
+  earnings.
 """
 
 from __future__ import annotations
@@ -90,6 +96,11 @@ def admit(
     ):
         return None
     return Allocated(target.allocation_id, target.resource_id, bound, held)
+
+
+def release(session: Session, request_id: str, *, now: datetime) -> None:
+    """Void the call's allocation hold (its allocation could not serve it)."""
+    allocations.void(session, request_id, now=now)
 
 
 def settle(

@@ -54,10 +54,13 @@ class Call:
     bound: Bound
     hold_id: int
     limited_key_id: int | None = None
-    """The caller's API key with a spend limit: the hold is reserved on it."""
+    """The caller's API key with a spend limit: a wallet hold is reserved on it (an
+    allocation's is not)."""
     allocation: allocated.Allocated | None = None
     """Served from this marketplace allocation at provider cost (``hold_id`` is then 0:
-    nothing is held on the wallet nor on the key: the order was paid when bought)."""
+    nothing is held on the wallet nor on the key: the order was paid when bought). Set to
+    None when the call falls back to the wallet
+    (:func:`modelbank.gateway.admission.fall_back`)."""
     started: float = field(default_factory=time.perf_counter)
     failures: list[Attempt] = field(default_factory=list)
     outcome: str = "failed"

@@ -2,6 +2,10 @@
 pool resource with failover → **capture** the reported usage through the normal charge
 pipeline, or **void** the hold when no upstream answered.
 
+* A call admitted on a marketplace allocation is routed to the allocation's resource alone;
+  when that cannot serve it before the first byte it goes the normal way (the allocation
+  hold voided, a wallet hold placed: :func:`modelbank.gateway.admission.fall_back`), one
+  route log row for both.
 * One hold per request, placed before the retry loop, keyed ``gw:<request id>``; the capture
   is the usage event ``hold:<hold id>`` (:mod:`modelbank.metering.capture`'s key), so no step
   applies twice. No caller skips the hold.
@@ -40,7 +44,15 @@ from modelbank.gateway.upstream import Answer, OpenStream, Upstream
 from modelbank.gateway.usage import Usage
 from modelbank.metering import service as metering
 from modelbank.pool.breaker import UpstreamFailure
-from modelbank.pool.router import Attempt, RouteFailed, Router, RouteResult, Target
+from modelbank.pool.router import (
+    AllAttemptsFailed,
+    Attempt,
+    NoRoute,
+    RouteFailed,
+    Router,
+    RouteResult,
+    Target,
+)
 
 __all__ = ["ENDPOINTS", "Call", "Gateway", "GatewaySettings", "Reply", "StreamReply"]
 
@@ -132,29 +144,65 @@ class Gateway:
         return await self.upstream.open_stream(target, call.path, call.upstream_body(target))
 
     async def _route(self, call: Call, attempt: Any) -> RouteResult[Any]:
+        """Route ``call`` with ``attempt``: on its allocation's resource first when it has
+        one, the normal way when that cannot serve (:meth:`_off_allocation`)."""
+
         async def one(target: Target) -> Any:
             return await attempt(call, target)
 
+        earlier: list[Attempt] = []
         try:
-            return await self.router.route(
+            if call.allocation is not None:
+                try:
+                    return await self.router.route(
+                        call.model.id,
+                        one,
+                        request_id=call.request_id,
+                        only_resource=call.allocation.resource_id,
+                    )
+                except RouteFailed as exc:
+                    earlier = list(exc.attempts)
+                    await self._off_allocation(call, earlier)
+            route = await self.router.route(
                 call.model.id,
                 one,
                 request_id=call.request_id,
-                only_resource=None if call.allocation is None else call.allocation.resource_id,
+                exclude={a.resource_id for a in earlier},
             )
         except RouteFailed as exc:
-            call.failures = list(exc.attempts)
+            call.failures = [*earlier, *exc.attempts]
+            if earlier and isinstance(exc, NoRoute):  # nothing else to try: it failed
+                failed = AllAttemptsFailed(
+                    f"no upstream served model {call.model.id}: {len(call.failures)} attempt(s)",
+                    model_id=call.model.id,
+                    attempts=call.failures,
+                    last=call.failures[-1].failure,
+                )
+                failed.route_header = failed_header(call)  # type: ignore[attr-defined]
+                call.outcome = "failed"
+                raise failed from exc
             call.outcome = "no_route" if exc.code == "no_route" else "failed"
             exc.route_header = failed_header(call)  # type: ignore[attr-defined]
             raise
         except UpstreamFailure as exc:  # the caller's own error: no failover, not counted
-            call.failures = list(getattr(exc, "attempts", []))
+            call.failures = [*earlier, *getattr(exc, "attempts", [])]
             call.outcome = "rejected"
             rejected = UpstreamRejected(
                 caller_message(exc), status=exc.status or 400, upstream_code=exc.kind
             )
             rejected.route_header = failed_header(call)  # type: ignore[attr-defined]
             raise rejected from exc
+        route.attempts = [*earlier, *route.attempts]
+        return route
+
+    async def _off_allocation(self, call: Call, earlier: list[Attempt]) -> None:
+        """The allocation's resource could not serve ``call`` (``earlier``: its attempts):
+        void the allocation hold and hold on the wallet instead
+        (:func:`modelbank.gateway.admission.fall_back`). When the wallet refuses, the call
+        ends with that refusal (402…), settled as failed on the allocation."""
+        call.failures, call.outcome = list(earlier), "failed"
+        await anyio.to_thread.run_sync(admission.fall_back, self.writes, self.settings, call)
+        call.failures = []
 
     def _settle_failed(self, call: Call) -> None:
         self.settle(call, None, None, call.outcome, call.failures)

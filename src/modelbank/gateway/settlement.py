@@ -1,7 +1,10 @@
 """Settlement of a gateway call (DESIGN §9): **capture** the reported usage on the call's
 hold through the normal charge pipeline (usage event ``hold:<hold id>``), or **void** the
 hold when nothing was used; book the provider cost on the serving resource's quota, and
-write the route log — one transaction."""
+write the route log — one transaction. A call served from a marketplace allocation
+(DESIGN §10) books its cost there instead and is recorded as a *prepaid* usage event
+``gw:<request id>`` (0 µcr charged, its provider cost, no creator earnings), so analytics
+and rollups count it."""
 
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from modelbank.errors import DomainError
 from modelbank.gateway import allocated
 from modelbank.gateway.call import ENDPOINTS, Call, log_entry, nothing
 from modelbank.gateway.usage import Usage
+from modelbank.marketplace import allocations
 from modelbank.metering import service as metering
 from modelbank.metering.models import usage_events_table
 from modelbank.pool import routelog
@@ -42,8 +46,7 @@ def settle(
     attempts = route.attempts if route is not None else (failures or [])
     _fail_refused_keys(writes, attempts)
     if call.allocation is not None:
-        _settle_allocated(writes, call, route, used, outcome, attempts)
-        return None
+        return _settle_allocated(writes, call, route, used, outcome, attempts)
     with writes() as session, session.begin():
         now = utcnow()
         result = None
@@ -70,16 +73,59 @@ def _settle_allocated(
     used: Usage | None,
     outcome: str,
     attempts: list[Attempt],
-) -> None:
-    """Settle a call served from an allocation (:mod:`modelbank.gateway.allocated`):
-    cost booked there, escrow released; no charge, so no :class:`ChargeResult`."""
+) -> metering.ChargeResult | None:
+    """Settle a call served from an allocation (:mod:`modelbank.gateway.allocated`): cost
+    booked there, escrow released, and the use recorded as a prepaid usage event
+    (:func:`_record_prepaid`) — one transaction. Returns that event's result (charge 0;
+    None when nothing was served)."""
     with writes() as session, session.begin():
+        now = utcnow()
         served = route is not None and used is not None and not nothing(used)
+        result = None
+        if served and used is not None and allocations.lock_use(session, call.request_id):
+            result = _record_prepaid(session, call, route, used, now)
         cost = allocated.settle(
-            session, call.request_id, call.card, used if served else None, now=utcnow()
+            session, call.request_id, call.card, used if served else None, now=now
         )
-        entry = log_entry(call, route, attempts, outcome, None)
+        entry = log_entry(call, route, attempts, outcome, result)
         routelog.write(session, replace(entry, hold_id=None, cost_uusd=cost))
+        return result
+
+
+def _record_prepaid(
+    session: Session,
+    call: Call,
+    route: RouteResult[Any] | None,
+    used: Usage,
+    now: datetime,
+) -> metering.ChargeResult | None:
+    """The usage event of a call served from an allocation, through the charge pipeline so
+    that analytics and rollups count it: key ``gw:<request id>`` (a retried settlement
+    replays it), ``prepaid`` (0 µcr charged, the provider cost recorded, no creator
+    earnings: the seller is paid through the escrow), linked to the serving resource. None
+    when the pipeline refused it (the model or its price gone since admission): the call
+    stays settled on the allocation, its route log row then names no usage."""
+    result = metering.charge(
+        session,
+        metering.UsageEvent(
+            idempotency_key=f"gw:{call.request_id}",
+            user_id=call.user_id,
+            model=call.model.id,
+            usage_type=ENDPOINTS[call.endpoint][1],
+            input_tokens=used.input_tokens,
+            output_tokens=used.output_tokens,
+            cached_input_tokens=used.cached_input_tokens,
+            units=used.units,
+            metadata={"request_id": call.request_id, "gateway": call.endpoint},
+            prepaid=True,
+        ),
+        now=now,
+    )
+    if result.usage_id is None:
+        return None
+    if result.status == "charged":
+        _link_usage(session, result.usage_id, route, used)
+    return result
 
 
 def _release(session: Session, call: Call, now: datetime) -> None:
@@ -134,12 +180,21 @@ def _capture(
     )
     if result.status != "charged" or result.usage_id is None:
         return result
-    resource_id = route.target.resource_id if route is not None else None
-    session.execute(
-        update(usage_events_table)
-        .where(usage_events_table.c.id == result.usage_id)
-        .values(resource_id=resource_id, usage_estimated=used.estimated)
-    )
+    resource_id = _link_usage(session, result.usage_id, route, used)
     if resource_id is not None and result.cost_uusd > 0:
         pool.book_consumption(session, resource_id, result.cost_uusd, now=now)
     return result
+
+
+def _link_usage(
+    session: Session, usage_id: int, route: RouteResult[Any] | None, used: Usage
+) -> int | None:
+    """Name the serving resource (returned) and whether the counts were estimated on the
+    usage row."""
+    resource_id = route.target.resource_id if route is not None else None
+    session.execute(
+        update(usage_events_table)
+        .where(usage_events_table.c.id == usage_id)
+        .values(resource_id=resource_id, usage_estimated=used.estimated)
+    )
+    return resource_id

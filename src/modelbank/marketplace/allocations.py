@@ -32,6 +32,8 @@ from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from modelbank.db.base import utcnow
+from modelbank.ledger import service as ledger
+from modelbank.ledger.codes import AccountCode
 from modelbank.marketplace import escrow
 from modelbank.marketplace.errors import AllocationNotFound
 from modelbank.marketplace.listings import close_listings, open_listing_ids_of_resource
@@ -140,6 +142,24 @@ def reserve(
             expires_at=now + timedelta(seconds=timeout_s),
             created_at=now,
         )
+    )
+    return True
+
+
+def lock_use(session: Session, request_id: str) -> bool:
+    """Lock what settling gateway request ``request_id``'s hold touches, in the module's lock
+    order, before anything else of the settlement: its allocation row, then the buyer's and
+    the seller's wallets (by account id). The gateway calls it first, so that the usage
+    event it records for the call (which locks the buyer's wallet, then platform accounts)
+    never takes the buyer's wallet after :func:`settle` took the escrow's and the fees'
+    accounts. False (nothing locked) when there is no such hold."""
+    conn = session.connection()
+    use = conn.execute(select(uses.c.allocation_id).where(uses.c.request_id == request_id)).first()
+    if use is None:
+        return False
+    row = _lock(session, int(use.allocation_id))
+    ledger.lock_user_accounts(
+        session, [int(row.buyer_id), int(row.seller_id)], AccountCode.USER_WALLET
     )
     return True
 

@@ -119,7 +119,7 @@ def decide(ctx: BatchContext, index: int) -> Decision:
         event.cached_input_tokens,
         event.output_tokens,
         event.units,
-        fixed_charge_ucr=event.charge_ucr,
+        fixed_charge_ucr=0 if event.prepaid else event.charge_ucr,
     )
     charge = quote.charge_ucr
     available = account.available - ctx.spent.get(account.id, 0) + ctx.released.get(account.id, 0)
@@ -201,6 +201,7 @@ def _line(
         prior_uses=payer.use_count + used,
         usage_type=event.usage_type,
         payer_id=event.user_id,
+        prepaid=event.prepaid,
     )
     occurred, occurred_db = ctx.db_time(event.occurred_at)
     ctx.first_of_key[event.idempotency_key] = index

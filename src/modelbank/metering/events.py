@@ -62,6 +62,13 @@ class UsageEvent:
     """The API key with a spend limit this charge counts against (None: no key limit, and
     no statement is run for it). With ``hold_id``: the key the hold was reserved on. Not
     part of the request hash: who sends an event does not change what it is."""
+    prepaid: bool = False
+    """The use was paid for outside the wallet (a gateway call served from a marketplace
+    allocation, DESIGN §10): recorded with its provider cost, charged 0 µcr (no wallet
+    transfer, no grant burned) and earning the model's creators nothing
+    (:attr:`~modelbank.earnings.payer.NoEarnings.PREPAID`); it counts as a use in the
+    model's aggregates and the rollups. Takes no ``charge_ucr`` (other than 0) nor
+    ``hold_id``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +103,7 @@ def request_hash(event: UsageEvent) -> str:
         not event.metadata
         and event.charge_ucr is None
         and event.hold_id is None
+        and not event.prepaid
         and type(user_id) is int
         and type(usage_type) is str
         and (type(model) is int or type(model) is str)
@@ -139,6 +147,8 @@ def _canonical_body(event: UsageEvent) -> str:
         body["charge_ucr"] = event.charge_ucr
     if event.hold_id is not None:
         body["hold_id"] = event.hold_id
+    if event.prepaid:
+        body["prepaid"] = True
     return json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
 
 
@@ -168,6 +178,8 @@ def validate(event: UsageEvent) -> None:
     fixed = event.charge_ucr
     if fixed is not None and (not isinstance(fixed, int) or isinstance(fixed, bool) or fixed < 0):
         raise InvalidUsage(f"charge_ucr must be an integer ≥ 0, got {fixed!r}")
+    if event.prepaid and (fixed or event.hold_id is not None):
+        raise InvalidUsage("a prepaid event is charged nothing: no charge_ucr, no hold_id")
 
 
 def metadata_problem(metadata: Mapping[str, Any]) -> str | None:

@@ -41,7 +41,9 @@ class UsageEventRow(Base):
     """charge − provider cost (at the version's credits per USD) − earnings, µcr."""
     balance_after_ucr: Mapped[int] = mapped_column(BigInteger)
     earnings_note: Mapped[str | None] = mapped_column(String(32), nullable=True)
-    """Why nothing (or less) was earned: ``self_usage``, ``no_creator``, ``zero``."""
+    """Why nothing (or less) was earned (:class:`~modelbank.earnings.payer.NoEarnings`):
+    ``self_usage``, ``no_creator``, ``zero``, ``prepaid`` (a gateway call served from a
+    marketplace allocation: charged 0, its provider cost recorded), …"""
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     resource_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)

@@ -30,7 +30,8 @@ class UsageRecord:
     occurred_at: datetime
     created_at: datetime
     earnings_note: str | None = None
-    """Why nothing (or less) was earned: no_creator, self_usage, zero, monetisation_off, …"""
+    """Why nothing (or less) was earned: no_creator, self_usage, zero, monetisation_off,
+    prepaid (served from a marketplace allocation), …"""
 
 
 def get_usage(session: Session, usage_id: int) -> UsageRecord:

@@ -36,7 +36,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -284,6 +284,7 @@ class Router:
         *,
         request_id: str | None = None,
         only_resource: int | None = None,
+        exclude: Collection[int] = (),
     ) -> RouteResult[T]:
         """Serve one request of ``model_id`` with ``attempt`` (module docstring). Returns
         the :class:`RouteResult`. Raises :class:`NoRoute` (no admissible candidate),
@@ -292,13 +293,16 @@ class Router:
         ``attempts`` attribute lists the attempts), and whatever else the attempt raises
         (cancellation included; the attempt is then counted as cancelled).
         ``only_resource``: route to that resource alone (a marketplace allocation's; read
-        fresh, not cached), with the same health, breaker and attempt accounting."""
+        fresh, not cached), with the same health, breaker and attempt accounting.
+        ``exclude``: resources not to try (already failed for this request)."""
         if only_resource is None:
             pairs = await self.candidates(model_id)
         else:
             rows, snapshot = await self.recorder.load(lambda: self._load(model_id, only_resource))
             self.recorder.absorb(snapshot)
             pairs = [(row, self.recorder.view(row.resource_id)) for row in rows]
+        if exclude:
+            pairs = [pair for pair in pairs if pair[0].resource_id not in exclude]
         order, admitted = self.ranked(pairs, self.clock())
         if not order:
             raise NoRoute(f"no resource can serve model {model_id} now", model_id=model_id)
