@@ -368,29 +368,56 @@ def refund(
     book = grants.GrantBook.load(session, {purchase.user_id: wallet}, now=now)
     grant_left = book.remaining(purchase.user_id, purchase.grant_id)
     unspent = min(grant_left, wallet.available)
-    if target_refunded_ucr is not None:
-        wanted = min(target_refunded_ucr, purchase.credits_ucr) - purchase.refunded_ucr
-        amount = max(0, min(wanted, unspent))
-    elif amount_ucr is None:
-        amount = unspent
-    else:
-        if amount_ucr <= 0:
-            raise InvalidInput("amount_ucr must be positive")
-        if amount_ucr > unspent:
-            raise InvalidInput(
-                f"only {unspent} µcr of purchase {purchase_id} are unspent", unspent_ucr=unspent
-            )
-        amount = amount_ucr
+    amount = _refund_amount(purchase, unspent, amount_ucr, target_refunded_ucr)
     if amount <= 0:
         book.flush(session, now=now)  # expired grants swept while loading
         return purchase, 0
     basis = book.take(purchase.user_id, purchase.grant_id, amount, "purchase_refund", purchase_id)
     book.flush(session, now=now)
+    _post_refund(session, wallet, purchase_id, amount, basis, now)
+    done = _record_refund(session, purchase, amount, basis, grant_left - amount, now)
+    alerts.check(session, [purchase.user_id], now=now)
+    return done, amount
+
+
+def _refund_amount(
+    purchase: PurchaseInfo,
+    unspent: int,
+    amount_ucr: int | None,
+    target_refunded_ucr: int | None,
+) -> int:
+    """µcr to reverse now, capped at the ``unspent`` µcr of the purchase's grant: up to
+    ``target_refunded_ucr`` in total, else ``amount_ucr``, else all that is unspent. Raises
+    :class:`InvalidInput` (``amount_ucr`` ≤ 0 or more than is unspent)."""
+    if target_refunded_ucr is not None:
+        wanted = min(target_refunded_ucr, purchase.credits_ucr) - purchase.refunded_ucr
+        return max(0, min(wanted, unspent))
+    if amount_ucr is None:
+        return unspent
+    if amount_ucr <= 0:
+        raise InvalidInput("amount_ucr must be positive")
+    if amount_ucr > unspent:
+        raise InvalidInput(
+            f"only {unspent} µcr of purchase {purchase.id} are unspent", unspent_ucr=unspent
+        )
+    return amount_ucr
+
+
+def _post_refund(
+    session: Session,
+    wallet: ledger.AccountBalance,
+    purchase_id: int,
+    amount: int,
+    basis: int,
+    now: datetime,
+) -> None:
+    """Post the refund: ``amount`` µcr wallet → ``world_sales`` (a reversing transfer of the
+    purchase that records the ``basis`` µUSD it carried); the wallet is locked already."""
     ledger.post_transfers(
         session,
         [
             ledger.NewTransfer(
-                debit_account_id=user.wallet_account_id,
+                debit_account_id=wallet.id,
                 credit_account_id=ledger.platform_account(session, AccountCode.WORLD_SALES),
                 amount=amount,
                 code=TransferCode.REFUND,
@@ -402,18 +429,28 @@ def refund(
         now=now,
         locked={wallet.id: wallet},
     )
-    refunded = purchase.refunded_ucr + amount
-    left = grant_left - amount
+
+
+def _record_refund(
+    session: Session,
+    purchase: PurchaseInfo,
+    amount: int,
+    basis: int,
+    left: int,
+    now: datetime,
+) -> PurchaseInfo:
+    """Record ``amount`` µcr (``basis`` µUSD) more refunded on the purchase (``refunded``
+    once ``left`` = 0 µcr of its grant remain), audit it and emit ``purchase.refunded``."""
     _set(
         session,
-        purchase_id,
-        refunded_ucr=refunded,
+        purchase.id,
+        refunded_ucr=purchase.refunded_ucr + amount,
         refunded_uusd=purchase.refunded_uusd + basis,
         status=REFUNDED if left == 0 else COMPLETED,
     )
-    done = get_purchase(session, purchase_id)
+    done = get_purchase(session, purchase.id)
     audit.record(
-        session, "purchase.refund", "purchase", purchase_id, before=purchase, after=done, now=now
+        session, "purchase.refund", "purchase", purchase.id, before=purchase, after=done, now=now
     )
     webhooks.emit(
         session,
@@ -421,8 +458,7 @@ def refund(
         {**_payload(done), "reversed_ucr": amount, "reversed_uusd": basis},
         now=now,
     )
-    alerts.check(session, [purchase.user_id], now=now)
-    return done, amount
+    return done
 
 
 def _payload(p: PurchaseInfo) -> dict[str, Any]:
