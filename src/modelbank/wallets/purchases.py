@@ -485,10 +485,40 @@ def apply_event(session: Session, event: PaymentEvent, *, now: datetime | None =
     Safe to receive twice and out of order (see the module doc). Raises nothing for events
     about purchases this installation does not know: they are recorded and ignored."""
     now = now or utcnow()
-    conn = session.connection()
     purchase = _find(session, event)
     if purchase is not None:
         purchase = get_purchase(session, purchase.id, lock=True)  # serialise per purchase
+    if not _record_event(session, event, purchase, now):
+        return "duplicate"
+    if event.kind is PaymentEventKind.IGNORED:
+        return "ignored"
+    if event.kind is PaymentEventKind.PAYMENT_METHOD_SAVED:
+        return _save_payment_method(session, event, now)
+    if purchase is None:
+        return "unknown_purchase"
+    if event.kind is PaymentEventKind.EXPIRED:
+        after = expire(session, purchase.id, now=now)
+        return "expired" if after.status == EXPIRED else "already_completed"
+    if event.kind is PaymentEventKind.FAILED:
+        after, _ = fail(session, purchase.id, event.reason or "payment declined", now=now)
+        return "failed" if after.status == FAILED else "already_completed"
+    if _refuse_mismatch(session, purchase, event, now):
+        return AMOUNT_MISMATCH
+    if purchase.status in (PENDING, EXPIRED, FAILED):
+        _, new = complete(session, purchase.id, payment_reference=event.payment_reference, now=now)
+        if event.kind is PaymentEventKind.COMPLETED:
+            return "completed" if new else "already_completed"
+    elif event.kind is PaymentEventKind.COMPLETED:
+        return "already_completed"
+    _refund_to_provider_total(session, purchase.id, event, now)
+    return "refunded"
+
+
+def _record_event(
+    session: Session, event: PaymentEvent, purchase: PurchaseInfo | None, now: datetime
+) -> bool:
+    """Record the provider event id once (``payment_events``); False when it was seen before."""
+    conn = session.connection()
     seen = conn.execute(
         select(payment_events.c.id).where(
             payment_events.c.provider == event.provider,
@@ -496,7 +526,7 @@ def apply_event(session: Session, event: PaymentEvent, *, now: datetime | None =
         )
     ).first()
     if seen is not None:
-        return "duplicate"
+        return False
     conn.execute(
         insert(payment_events).values(
             provider=event.provider,
@@ -506,34 +536,37 @@ def apply_event(session: Session, event: PaymentEvent, *, now: datetime | None =
             received_at=now,
         )
     )
-    if event.kind is PaymentEventKind.IGNORED:
+    return True
+
+
+def _save_payment_method(session: Session, event: PaymentEvent, now: datetime) -> str:
+    """Save the card of a ``payment_method_saved`` event for auto top-up; ``ignored`` when the
+    event names no (known) user, customer or card, or another customer than the user's."""
+    if event.user_id is None or not event.customer_id or not event.payment_method_id:
         return "ignored"
-    if event.kind is PaymentEventKind.PAYMENT_METHOD_SAVED:
-        if event.user_id is None or not event.customer_id or not event.payment_method_id:
-            return "ignored"
-        try:
-            users.get_user(session, event.user_id)
-        except UserNotFound:  # no such user (deleted, forged): a 404 Stripe would retry for days
-            return "ignored"
-        known = autotopup.get(session, event.user_id).stripe_customer_id
-        if known is not None and known != event.customer_id:
-            return "ignored"  # a card saved for another customer than the one we made
-        autotopup.save_payment_method(
-            session, event.user_id, event.customer_id, event.payment_method_id, now=now
-        )
-        return "payment_method_saved"
-    if purchase is None:
-        return "unknown_purchase"
-    if event.kind is PaymentEventKind.EXPIRED:
-        after = expire(session, purchase.id, now=now)
-        return "expired" if after.status == EXPIRED else "already_completed"
-    if event.kind is PaymentEventKind.FAILED:
-        after, _ = fail(session, purchase.id, event.reason or "payment declined", now=now)
-        return "failed" if after.status == FAILED else "already_completed"
+    try:
+        users.get_user(session, event.user_id)
+    except UserNotFound:  # no such user (deleted, forged): a 404 Stripe would retry for days
+        return "ignored"
+    known = autotopup.get(session, event.user_id).stripe_customer_id
+    if known is not None and known != event.customer_id:
+        return "ignored"  # a card saved for another customer than the one we made
+    autotopup.save_payment_method(
+        session, event.user_id, event.customer_id, event.payment_method_id, now=now
+    )
+    return "payment_method_saved"
+
+
+def _refuse_mismatch(
+    session: Session, purchase: PurchaseInfo, event: PaymentEvent, now: datetime
+) -> bool:
+    """True when the event is refused for an amount mismatch: a completion of an open purchase
+    that paid another amount or currency (flagged here, see the module doc), or the refund of
+    such a payment."""
     if event.kind is PaymentEventKind.COMPLETED and purchase.status in (PENDING, EXPIRED, FAILED):
         mismatch = _payment_mismatch(purchase, event)
         if mismatch is not None:
-            conn.execute(
+            session.connection().execute(
                 update(payment_events)
                 .where(
                     payment_events.c.provider == event.provider,
@@ -542,30 +575,28 @@ def apply_event(session: Session, event: PaymentEvent, *, now: datetime | None =
                 .values(kind=AMOUNT_MISMATCH)
             )
             _flag_mismatch(session, purchase, event, mismatch, now)
-            return AMOUNT_MISMATCH
-    if (
+            return True
+    # The mismatched payment is being refunded: it granted nothing, so nothing to take
+    # back (completing it first, as for a refund that overtook its completion, would
+    # grant the package's credits for whatever was paid).
+    return (
         event.kind is PaymentEventKind.REFUNDED
         and purchase.status in (PENDING, EXPIRED, FAILED)
         and _had_mismatch(session, purchase.id)
-    ):
-        # The mismatched payment is being refunded: it granted nothing, so nothing to take
-        # back (completing it first, as for a refund that overtook its completion, would
-        # grant the package's credits for whatever was paid).
-        return AMOUNT_MISMATCH
-    if purchase.status in (PENDING, EXPIRED, FAILED):
-        _, new = complete(session, purchase.id, payment_reference=event.payment_reference, now=now)
-        if event.kind is PaymentEventKind.COMPLETED:
-            return "completed" if new else "already_completed"
-    elif event.kind is PaymentEventKind.COMPLETED:
-        return "already_completed"
-    # REFUNDED: the provider's cumulative refunded cash, as credits of this purchase.
-    purchase = get_purchase(session, purchase.id)
+    )
+
+
+def _refund_to_provider_total(
+    session: Session, purchase_id: int, event: PaymentEvent, now: datetime
+) -> None:
+    """Apply a ``refunded`` event: the provider's cumulative refunded cash (cents; the whole
+    price when the event states none), as credits of this purchase."""
+    purchase = get_purchase(session, purchase_id)
     price_cents = purchase.price_uusd // packages.UUSD_PER_CENT
     asked = price_cents if event.amount_cents is None else event.amount_cents
     refunded_cents = max(0, min(asked, price_cents))
     target = purchase.credits_ucr * refunded_cents // price_cents
     refund(session, purchase.id, target_refunded_ucr=target, now=now)
-    return "refunded"
 
 
 def _payment_mismatch(purchase: PurchaseInfo, event: PaymentEvent) -> dict[str, Any] | None:
