@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -197,48 +197,16 @@ def place(
     transaction must roll back, as it does on any error),
     :class:`~modelbank.errors.IdempotencyConflict`."""
     now = now or utcnow()
-    if amount_ucr <= 0:
-        raise InvalidInput("amount_ucr must be positive")
-    if not 0 < timeout_s <= MAX_TIMEOUT_S:
-        raise InvalidInput(f"timeout_s must be 1…{MAX_TIMEOUT_S}, got {timeout_s}")
+    _check_request(amount_ucr, timeout_s)
     wallet = ledger.lock_user_accounts(session, [user_id], AccountCode.USER_WALLET).get(user_id)
     if wallet is None:
         raise UserNotFound(f"no user {user_id}", user_id=user_id)
-    model_id: int | None = None
-    if model is not None:
-        info = catalog.resolve_models(session, {model}).get(model)
-        if info is None:
-            raise ModelNotFound(f"no active model {model!r}", model=model)
-        model_id = info.id
+    model_id = _model_id(session, model)
     grants.GrantBook.load(session, {user_id: wallet}, now=now).flush(session, now=now)
-    hold_id = ledger.create_hold(
-        session,
-        ledger.NewTransfer(
-            debit_account_id=wallet.id,
-            credit_account_id=ledger.platform_account(session, AccountCode.PLATFORM_REVENUE),
-            amount=amount_ucr,
-            code=TransferCode.USAGE_CHARGE,
-            ref_type="user",
-            ref_id=user_id,
-            idempotency_key=idempotency_key,
-        ),
-        timeout_s=timeout_s,
-        now=now,
-        locked={wallet.id: wallet},
-    )
+    hold_id = _create_hold(session, wallet, user_id, amount_ucr, timeout_s, idempotency_key, now)
     conn = session.connection()
-    insert_row = _INSERT_HOLD_PG if conn.dialect.name == "postgresql" else _INSERT_HOLD_SQLITE
-    row = {
-        "transfer_id": hold_id,
-        "user_id": user_id,
-        "model_id": model_id,
-        "created_at": now,
-        "api_key_id": limited_key_id,
-    }
-    # RETURNING, not rowcount: PostgreSQL's driver may report -1 for an insert that did
-    # nothing, and a replay must not reserve on the key twice.
-    if conn.execute(insert_row, row).first() is None:  # a replay: placed before
-        return get_hold(session, hold_id)
+    if not _record_hold(conn, hold_id, user_id, model_id, limited_key_id, now):
+        return get_hold(session, hold_id)  # a replay: placed before
     if limited_key_id is not None:
         key_limits.reserve_hold(conn, limited_key_id, amount_ucr, now)
     alerts.check(session, [user_id], now=now)
@@ -256,6 +224,76 @@ def place(
         resolved_at=None,
         api_key_id=limited_key_id,
     )
+
+
+def _check_request(amount_ucr: int, timeout_s: int) -> None:
+    """Raise :class:`InvalidInput` unless ``amount_ucr`` > 0 µcr and ``timeout_s`` is 1 s – 7
+    days."""
+    if amount_ucr <= 0:
+        raise InvalidInput("amount_ucr must be positive")
+    if not 0 < timeout_s <= MAX_TIMEOUT_S:
+        raise InvalidInput(f"timeout_s must be 1…{MAX_TIMEOUT_S}, got {timeout_s}")
+
+
+def _model_id(session: Session, model: int | str | None) -> int | None:
+    """The id of the active ``model`` (id or slug; None: none). Raises
+    :class:`~modelbank.catalog.errors.ModelNotFound`."""
+    if model is None:
+        return None
+    info = catalog.resolve_models(session, {model}).get(model)
+    if info is None:
+        raise ModelNotFound(f"no active model {model!r}", model=model)
+    return info.id
+
+
+def _create_hold(
+    session: Session,
+    wallet: ledger.AccountBalance,
+    user_id: int,
+    amount_ucr: int,
+    timeout_s: int,
+    idempotency_key: str,
+    now: datetime,
+) -> int:
+    """The ledger's pending transfer wallet → ``platform_revenue`` of ``amount_ucr`` µcr for
+    ``timeout_s`` seconds (the wallet is locked already); returns its id."""
+    return ledger.create_hold(
+        session,
+        ledger.NewTransfer(
+            debit_account_id=wallet.id,
+            credit_account_id=ledger.platform_account(session, AccountCode.PLATFORM_REVENUE),
+            amount=amount_ucr,
+            code=TransferCode.USAGE_CHARGE,
+            ref_type="user",
+            ref_id=user_id,
+            idempotency_key=idempotency_key,
+        ),
+        timeout_s=timeout_s,
+        now=now,
+        locked={wallet.id: wallet},
+    )
+
+
+def _record_hold(
+    conn: Connection,
+    hold_id: int,
+    user_id: int,
+    model_id: int | None,
+    limited_key_id: int | None,
+    now: datetime,
+) -> bool:
+    """Insert the ``wallet_holds`` row of hold ``hold_id``; False when it exists (a replay)."""
+    insert_row = _INSERT_HOLD_PG if conn.dialect.name == "postgresql" else _INSERT_HOLD_SQLITE
+    row = {
+        "transfer_id": hold_id,
+        "user_id": user_id,
+        "model_id": model_id,
+        "created_at": now,
+        "api_key_id": limited_key_id,
+    }
+    # RETURNING, not rowcount: PostgreSQL's driver may report -1 for an insert that did
+    # nothing, and a replay must not reserve on the key twice.
+    return conn.execute(insert_row, row).first() is not None
 
 
 _INSERT_HOLD_PG = pg_insert(holds).on_conflict_do_nothing().returning(holds.c.transfer_id)
