@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, func, insert, select
+from sqlalchemy import Connection, Engine, bindparam, func, insert, select
 from sqlalchemy.orm import Session
 
 from modelbank.db.base import utcnow
@@ -703,15 +703,37 @@ def _apply(
     """Check flagged accounts against the plan's deltas, then insert and update.
 
     With ``returning`` (single-row plans) the new transfer's id is returned."""
-    # Only an account whose available balance goes down can break its flag: read (and lock)
-    # just those. Accounts only credited are locked by their UPDATE, late, which keeps the
-    # hot platform_revenue row locked for as short a time as possible (DESIGN §16).
-    known = dict(locked or {})
-    falling = {
+    falling = _falling(plan)
+    known = _lock_falling(session, falling, locked)
+    _check_accounts_exist(session, plan, known, existing)
+    _check_funds(known, falling)
+    conn = fast_connection(session)
+    new_id = _insert_rows(conn, plan, returning=returning, bulk_rows=bulk_rows)
+    _update_totals(conn, plan)
+    # Keep the caller's locked view current so a later call in the same transaction sees it.
+    if locked is not None:
+        _refresh_locked(locked, plan)
+    return new_id
+
+
+def _falling(plan: _Plan) -> dict[int, int]:
+    """Account id → µcr by which the plan lowers its available balance (only those it lowers)."""
+    return {
         account_id: delta.debits_posted + delta.debits_pending - delta.credits_posted
         for account_id, delta in plan.deltas.items()
         if delta.debits_posted + delta.debits_pending - delta.credits_posted > 0
     }
+
+
+def _lock_falling(
+    session: Session, falling: Mapping[int, int], locked: Mapping[int, AccountBalance] | None
+) -> dict[int, AccountBalance]:
+    """The caller's ``locked`` accounts plus, read under lock, the non-platform ``falling``
+    accounts (those whose available balance goes down) the caller has not locked."""
+    # Only an account whose available balance goes down can break its flag: read (and lock)
+    # just those. Accounts only credited are locked by their UPDATE, late, which keeps the
+    # hot platform_revenue row locked for as short a time as possible (DESIGN §16).
+    known = dict(locked or {})
     # Platform accounts are never flagged (nothing to check): they are left to be locked by
     # their UPDATE, late. Reading one under lock here (a captured hold paying earnings out
     # of platform_revenue) held the hottest row for the rest of the transaction and
@@ -720,6 +742,17 @@ def _apply(
     missing = [a for a in falling if a not in known and a not in platform]
     if missing:
         known.update(lock_accounts(session, missing))
+    return known
+
+
+def _check_accounts_exist(
+    session: Session,
+    plan: _Plan,
+    known: Mapping[int, AccountBalance],
+    existing: Iterable[int],
+) -> None:
+    """Raise :class:`AccountNotFound` for the first (lowest id) account of the plan that is
+    neither ``known`` (read under lock), ``existing`` (vouched for by the caller) nor stored."""
     seen = set(existing)
     unseen = sorted(a for a in plan.deltas if a not in known and a not in seen)
     if unseen:
@@ -727,6 +760,11 @@ def _apply(
         absent = [a for a in unseen if a not in present]
         if absent:
             raise AccountNotFound(f"no account {absent[0]}", account_id=absent[0])
+
+
+def _check_funds(known: Mapping[int, AccountBalance], falling: Mapping[int, int]) -> None:
+    """Raise :class:`InsufficientFunds` when a flagged account would need more than its
+    available µcr (``falling``: account id → µcr needed)."""
     for account_id, needed in falling.items():
         account = known.get(account_id)
         if account is None:  # a platform account: unflagged
@@ -743,15 +781,30 @@ def _apply(
                 available_ucr=available,
                 needed_ucr=needed,
             )
-    conn = fast_connection(session)
-    new_id: int | None = None
+
+
+def _insert_rows(
+    conn: Connection,
+    plan: _Plan,
+    *,
+    returning: bool,
+    bulk_rows: list[tuple[Any, ...]] | None,
+) -> int | None:
+    """Insert the plan's transfers (``bulk_rows``: the linked fast path); with ``returning``
+    (single-row plans) return the new transfer's id."""
     if bulk_rows is not None:
         _INSERT_LINKED.execute(conn, bulk_rows)
     elif returning:
         assert len(plan.rows) == 1
-        new_id = int(conn.execute(_INSERT_RETURNING_ID, plan.rows[0]).scalar_one())
+        return int(conn.execute(_INSERT_RETURNING_ID, plan.rows[0]).scalar_one())
     else:
         conn.execute(insert(transfers), plan.rows)
+    return None
+
+
+def _update_totals(conn: Connection, plan: _Plan) -> None:
+    """Add the plan's deltas to the accounts' totals, in account id order. Raises
+    :class:`AccountTotalLimit` when a running total would pass ``MAX_ACCOUNT_TOTAL`` µcr."""
     try:
         _UPDATE_TOTALS_FAST.executemany(
             conn,
@@ -767,16 +820,17 @@ def _apply(
             f"a transfer would carry an account's running total past {MAX_ACCOUNT_TOTAL} µcr",
             limit_ucr=MAX_ACCOUNT_TOTAL,
         ) from None
-    # Keep the caller's locked view current so a later call in the same transaction sees it.
-    if locked is not None:
-        for account_id, delta in plan.deltas.items():
-            if account_id in locked:
-                account = locked[account_id]
-                account.debits_posted += delta.debits_posted
-                account.credits_posted += delta.credits_posted
-                account.debits_pending += delta.debits_pending
-                account.credits_pending += delta.credits_pending
-    return new_id
+
+
+def _refresh_locked(locked: Mapping[int, AccountBalance], plan: _Plan) -> None:
+    """Apply the plan's deltas to the caller's locked accounts."""
+    for account_id, delta in plan.deltas.items():
+        if account_id in locked:
+            account = locked[account_id]
+            account.debits_posted += delta.debits_posted
+            account.credits_posted += delta.credits_posted
+            account.debits_pending += delta.debits_pending
+            account.credits_pending += delta.credits_pending
 
 
 def _pending_hold(session: Session, hold_id: int) -> Hold:
