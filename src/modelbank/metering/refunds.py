@@ -159,27 +159,11 @@ def refund_usage(
     before = refunded_so_far(session, usage_id)
     amount = _refund_amount(usage, before, amount_ucr)
     after = before + amount
-    revenue = ledger.platform_account(session, AccountCode.PLATFORM_REVENUE)
-    specs = [
-        ledger.NewTransfer(
-            debit_account_id=revenue,
-            credit_account_id=user.wallet_account_id,
-            amount=amount,
-            code=TransferCode.REFUND,
-            ref_type="usage",
-            ref_id=usage_id,
-        )
-    ]
-    reversed_by, owed = _reverse_earnings(
-        usage, paid, before, after, earning_accounts, locked, revenue, specs
+    reversed_by, owed = _post_refund(
+        session, usage, user.wallet_account_id, paid, before, after, earning_accounts, locked, now
     )
     reversed_total = sum(back for _, back in reversed_by)
-    ledger.post_transfers(session, specs, now=now, locked=locked)
-    burned = grants.burns_for(session, "usage", [usage_id]).get(usage_id, [])
-    grants.restore(session, burned, amount, ref_type="usage_refund", ref_id=usage_id, now=now)
-    key_id = usage.limited_key_id or holds.limited_key_of_usage(session, usage_id)
-    if key_id is not None:
-        key_limits.refund_charge(session.connection(), key_id, amount, usage.created_at, now)
+    _give_back(session, usage, amount, now)
     owed_total = sum(a for _, a in owed)
     refund_id = _record(session, usage, amount, reversed_total, owed, reason, now)
     rollups.record_refund(
@@ -204,18 +188,65 @@ def refund_usage(
         reason=reason,
         created_at=now,
     )
+    _announce(session, info, before, now)
+    alerts.check(session, [usage.user_id], now=now)
+    return info
+
+
+def _post_refund(
+    session: Session,
+    usage: metering.UsageRecord,
+    wallet_account_id: int,
+    paid: Sequence[tuple[int, int]],
+    before: int,
+    after: int,
+    earning_accounts: Mapping[int, int],
+    locked: Mapping[int, ledger.AccountBalance],
+    now: datetime,
+) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """Post the refund's transfers (accounts locked already): ``platform_revenue`` → wallet
+    for ``after`` − ``before`` µcr, and what the creators' earnings accounts give back now.
+    Returns ((user id, µcr reversed), …) and ((user id, µcr owed), …)."""
+    revenue = ledger.platform_account(session, AccountCode.PLATFORM_REVENUE)
+    specs = [
+        ledger.NewTransfer(
+            debit_account_id=revenue,
+            credit_account_id=wallet_account_id,
+            amount=after - before,
+            code=TransferCode.REFUND,
+            ref_type="usage",
+            ref_id=usage.id,
+        )
+    ]
+    reversed_by, owed = _reverse_earnings(
+        usage, paid, before, after, earning_accounts, locked, revenue, specs
+    )
+    ledger.post_transfers(session, specs, now=now, locked=locked)
+    return reversed_by, owed
+
+
+def _give_back(session: Session, usage: metering.UsageRecord, amount: int, now: datetime) -> None:
+    """Return ``amount`` µcr to the grants the charge burned (the last burned first) and to
+    the spent counter of the limited API key it counted on, if any."""
+    burned = grants.burns_for(session, "usage", [usage.id]).get(usage.id, [])
+    grants.restore(session, burned, amount, ref_type="usage_refund", ref_id=usage.id, now=now)
+    key_id = usage.limited_key_id or holds.limited_key_of_usage(session, usage.id)
+    if key_id is not None:
+        key_limits.refund_charge(session.connection(), key_id, amount, usage.created_at, now)
+
+
+def _announce(session: Session, info: RefundInfo, before: int, now: datetime) -> None:
+    """Audit the refund (``before``: µcr refunded before it) and emit ``usage.refunded``."""
     audit.record(
         session,
         "usage.refund",
         "usage",
-        usage_id,
-        before={"refunded_ucr": before, "charge_ucr": usage.charge_ucr},
+        info.usage_id,
+        before={"refunded_ucr": before, "charge_ucr": info.charge_ucr},
         after=info,
         now=now,
     )
     webhooks.emit(session, "usage.refunded", _event_payload(info), now=now)
-    alerts.check(session, [usage.user_id], now=now)
-    return info
 
 
 def _record(
