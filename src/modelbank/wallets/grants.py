@@ -153,50 +153,26 @@ def issue(
     """
     now = now or utcnow()
     source = GrantSource(source)
-    if not isinstance(amount_ucr, int) or isinstance(amount_ucr, bool) or amount_ucr <= 0:
-        raise InvalidInput(f"grant amount must be a positive integer µcr, got {amount_ucr!r}")
-    if cost_basis_uusd < 0:
-        raise InvalidInput("cost basis cannot be negative")
-    if expires_at is not None:
-        if expires_at.tzinfo is None:
-            raise InvalidInput("expires_at must carry a time zone")
-        if expires_at <= now:
-            raise InvalidInput("expires_at must be in the future")
-    account_code, transfer_code = SOURCE_ACCOUNT[source]
-    details: dict[str, Any] = {"source": source.value, **(metadata or {})}
-    if expires_at is not None:
-        details["expires_at"] = expires_at.isoformat()
-    ref_type, ref_id = ref if ref is not None else ("user", user_id)
-    transfer_id = ledger.transfer(
+    _check_grant(amount_ucr, cost_basis_uusd, expires_at, now)
+    transfer_id = _grant_transfer(
         session,
-        ledger.NewTransfer(
-            debit_account_id=ledger.platform_account(session, account_code),
-            credit_account_id=wallet_account_id,
-            amount=amount_ucr,
-            code=transfer_code,
-            ref_type=ref_type,
-            ref_id=ref_id,
-            idempotency_key=idempotency_key,
-            metadata=details,
-        ),
+        user_id,
+        wallet_account_id,
+        amount_ucr,
+        source=source,
+        idempotency_key=idempotency_key,
+        expires_at=expires_at,
+        ref=ref,
+        metadata=metadata,
         now=now,
     )
     conn = fast_connection(session)
     found = conn.execute(select(grants).where(grants.c.transfer_id == transfer_id)).first()
     wanted_priority = DEFAULT_PRIORITY[source] if priority is None else priority
-    if found is not None:
-        first = _info(found)
-        if (first.cost_basis_uusd, first.expires_at, first.priority, first.purchase_id) != (
-            cost_basis_uusd,
-            expires_at,
-            wanted_priority,
-            purchase_id,
-        ):
-            raise IdempotencyConflict(
-                f"idempotency key {idempotency_key!r} was used for a different grant",
-                idempotency_key=idempotency_key,
-            )
-        return first
+    if found is not None:  # a retry: the first grant, if it is this very request
+        return _same_grant(
+            _info(found), cost_basis_uusd, expires_at, wanted_priority, purchase_id, idempotency_key
+        )
     values = {
         "user_id": user_id,
         "source": source.value,
@@ -211,6 +187,82 @@ def issue(
     }
     grant_id = conn.execute(grants.insert().returning(grants.c.id), values).scalar_one()
     return GrantInfo(id=int(grant_id), **values)  # type: ignore[arg-type]
+
+
+def _same_grant(
+    first: GrantInfo,
+    cost_basis_uusd: int,
+    expires_at: datetime | None,
+    priority: int,
+    purchase_id: int | None,
+    idempotency_key: str,
+) -> GrantInfo:
+    """The grant ``first`` issued under ``idempotency_key``; raises
+    :class:`~modelbank.errors.IdempotencyConflict` when it differs from the one asked now."""
+    if (first.cost_basis_uusd, first.expires_at, first.priority, first.purchase_id) != (
+        cost_basis_uusd,
+        expires_at,
+        priority,
+        purchase_id,
+    ):
+        raise IdempotencyConflict(
+            f"idempotency key {idempotency_key!r} was used for a different grant",
+            idempotency_key=idempotency_key,
+        )
+    return first
+
+
+def _check_grant(
+    amount_ucr: int, cost_basis_uusd: int, expires_at: datetime | None, now: datetime
+) -> None:
+    """Raise :class:`InvalidInput` unless ``amount_ucr`` is a positive integer µcr, the cost
+    basis (µUSD) is not negative and ``expires_at`` (if any) is aware and after ``now``."""
+    if not isinstance(amount_ucr, int) or isinstance(amount_ucr, bool) or amount_ucr <= 0:
+        raise InvalidInput(f"grant amount must be a positive integer µcr, got {amount_ucr!r}")
+    if cost_basis_uusd < 0:
+        raise InvalidInput("cost basis cannot be negative")
+    if expires_at is not None:
+        if expires_at.tzinfo is None:
+            raise InvalidInput("expires_at must carry a time zone")
+        if expires_at <= now:
+            raise InvalidInput("expires_at must be in the future")
+
+
+def _grant_transfer(
+    session: Session,
+    user_id: int,
+    wallet_account_id: int,
+    amount_ucr: int,
+    *,
+    source: GrantSource,
+    idempotency_key: str,
+    expires_at: datetime | None,
+    ref: tuple[str, int] | None,
+    metadata: Mapping[str, Any] | None,
+    now: datetime,
+) -> int:
+    """Post ``amount_ucr`` µcr source account (:data:`SOURCE_ACCOUNT`) → wallet, idempotent on
+    ``idempotency_key`` (ref: ``ref``, else the user); return the transfer's id. Raises
+    :class:`~modelbank.errors.IdempotencyConflict`."""
+    account_code, transfer_code = SOURCE_ACCOUNT[source]
+    details: dict[str, Any] = {"source": source.value, **(metadata or {})}
+    if expires_at is not None:
+        details["expires_at"] = expires_at.isoformat()
+    ref_type, ref_id = ref if ref is not None else ("user", user_id)
+    return ledger.transfer(
+        session,
+        ledger.NewTransfer(
+            debit_account_id=ledger.platform_account(session, account_code),
+            credit_account_id=wallet_account_id,
+            amount=amount_ucr,
+            code=transfer_code,
+            ref_type=ref_type,
+            ref_id=ref_id,
+            idempotency_key=idempotency_key,
+            metadata=details,
+        ),
+        now=now,
+    )
 
 
 def list_grants(
