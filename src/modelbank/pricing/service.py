@@ -9,7 +9,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, select
+from sqlalchemy import Connection, bindparam, func, insert, select
 from sqlalchemy.orm import Session
 
 from modelbank.audit import service as audit
@@ -83,44 +83,14 @@ def set_price(
     tier_markup = markups.tiers[tier]
     demand_markup = markups.demand[demand]
     cost = cost_uusd or Rates()
-    if explicit_ucr is not None:
-        price, source = explicit_ucr, "explicit"
-    else:
-        price, source = (
-            price_from_cost(
-                cost,
-                tier_markup=tier_markup,
-                demand_markup=demand_markup,
-                credits_per_usd=markups.credits_per_usd,
-            ),
-            "cost",
-        )
+    price, source = _priced(cost, explicit_ucr, tier_markup, demand_markup, markups)
     conn = session.connection()
-    lock_sequence(session, "price_versions", model_id)  # concurrent edits: next number each
-    version = (
-        int(
-            conn.execute(
-                select(func.coalesce(func.max(versions.c.version), 0)).where(
-                    versions.c.model_id == model_id
-                )
-            ).scalar_one()
-        )
-        + 1
-    )
+    version = _next_version(session, conn, model_id)
     values: dict[str, Any] = {
         "model_id": model_id,
         "version": version,
         "effective_from": effective_from or utcnow(),
-        "input_ucr_per_mtok": price.input_per_mtok,
-        "output_ucr_per_mtok": price.output_per_mtok,
-        "cache_read_ucr_per_mtok": price.cache_read_per_mtok,
-        "per_request_ucr": price.per_request,
-        "per_unit_ucr": price.per_unit,
-        "input_uusd_per_mtok": cost.input_per_mtok,
-        "output_uusd_per_mtok": cost.output_per_mtok,
-        "cache_read_uusd_per_mtok": cost.cache_read_per_mtok,
-        "per_request_uusd": cost.per_request,
-        "per_unit_uusd": cost.per_unit,
+        **_rate_columns(price, cost),
         "tier": tier.value,
         "tier_markup": tier_markup,
         "demand_markup": demand_markup,
@@ -139,6 +109,60 @@ def set_price(
         after=_audited(conn, model_id, version),
     )
     return _info({**values, "id": new_id})
+
+
+def _priced(
+    cost: Rates,
+    explicit_ucr: Rates | None,
+    tier_markup: Decimal,
+    demand_markup: Decimal,
+    markups: Markups,
+) -> tuple[Rates, str]:
+    """The µcr rates and their source: ``explicit_ucr`` as given (``explicit``), else the
+    provider ``cost`` (µUSD) × markups × credits per USD (``cost``)."""
+    if explicit_ucr is not None:
+        return explicit_ucr, "explicit"
+    return (
+        price_from_cost(
+            cost,
+            tier_markup=tier_markup,
+            demand_markup=demand_markup,
+            credits_per_usd=markups.credits_per_usd,
+        ),
+        "cost",
+    )
+
+
+def _next_version(session: Session, conn: Connection, model_id: int) -> int:
+    """The model's next price version number, under the model's sequence lock (concurrent
+    edits each get the next number)."""
+    lock_sequence(session, "price_versions", model_id)  # concurrent edits: next number each
+    return (
+        int(
+            conn.execute(
+                select(func.coalesce(func.max(versions.c.version), 0)).where(
+                    versions.c.model_id == model_id
+                )
+            ).scalar_one()
+        )
+        + 1
+    )
+
+
+def _rate_columns(price: Rates, cost: Rates) -> dict[str, Decimal | None]:
+    """A price version's rate columns: ``price`` in µcr, the provider ``cost`` in µUSD."""
+    return {
+        "input_ucr_per_mtok": price.input_per_mtok,
+        "output_ucr_per_mtok": price.output_per_mtok,
+        "cache_read_ucr_per_mtok": price.cache_read_per_mtok,
+        "per_request_ucr": price.per_request,
+        "per_unit_ucr": price.per_unit,
+        "input_uusd_per_mtok": cost.input_per_mtok,
+        "output_uusd_per_mtok": cost.output_per_mtok,
+        "cache_read_uusd_per_mtok": cost.cache_read_per_mtok,
+        "per_request_uusd": cost.per_request,
+        "per_unit_uusd": cost.per_unit,
+    }
 
 
 _AUDITED = (
