@@ -125,3 +125,64 @@ def test_a_tampered_backup_is_named_and_a_bad_file_refused(db: Db, tmp_path: Pat
     code, out = _cli("restore", str(junk), "--db", db.url, "--yes")
     assert code == 2 and "not a modelbank backup" in out, out
     assert _cli("verify", "--chain", "--db", db.url)[0] == 0
+
+
+def test_restore_of_a_partitioned_database_keeps_keys_and_months(db: Db, tmp_path: Path) -> None:
+    """PostgreSQL: a backup holding rows in a month partition and in the default one (a
+    charge dated past every month made), restored in place after the jobs made more months:
+    verify passes, the side tables' keys hold (a key replays, a hold cannot be resolved
+    twice) and new rows go on."""
+    if db.backend != "postgres":
+        pytest.skip("monthly partitioning is PostgreSQL's")
+    from datetime import UTC, datetime, timedelta
+
+    from modelbank.db import partitions
+    from modelbank.ledger.errors import HoldNotPending
+    from modelbank.wallets import holds
+
+    _some_business(db)
+    now = datetime.now(UTC)
+    with db.tx() as session:
+        alice = session.execute(text("SELECT min(id) FROM users")).scalar_one()
+        hold = holds.place(session, alice, 1_000_000, timeout_s=60, idempotency_key="bk-hold")
+    with db.tx() as session:
+        holds.void(session, hold.id)
+    with db.tx() as session:
+        far = metering.charge(
+            session,
+            metering.UsageEvent("far", alice, "gpt-4o", input_tokens=10),
+            now=now + timedelta(days=200),
+        )
+    chain.seal_all(db.factory)
+    before = _state(db.url)
+    path = tmp_path / "backup.bin"
+    code, out = _cli("backup", str(path), "--db", db.url)
+    assert code == 0, out
+    with db.tx() as session:  # months made after the backup; the far row moves out
+        made = partitions.ensure_ahead(session.connection(), now + timedelta(days=150))
+    assert made
+    db.engine.dispose()
+    code, out = _cli("restore", str(path), "--db", db.url, "--yes")
+    assert code == 0, out
+    assert _state(db.url) == before
+    with db.tx() as session:
+        where = session.execute(
+            text("SELECT tableoid::regclass::text FROM usage_events WHERE id = :i"),
+            {"i": far.usage_id},
+        ).scalar_one()
+        assert where == "usage_events_default"
+        again = metering.charge(
+            session,
+            metering.UsageEvent("far", alice, "gpt-4o", input_tokens=10),
+            now=now + timedelta(days=200),
+        )
+        assert again.status == "replayed" and again.usage_id == far.usage_id
+        new = metering.charge(session, metering.UsageEvent("new", alice, "gpt-4o", input_tokens=10))
+        assert new.status == "charged" and new.usage_id > far.usage_id
+    with pytest.raises(HoldNotPending), db.tx() as session:
+        holds.void(session, hold.id)
+    with db.tx() as session:
+        assert session.execute(text("SELECT count(*) FROM usage_keys")).scalar_one() == 5
+        assert partitions.dangling_references(session.connection()) == []
+    chain.seal_all(db.factory)
+    assert _cli("verify", "--chain", "--db", db.url)[0] == 0
