@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import random
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
@@ -27,6 +27,33 @@ from tests.conftest import Db
 def _postgres(db: Db) -> None:
     if db.backend != "postgres":
         pytest.skip("monthly partitioning is PostgreSQL's")
+
+
+def _partitions(db: Db) -> set[str]:
+    with db.tx() as s:
+        return set(
+            s.execute(
+                text(
+                    "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+                    " WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind = 'r'"
+                )
+            ).scalars()
+        )
+
+
+@pytest.fixture
+def months_undone(db: Db) -> Iterator[None]:
+    """Drops the month partitions a test made (the schema outlives the test: later tests
+    expect only the months the migration and their own jobs made)."""
+    if db.backend != "postgres":
+        yield
+        return
+    before = _partitions(db)
+    yield
+    made = _partitions(db) - before
+    if made:
+        with db.tx() as s:
+            s.execute(text(f"DROP TABLE {', '.join(sorted(made))}"))
 
 
 def _together(n: int, work: Callable[[int], object]) -> list[object]:
@@ -168,7 +195,7 @@ def test_month_end_charge_lands_in_its_month(db: Db) -> None:
     assert where == partitions.partition_name("usage_events", partitions.month_start(now))
 
 
-def test_jobs_making_months_while_charges_go_on(db: Db) -> None:
+def test_jobs_making_months_while_charges_go_on(db: Db, months_undone: None) -> None:
     _postgres(db)
     with db.tx() as s:
         payers = [factories.user(s, f"c{i}", credits_ucr=500_000_000) for i in range(3)]
@@ -211,3 +238,23 @@ def test_jobs_making_months_while_charges_go_on(db: Db) -> None:
     assert [m for m in made if isinstance(m, Exception)] == []
     errors = [o for o in outcomes if isinstance(o, Exception)]
     assert errors == [], errors[:3]
+
+
+def test_two_job_runners_making_the_same_months_both_succeed(db: Db, months_undone: None) -> None:
+    """``modelbank jobs run`` is safe to run concurrently (its CLI says so): two runners
+    reaching a month not made yet at the same moment must not fail on the second CREATE."""
+    _postgres(db)
+    later = partitions.month_start(datetime.now(UTC), 6)
+
+    def work(i: int) -> object:
+        with db.tx() as s:
+            return partitions.ensure_ahead(s.connection(), later)
+
+    for _ in range(3):
+        results = _together(2, work)
+        assert [r for r in results if isinstance(r, Exception)] == [], results
+        made = [name for r in results for name in r]  # type: ignore[union-attr]
+        assert len(made) == len(set(made))
+        with db.tx() as s:
+            assert partitions.months_ahead(s.connection(), later) == partitions.MONTHS_AHEAD
+        later = partitions.month_start(later, 3)

@@ -66,6 +66,10 @@ migration 0016; on PostgreSQL :func:`dangling_references` checks them."""
 MONTHS_AHEAD = 2
 """Months of partitions kept beyond the current one."""
 
+LOCK_KEY = 0x6D62_7061_0001  # "mbpa" 1
+"""The transaction-scoped advisory lock :func:`ensure_ahead` takes: two job runners making
+the same month wait for each other instead of the second failing on its CREATE TABLE."""
+
 MOVING_SETTING = "modelbank.partition_move"
 """Set (transaction-local) while rows move from a default partition to a new month, so
 that the usage rows' delete trigger leaves their keys claimed."""
@@ -164,9 +168,11 @@ def create_month(conn: Connection, table: str, month: datetime) -> bool:
 def ensure_ahead(conn: Connection, now: datetime | None = None) -> list[str]:
     """Make the missing monthly partitions of every partitioned table from ``now``'s month
     through :data:`MONTHS_AHEAD` months ahead, in the caller's transaction; returns the
-    names made. A no-op on SQLite or before migration 0016."""
+    names made. A no-op on SQLite or before migration 0016. Concurrent callers are
+    serialised (:data:`LOCK_KEY`): the second finds the months the first made."""
     if conn.dialect.name != "postgresql":
         return []
+    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK_KEY})
     now = now or datetime.now(UTC)
     made: list[str] = []
     for table in PARTITIONED_TABLES:
