@@ -258,3 +258,68 @@ def test_two_job_runners_making_the_same_months_both_succeed(db: Db, months_undo
         with db.tx() as s:
             assert partitions.months_ahead(s.connection(), later) == partitions.MONTHS_AHEAD
         later = partitions.month_start(later, 3)
+
+
+def test_two_group_committers_sharing_keys_charge_each_once(db: Db) -> None:
+    """Two group committers (two API processes) get the same keys for different users at
+    once: each key is charged once, the losers get a typed error, never a database one."""
+    from modelbank.metering.group import GroupCommitter
+
+    _postgres(db)
+    with db.tx() as s:
+        payers = [factories.user(s, f"g{i}", credits_ucr=500_000_000) for i in range(2)]
+        factories.model(s, "gpt-4o")
+    keys = [f"gk-{k}" for k in range(60)]
+    with (
+        GroupCommitter(db.factory, max_wait_s=0.005, max_batch=16) as first,
+        GroupCommitter(db.factory, max_wait_s=0.005, max_batch=16) as second,
+    ):
+        futures = []
+        for k in keys:
+            for i, committer in enumerate((first, second)):
+                event = UsageEvent(k, payers[i], "gpt-4o", input_tokens=100)
+                futures.append(committer.submit_future(event))
+        outcomes: list[object] = []
+        for future in futures:
+            try:
+                outcomes.append(future.result(timeout=60))
+            except Exception as exc:
+                outcomes.append(exc)
+    charged = [o for o in outcomes if getattr(o, "status", None) == "charged"]
+    others = [o for o in outcomes if o not in charged]
+    assert len(charged) == 60
+    assert all(isinstance(o, DomainError) for o in others), {type(o) for o in others}
+    assert _count(db, "SELECT count(*) FROM usage_events") == 60
+    assert _count(db, "SELECT count(*) FROM usage_keys") == 60
+
+
+def test_a_hold_placed_at_month_end_is_captured_next_month_once(db: Db) -> None:
+    _postgres(db)
+    with db.tx() as s:
+        payer = factories.user(s, "payer", credits_ucr=50_000_000)
+        factories.model(s, "gpt-4o")
+    now = datetime.now(UTC)
+    start = partitions.month_start(now, 1).replace(tzinfo=UTC)
+    end = start - timedelta(microseconds=1)
+    with db.tx() as s:
+        hold = holds.place(
+            s, payer, 1_000_000, timeout_s=60, idempotency_key="eom-h", model="gpt-4o", now=end
+        )
+    with db.tx() as s:
+        info, result = capture(s, hold.id, 300_000, now=start)
+    assert result.status == "charged" and info.status == "posted"
+    with pytest.raises(DomainError), db.tx() as s:
+        holds.void(s, hold.id, now=start)
+    with db.tx() as s:
+        rows = s.execute(
+            text(
+                "SELECT tableoid::regclass::text, created_at FROM transfers"
+                " WHERE id = :h OR pending_id = :h ORDER BY id"
+            ),
+            {"h": hold.id},
+        ).all()
+    assert [r[0] for r in rows] == [
+        partitions.partition_name("transfers", partitions.month_start(now)),
+        partitions.partition_name("transfers", partitions.month_start(now, 1)),
+    ]
+    assert _balance(db, payer) == 50_000_000 - 300_000
