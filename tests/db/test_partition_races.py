@@ -323,3 +323,46 @@ def test_a_hold_placed_at_month_end_is_captured_next_month_once(db: Db) -> None:
         partitions.partition_name("transfers", partitions.month_start(now, 1)),
     ]
     assert _balance(db, payer) == 50_000_000 - 300_000
+
+
+def test_jobs_making_months_while_users_sign_up(db: Db, months_undone: None) -> None:
+    """A month's partitions take SHARE ROW EXCLUSIVE on the tables their foreign keys name
+    (accounts, then users, models, resources): a sign-up (users, then accounts) at the same
+    moment must not deadlock with them."""
+    _postgres(db)
+    now = datetime.now(UTC)
+    stop = threading.Event()
+
+    def signer(i: int) -> list[object]:
+        out: list[object] = []
+        n = 0
+        while not stop.is_set() and n < 300:
+            n += 1
+            try:
+                with db.tx() as s:
+                    out.append(factories.user(s, f"s{i}-{n}", credits_ucr=1_000))
+            except Exception as exc:
+                out.append(exc)
+        return out
+
+    def maker() -> list[object]:
+        out: list[object] = []
+        try:
+            for add in range(3, 30):
+                with db.tx() as s:
+                    out.append(
+                        partitions.ensure_ahead(s.connection(), partitions.month_start(now, add))
+                    )
+        except Exception as exc:
+            out.append(exc)
+        finally:
+            stop.set()
+        return out
+
+    with ThreadPoolExecutor(4) as pool:
+        signers = [pool.submit(signer, i) for i in range(3)]
+        made = pool.submit(maker).result(timeout=300)
+        outcomes = [o for f in signers for o in f.result(timeout=300)]
+    assert [m for m in made if isinstance(m, Exception)] == []
+    errors = [o for o in outcomes if isinstance(o, Exception)]
+    assert errors == [], errors[:3]
