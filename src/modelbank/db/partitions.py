@@ -123,8 +123,9 @@ def _exists(conn: Connection, name: str) -> bool:
 def create_month(conn: Connection, table: str, month: datetime) -> bool:
     """Make ``table``'s partition for ``month`` (a month start) unless it exists; returns
     whether it was made. Rows of that month already in the default partition move into it
-    first (in the caller's transaction). Raises ``ValueError`` if ``table`` is not one of
-    :data:`PARTITIONED_TABLES`."""
+    first (in the caller's transaction, the default partition locked from the move to the
+    ATTACH: a row being written there meanwhile is waited for and moved too). Raises
+    ``ValueError`` if ``table`` is not one of :data:`PARTITIONED_TABLES`."""
     if table not in PARTITIONED_TABLES:
         raise ValueError(f"{table} is not partitioned by month")
     name = partition_name(table, month)
@@ -137,6 +138,10 @@ def create_month(conn: Connection, table: str, month: datetime) -> bool:
     )
     default = f"{table}_default"
     if _exists(conn, default):
+        # ATTACH takes this lock on the default partition anyway; taking it before the move
+        # waits for writers of the default partition to commit, so that no row of the new
+        # month can enter it between the move and the ATTACH's check.
+        conn.execute(text(f"LOCK TABLE {default} IN ACCESS EXCLUSIVE MODE"))
         conn.execute(text("SELECT set_config(:k, 'on', true)"), {"k": MOVING_SETTING})
         conn.execute(
             text(
