@@ -412,3 +412,56 @@ def test_a_row_entering_the_default_partition_while_its_month_is_made(
             {"i": pending.usage_id},
         ).scalar_one()
     assert where == partitions.partition_name("usage_events", partitions.month_start(late))
+
+
+def test_down_and_up_with_rows_in_the_default_and_in_months_the_jobs_made(
+    db: Db, months_undone: None
+) -> None:
+    """Downgrade 0016 and upgrade again with a row the jobs moved into a month they made, a
+    row in the default partition and a resolved hold: same rows, keys still taken, the hold
+    still resolved once, no reference dangling."""
+    from alembic import command
+
+    from modelbank.db.migrate import alembic_config, upgrade
+
+    _postgres(db)
+    with db.tx() as s:
+        payer = factories.user(s, "payer", credits_ucr=50_000_000)
+        factories.model(s, "gpt-4o")
+    now = datetime.now(UTC)
+    moved_at = partitions.month_start(now, 5).replace(tzinfo=UTC) + timedelta(days=1)
+    default_at = partitions.month_start(now, 12).replace(tzinfo=UTC) + timedelta(days=1)
+    with db.tx() as s:
+        charge(s, UsageEvent("now", payer, "gpt-4o", input_tokens=10))
+        charge(s, UsageEvent("moved", payer, "gpt-4o", input_tokens=10), now=moved_at)
+        charge(s, UsageEvent("default", payer, "gpt-4o", input_tokens=10), now=default_at)
+        hold = holds.place(s, payer, 1_000, timeout_s=60, idempotency_key="du-h")
+    with db.tx() as s:
+        holds.void(s, hold.id)
+    with db.tx() as s:
+        partitions.ensure_ahead(s.connection(), moved_at)
+
+    def counts() -> tuple[int, ...]:
+        with db.tx() as s:
+            return tuple(
+                int(s.execute(text(f"SELECT count(*) FROM {t}")).scalar_one())
+                for t in ("usage_events", "transfers", "route_logs")
+            )
+
+    before = counts()
+    config = alembic_config()
+    with db.engine.connect() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0015")
+        connection.commit()
+    assert counts() == before
+    upgrade(db.engine)
+    assert counts() == before
+    with db.tx() as s:
+        assert _count(db, "SELECT count(*) FROM usage_keys") == 3
+        for key, at in (("now", None), ("moved", moved_at), ("default", default_at)):
+            again = charge(s, UsageEvent(key, payer, "gpt-4o", input_tokens=10), now=at)
+            assert again.status == "replayed", key
+        assert partitions.dangling_references(s.connection()) == []
+    with pytest.raises(DomainError), db.tx() as s:
+        holds.void(s, hold.id)
