@@ -188,3 +188,28 @@ def test_scrub_finds_secrets_in_any_shape() -> None:
     for text in ("sk-proj-abcdefghijklmnop", "sk_live_abcdefghijklmnop", "whsec_abcdefghij"):
         assert scrub(f"({text})") == f"({REDACTED})"
     assert scrub("user 42 charged 1000 ucr") == "user 42 charged 1000 ucr"
+
+
+def test_a_response_with_its_own_request_id_keeps_one_header() -> None:
+    """The gateway answers with its call's id (the key of its route log and usage event):
+    the observer adds no second X-Request-Id (httpx would join the two with ", ")."""
+    from fastapi import FastAPI, Response
+    from fastapi.testclient import TestClient
+
+    from modelbank.api.observe import RequestObserver
+
+    inner = FastAPI()
+
+    @inner.get("/own")
+    def own() -> Response:
+        return Response("x", headers={"X-Request-Id": "call-1"})
+
+    @inner.get("/plain")
+    def plain() -> Response:
+        return Response("x")
+
+    with TestClient(RequestObserver(inner, log_requests=False)) as client:
+        r = client.get("/own", headers={"X-Request-Id": "caller-7"})
+        assert r.headers.get_list("x-request-id") == ["call-1"]
+        r = client.get("/plain", headers={"X-Request-Id": "caller-7"})
+        assert r.headers.get_list("x-request-id") == ["caller-7"]

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from modelbank.auth import limits
 from modelbank.auth import service as auth
@@ -470,3 +470,22 @@ def test_a_refund_of_a_charge_without_a_limited_key_touches_no_key(db: Db) -> No
     with db.tx() as s:
         refund_usage(s, free.usage_id, now=MONDAY)
     assert _usage(db, user, MONDAY).spent_ucr == CHARGE
+
+
+def test_a_refund_of_a_direct_charge_gives_its_keys_allowance_back(db: Db) -> None:
+    """A charge made with the key itself (``POST /usage``, no hold) records its key on the
+    usage row (migration 0017): its refund gives the allowance back too."""
+    from modelbank.metering.refunds import refund_usage
+
+    user, key_id = _setup(db, limit_ucr=2 * CHARGE, period="day")
+    with db.tx() as s:
+        direct = metering.charge(s, _event("direct", user, key_id), now=MONDAY)
+        stored = s.execute(
+            text("SELECT limited_key_id FROM usage_events WHERE id = :i"), {"i": direct.usage_id}
+        ).scalar_one()
+    assert stored == key_id
+    assert _usage(db, user, MONDAY).spent_ucr == direct.charge_ucr
+    with db.tx() as s:
+        refund_usage(s, direct.usage_id, now=MONDAY + timedelta(hours=1))
+    assert _usage(db, user, MONDAY).spent_ucr == 0
+    assert _balance(db, user) == 100 * CREDIT

@@ -73,7 +73,12 @@ class RequestObserver:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", ()), (b"x-request-id", raw_id)]
+                headers = list(message.get("headers", ()))
+                # A response that names its own request (the gateway's call id, which keys
+                # its route log and usage event) keeps it: one X-Request-Id header, never two.
+                if not any(name.lower() == b"x-request-id" for name, _ in headers):
+                    headers.append((b"x-request-id", raw_id))
+                message["headers"] = headers
             await send(message)
 
         failed = True

@@ -49,6 +49,9 @@ class UsageEventRow(Base):
     resource_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     """The pool resource that served the call (gateway usage; ``resources.id``, no foreign
     key: metering sits below the pool)."""
+    limited_key_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    """The API key with a spend limit this charge counted on (``api_keys.id``; NULL without
+    one; no foreign key, migration 0017): a refund gives the key's allowance back."""
     usage_estimated: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     """True when the counts were estimated (a client left mid-stream before the upstream
     reported usage; DESIGN §9)."""

@@ -52,6 +52,7 @@ _INSERT_USAGE = BulkInsert(
         "occurred_at",
         "created_at",
         "metadata",
+        "limited_key_id",
     ),
     skip_conflicts_on="idempotency_key",
 )
@@ -173,6 +174,7 @@ def _insert_usage(
                 line.occurred_db,
                 ctx.now_db,
                 db_json(clean_metadata(event.metadata)) if event.metadata else None,
+                event.limited_key_id,  # counted on it by decide (posted lines only)
             )
         )
     conn = fast_connection(session)

@@ -32,6 +32,8 @@ class UsageRecord:
     earnings_note: str | None = None
     """Why nothing (or less) was earned: no_creator, self_usage, zero, monetisation_off,
     prepaid (served from a marketplace allocation), …"""
+    limited_key_id: int | None = None
+    """The API key with a spend limit the charge counted on (None without one)."""
 
 
 def get_usage(session: Session, usage_id: int) -> UsageRecord:
@@ -54,4 +56,5 @@ def get_usage(session: Session, usage_id: int) -> UsageRecord:
         occurred_at=row.occurred_at,
         created_at=row.created_at,
         earnings_note=row.earnings_note,
+        limited_key_id=None if row.limited_key_id is None else int(row.limited_key_id),
     )

@@ -12,11 +12,10 @@ A refund of ``amount`` µcr of a charge of ``charge`` µcr, in one transaction:
    earnings settle (:func:`modelbank.wallets.refunds.settle_debts`) and that payouts cannot
    withdraw past.
 3. The daily rollups take the refund back (:func:`modelbank.metering.rollups.record_refund`).
-4. When the charge counted on a limited API key (it captured a hold placed with that key),
-   the refunded µcr leave the key's spent counter, if the refund falls in the charge's limit
-   period (:func:`modelbank.auth.limits.refund_charge`). A charge made directly with a
-   limited key (``POST /usage``) records no key on the usage row: its refund leaves the
-   counter as it is.
+4. When the charge counted on a limited API key (the usage row's ``limited_key_id``,
+   migration 0017; for older rows, the key of the hold it captured), the refunded µcr leave
+   the key's spent counter, if the refund falls in the charge's limit period
+   (:func:`modelbank.auth.limits.refund_charge`).
 
 Debts, their settlement and the total refunded stay with the wallets
 (:mod:`modelbank.wallets.refunds`).
@@ -178,7 +177,7 @@ def refund_usage(
     ledger.post_transfers(session, specs, now=now, locked=locked)
     burned = grants.burns_for(session, "usage", [usage_id]).get(usage_id, [])
     grants.restore(session, burned, amount, ref_type="usage_refund", ref_id=usage_id, now=now)
-    key_id = holds.limited_key_of_usage(session, usage_id)
+    key_id = usage.limited_key_id or holds.limited_key_of_usage(session, usage_id)
     if key_id is not None:
         key_limits.refund_charge(session.connection(), key_id, amount, usage.created_at, now)
     owed_total = sum(a for _, a in owed)

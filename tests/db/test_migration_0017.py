@@ -1,0 +1,26 @@
+"""Migration 0017 (``usage_events.limited_key_id``): the column is the one the model
+declares, and it goes down and up again with the rows kept. SQLite and PostgreSQL (on the
+partitioned parent there)."""
+
+from __future__ import annotations
+
+from alembic import command
+from sqlalchemy import Engine, inspect
+
+from modelbank.db.migrate import alembic_config, upgrade
+from tests.db.compare import schema_diffs
+from tests.db.test_migration_0008 import engine as engine
+
+
+def test_the_column_matches_the_model_and_goes_down_and_up(engine: Engine) -> None:
+    upgrade(engine)
+    with engine.connect() as conn:
+        assert [d for d in schema_diffs(conn) if "limited_key_id" in repr(d)] == []
+    config = alembic_config()
+    with engine.connect() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0016")
+        connection.commit()
+    assert "limited_key_id" not in {c["name"] for c in inspect(engine).get_columns("usage_events")}
+    upgrade(engine)
+    assert "limited_key_id" in {c["name"] for c in inspect(engine).get_columns("usage_events")}
