@@ -470,3 +470,48 @@ def test_an_allocation_whose_breaker_is_open_in_redis_goes_the_normal_way(
     _allocation_untouched(gw, ids, 1)
     (log,) = _rows(gw, route_logs_table)
     assert (log["outcome"], log["resource_id"]) == ("served", pool["id"])
+
+
+def test_an_allocation_call_whose_model_goes_mid_stream_still_settles_on_the_allocation(
+    bought: tuple[Gw, dict[str, int], str],
+    upstream: tuple[str, FakeUpstream],
+) -> None:
+    """The model is deactivated while a call served from an allocation streams: the call
+    was served, so it settles on the allocation (cost booked, use settled, a route log
+    row) without a usage event, as settlement's docstring says ("None when the pipeline
+    refused it"), instead of the whole settlement failing."""
+    from modelbank.catalog.manage import deactivate_model
+
+    gw, ids, buyer_key = bought
+    url, _ = upstream
+    httpx.post(f"{url}/_fake/config", json={"tokens_per_s": 20}).raise_for_status()
+    client = gw.client(buyer_key)
+    raw = client.chat.completions.with_raw_response.create(
+        model="chat-a",
+        messages=[{"role": "user", "content": "Stream a story"}],
+        max_tokens=10,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    rid = _request_id(raw.headers)
+    chunks = iter(raw.parse())
+    next(chunks)
+    with gw.db.tx() as s:
+        model_id = s.execute(select(usage_events_table.c.model_id).limit(1)).scalar()
+        assert model_id is None  # nothing recorded yet
+        from modelbank.catalog.models import models_table
+
+        model_id = s.execute(
+            select(models_table.c.id).where(models_table.c.slug == "chat-a")
+        ).scalar_one()
+        deactivate_model(s, model_id)
+    rest = list(chunks)
+    assert any(c.usage is not None for c in rest)
+    logs = [log for log in _rows(gw, route_logs_table) if log["request_id"] == rid]
+    assert len(logs) == 1, logs
+    assert logs[0]["usage_id"] is None and logs[0]["cost_uusd"] > 0
+    with gw.db.tx() as s:
+        alloc = market.get_allocation(s, ids["allocation"])
+        statuses = s.execute(select(uses_table.c.status)).scalars().all()
+    assert alloc.held_uusd == 0 and alloc.consumed_uusd == logs[0]["cost_uusd"]
+    assert "pending" not in statuses

@@ -66,6 +66,10 @@ migration 0016; on PostgreSQL :func:`dangling_references` checks them."""
 MONTHS_AHEAD = 2
 """Months of partitions kept beyond the current one."""
 
+LOCK_KEY = 0x6D62_7061_0001  # "mbpa" 1
+"""The transaction-scoped advisory lock :func:`ensure_ahead` takes: two job runners making
+the same month wait for each other instead of the second failing on its CREATE TABLE."""
+
 MOVING_SETTING = "modelbank.partition_move"
 """Set (transaction-local) while rows move from a default partition to a new month, so
 that the usage rows' delete trigger leaves their keys claimed."""
@@ -119,8 +123,9 @@ def _exists(conn: Connection, name: str) -> bool:
 def create_month(conn: Connection, table: str, month: datetime) -> bool:
     """Make ``table``'s partition for ``month`` (a month start) unless it exists; returns
     whether it was made. Rows of that month already in the default partition move into it
-    first (in the caller's transaction). Raises ``ValueError`` if ``table`` is not one of
-    :data:`PARTITIONED_TABLES`."""
+    first (in the caller's transaction, the default partition locked from the move to the
+    ATTACH: a row being written there meanwhile is waited for and moved too). Raises
+    ``ValueError`` if ``table`` is not one of :data:`PARTITIONED_TABLES`."""
     if table not in PARTITIONED_TABLES:
         raise ValueError(f"{table} is not partitioned by month")
     name = partition_name(table, month)
@@ -133,6 +138,10 @@ def create_month(conn: Connection, table: str, month: datetime) -> bool:
     )
     default = f"{table}_default"
     if _exists(conn, default):
+        # ATTACH takes this lock on the default partition anyway; taking it before the move
+        # waits for writers of the default partition to commit, so that no row of the new
+        # month can enter it between the move and the ATTACH's check.
+        conn.execute(text(f"LOCK TABLE {default} IN ACCESS EXCLUSIVE MODE"))
         conn.execute(text("SELECT set_config(:k, 'on', true)"), {"k": MOVING_SETTING})
         conn.execute(
             text(
@@ -164,9 +173,11 @@ def create_month(conn: Connection, table: str, month: datetime) -> bool:
 def ensure_ahead(conn: Connection, now: datetime | None = None) -> list[str]:
     """Make the missing monthly partitions of every partitioned table from ``now``'s month
     through :data:`MONTHS_AHEAD` months ahead, in the caller's transaction; returns the
-    names made. A no-op on SQLite or before migration 0016."""
+    names made. A no-op on SQLite or before migration 0016. Concurrent callers are
+    serialised (:data:`LOCK_KEY`): the second finds the months the first made."""
     if conn.dialect.name != "postgresql":
         return []
+    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK_KEY})
     now = now or datetime.now(UTC)
     made: list[str] = []
     for table in PARTITIONED_TABLES:

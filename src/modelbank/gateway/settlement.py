@@ -83,7 +83,11 @@ def _settle_allocated(
         served = route is not None and used is not None and not nothing(used)
         result = None
         if served and used is not None and allocations.lock_use(session, call.request_id):
-            result = _record_prepaid(session, call, route, used, now)
+            try:
+                with session.begin_nested():
+                    result = _record_prepaid(session, call, route, used, now)
+            except DomainError:  # the model or its price gone since admission
+                result = None
         cost = allocated.settle(
             session, call.request_id, call.card, used if served else None, now=now
         )

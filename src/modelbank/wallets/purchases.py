@@ -601,8 +601,11 @@ def _refund_to_provider_total(
 
 def _payment_mismatch(purchase: PurchaseInfo, event: PaymentEvent) -> dict[str, Any] | None:
     """What a completion paid against what the purchase expects (cents, currency), when
-    they differ (an amount or currency the event does not state differs too); None when
-    they match."""
+    they differ (for a payment provider, an amount or currency the event does not state
+    differs too); None when they match. The manual provider's completion is an admin's
+    confirmation that the package was paid: it states no amount and is not compared."""
+    if event.provider == "manual" and event.amount_cents is None and event.currency is None:
+        return None
     expected_cents = purchase.price_uusd // packages.UUSD_PER_CENT
     expected_currency = purchase.currency.lower()
     if event.amount_cents == expected_cents and event.currency == expected_currency:
