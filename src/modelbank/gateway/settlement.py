@@ -110,26 +110,31 @@ def _record_prepaid(
     when the pipeline refused it (the model or its price gone since admission): the call
     stays settled on the allocation, its route log row then names no usage."""
     result = metering.charge(
-        session,
-        metering.UsageEvent(
-            idempotency_key=f"gw:{call.request_id}",
-            user_id=call.user_id,
-            model=call.model.id,
-            usage_type=ENDPOINTS[call.endpoint][1],
-            input_tokens=used.input_tokens,
-            output_tokens=used.output_tokens,
-            cached_input_tokens=used.cached_input_tokens,
-            units=used.units,
-            metadata={"request_id": call.request_id, "gateway": call.endpoint},
-            prepaid=True,
-        ),
-        now=now,
+        session, _usage_event(call, used, f"gw:{call.request_id}", prepaid=True), now=now
     )
     if result.usage_id is None:
         return None
     if result.status == "charged":
         _link_usage(session, result.usage_id, route, used)
     return result
+
+
+def _usage_event(call: Call, used: Usage, idempotency_key: str, **how: Any) -> metering.UsageEvent:
+    """The usage event of ``call`` for what the upstream reported (``used``): model, usage
+    type, token and unit counts, the request id in its metadata; ``how`` says how it is
+    paid (a captured hold, or ``prepaid`` from an allocation)."""
+    return metering.UsageEvent(
+        idempotency_key=idempotency_key,
+        user_id=call.user_id,
+        model=call.model.id,
+        usage_type=ENDPOINTS[call.endpoint][1],
+        input_tokens=used.input_tokens,
+        output_tokens=used.output_tokens,
+        cached_input_tokens=used.cached_input_tokens,
+        units=used.units,
+        metadata={"request_id": call.request_id, "gateway": call.endpoint},
+        **how,
+    )
 
 
 def _release(session: Session, call: Call, now: datetime) -> None:
@@ -164,16 +169,10 @@ def _capture(
     priced = call.card.charge_ucr(fresh, used.cached_input_tokens, used.output_tokens, used.units)
     result = metering.charge(
         session,
-        metering.UsageEvent(
-            idempotency_key=f"hold:{call.hold_id}",
-            user_id=call.user_id,
-            model=call.model.id,
-            usage_type=ENDPOINTS[call.endpoint][1],
-            input_tokens=used.input_tokens,
-            output_tokens=used.output_tokens,
-            cached_input_tokens=used.cached_input_tokens,
-            units=used.units,
-            metadata={"request_id": call.request_id, "gateway": call.endpoint},
+        _usage_event(
+            call,
+            used,
+            f"hold:{call.hold_id}",
             # Above the hold only if the upstream broke the limits it was sent: the
             # user pays at most what was held.
             charge_ucr=None if priced <= call.bound.hold_ucr else call.bound.hold_ucr,
