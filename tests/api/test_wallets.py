@@ -665,13 +665,6 @@ def test_stripe_completion_paying_another_amount_or_currency_grants_nothing(
     assert wallet(api, user_id)["balance_ucr"] == 200 * CR
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review: a charge.refunded that overtakes its completion completes the purchase"
-    " (full grant) without comparing the charge's amount/currency with the price, so an"
-    " underpaid payment refunded first keeps most of the package; the late mismatched"
-    " completion is then 'already_completed'",
-)
 def test_stripe_underpaid_payment_refunded_before_its_completion_grants_nothing(
     stripe_api: tuple[Api, FakeStripeHTTP],
 ) -> None:

@@ -342,6 +342,8 @@ def test_refund_carries_the_cumulative_amount_and_payment_intent(
         payment_reference="pi_9",
         amount_cents=500,
         created=1_800,
+        charged_cents=1799,
+        currency="usd",
     )
 
 

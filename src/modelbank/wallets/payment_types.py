@@ -113,6 +113,10 @@ class PaymentEvent:
     payment_method_id: str | None = None
     reason: str | None = None
     currency: str | None = None
+    charged_cents: int | None = None
+    """REFUNDED from Stripe: what the refunded charge collected (the charge's ``amount``,
+    in ``currency``), compared with the purchase's price when the refund overtakes the
+    completion (so an underpaid payment refunded first still grants nothing)."""
 
 
 class PaymentProvider(Protocol):

@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -561,29 +561,36 @@ def _refuse_mismatch(
     session: Session, purchase: PurchaseInfo, event: PaymentEvent, now: datetime
 ) -> bool:
     """True when the event is refused for an amount mismatch: a completion of an open purchase
-    that paid another amount or currency (flagged here, see the module doc), or the refund of
-    such a payment."""
-    if event.kind is PaymentEventKind.COMPLETED and purchase.status in (PENDING, EXPIRED, FAILED):
-        mismatch = _payment_mismatch(purchase, event)
-        if mismatch is not None:
-            session.connection().execute(
-                update(payment_events)
-                .where(
-                    payment_events.c.provider == event.provider,
-                    payment_events.c.event_id == event.event_id,
-                )
-                .values(kind=AMOUNT_MISMATCH)
-            )
-            _flag_mismatch(session, purchase, event, mismatch, now)
+    that paid another amount or currency, or a refund of such a payment that overtook its
+    completion (both flagged here, see the module doc), or any later refund of it."""
+    if purchase.status not in (PENDING, EXPIRED, FAILED):
+        return False
+    if event.kind is PaymentEventKind.COMPLETED:
+        paid = event
+    elif event.kind is PaymentEventKind.REFUNDED:
+        # The mismatched payment is being refunded: it granted nothing, so nothing to take
+        # back (completing it first, as for a refund that overtook its completion, would
+        # grant the package's credits for whatever was paid).
+        if _had_mismatch(session, purchase.id):
             return True
-    # The mismatched payment is being refunded: it granted nothing, so nothing to take
-    # back (completing it first, as for a refund that overtook its completion, would
-    # grant the package's credits for whatever was paid).
-    return (
-        event.kind is PaymentEventKind.REFUNDED
-        and purchase.status in (PENDING, EXPIRED, FAILED)
-        and _had_mismatch(session, purchase.id)
+        if event.charged_cents is None:  # the manual provider's refund states no charge
+            return False
+        paid = replace(event, amount_cents=event.charged_cents)
+    else:
+        return False
+    mismatch = _payment_mismatch(purchase, paid)
+    if mismatch is None:
+        return False
+    session.connection().execute(
+        update(payment_events)
+        .where(
+            payment_events.c.provider == event.provider,
+            payment_events.c.event_id == event.event_id,
+        )
+        .values(kind=AMOUNT_MISMATCH)
     )
+    _flag_mismatch(session, purchase, event, mismatch, now)
+    return True
 
 
 def _refund_to_provider_total(

@@ -37,7 +37,8 @@ def parse_webhook(
     (an async payment is pending; its outcome follows as another event);
     ``checkout.session.async_payment_succeeded`` → COMPLETED;
     ``checkout.session.expired`` and ``checkout.session.async_payment_failed`` → EXPIRED;
-    ``charge.refunded`` → REFUNDED (``amount_refunded``, cumulative; ``payment_intent``;
+    ``charge.refunded`` → REFUNDED (``amount_refunded``, cumulative; the charge's ``amount``
+    and ``currency``; ``payment_intent``;
     purchase id from the charge's metadata when present); anything else → IGNORED.
 
     Raises :class:`PaymentProviderNotConfigured` without a webhook secret,
@@ -145,11 +146,15 @@ def _map_event(data: Mapping[str, Any]) -> PaymentEvent:
     if event_type.startswith(("payment_intent.", "setup_intent.")):
         return _map_saved_card(event_type, obj, event)
     if event_type == "charge.refunded":
-        return event(
-            PaymentEventKind.REFUNDED,
-            purchase_id=_purchase_id(obj),
-            payment_reference=_ref(obj, "payment_intent"),
-            amount_cents=_amount(obj, "amount_refunded"),
+        return replace(
+            event(
+                PaymentEventKind.REFUNDED,
+                purchase_id=_purchase_id(obj),
+                payment_reference=_ref(obj, "payment_intent"),
+                amount_cents=_amount(obj, "amount_refunded"),
+            ),
+            charged_cents=_amount(obj, "amount"),
+            currency=_currency(obj),
         )
     return event(PaymentEventKind.IGNORED)
 
