@@ -491,12 +491,6 @@ def test_a_refund_of_a_direct_charge_gives_its_keys_allowance_back(db: Db) -> No
     assert _balance(db, user) == 100 * CREDIT
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review: after a period change (day → month) a refund of a charge counted in an"
-    " earlier, already rolled-over day lowers the new month counter, which never counted it;"
-    " the key row keeps no 'counting since' instant to tell (needs a column)",
-)
 def test_a_refund_after_a_period_change_gives_back_only_what_the_counter_counted(db: Db) -> None:
     """Day limit: Sunday's charge is counted on Sunday's counter. On Monday the owner switches
     the key to a monthly limit (Sunday's spend is not carried: that day is over), spends

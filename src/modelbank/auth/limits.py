@@ -172,6 +172,11 @@ _REFUND_CHARGE = (
         keys.c.limit_ucr.is_not(None),
         keys.c.period_start == _CURRENT_START,
         _CHARGE_START == _CURRENT_START,
+        # not a charge the counter never counted (made before a period change)
+        or_(
+            keys.c.counted_since.is_(None),
+            keys.c.counted_since <= bindparam("charged_at", type_=UTCDateTime()),
+        ),
     )
     .values(spent_ucr=case((keys.c.spent_ucr > _AMOUNT, keys.c.spent_ucr - _AMOUNT), else_=0))
 )
@@ -225,14 +230,22 @@ def refund_charge(
     back to the key's allowance, refunded at ``now``, in the refund's transaction (one
     conditional UPDATE). Only when ``now`` falls in the same period of the key as
     ``charged_at`` and the stored counter is that period's; ``spent_ucr`` never goes below
-    0. Returns True when the counter was reduced, False when the refund was in a later
-    period (or the key has no limit any more): nothing written."""
+    0, and only for a charge the current counter counted (not before its ``counted_since``:
+    a period change starts a new counter). Returns True when the counter was reduced, False
+    when the refund was in a later period, the charge predates the counter, or the key has
+    no limit any more: nothing written."""
     charged = {
         f"charge_{name}": value
         for name, value in _starts(charged_at).items()
         if name != "never_start"
     }
-    params = {"key_id": key_id, "amount": amount_ucr, **_starts(now), **charged}
+    params = {
+        "key_id": key_id,
+        "amount": amount_ucr,
+        "charged_at": charged_at,
+        **_starts(now),
+        **charged,
+    }
     return bool(conn.execute(_REFUND_CHARGE, params).rowcount == 1)
 
 
@@ -244,6 +257,15 @@ _SET_LIMIT = (
         limit_period=bindparam("period"),
         spent_ucr=case((keys.c.limit_ucr.is_(None), 0), else_=_SPENT_NOW),
         period_start=bindparam("new_start", type_=UTCDateTime()),
+        # A new counter (a limit where there was none, or another period) counts from now:
+        # refunds of charges made before it are not given back to it.
+        counted_since=case(
+            (
+                or_(keys.c.limit_ucr.is_(None), keys.c.limit_period != bindparam("period")),
+                bindparam("now", type_=UTCDateTime()),
+            ),
+            else_=keys.c.counted_since,
+        ),
     )
 )
 
@@ -262,6 +284,7 @@ def set_limit(
         "limit": limit_ucr,
         "period": period.value,
         "new_start": period_start(period, now),
+        "now": now,
         **_starts(now),
     }
     conn.execute(_SET_LIMIT, params)

@@ -38,6 +38,10 @@ class ApiKey(Base):
     period_start: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     spent_ucr: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     reserved_ucr: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    counted_since: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    """When the counter began counting under the current limit and period (set when a limit
+    is put on a key without one or its period changes; NULL: since the limit was created).
+    A refund gives back only charges counted from then on (migration 0018)."""
 
 
 api_keys_table = cast(Table, ApiKey.__table__)
