@@ -131,15 +131,7 @@ def run_once(
     step("expire holds")
     report.holds_expired = _until_done(factory, lambda s: holds.expire_due(s, now=at, limit=BATCH))
     step("sweep expired grants")
-    cursor: int | None = 0
-    for _ in range(MAX_BATCHES):
-        with factory() as session, session.begin():
-            swept, cursor = grants.sweep_expired_page(
-                session, now=at, limit=BATCH, after_user=cursor or 0
-            )
-        report.grants_swept += swept
-        if cursor is None:
-            break
+    report.grants_swept = _sweep_grants(factory, at)
     step("collect owed earnings")
     report.debts_collected_ucr = _until_done(
         factory, lambda s: refunds.settle_debts(s, now=at, limit=BATCH), count_rows=False
@@ -165,20 +157,47 @@ def run_once(
             factory, settings or Settings(), now=now, payment_http_client=payment_http_client
         )
         step("deliver webhooks")
-        own = client is None
-        http = client or httpx.Client(timeout=10.0)
-        try:
-            for _ in range(MAX_BATCHES):
-                result = delivery.deliver_due(factory, http, box, now=now, limit=DELIVERY_BATCH)
-                report.webhooks_delivered += result.delivered
-                report.webhook_attempts_failed += result.failed_attempts
-                report.webhooks_given_up += result.given_up
-                if result.delivered + result.failed_attempts < DELIVERY_BATCH:
-                    break
-        finally:
-            if own:
-                http.close()
+        _deliver_webhooks(factory, client, box, now, report)
     return report
+
+
+def _sweep_grants(factory: sessionmaker[Session], at: datetime) -> int:
+    """Expire the grants due at ``at``, a page of users per transaction; how many swept."""
+    swept_total = 0
+    cursor: int | None = 0
+    for _ in range(MAX_BATCHES):
+        with factory() as session, session.begin():
+            swept, cursor = grants.sweep_expired_page(
+                session, now=at, limit=BATCH, after_user=cursor or 0
+            )
+        swept_total += swept
+        if cursor is None:
+            break
+    return swept_total
+
+
+def _deliver_webhooks(
+    factory: sessionmaker[Session],
+    client: httpx.Client | None,
+    box: SecretBox,
+    now: datetime | None,
+    report: JobReport,
+) -> None:
+    """Send the outbox's due deliveries in batches (a fresh client with a 10 s timeout when
+    ``client`` is None), counting them into ``report``."""
+    own = client is None
+    http = client or httpx.Client(timeout=10.0)
+    try:
+        for _ in range(MAX_BATCHES):
+            result = delivery.deliver_due(factory, http, box, now=now, limit=DELIVERY_BATCH)
+            report.webhooks_delivered += result.delivered
+            report.webhook_attempts_failed += result.failed_attempts
+            report.webhooks_given_up += result.given_up
+            if result.delivered + result.failed_attempts < DELIVERY_BATCH:
+                break
+    finally:
+        if own:
+            http.close()
 
 
 def run_tasks(
