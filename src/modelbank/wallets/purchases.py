@@ -488,7 +488,10 @@ def apply_event(session: Session, event: PaymentEvent, *, now: datetime | None =
     purchase = _find(session, event)
     if purchase is not None:
         purchase = get_purchase(session, purchase.id, lock=True)  # serialise per purchase
-    if not _record_event(session, event, purchase, now):
+    purchase_id = None if purchase is None else purchase.id
+    if not record_payment_event(
+        session, event.provider, event.event_id, event.kind.value, purchase_id, now
+    ):
         return "duplicate"
     if event.kind is PaymentEventKind.IGNORED:
         return "ignored"
@@ -514,25 +517,32 @@ def apply_event(session: Session, event: PaymentEvent, *, now: datetime | None =
     return "refunded"
 
 
-def _record_event(
-    session: Session, event: PaymentEvent, purchase: PurchaseInfo | None, now: datetime
+def record_payment_event(
+    session: Session,
+    provider: str,
+    event_id: str,
+    kind: str,
+    purchase_id: int | None,
+    now: datetime,
 ) -> bool:
-    """Record the provider event id once (``payment_events``); False when it was seen before."""
+    """Record a provider event id once (``payment_events``, ``kind`` as stored, at most 16
+    characters); False when it was seen before (Stripe delivers at least once). Shared by
+    purchases and subscriptions (:mod:`modelbank.wallets.subscription_events`)."""
     conn = session.connection()
     seen = conn.execute(
         select(payment_events.c.id).where(
-            payment_events.c.provider == event.provider,
-            payment_events.c.event_id == event.event_id,
+            payment_events.c.provider == provider,
+            payment_events.c.event_id == event_id,
         )
     ).first()
     if seen is not None:
         return False
     conn.execute(
         insert(payment_events).values(
-            provider=event.provider,
-            event_id=event.event_id,
-            kind=event.kind.value,
-            purchase_id=None if purchase is None else purchase.id,
+            provider=provider,
+            event_id=event_id,
+            kind=kind,
+            purchase_id=purchase_id,
             received_at=now,
         )
     )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import insert, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from modelbank.db.base import utcnow
@@ -18,8 +18,8 @@ from modelbank.wallets.billing import (
 )
 from modelbank.wallets.billing_models import periods_table as periods
 from modelbank.wallets.billing_models import subscriptions_table as subscriptions
-from modelbank.wallets.models import payment_events_table as payment_events
 from modelbank.wallets.packages import UUSD_PER_CENT
+from modelbank.wallets.purchases import record_payment_event
 from modelbank.wallets.subscription_periods import record_period
 from modelbank.wallets.subscriptions import (
     CANCELLED,
@@ -82,24 +82,9 @@ def apply_event(session: Session, event: SubscriptionEvent, *, now: datetime | N
     found = _find(session, event)
     if found is not None:
         found = get_subscription(session, found.id, lock=True)
-    conn = session.connection()
-    seen = conn.execute(
-        select(payment_events.c.id).where(
-            payment_events.c.provider == event.provider,
-            payment_events.c.event_id == event.event_id,
-        )
-    ).first()
-    if seen is not None:
+    kind = f"sub_{event.kind.value}"[:16]
+    if not record_payment_event(session, event.provider, event.event_id, kind, None, now):
         return "duplicate"
-    conn.execute(
-        insert(payment_events).values(
-            provider=event.provider,
-            event_id=event.event_id,
-            kind=f"sub_{event.kind.value}"[:16],
-            purchase_id=None,
-            received_at=now,
-        )
-    )
     if event.kind is SubscriptionEventKind.IGNORED:
         return "ignored"
     if found is None:
